@@ -1,0 +1,69 @@
+"""Switchboard: a company's communication channels, connected to its CRM.
+
+The public API for plugin authors is re-exported here; see ``docs/hooks.md``.
+"""
+
+from switchboard.address import Address, AddressBook, AddressError
+from switchboard.channels import (
+    Channel,
+    ChannelContext,
+    InboundMessage,
+    OutboundMessage,
+    PermanentSendError,
+    Receipt,
+    Received,
+    SendError,
+    TransientSendError,
+    VoiceChannel,
+)
+from switchboard.config import Config, ConfigError, CoreSettings, load_config
+from switchboard.core import Switchboard
+from switchboard.models import (
+    Agent,
+    CallRecord,
+    Contact,
+    Direction,
+    Disposition,
+    Interaction,
+    InteractionKind,
+    InteractionStatus,
+    IvrStep,
+    Recording,
+    Role,
+)
+from switchboard.plugins import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Address",
+    "AddressBook",
+    "AddressError",
+    "Agent",
+    "CallRecord",
+    "Channel",
+    "ChannelContext",
+    "Config",
+    "ConfigError",
+    "Contact",
+    "CoreSettings",
+    "Direction",
+    "Disposition",
+    "InboundMessage",
+    "Interaction",
+    "InteractionKind",
+    "InteractionStatus",
+    "IvrStep",
+    "OutboundMessage",
+    "PermanentSendError",
+    "Receipt",
+    "Received",
+    "Recording",
+    "Role",
+    "SendError",
+    "Switchboard",
+    "TransientSendError",
+    "VoiceChannel",
+    "hookimpl",
+    "load_config",
+]

@@ -1,0 +1,218 @@
+"""The call-record lifecycle a voice channel reports: ``ringing → answered → ended``.
+
+Each step is stored, then its hook fires: ``call_ringing`` (the screen pop), then
+``route_call`` picks who takes the call, ``call_answered``, ``call_ended``,
+``recording_saved``. Steps out of order raise :class:`CallStateError`; a repeated
+``ringing`` for the same call id returns the stored record and fires nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import wave
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from switchboard.address import Address
+from switchboard.contacts import load_contacts
+from switchboard.models import (
+    Agent,
+    CallRecord,
+    Contact,
+    Direction,
+    Disposition,
+    InteractionKind,
+    InteractionStatus,
+    Recording,
+    utcnow,
+)
+from switchboard.store import StoreError, call_from_row, call_t, interaction_t
+
+if TYPE_CHECKING:
+    from switchboard.core import Switchboard
+
+
+class CallStateError(StoreError):
+    """A call event that does not fit the call's state (unknown call, answered after end)."""
+
+
+def describe_recording(path: str | Path) -> Recording:
+    """Duration (from the WAV header) and sha256 of a recording file."""
+    p = Path(path)
+    digest = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    try:
+        with wave.open(str(p), "rb") as w:
+            duration = w.getnframes() / float(w.getframerate())
+    except (wave.Error, EOFError) as exc:
+        raise StoreError(f"recording {p} is not a readable WAV file: {exc}") from None
+    return Recording(path=str(p), duration=round(duration, 3), sha256=digest.hexdigest())
+
+
+class CallLog:
+    def __init__(self, core: Switchboard) -> None:
+        self.core = core
+
+    async def ringing(
+        self,
+        channel: str,
+        call_id: str,
+        *,
+        direction: Direction,
+        from_address: Address | str,
+        to_address: Address | str,
+        agents: Iterable[int] = (),
+        caller_name: str | None = None,
+    ) -> tuple[CallRecord, Contact]:
+        """A call started ringing; the customer is the caller (inbound) or callee."""
+        frm = self._addr(from_address)
+        to = self._addr(to_address)
+        customer = frm if direction == Direction.INBOUND else to
+        existing = await asyncio.to_thread(self.core.store.get_call, call_id, channel)
+        if existing is not None:
+            contact = await asyncio.to_thread(self.core.store.get_contact, existing.contact_id)
+            assert contact is not None
+            return existing, contact
+        answers = {}
+        if isinstance(customer, Address):
+            answers = await self.core.inbox.resolver.ask_plugins([customer])
+
+        def store() -> tuple[CallRecord, Contact, bool]:
+            now = utcnow()
+            with self.core.store.write() as conn:
+                created = False
+                if isinstance(customer, Address):
+                    contact_id, created = self.core.inbox.resolver.resolve(
+                        conn, customer, answers.get(customer), caller_name, {})
+                else:  # an unreadable number (withheld, "anonymous"): its own contact
+                    contact_id = self.core.store.create_contact(
+                        caller_name or customer or "unknown caller", conn=conn).id or 0
+                    created = True
+                interaction_id = conn.execute(sa.insert(interaction_t).values(
+                    contact_id=contact_id, channel=channel, direction=direction.value,
+                    kind=InteractionKind.CALL.value, status=InteractionStatus.RINGING.value,
+                    external_id=call_id, address=str(customer), created_at=now,
+                    updated_at=now,
+                ).returning(interaction_t.c.id)).scalar_one()
+                conn.execute(sa.insert(call_t).values(
+                    interaction_id=interaction_id, call_id=call_id, channel=channel,
+                    direction=direction.value, from_address=str(frm), to_address=str(to),
+                    ringing_at=now, ivr_path=[], agents_notified=sorted(set(agents)),
+                ))
+                record = self._load(conn, call_id, channel)
+                contact = load_contacts(conn, [contact_id])[contact_id]
+            return record, contact, created
+
+        record, contact, created = await asyncio.to_thread(store)
+        if created:
+            await self.core.plugins.call("contact_created", contact=contact)
+        await self.core.plugins.call("call_ringing", call=record, contact=contact)
+        return record, contact
+
+    async def route(self, record: CallRecord, contact: Contact) -> Any:
+        """Ask ``route_call`` who takes the call: the handler returned, or None."""
+        return await self.core.plugins.call_first("route_call", call=record, contact=contact)
+
+    async def answered(self, channel: str, call_id: str, agent: Agent | None = None) -> CallRecord:
+        def store() -> CallRecord:
+            with self.core.store.write() as conn:
+                record = self._load(conn, call_id, channel)
+                if record.status != InteractionStatus.RINGING:
+                    raise CallStateError(
+                        f"call {call_id} on {channel} is {record.status}, cannot be answered")
+                self._update(conn, record, InteractionStatus.ANSWERED,
+                             answered_at=utcnow(), agent_id=agent.id if agent else None)
+                return self._load(conn, call_id, channel)
+
+        record = await asyncio.to_thread(store)
+        await self.core.plugins.call("call_answered", call=record, agent=agent)
+        return record
+
+    async def ivr_step(self, channel: str, call_id: str, node: str, digits: str = "") -> None:
+        """Append a node visited (and the digits pressed there) to the call's IVR path."""
+        def store() -> None:
+            with self.core.store.write() as conn:
+                record = self._load(conn, call_id, channel)
+                if record.status == InteractionStatus.ENDED:
+                    raise CallStateError(f"call {call_id} on {channel} has ended")
+                path = [{"node": s.node, "digits": s.digits, "at": s.at.isoformat()}
+                        for s in record.ivr_path]
+                path.append({"node": node, "digits": digits, "at": utcnow().isoformat()})
+                conn.execute(sa.update(call_t).where(call_t.c.id == record.id)
+                             .values(ivr_path=path))
+
+        await asyncio.to_thread(store)
+
+    async def ended(
+        self,
+        channel: str,
+        call_id: str,
+        disposition: Disposition | None = None,
+        hangup_cause: str | None = None,
+    ) -> CallRecord:
+        """The call ended. Without a disposition: ``answered`` if it was, else ``missed``."""
+        def store() -> CallRecord:
+            with self.core.store.write() as conn:
+                record = self._load(conn, call_id, channel)
+                if record.status == InteractionStatus.ENDED:
+                    raise CallStateError(f"call {call_id} on {channel} has already ended")
+                final = disposition or (Disposition.ANSWERED if record.answered_at
+                                        else Disposition.MISSED)
+                self._update(conn, record, InteractionStatus.ENDED, ended_at=utcnow(),
+                             disposition=final.value, hangup_cause=hangup_cause)
+                return self._load(conn, call_id, channel)
+
+        record = await asyncio.to_thread(store)
+        await self.core.plugins.call("call_ended", record=record)
+        return record
+
+    async def recording_saved(self, channel: str, call_id: str, path: str | Path) -> CallRecord:
+        """Attach a WAV recording (duration and sha256 are read from the file)."""
+        def store() -> CallRecord:
+            rec = describe_recording(path)
+            with self.core.store.write() as conn:
+                record = self._load(conn, call_id, channel)
+                conn.execute(sa.update(call_t).where(call_t.c.id == record.id).values(
+                    recording_path=rec.path, recording_duration=rec.duration,
+                    recording_sha256=rec.sha256))
+                return self._load(conn, call_id, channel)
+
+        record = await asyncio.to_thread(store)
+        await self.core.plugins.call("recording_saved", record=record)
+        return record
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _addr(self, raw: Address | str) -> Address | str:
+        """Parse an address; a caller id that is not a number stays as text."""
+        if isinstance(raw, Address):
+            return raw
+        try:
+            return self.core.addresses.parse(raw)
+        except ValueError:
+            return raw
+
+    @staticmethod
+    def _load(conn: Connection, call_id: str, channel: str) -> CallRecord:
+        row = conn.execute(
+            sa.select(call_t, interaction_t.c.contact_id, interaction_t.c.status)
+            .join(interaction_t, interaction_t.c.id == call_t.c.interaction_id)
+            .where(call_t.c.call_id == call_id, call_t.c.channel == channel)
+        ).first()
+        if row is None:
+            raise CallStateError(f"no call {call_id!r} on channel {channel!r}")
+        return call_from_row(row)
+
+    @staticmethod
+    def _update(conn: Connection, record: CallRecord, status: InteractionStatus,
+                **values: Any) -> None:
+        conn.execute(sa.update(call_t).where(call_t.c.id == record.id).values(**values))
+        conn.execute(sa.update(interaction_t).where(interaction_t.c.id == record.interaction_id)
+                     .values(status=status.value, updated_at=utcnow()))

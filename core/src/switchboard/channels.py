@@ -1,0 +1,147 @@
+"""The channel contract: what a channel plugin implements and what it is given.
+
+A plugin registers channel objects through ``register_channels(register)``. The runner
+calls ``await channel.start(ctx)`` with a :class:`ChannelContext`, its only door into the
+core, and ``await channel.stop()`` on shutdown. The outbox worker calls
+``await channel.send(message)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
+
+from switchboard.address import Address
+from switchboard.models import Agent, Contact, Interaction, InteractionKind
+
+if TYPE_CHECKING:
+    from switchboard.calls import CallLog
+    from switchboard.core import Switchboard
+
+
+@attrs.frozen
+class InboundMessage:
+    """What a channel hands to ``ctx.receive``.
+
+    ``external_id`` is the channel's own id of the message (Telegram update id, email
+    Message-ID...): the same (channel, external_id) is stored once, however often it comes.
+    ``sender`` is an :class:`Address` or text the address book can parse.
+    """
+
+    external_id: str
+    sender: Address | str
+    text: str | None = None
+    subject: str | None = None
+    kind: InteractionKind = InteractionKind.MESSAGE
+    sender_name: str | None = None
+    meta: dict[str, Any] = attrs.field(factory=dict)
+    received_at: datetime | None = None
+
+
+@attrs.frozen
+class OutboundMessage:
+    """What the outbox worker asks a channel to send."""
+
+    interaction_id: int
+    channel: str
+    address: Address
+    text: str | None
+    subject: str | None
+    payload: dict[str, Any]
+    attempt: int
+    contact_id: int
+
+
+@attrs.frozen
+class Receipt:
+    """A channel's answer to ``send``: the id the far side gave the message."""
+
+    external_id: str
+    meta: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Received:
+    """What ``ctx.receive`` returns: the stored interaction, its contact, and whether the
+    message had been stored before (a duplicate: no hook fired again)."""
+
+    interaction: Interaction
+    contact: Contact
+    duplicate: bool
+    contact_created: bool = False
+
+
+class SendError(Exception):
+    """Base of the errors ``Channel.send`` raises to tell the outbox what happened."""
+
+
+class TransientSendError(SendError):
+    """Try again later (timeouts, 4xx SMTP replies, HTTP 429/5xx...).
+
+    ``retry_after`` (seconds), when the far side said how long to wait, replaces the
+    outbox's own backoff for this attempt.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentSendError(SendError):
+    """Never retry (bad address, the user blocked the bot, 5xx SMTP replies...)."""
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A way to reach contacts. ``name`` is what interactions and the API call it
+    (``telegram``); ``address_kind`` is the kind of address it sends to (``telegram``,
+    ``email``, ``phone``)."""
+
+    name: str
+    address_kind: str
+
+    async def start(self, ctx: ChannelContext) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, message: OutboundMessage) -> Receipt: ...
+
+
+@runtime_checkable
+class VoiceChannel(Channel, Protocol):
+    """A channel that can also place calls (click-to-call)."""
+
+    async def dial(self, agent: Agent, address: Address) -> str:
+        """Ring the agent, then the address; return the call id."""
+        ...
+
+
+class ChannelContext:
+    """A channel's handle on the core: receive messages, report calls, read settings."""
+
+    def __init__(self, core: Switchboard, channel: str, plugin: str, settings: Any) -> None:
+        self._core = core
+        self.channel = channel
+        self.plugin = plugin
+        self.settings = settings
+        self.logger = logging.getLogger(f"switchboard.channel.{channel}")
+
+    @property
+    def calls(self) -> CallLog:
+        """The call-record lifecycle (``ringing``, ``answered``, ``ended``...)."""
+        return self._core.calls
+
+    @property
+    def recordings_dir(self) -> str:
+        return self._core.config.core.recordings_dir
+
+    def address(self, raw: str | Address) -> Address:
+        """Parse and normalize an address with the configured default region."""
+        return self._core.addresses.parse(raw)
+
+    async def receive(self, message: InboundMessage) -> Received:
+        """Store an inbound message on its contact's timeline (idempotent)."""
+        return await self._core.inbox.receive(self.channel, message)

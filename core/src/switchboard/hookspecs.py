@@ -1,0 +1,111 @@
+"""Switchboard's hook specifications (pluggy project ``switchboard``).
+
+Four families: channel, contact, call record, runner. An implementation takes any subset
+of a hook's arguments and may return a value, or an awaitable that the core awaits.
+Hooks are called one implementation at a time: one that raises is logged with its
+plugin's name and the others still run. Every hook has a section in ``docs/hooks.md``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from switchboard.address import Address
+    from switchboard.models import Agent, CallRecord, Contact, Interaction
+
+hookspec = pluggy.HookspecMarker("switchboard")
+
+
+# -- channel ----------------------------------------------------------------------------
+
+
+@hookspec
+def register_channels(register: Any) -> None:
+    """Register channel objects: call ``register(channel)`` once per channel."""
+
+
+@hookspec
+def message_received(interaction: Interaction, contact: Contact) -> None:
+    """An inbound message was saved on the contact's timeline."""
+
+
+@hookspec
+def message_sent(interaction: Interaction, contact: Contact) -> None:
+    """An outbound message was handed to its channel, which accepted it."""
+
+
+@hookspec
+def message_failed(interaction: Interaction, contact: Contact, error: str) -> None:
+    """An outbound message was given up on: a permanent error or too many retries."""
+
+
+# -- contact ----------------------------------------------------------------------------
+
+
+@hookspec
+def register_address_kinds(register: Any) -> None:
+    """Add address kinds: call ``register(kind, normalizer)`` for each."""
+
+
+@hookspec(firstresult=True)
+def resolve_contact(address: Address) -> Contact | None:
+    """Return the contact behind an address (an external CRM answers first), or None."""
+
+
+@hookspec
+def contact_created(contact: Contact) -> None:
+    """A contact was created in the store."""
+
+
+# -- call record ------------------------------------------------------------------------
+
+
+@hookspec
+def call_ringing(call: CallRecord, contact: Contact) -> None:
+    """A call started ringing: the screen pop, fired before anyone answers."""
+
+
+@hookspec(firstresult=True)
+def route_call(call: CallRecord, contact: Contact) -> Any:
+    """Return the handler that takes a ringing call (e.g. an IVR flow), or None."""
+
+
+@hookspec
+def call_answered(call: CallRecord, agent: Agent | None) -> None:
+    """A call was answered (by an agent, or by an IVR when ``agent`` is None)."""
+
+
+@hookspec
+def call_ended(record: CallRecord) -> None:
+    """A call ended; ``record`` has its disposition, times and IVR path."""
+
+
+@hookspec
+def recording_saved(record: CallRecord) -> None:
+    """A call's recording was stored; ``record.recording`` has path, duration, sha256."""
+
+
+# -- runner -----------------------------------------------------------------------------
+
+
+@hookspec
+def register_settings(register: Any) -> None:
+    """Register the plugin's settings: ``register(SettingsClass)`` for ``[plugins.NAME]``."""
+
+
+@hookspec
+def register_routes(router: Any) -> None:
+    """Add HTTP routes to the runner: ``router`` is a FastAPI ``APIRouter``."""
+
+
+@hookspec
+def startup(app: Any) -> None:
+    """The runner has started: store ready, channels about to start."""
+
+
+@hookspec
+def shutdown(app: Any) -> None:
+    """The runner is stopping: channels stopped, store still open."""

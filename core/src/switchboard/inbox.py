@@ -1,0 +1,191 @@
+"""Inbound messages: dedupe, resolve the contact, save, then fire hooks.
+
+Concurrent ``receive`` calls are group-committed: one writer task takes everything that is
+waiting (up to ``max_batch``) and stores it in one transaction. ``receive`` returns only
+after that transaction committed and the hooks ran, so what a channel was told is stored,
+is stored; a crash before the commit loses only messages whose ``receive`` had not returned
+(the channel has not acknowledged them upstream, so they come again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from switchboard.address import Address
+from switchboard.channels import InboundMessage, Received
+from switchboard.contacts import ContactResolver, load_contacts
+from switchboard.models import Contact, Direction, InteractionStatus, utcnow
+from switchboard.store import interaction_from_row, interaction_t
+
+if TYPE_CHECKING:
+    from switchboard.core import Switchboard
+
+log = logging.getLogger("switchboard.inbox")
+
+
+class _Pending:
+    __slots__ = ("address", "answer", "channel", "future", "message")
+
+    def __init__(self, channel: str, message: InboundMessage, address: Address,
+                 future: asyncio.Future[Received]) -> None:
+        self.channel = channel
+        self.message = message
+        self.address = address
+        self.future = future
+        self.answer: Contact | None = None
+
+
+class Inbox:
+    def __init__(self, core: Switchboard, *, max_batch: int = 500) -> None:
+        self.core = core
+        self.max_batch = max_batch
+        self.resolver = ContactResolver(core.plugins)
+        self._waiting: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def receive(self, channel: str, message: InboundMessage) -> Received:
+        """Store one inbound message; raises :class:`AddressError` for a bad sender."""
+        if not message.external_id:
+            raise ValueError(f"{channel}: an inbound message needs an external_id")
+        address = self.core.addresses.parse(message.sender)
+        future: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Pending(channel, message, address, future))
+        self._wakeup.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="switchboard-inbox")
+        return await future
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._waiting:
+                batch = self._waiting[: self.max_batch]
+                del self._waiting[: self.max_batch]
+                await self._process(batch)
+
+    async def _process(self, batch: list[_Pending]) -> None:
+        try:
+            keys = {(p.channel, p.message.external_id) for p in batch}
+            known = await asyncio.to_thread(self._existing, keys)
+            fresh = [p for p in batch if (p.channel, p.message.external_id) not in known]
+            answers = await self.resolver.ask_plugins(p.address for p in fresh)
+            for p in fresh:
+                p.answer = answers.get(p.address)
+            try:
+                results = await asyncio.to_thread(self._store, batch)
+            except IntegrityError:
+                # Another process stored one of these keys or addresses meanwhile:
+                # store each message on its own so only the clash is retried.
+                results = []
+                for p in batch:
+                    results += await asyncio.to_thread(self._store, [p])
+        except Exception as exc:
+            log.exception("storing %d inbound message(s) failed", len(batch))
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        for p, received in zip(batch, results, strict=True):
+            if received.contact_created:
+                await self.core.plugins.call("contact_created", contact=received.contact)
+            if not received.duplicate:
+                await self.core.plugins.call(
+                    "message_received", interaction=received.interaction,
+                    contact=received.contact,
+                )
+            if not p.future.done():
+                p.future.set_result(received)
+
+    def _existing(self, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        with self.core.store.read() as conn:
+            return {
+                (r.channel, r.external_id)
+                for r in conn.execute(
+                    sa.select(interaction_t.c.channel, interaction_t.c.external_id).where(
+                        sa.tuple_(interaction_t.c.channel, interaction_t.c.external_id).in_(
+                            list(keys)
+                        )
+                    )
+                )
+            }
+
+    def _store(self, batch: list[_Pending]) -> list[Received]:
+        with self.core.store.write() as conn:
+            return self._store_in(conn, batch)
+
+    def _store_in(self, conn: Connection, batch: list[_Pending]) -> list[Received]:
+        keys = list({(p.channel, p.message.external_id) for p in batch})
+        stored: dict[tuple[str, str], Any] = {
+            (r.channel, r.external_id): r
+            for r in conn.execute(
+                sa.select(interaction_t).where(
+                    sa.tuple_(interaction_t.c.channel, interaction_t.c.external_id).in_(keys)
+                )
+            )
+        }
+        cache: dict[Address, int] = {}
+        created: set[int] = set()
+        new_rows: list[dict[str, Any]] = []
+        new_keys: list[tuple[str, str]] = []
+        now = utcnow()
+        for p in batch:
+            key = (p.channel, p.message.external_id)
+            if key in stored or key in new_keys:
+                continue
+            contact_id, was_created = ContactResolver.resolve(
+                conn, p.address, p.answer, p.message.sender_name, cache
+            )
+            if was_created:
+                created.add(contact_id)
+            m = p.message
+            new_rows.append({
+                "contact_id": contact_id, "channel": p.channel,
+                "direction": Direction.INBOUND.value, "kind": m.kind.value,
+                "status": InteractionStatus.RECEIVED.value, "external_id": m.external_id,
+                "address": str(p.address), "text": m.text, "subject": m.subject,
+                "meta": m.meta or None, "created_at": m.received_at or now, "updated_at": now,
+            })
+            new_keys.append(key)
+        inserted: dict[tuple[str, str], Any] = {}
+        if new_rows:
+            rows = conn.execute(
+                sa.insert(interaction_t).returning(*interaction_t.c, sort_by_parameter_order=True),
+                new_rows,
+            ).all()
+            inserted = {(r.channel, r.external_id): r for r in rows}
+        rows_by_key = {**stored, **inserted}
+        contacts = load_contacts(conn, (r.contact_id for r in rows_by_key.values()))
+        out = []
+        announced: set[tuple[str, str]] = set()
+        announced_contacts: set[int] = set()
+        for p in batch:
+            key = (p.channel, p.message.external_id)
+            row = rows_by_key[key]
+            fresh = key in inserted and key not in announced
+            announced.add(key)
+            new_contact = fresh and row.contact_id in created - announced_contacts
+            if new_contact:
+                announced_contacts.add(row.contact_id)
+            out.append(Received(
+                interaction=interaction_from_row(row),
+                contact=contacts[row.contact_id],
+                duplicate=not fresh,
+                contact_created=new_contact,
+            ))
+        return out

@@ -1,0 +1,387 @@
+"""The store: one SQLAlchemy engine over SQLite (default, WAL) or PostgreSQL.
+
+The hot paths (ingest, lookup, outbox) use SQLAlchemy Core statements on the SQLModel
+tables; the ORM is not needed to read or write a row. Every write transaction goes through
+:meth:`Store.write`, which on SQLite takes the write lock up front (``BEGIN IMMEDIATE``) so
+that two writers wait for each other instead of failing on a lock upgrade.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.engine import Connection, Engine
+
+from switchboard.address import Address
+from switchboard.models import (
+    Agent,
+    CallRecord,
+    Contact,
+    Direction,
+    Disposition,
+    Interaction,
+    InteractionKind,
+    InteractionStatus,
+    IvrStep,
+    Recording,
+    Role,
+    utcnow,
+)
+from switchboard.tables import (
+    AddressRow,
+    AgentRow,
+    CallRecordRow,
+    ContactRow,
+    InteractionRow,
+    OutboxRow,
+)
+
+log = logging.getLogger(__name__)
+
+agent_t: sa.Table = AgentRow.__table__  # type: ignore[attr-defined]
+contact_t: sa.Table = ContactRow.__table__  # type: ignore[attr-defined]
+address_t: sa.Table = AddressRow.__table__  # type: ignore[attr-defined]
+interaction_t: sa.Table = InteractionRow.__table__  # type: ignore[attr-defined]
+call_t: sa.Table = CallRecordRow.__table__  # type: ignore[attr-defined]
+outbox_t: sa.Table = OutboxRow.__table__  # type: ignore[attr-defined]
+
+# Any 64-bit number: PostgreSQL's advisory lock that keeps two runners from migrating at once.
+_MIGRATION_LOCK_ID = 0x5B0A_2D00_0001
+
+
+class StoreError(RuntimeError):
+    """A store operation that cannot succeed as asked (e.g. unknown contact)."""
+
+
+def normalize_url(url: str) -> str:
+    """Pick the drivers Switchboard ships with: sqlite3 and psycopg 3."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create_store_engine(url: str, *, pool_size: int = 5) -> Engine:
+    url = normalize_url(url)
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take over transaction control from the sqlite3 module (see "begin" below).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # NORMAL under WAL: a killed process loses nothing committed; only a power cut
+        # may lose the last transactions (docs/config.md says so).
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("switchboard_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _alembic_config(conn: Connection) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option(
+        "script_location", str(importlib.resources.files("switchboard") / "migrations")
+    )
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+class Store:
+    """Contacts, addresses, agents, interactions, call records and the outbox."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = normalize_url(url)
+        self.engine = create_store_engine(self.url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema up to ``revision`` through the Alembic migrations."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+                conn.commit()
+            try:
+                command.upgrade(_alembic_config(conn), revision)
+                conn.commit()
+            finally:
+                if self.dialect == "postgresql":
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                    )
+                    conn.commit()
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction: committed on exit, rolled back on error."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(switchboard_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- contacts -------------------------------------------------------------------------
+
+    def find_contact_id(self, address: Address, conn: Connection | None = None) -> int | None:
+        """The id of the contact owning ``address``: one probe of the unique index."""
+        stmt = sa.select(address_t.c.contact_id).where(
+            address_t.c.kind == address.kind, address_t.c.value == address.value
+        )
+        if conn is not None:
+            return conn.execute(stmt).scalar()
+        with self.engine.connect() as c:
+            return c.execute(stmt).scalar()
+
+    def find_contact(self, address: Address) -> Contact | None:
+        with self.read() as conn:
+            contact_id = self.find_contact_id(address, conn)
+            return None if contact_id is None else self._contact(conn, contact_id)
+
+    def get_contact(self, contact_id: int) -> Contact | None:
+        with self.read() as conn:
+            return self._contact(conn, contact_id)
+
+    def _contact(self, conn: Connection, contact_id: int) -> Contact | None:
+        row = conn.execute(sa.select(contact_t).where(contact_t.c.id == contact_id)).first()
+        if row is None:
+            return None
+        addrs = conn.execute(
+            sa.select(address_t.c.kind, address_t.c.value)
+            .where(address_t.c.contact_id == contact_id)
+            .order_by(address_t.c.id)
+        ).all()
+        return Contact(
+            id=row.id,
+            name=row.name,
+            company=row.company,
+            addresses=tuple(Address(a.kind, a.value) for a in addrs),
+            owner_agent_id=row.owner_agent_id,
+            created_at=row.created_at,
+        )
+
+    def create_contact(
+        self,
+        name: str,
+        addresses: Iterable[Address] = (),
+        *,
+        company: str | None = None,
+        owner_agent_id: int | None = None,
+        conn: Connection | None = None,
+    ) -> Contact:
+        """Insert a contact with its addresses; an address owned by another contact fails."""
+        if conn is None:
+            with self.write() as c:
+                return self.create_contact(
+                    name, addresses, company=company, owner_agent_id=owner_agent_id, conn=c
+                )
+        contact_id = conn.execute(
+            sa.insert(contact_t)
+            .values(name=name, company=company, owner_agent_id=owner_agent_id,
+                    created_at=utcnow())
+            .returning(contact_t.c.id)
+        ).scalar_one()
+        addrs = tuple(dict.fromkeys(addresses))
+        if addrs:
+            conn.execute(
+                sa.insert(address_t),
+                [{"contact_id": contact_id, "kind": a.kind, "value": a.value} for a in addrs],
+            )
+        contact = self._contact(conn, contact_id)
+        assert contact is not None
+        return contact
+
+    def add_address(self, contact_id: int, address: Address) -> None:
+        with self.write() as conn:
+            conn.execute(
+                sa.insert(address_t).values(
+                    contact_id=contact_id, kind=address.kind, value=address.value
+                )
+            )
+
+    # -- agents ---------------------------------------------------------------------------
+
+    def sync_agents(self, agents: Sequence[Agent]) -> list[Agent]:
+        """Make the agent table hold the configured agents (matched by name); keep others."""
+        with self.write() as conn:
+            existing = {r.name: r.id for r in conn.execute(sa.select(agent_t.c.name, agent_t.c.id))}
+            for a in agents:
+                values = {"extension": a.extension, "email": a.email, "role": str(a.role)}
+                if a.name in existing:
+                    conn.execute(
+                        sa.update(agent_t).where(agent_t.c.id == existing[a.name]).values(values)
+                    )
+                else:
+                    conn.execute(sa.insert(agent_t).values(name=a.name, **values))
+        return self.list_agents()
+
+    def list_agents(self) -> list[Agent]:
+        with self.read() as conn:
+            rows = conn.execute(sa.select(agent_t).order_by(agent_t.c.id)).all()
+        return [_agent(r) for r in rows]
+
+    def get_agent(self, key: int | str) -> Agent | None:
+        """An agent by id, name or SIP extension."""
+        col = agent_t.c.id if isinstance(key, int) else agent_t.c.name
+        with self.read() as conn:
+            row = conn.execute(sa.select(agent_t).where(col == key)).first()
+            if row is None and isinstance(key, str):
+                row = conn.execute(sa.select(agent_t).where(agent_t.c.extension == key)).first()
+        return None if row is None else _agent(row)
+
+    # -- interactions and calls -----------------------------------------------------------
+
+    def get_interaction(self, interaction_id: int) -> Interaction | None:
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(interaction_t).where(interaction_t.c.id == interaction_id)
+            ).first()
+        return None if row is None else interaction_from_row(row)
+
+    def find_interaction(self, channel: str, external_id: str) -> Interaction | None:
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(interaction_t).where(
+                    interaction_t.c.channel == channel, interaction_t.c.external_id == external_id
+                )
+            ).first()
+        return None if row is None else interaction_from_row(row)
+
+    def timeline(
+        self, contact_id: int, *, limit: int = 50, before_id: int | None = None
+    ) -> list[Interaction]:
+        """A contact's interactions, newest first; page with ``before_id``."""
+        stmt = (
+            sa.select(interaction_t)
+            .where(interaction_t.c.contact_id == contact_id)
+            .order_by(interaction_t.c.created_at.desc(), interaction_t.c.id.desc())
+            .limit(limit)
+        )
+        if before_id is not None:
+            stmt = stmt.where(interaction_t.c.id < before_id)
+        with self.read() as conn:
+            return [interaction_from_row(r) for r in conn.execute(stmt)]
+
+    def get_call(self, call_id: str, channel: str | None = None) -> CallRecord | None:
+        stmt = (
+            sa.select(call_t, interaction_t.c.contact_id, interaction_t.c.status)
+            .join(interaction_t, interaction_t.c.id == call_t.c.interaction_id)
+            .where(call_t.c.call_id == call_id)
+        )
+        if channel is not None:
+            stmt = stmt.where(call_t.c.channel == channel)
+        with self.read() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else call_from_row(row)
+
+    def count(self, table: sa.Table) -> int:
+        with self.read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def _agent(row: Any) -> Agent:
+    return Agent(id=row.id, name=row.name, extension=row.extension, email=row.email,
+                 role=Role(row.role))
+
+
+def interaction_from_row(row: Any) -> Interaction:
+    address = None
+    if row.address:
+        kind, _, value = row.address.partition(":")
+        address = Address(kind, value)
+    return Interaction(
+        id=row.id,
+        contact_id=row.contact_id,
+        channel=row.channel,
+        direction=Direction(row.direction),
+        kind=InteractionKind(row.kind),
+        status=InteractionStatus(row.status),
+        external_id=row.external_id,
+        address=address,
+        text=row.text,
+        subject=row.subject,
+        error=row.error,
+        meta=dict(row.meta or {}),
+        created_at=row.created_at,
+    )
+
+
+def call_from_row(row: Any) -> CallRecord:
+    recording = None
+    if row.recording_path:
+        recording = Recording(
+            path=row.recording_path,
+            duration=float(row.recording_duration or 0.0),
+            sha256=row.recording_sha256 or "",
+        )
+    return CallRecord(
+        id=row.id,
+        interaction_id=row.interaction_id,
+        contact_id=row.contact_id,
+        call_id=row.call_id,
+        channel=row.channel,
+        direction=Direction(row.direction),
+        from_address=row.from_address,
+        to_address=row.to_address,
+        status=InteractionStatus(row.status),
+        agent_id=row.agent_id,
+        ringing_at=row.ringing_at,
+        answered_at=row.answered_at,
+        ended_at=row.ended_at,
+        disposition=Disposition(row.disposition) if row.disposition else None,
+        ivr_path=tuple(
+            IvrStep(node=s["node"], digits=s.get("digits", ""), at=datetime.fromisoformat(s["at"]))
+            for s in (row.ivr_path or [])
+        ),
+        recording=recording,
+        hangup_cause=row.hangup_cause,
+        agents_notified=tuple(row.agents_notified or ()),
+    )

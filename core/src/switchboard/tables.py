@@ -1,0 +1,143 @@
+"""Persistence: SQLModel tables. The schema itself is owned by the Alembic migrations in
+``switchboard/migrations``; a test checks that these tables and the migrations agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(
+        self, value: datetime | None, dialect: sa.Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def _json() -> Any:
+    return Field(default=None, sa_type=sa.JSON, nullable=True)
+
+
+class AgentRow(SQLModel, table=True):
+    __tablename__ = "agent"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    extension: str | None = Field(default=None, max_length=64)
+    email: str | None = Field(default=None, max_length=320)
+    role: str = Field(default="agent", max_length=32)
+
+
+class ContactRow(SQLModel, table=True):
+    __tablename__ = "contact"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=300)
+    company: str | None = Field(default=None, max_length=300)
+    owner_agent_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
+    created_at: datetime | None = _ts()
+
+
+class AddressRow(SQLModel, table=True):
+    """One address of a contact; (kind, value) is unique, so lookup is one index probe."""
+
+    __tablename__ = "address"
+    __table_args__ = (sa.UniqueConstraint("kind", "value", name="uq_address_kind_value"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=32)
+    value: str = Field(max_length=320)
+
+
+class InteractionRow(SQLModel, table=True):
+    """A timeline row; (channel, external_id) is the idempotency key of inbound traffic."""
+
+    __tablename__ = "interaction"
+    __table_args__ = (
+        sa.UniqueConstraint("channel", "external_id", name="uq_interaction_channel_external_id"),
+        sa.Index("ix_interaction_contact_created", "contact_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", ondelete="CASCADE")
+    channel: str = Field(max_length=64)
+    direction: str = Field(max_length=16)
+    kind: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    external_id: str | None = Field(default=None, max_length=255)
+    address: str | None = Field(default=None, max_length=400)
+    text: str | None = Field(default=None, sa_type=sa.Text)
+    subject: str | None = Field(default=None, max_length=998)
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    meta: dict[str, Any] | None = _json()
+    created_at: datetime | None = _ts(nullable=False)
+    updated_at: datetime | None = _ts()
+
+
+class CallRecordRow(SQLModel, table=True):
+    __tablename__ = "call_record"
+    __table_args__ = (sa.UniqueConstraint("channel", "call_id", name="uq_call_record_call_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    interaction_id: int = Field(foreign_key="interaction.id", unique=True, ondelete="CASCADE")
+    call_id: str = Field(max_length=255)
+    channel: str = Field(max_length=64)
+    direction: str = Field(max_length=16)
+    from_address: str = Field(max_length=400)
+    to_address: str = Field(max_length=400)
+    agent_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
+    ringing_at: datetime | None = _ts(index=True)
+    answered_at: datetime | None = _ts()
+    ended_at: datetime | None = _ts()
+    disposition: str | None = Field(default=None, max_length=16)
+    ivr_path: list[dict[str, Any]] | None = _json()
+    agents_notified: list[int] | None = _json()
+    recording_path: str | None = Field(default=None, max_length=1024)
+    recording_duration: float | None = None
+    recording_sha256: str | None = Field(default=None, max_length=64)
+    hangup_cause: str | None = Field(default=None, max_length=255)
+
+
+class OutboxRow(SQLModel, table=True):
+    """A message accepted for sending and not yet sent or given up on.
+
+    Written in the same transaction as its ``queued`` interaction; deleted in the same
+    transaction that marks the interaction ``sent`` or ``failed``.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_due", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    interaction_id: int = Field(foreign_key="interaction.id", unique=True, ondelete="CASCADE")
+    channel: str = Field(max_length=64)
+    address: str = Field(max_length=400)
+    payload: dict[str, Any] | None = _json()
+    attempts: int = 0
+    next_attempt_at: datetime | None = _ts(nullable=False)
+    locked_until: datetime | None = _ts()
+    last_error: str | None = Field(default=None, sa_type=sa.Text)

@@ -1,0 +1,181 @@
+"""Helpers for testing Switchboard and its plugins; also a pytest plugin (``pytest11``).
+
+Fixtures (available in any pytest run where ``switchboard`` is installed):
+
+- ``switchboard_store``: a :class:`~switchboard.store.Store` on a fresh SQLite file.
+- ``make_switchboard``: ``await make_switchboard(plugin_a, plugin_b, config={...})`` opens
+  a :class:`~switchboard.Switchboard` on a fresh SQLite file with just those plugin
+  objects registered (no entry points), and closes it after the test.
+
+Outside pytest: :func:`registered` registers a plugin object for the length of a ``with``
+block and always unregisters it; :class:`LoopbackChannel` is a small working channel that
+keeps what it sends in memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - the async fixture needs pytest-asyncio
+    pytest_asyncio = None  # type: ignore[assignment]
+
+from switchboard.channels import ChannelContext, InboundMessage, OutboundMessage, Receipt, Received
+from switchboard.config import Config, config_from_dict
+from switchboard.core import Switchboard, settings_classes
+from switchboard.plugins import Plugins, hookimpl
+from switchboard.store import Store
+
+__all__ = [
+    "LoopbackChannel",
+    "LoopbackPlugin",
+    "make_config",
+    "open_switchboard",
+    "registered",
+    "temp_store",
+]
+
+
+@contextmanager
+def registered(plugins: Plugins, plugin: object, name: str | None = None) -> Iterator[str]:
+    """Register ``plugin`` for the ``with`` block; it is unregistered even on error."""
+    name = name or f"test-plugin-{id(plugin):x}"
+    if not plugins.register(plugin, name):
+        raise ValueError("; ".join(str(e) for e in plugins.errors if e.plugin == name))
+    try:
+        yield name
+    finally:
+        plugins.unregister(name)
+
+
+def temp_store(folder: str | Path) -> Store:
+    """A migrated store on a new SQLite file in ``folder``."""
+    store = Store(f"sqlite:///{Path(folder) / 'switchboard-test.db'}")
+    store.upgrade()
+    return store
+
+
+def make_config(
+    folder: str | Path,
+    data: Mapping[str, Any] | None = None,
+    plugin_settings: Mapping[str, Any] | None = None,
+) -> Config:
+    """A checked config from a dict shaped like the TOML file, with the store in ``folder``."""
+    raw = {k: dict(v) for k, v in (data or {}).items()}
+    core = raw.setdefault("switchboard", {})
+    core.setdefault("database_url", f"sqlite:///{Path(folder) / 'switchboard-test.db'}")
+    core.setdefault("recordings_dir", str(Path(folder) / "recordings"))
+    return config_from_dict(raw, plugin_settings or {}, source="<test config>",
+                            base_dir=Path(folder))
+
+
+async def open_switchboard(
+    folder: str | Path,
+    *plugin_objects: object,
+    config: Mapping[str, Any] | None = None,
+    start: bool = True,
+) -> Switchboard:
+    """A Switchboard on a fresh SQLite file in ``folder`` with only these plugins."""
+    plugins = Plugins()
+    for i, obj in enumerate(plugin_objects):
+        name = getattr(obj, "plugin_name", None) or f"test{i}"
+        if not plugins.register(obj, name):
+            raise ValueError("; ".join(str(e) for e in plugins.errors))
+    cfg = make_config(folder, config, await settings_classes(plugins))
+    sb = await Switchboard.open(cfg, plugins=plugins)
+    if start:
+        await sb.start_channels()
+    return sb
+
+
+class LoopbackChannel:
+    """A working channel that delivers to memory: ``sent`` holds what it sent.
+
+    ``fail_next`` is a list of exceptions that the next ``send`` calls raise, in order,
+    before sending normally again; ``inject`` hands an inbound message to the core.
+    """
+
+    def __init__(self, name: str = "loopback", address_kind: str = "phone") -> None:
+        self.name = name
+        self.address_kind = address_kind
+        self.sent: list[OutboundMessage] = []
+        self.fail_next: list[BaseException] = []
+        self.ctx: ChannelContext | None = None
+        self.started = 0
+        self.stopped = 0
+        self.on_send: Callable[[OutboundMessage], Awaitable[None]] | None = None
+        self._ids = itertools.count(1)
+
+    async def start(self, ctx: ChannelContext) -> None:
+        self.ctx = ctx
+        self.started += 1
+
+    async def stop(self) -> None:
+        self.stopped += 1
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        if self.on_send is not None:
+            await self.on_send(message)
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        self.sent.append(message)
+        return Receipt(external_id=f"{self.name}-out-{next(self._ids)}")
+
+    async def inject(self, message: InboundMessage) -> Received:
+        if self.ctx is None:
+            raise RuntimeError(f"channel {self.name} is not started")
+        return await self.ctx.receive(message)
+
+
+class LoopbackPlugin:
+    """A plugin object that registers the given channels."""
+
+    def __init__(self, *channels: LoopbackChannel, plugin_name: str = "loopback") -> None:
+        self.channels = channels
+        self.plugin_name = plugin_name
+
+    @hookimpl
+    def register_channels(self, register: Callable[[Any], None]) -> None:
+        for channel in self.channels:
+            register(channel)
+
+
+# -- pytest fixtures --------------------------------------------------------------------
+
+
+@pytest.fixture
+def switchboard_store(tmp_path: Path) -> Iterator[Store]:
+    store = temp_store(tmp_path)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+async def _make_switchboard(
+    tmp_path: Path,
+) -> AsyncIterator[Callable[..., Awaitable[Switchboard]]]:
+    opened: list[Switchboard] = []
+
+    async def factory(*plugin_objects: object, config: Mapping[str, Any] | None = None,
+                      start: bool = True) -> Switchboard:
+        folder = tmp_path / f"sb{len(opened)}"
+        folder.mkdir()
+        sb = await open_switchboard(folder, *plugin_objects, config=config, start=start)
+        opened.append(sb)
+        return sb
+
+    yield factory
+    for sb in opened:
+        await sb.close()
+
+
+if pytest_asyncio is not None:
+    make_switchboard = pytest_asyncio.fixture(_make_switchboard, name="make_switchboard")
