@@ -20,8 +20,10 @@ PG_ADMIN_DSN = os.environ.get(
 
 
 def _pg_unavailable(reason: str) -> None:
-    message = (f"PostgreSQL not reachable at {PG_ADMIN_DSN} ({reason}); "
-               "install it with: apt-get install postgresql")
+    message = (
+        f"PostgreSQL not reachable at {PG_ADMIN_DSN} ({reason}); "
+        "install it with: apt-get install postgresql"
+    )
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -53,14 +55,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def open_sb(
-    db_url: str, tmp_path: Path
-) -> Any:
+async def open_sb(db_url: str, tmp_path: Path) -> Any:
     """``await open_sb(*plugins, config=...)``: a Switchboard on this test's backend."""
     opened: list[Switchboard] = []
 
-    async def factory(*plugin_objects: object, config: dict[str, Any] | None = None,
-                      start: bool = True) -> Switchboard:
+    async def factory(
+        *plugin_objects: object, config: dict[str, Any] | None = None, start: bool = True
+    ) -> Switchboard:
         cfg = {k: dict(v) for k, v in (config or {}).items()}
         cfg.setdefault("switchboard", {}).setdefault("database_url", db_url)
         folder = tmp_path / f"sb{len(opened)}"

@@ -12,8 +12,14 @@ def ru() -> AddressBook:
 
 @pytest.mark.parametrize(
     "raw",
-    ["8 (495) 123-45-67", "+7 495 123 45 67", "+74951234567", "phone:84951234567",
-     "007 495 1234567", "  +7(495)123-45-67 "],
+    [
+        "8 (495) 123-45-67",
+        "+7 495 123 45 67",
+        "+74951234567",
+        "phone:84951234567",
+        "007 495 1234567",
+        "  +7(495)123-45-67 ",
+    ],
 )
 def test_phone_spellings_are_one_address(ru: AddressBook, raw: str) -> None:
     assert ru.parse(raw) == Address("phone", "+74951234567")
@@ -45,8 +51,16 @@ def test_email_is_case_folded_with_idna_domain(ru: AddressBook, raw: str, value:
     assert ru.parse(raw) == Address("email", value)
 
 
-@pytest.mark.parametrize("raw", ["email:anna", "email:@example.com", "email:a@localhost",
-                                 "email:a b@example.com", "email:a@exa mple.com"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "email:anna",
+        "email:@example.com",
+        "email:a@localhost",
+        "email:a b@example.com",
+        "email:a@exa mple.com",
+    ],
+)
 def test_bad_email(ru: AddressBook, raw: str) -> None:
     with pytest.raises(AddressError, match="email"):
         ru.parse(raw)

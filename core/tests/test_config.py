@@ -31,7 +31,9 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
 
 
 def test_plugin_settings_and_env_secrets(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         [switchboard]
         database_url = "postgresql://postgres@127.0.0.1/crm"
         [[switchboard.agents]]
@@ -43,7 +45,8 @@ def test_plugin_settings_and_env_secrets(tmp_path: Path) -> None:
         password = "${SIP_PASSWORD}"
         port = "${SIP_PORT:-5070}"
         register = "${SIP_REGISTER:-false}"
-    """.replace("\n        ", "\n"))
+    """.replace("\n        ", "\n"),
+    )
     cfg = load_config(path, {"sip": SipSettings}, env={"SIP_PASSWORD": "s3cret"})
     assert cfg.plugins["sip"] == SipSettings("pbx.local", "s3cret", 5070, False)
     assert cfg.core.agents[0].role is Role.SUPERVISOR
@@ -51,7 +54,9 @@ def test_plugin_settings_and_env_secrets(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_reported_with_file_and_key(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         colour = "blue"
         [switchboard]
         default_region = "XX"
@@ -68,7 +73,8 @@ def test_every_problem_is_reported_with_file_and_key(tmp_path: Path) -> None:
         password = "${NOT_SET_ANYWHERE}"
         [plugins.smtp]
         host = "x"
-    """.replace("\n        ", "\n"))
+    """.replace("\n        ", "\n"),
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path, {"sip": SipSettings}, env={})
     message = str(info.value)
@@ -78,8 +84,7 @@ def test_every_problem_is_reported_with_file_and_key(tmp_path: Path) -> None:
         "plugins.sip.password: environment variable NOT_SET_ANYWHERE is not set",
         "[switchboard] outbox.max_attempts: expected an integer, got a string 'many'",
         "[switchboard] agents[0].name: required, but missing",
-        "[switchboard] agents[1].role: expected one of 'admin', 'supervisor', 'agent', "
-        "got 'boss'",
+        "[switchboard] agents[1].role: expected one of 'admin', 'supervisor', 'agent', got 'boss'",
         "[switchboard]: unknown key(s) databse_url; expected one of: database_url, "
         "default_region, recordings_dir, agents, outbox",
         "[plugins.sip] server: required, but missing",
@@ -105,8 +110,11 @@ def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_failed_plugin_section_says_why(tmp_path: Path) -> None:
     path = write(tmp_path, "[plugins.sip]\nserver = 'x'\n")
-    with pytest.raises(ConfigError, match=r"\[plugins.sip\]: the plugin failed to load: "
-                                          r"ModuleNotFoundError"):
+    with pytest.raises(
+        ConfigError,
+        match=r"\[plugins.sip\]: the plugin failed to load: "
+        r"ModuleNotFoundError",
+    ):
         load_config(path, {}, plugin_errors={"sip": "ModuleNotFoundError: pyVoIP"})
 
 

@@ -41,8 +41,7 @@ class Recorder:
 async def test_message_is_saved_on_a_new_contact(open_sb: Any) -> None:
     ch, rec = LoopbackChannel("sms"), Recorder()
     sb = await open_sb(LoopbackPlugin(ch), rec, config={"switchboard": {"default_region": "RU"}})
-    got = await ch.inject(InboundMessage("m1", "8 (495) 123-45-67", text="Hi",
-                                         sender_name="Anna"))
+    got = await ch.inject(InboundMessage("m1", "8 (495) 123-45-67", text="Hi", sender_name="Anna"))
     assert not got.duplicate and got.contact_created
     assert got.contact.name == "Anna"
     assert got.contact.addresses == (Address("phone", "+74951234567"),)
@@ -59,8 +58,9 @@ async def test_duplicates_are_stored_once_and_fire_no_hook(open_sb: Any) -> None
     sb = await open_sb(LoopbackPlugin(ch), rec)
     first = await ch.inject(InboundMessage("m1", "+12025550143", text="one"))
     again = await ch.inject(InboundMessage("m1", "+12025550143", text="changed"))
-    burst = await asyncio.gather(*(ch.inject(InboundMessage("m2", "+12025550143", text="two"))
-                                   for _ in range(5)))
+    burst = await asyncio.gather(
+        *(ch.inject(InboundMessage("m2", "+12025550143", text="two")) for _ in range(5))
+    )
     assert again.duplicate and again.interaction == first.interaction
     assert [r.duplicate for r in burst].count(False) == 1
     assert len({r.interaction.id for r in burst}) == 1
@@ -97,16 +97,22 @@ async def test_resolve_contact_hook_answers_first(open_sb: Any) -> None:
         async def resolve_contact(self, address: Address) -> Contact | None:
             asked.append(address)
             if address.value == "+12025550143":
-                return Contact(id=None, name="Boris (from CRM)", company="Globex",
-                               addresses=(Address("email", "boris@globex.com"),))
+                return Contact(
+                    id=None,
+                    name="Boris (from CRM)",
+                    company="Globex",
+                    addresses=(Address("email", "boris@globex.com"),),
+                )
             return None
 
     ch = LoopbackChannel("sms")
     sb = await open_sb(LoopbackPlugin(ch), Crm())
     known = await ch.inject(InboundMessage("1", "+12025550143", sender_name="ignored"))
     assert known.contact.name == "Boris (from CRM)" and known.contact.company == "Globex"
-    assert set(known.contact.addresses) == {Address("phone", "+12025550143"),
-                                            Address("email", "boris@globex.com")}
+    assert set(known.contact.addresses) == {
+        Address("phone", "+12025550143"),
+        Address("email", "boris@globex.com"),
+    }
     # The CRM's answer is stored: the next message from either address finds it.
     again = await ch.inject(InboundMessage("2", "+12025550143"))
     assert again.contact.id == known.contact.id

@@ -33,8 +33,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-un
             modules[ep_name] = module
         info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
         (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
         monkeypatch.syspath_prepend(str(root))  # also invalidates importlib's caches
         return modules
@@ -63,11 +62,14 @@ def test_entry_points_load_and_report_their_distribution(site) -> None:  # type:
 
 
 def test_broken_import_is_recorded_and_others_load(site, caplog) -> None:  # type: ignore[no-untyped-def]
-    site("switchboard-mixed", {
-        "broken": "import no_such_module_anywhere\n",
-        "crashes": "raise RuntimeError('boom at import')\n",
-        "good": GOOD,
-    })
+    site(
+        "switchboard-mixed",
+        {
+            "broken": "import no_such_module_anywhere\n",
+            "crashes": "raise RuntimeError('boom at import')\n",
+            "good": GOOD,
+        },
+    )
     plugins = Plugins()
     with caplog.at_level(logging.ERROR):
         plugins.load_entry_points()
@@ -81,13 +83,19 @@ def test_broken_import_is_recorded_and_others_load(site, caplog) -> None:  # typ
 
 
 def test_misspelled_hook_is_refused_with_a_hint(site) -> None:  # type: ignore[no-untyped-def]
-    site("switchboard-typo", {"typo": """
+    site(
+        "switchboard-typo",
+        {
+            "typo": """
         from switchboard import hookimpl
 
         @hookimpl
         def mesage_received(interaction):
             pass
-        """, "good": GOOD})
+        """,
+            "good": GOOD,
+        },
+    )
     plugins = Plugins()
     plugins.load_entry_points()
     assert plugins.names == ["good"]
@@ -97,13 +105,18 @@ def test_misspelled_hook_is_refused_with_a_hint(site) -> None:  # type: ignore[n
 
 
 def test_hook_argument_not_in_spec_is_refused(site) -> None:  # type: ignore[no-untyped-def]
-    site("switchboard-args", {"args": """
+    site(
+        "switchboard-args",
+        {
+            "args": """
         from switchboard import hookimpl
 
         @hookimpl
         def message_received(interaction, sender):
             pass
-        """})
+        """
+        },
+    )
     plugins = Plugins()
     plugins.load_entry_points()
     assert plugins.names == []
@@ -152,14 +165,21 @@ async def test_a_raising_hook_is_logged_and_the_others_run(caplog) -> None:  # t
             return "a"
 
     plugins = Plugins()
-    with registered(plugins, Sync(), "sync"), registered(plugins, Raises(), "raises"), \
-            registered(plugins, Async(), "async"), caplog.at_level(logging.ERROR):
+    with (
+        registered(plugins, Sync(), "sync"),
+        registered(plugins, Raises(), "raises"),
+        registered(plugins, Async(), "async"),
+        caplog.at_level(logging.ERROR),
+    ):
         results = await plugins.call("contact_created", contact="C")
     assert sorted(results) == ["a", "s"]
     assert sorted(calls) == ["async", "sync:C"]
     [err] = plugins.hook_errors
-    assert (err.plugin, err.stage, err.error) == ("raises", "hook contact_created",
-                                                  "ValueError: bad plugin")
+    assert (err.plugin, err.stage, err.error) == (
+        "raises",
+        "hook contact_created",
+        "ValueError: bad plugin",
+    )
     assert "plugin 'raises' (hook contact_created): ValueError: bad plugin" in caplog.text
     assert plugins.names == []  # unregistered after the with block
 
@@ -194,8 +214,20 @@ async def test_collect_records_which_plugin_registered_what() -> None:
 
 def test_hook_names_cover_the_four_families() -> None:
     assert set(HOOK_NAMES) == {
-        "register_channels", "message_received", "message_sent", "message_failed",
-        "register_address_kinds", "resolve_contact", "contact_created",
-        "call_ringing", "route_call", "call_answered", "call_ended", "recording_saved",
-        "register_settings", "register_routes", "startup", "shutdown",
+        "register_channels",
+        "message_received",
+        "message_sent",
+        "message_failed",
+        "register_address_kinds",
+        "resolve_contact",
+        "contact_created",
+        "call_ringing",
+        "route_call",
+        "call_answered",
+        "call_ended",
+        "recording_saved",
+        "register_settings",
+        "register_routes",
+        "startup",
+        "shutdown",
     }

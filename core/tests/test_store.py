@@ -1,12 +1,11 @@
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
-
-import pytest
 
 from switchboard import Address, Agent, Role
 from switchboard.store import Store, address_t
@@ -42,8 +41,9 @@ def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-d
 
 def test_address_belongs_to_one_contact(store: Store) -> None:
     phone = Address("phone", "+74951234567")
-    anna = store.create_contact("Anna", [phone, Address("email", "anna@example.com")],
-                                company="Acme")
+    anna = store.create_contact(
+        "Anna", [phone, Address("email", "anna@example.com")], company="Acme"
+    )
     assert store.find_contact_id(phone) == anna.id
     found = store.find_contact(Address("email", "anna@example.com"))
     assert found is not None

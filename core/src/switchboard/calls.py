@@ -77,9 +77,9 @@ class CallLog:
         customer = frm if direction == Direction.INBOUND else to
         existing = await asyncio.to_thread(self.core.store.get_call, call_id, channel)
         if existing is not None:
-            contact = await asyncio.to_thread(self.core.store.get_contact, existing.contact_id)
-            assert contact is not None
-            return existing, contact
+            known = await asyncio.to_thread(self.core.store.get_contact, existing.contact_id)
+            assert known is not None
+            return existing, known
         answers = {}
         if isinstance(customer, Address):
             answers = await self.core.inbox.resolver.ask_plugins([customer])
@@ -90,22 +90,44 @@ class CallLog:
                 created = False
                 if isinstance(customer, Address):
                     contact_id, created = self.core.inbox.resolver.resolve(
-                        conn, customer, answers.get(customer), caller_name, {})
+                        conn, customer, answers.get(customer), caller_name, {}
+                    )
                 else:  # an unreadable number (withheld, "anonymous"): its own contact
-                    contact_id = self.core.store.create_contact(
-                        caller_name or customer or "unknown caller", conn=conn).id or 0
+                    contact_id = (
+                        self.core.store.create_contact(
+                            caller_name or customer or "unknown caller", conn=conn
+                        ).id
+                        or 0
+                    )
                     created = True
-                interaction_id = conn.execute(sa.insert(interaction_t).values(
-                    contact_id=contact_id, channel=channel, direction=direction.value,
-                    kind=InteractionKind.CALL.value, status=InteractionStatus.RINGING.value,
-                    external_id=call_id, address=str(customer), created_at=now,
-                    updated_at=now,
-                ).returning(interaction_t.c.id)).scalar_one()
-                conn.execute(sa.insert(call_t).values(
-                    interaction_id=interaction_id, call_id=call_id, channel=channel,
-                    direction=direction.value, from_address=str(frm), to_address=str(to),
-                    ringing_at=now, ivr_path=[], agents_notified=sorted(set(agents)),
-                ))
+                interaction_id = conn.execute(
+                    sa.insert(interaction_t)
+                    .values(
+                        contact_id=contact_id,
+                        channel=channel,
+                        direction=direction.value,
+                        kind=InteractionKind.CALL.value,
+                        status=InteractionStatus.RINGING.value,
+                        external_id=call_id,
+                        address=str(customer),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(interaction_t.c.id)
+                ).scalar_one()
+                conn.execute(
+                    sa.insert(call_t).values(
+                        interaction_id=interaction_id,
+                        call_id=call_id,
+                        channel=channel,
+                        direction=direction.value,
+                        from_address=str(frm),
+                        to_address=str(to),
+                        ringing_at=now,
+                        ivr_path=[],
+                        agents_notified=sorted(set(agents)),
+                    )
+                )
                 record = self._load(conn, call_id, channel)
                 contact = load_contacts(conn, [contact_id])[contact_id]
             return record, contact, created
@@ -126,9 +148,15 @@ class CallLog:
                 record = self._load(conn, call_id, channel)
                 if record.status != InteractionStatus.RINGING:
                     raise CallStateError(
-                        f"call {call_id} on {channel} is {record.status}, cannot be answered")
-                self._update(conn, record, InteractionStatus.ANSWERED,
-                             answered_at=utcnow(), agent_id=agent.id if agent else None)
+                        f"call {call_id} on {channel} is {record.status}, cannot be answered"
+                    )
+                self._update(
+                    conn,
+                    record,
+                    InteractionStatus.ANSWERED,
+                    answered_at=utcnow(),
+                    agent_id=agent.id if agent else None,
+                )
                 return self._load(conn, call_id, channel)
 
         record = await asyncio.to_thread(store)
@@ -137,16 +165,20 @@ class CallLog:
 
     async def ivr_step(self, channel: str, call_id: str, node: str, digits: str = "") -> None:
         """Append a node visited (and the digits pressed there) to the call's IVR path."""
+
         def store() -> None:
             with self.core.store.write() as conn:
                 record = self._load(conn, call_id, channel)
                 if record.status == InteractionStatus.ENDED:
                     raise CallStateError(f"call {call_id} on {channel} has ended")
-                path = [{"node": s.node, "digits": s.digits, "at": s.at.isoformat()}
-                        for s in record.ivr_path]
+                path = [
+                    {"node": s.node, "digits": s.digits, "at": s.at.isoformat()}
+                    for s in record.ivr_path
+                ]
                 path.append({"node": node, "digits": digits, "at": utcnow().isoformat()})
-                conn.execute(sa.update(call_t).where(call_t.c.id == record.id)
-                             .values(ivr_path=path))
+                conn.execute(
+                    sa.update(call_t).where(call_t.c.id == record.id).values(ivr_path=path)
+                )
 
         await asyncio.to_thread(store)
 
@@ -158,15 +190,23 @@ class CallLog:
         hangup_cause: str | None = None,
     ) -> CallRecord:
         """The call ended. Without a disposition: ``answered`` if it was, else ``missed``."""
+
         def store() -> CallRecord:
             with self.core.store.write() as conn:
                 record = self._load(conn, call_id, channel)
                 if record.status == InteractionStatus.ENDED:
                     raise CallStateError(f"call {call_id} on {channel} has already ended")
-                final = disposition or (Disposition.ANSWERED if record.answered_at
-                                        else Disposition.MISSED)
-                self._update(conn, record, InteractionStatus.ENDED, ended_at=utcnow(),
-                             disposition=final.value, hangup_cause=hangup_cause)
+                final = disposition or (
+                    Disposition.ANSWERED if record.answered_at else Disposition.MISSED
+                )
+                self._update(
+                    conn,
+                    record,
+                    InteractionStatus.ENDED,
+                    ended_at=utcnow(),
+                    disposition=final.value,
+                    hangup_cause=hangup_cause,
+                )
                 return self._load(conn, call_id, channel)
 
         record = await asyncio.to_thread(store)
@@ -175,13 +215,20 @@ class CallLog:
 
     async def recording_saved(self, channel: str, call_id: str, path: str | Path) -> CallRecord:
         """Attach a WAV recording (duration and sha256 are read from the file)."""
+
         def store() -> CallRecord:
             rec = describe_recording(path)
             with self.core.store.write() as conn:
                 record = self._load(conn, call_id, channel)
-                conn.execute(sa.update(call_t).where(call_t.c.id == record.id).values(
-                    recording_path=rec.path, recording_duration=rec.duration,
-                    recording_sha256=rec.sha256))
+                conn.execute(
+                    sa.update(call_t)
+                    .where(call_t.c.id == record.id)
+                    .values(
+                        recording_path=rec.path,
+                        recording_duration=rec.duration,
+                        recording_sha256=rec.sha256,
+                    )
+                )
                 return self._load(conn, call_id, channel)
 
         record = await asyncio.to_thread(store)
@@ -211,8 +258,12 @@ class CallLog:
         return call_from_row(row)
 
     @staticmethod
-    def _update(conn: Connection, record: CallRecord, status: InteractionStatus,
-                **values: Any) -> None:
+    def _update(
+        conn: Connection, record: CallRecord, status: InteractionStatus, **values: Any
+    ) -> None:
         conn.execute(sa.update(call_t).where(call_t.c.id == record.id).values(**values))
-        conn.execute(sa.update(interaction_t).where(interaction_t.c.id == record.interaction_id)
-                     .values(status=status.value, updated_at=utcnow()))
+        conn.execute(
+            sa.update(interaction_t)
+            .where(interaction_t.c.id == record.interaction_id)
+            .values(status=status.value, updated_at=utcnow())
+        )

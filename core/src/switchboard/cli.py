@@ -6,8 +6,9 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -19,9 +20,19 @@ from switchboard.store import Store
 CONFIG_HELP = "TOML configuration file (see docs/config.md)."
 
 
-def _config_option(required: bool = False) -> Any:
-    return click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-                        required=required, envvar="SWITCHBOARD_CONFIG", help=CONFIG_HELP)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _config_option(required: bool = False) -> Callable[[F], F]:
+    return click.option(
+        "--config",
+        "-c",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        required=required,
+        envvar="SWITCHBOARD_CONFIG",
+        help=CONFIG_HELP,
+    )
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -31,12 +42,17 @@ def _fail(message: str, code: int = 2) -> None:
 
 @click.group()
 @click.version_option(__version__, prog_name="switchboard")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 def main(log_level: str) -> None:
     """Switchboard: telephony, email and messengers on one CRM timeline."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command("plugins")
@@ -51,12 +67,19 @@ def plugins_cmd(as_json: bool) -> None:
             channels.setdefault(plugin, []).append(getattr(args[0], "name", repr(args[0])))
         return {
             "plugins": [
-                {"name": p.name, "distribution": p.distribution, "version": p.version,
-                 "hooks": list(p.hooks), "channels": channels.get(p.name, [])}
+                {
+                    "name": p.name,
+                    "distribution": p.distribution,
+                    "version": p.version,
+                    "hooks": list(p.hooks),
+                    "channels": channels.get(p.name, []),
+                }
                 for p in plugins.info()
             ],
-            "errors": [{"plugin": e.plugin, "stage": e.stage, "error": e.error}
-                       for e in [*plugins.errors, *plugins.hook_errors]],
+            "errors": [
+                {"plugin": e.plugin, "stage": e.stage, "error": e.error}
+                for e in [*plugins.errors, *plugins.hook_errors]
+            ],
         }
 
     data = asyncio.run(collect())

@@ -49,8 +49,9 @@ class AgentSettings:
     role: Role = Role.AGENT
 
     def to_agent(self) -> Agent:
-        return Agent(id=None, name=self.name, extension=self.extension, email=self.email,
-                     role=self.role)
+        return Agent(
+            id=None, name=self.name, extension=self.extension, email=self.email, role=self.role
+        )
 
 
 @attrs.define
@@ -92,8 +93,14 @@ class Config:
 
 
 def _type_name(value: object) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 class _Expected(ValueError):
@@ -181,16 +188,19 @@ def structure(data: Any, cls: type[T], section: str) -> tuple[T | None, list[str
         return None, problems
 
 
-def expand_env(data: Any, path: str, problems: list[str],
-               env: Mapping[str, str] | None = None) -> Any:
+def expand_env(
+    data: Any, path: str, problems: list[str], env: Mapping[str, str] | None = None
+) -> Any:
     """Replace ``${NAME}`` / ``${NAME:-default}`` in every string of ``data``."""
     env = os.environ if env is None else env
     if isinstance(data, dict):
-        return {k: expand_env(v, f"{path}.{k}" if path else k, problems, env)
-                for k, v in data.items()}
+        return {
+            k: expand_env(v, f"{path}.{k}" if path else k, problems, env) for k, v in data.items()
+        }
     if isinstance(data, list):
         return [expand_env(v, f"{path}[{i}]", problems, env) for i, v in enumerate(data)]
     if isinstance(data, str):
+
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in env:
@@ -199,6 +209,7 @@ def expand_env(data: Any, path: str, problems: list[str],
                 return default
             problems.append(f"{path}: environment variable {name} is not set")
             return ""
+
         return _ENV_RE.sub(sub, data)
     return data
 
@@ -206,7 +217,7 @@ def expand_env(data: Any, path: str, problems: list[str],
 def _resolve_relative(core: CoreSettings, base: Path) -> None:
     prefix = "sqlite:///"
     if core.database_url.startswith(prefix):
-        db_path = core.database_url[len(prefix):]
+        db_path = core.database_url[len(prefix) :]
         if db_path and db_path != ":memory:" and not Path(db_path).is_absolute():
             core.database_url = prefix + str((base / db_path).resolve())
     if not Path(core.recordings_dir).is_absolute():
@@ -237,8 +248,9 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
     base = Path(path).resolve().parent if path is not None else None
-    return config_from_dict(raw, plugin_settings, source=source, base_dir=base,
-                            plugin_errors=plugin_errors, env=env)
+    return config_from_dict(
+        raw, plugin_settings, source=source, base_dir=base, plugin_errors=plugin_errors, env=env
+    )
 
 
 def config_from_dict(
@@ -256,8 +268,10 @@ def config_from_dict(
     problems: list[str] = []
     unknown = sorted(set(raw) - {"switchboard", "plugins"})
     if unknown:
-        problems.append(f"unknown top-level table(s) {', '.join(unknown)}; "
-                        "expected [switchboard] and [plugins.NAME]")
+        problems.append(
+            f"unknown top-level table(s) {', '.join(unknown)}; "
+            "expected [switchboard] and [plugins.NAME]"
+        )
     raw = expand_env(dict(raw), "", problems, env)
 
     core_raw = raw.get("switchboard", {})
@@ -265,8 +279,10 @@ def config_from_dict(
     problems += core_problems
     if core is not None:
         if core.default_region.upper() not in phonenumbers.SUPPORTED_REGIONS:
-            problems.append(f"[switchboard] default_region: expected an ISO 3166 region "
-                            f"code such as 'RU' or 'US', got {core.default_region!r}")
+            problems.append(
+                f"[switchboard] default_region: expected an ISO 3166 region "
+                f"code such as 'RU' or 'US', got {core.default_region!r}"
+            )
         names = [a.name for a in core.agents]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"[switchboard] agents: agent name {dup!r} appears more than once")
@@ -284,8 +300,7 @@ def config_from_dict(
             continue
         if name not in plugin_settings:
             installed = ", ".join(sorted(plugin_settings)) or "none"
-            problems.append(f"[{where}]: no plugin named {name!r} is loaded "
-                            f"(loaded: {installed})")
+            problems.append(f"[{where}]: no plugin named {name!r} is loaded (loaded: {installed})")
             continue
         cls = plugin_settings[name]
         if cls is None:

@@ -55,8 +55,7 @@ async def settings_classes(plugins: Plugins) -> dict[str, Any]:
     classes: dict[str, Any] = dict.fromkeys(plugins.names)
     for plugin, args in await plugins.collect("register_settings"):
         if len(args) != 1 or not attrs.has(args[0]):
-            plugins._hook_error(plugin, "register_settings",
-                                "register() takes one attrs class")
+            plugins._hook_error(plugin, "register_settings", "register() takes one attrs class")
             continue
         classes[plugin] = args[0]
     return classes
@@ -107,17 +106,24 @@ class Switchboard:
             channel = args[0] if len(args) == 1 else None
             if not isinstance(channel, Channel):
                 self.plugins._hook_error(
-                    plugin, "register_channels",
-                    f"register() takes one Channel object, got {args!r}")
+                    plugin,
+                    "register_channels",
+                    f"register() takes one Channel object, got {args!r}",
+                )
                 continue
             if channel.name in self.channels:
                 other = self.channels[channel.name].plugin
                 self.plugins._hook_error(
-                    plugin, "register_channels",
-                    f"channel name {channel.name!r} is already taken by plugin {other!r}")
+                    plugin,
+                    "register_channels",
+                    f"channel name {channel.name!r} is already taken by plugin {other!r}",
+                )
                 continue
-            state = (ChannelState.NOT_CONFIGURED if plugin in self.config.unconfigured
-                     else ChannelState.STOPPED)
+            state = (
+                ChannelState.NOT_CONFIGURED
+                if plugin in self.config.unconfigured
+                else ChannelState.STOPPED
+            )
             self.channels[channel.name] = ChannelHandle(plugin, channel, state)
 
     @property
@@ -139,8 +145,7 @@ class Switchboard:
     async def start_channel(self, name: str) -> bool:
         handle = self.channels[name]
         handle.state = ChannelState.STARTING
-        ctx = ChannelContext(self, name, handle.plugin,
-                             self.config.plugin_settings(handle.plugin))
+        ctx = ChannelContext(self, name, handle.plugin, self.config.plugin_settings(handle.plugin))
         try:
             await handle.channel.start(ctx)
         except Exception as exc:

@@ -10,6 +10,7 @@ is stored; a crash before the commit loses only messages whose ``receive`` had n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,13 @@ log = logging.getLogger("switchboard.inbox")
 class _Pending:
     __slots__ = ("address", "answer", "channel", "future", "message")
 
-    def __init__(self, channel: str, message: InboundMessage, address: Address,
-                 future: asyncio.Future[Received]) -> None:
+    def __init__(
+        self,
+        channel: str,
+        message: InboundMessage,
+        address: Address,
+        future: asyncio.Future[Received],
+    ) -> None:
         self.channel = channel
         self.message = message
         self.address = address
@@ -65,10 +71,8 @@ class Inbox:
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-            except asyncio.CancelledError:
-                pass
 
     async def _write_loop(self) -> None:
         while True:
@@ -106,7 +110,8 @@ class Inbox:
                 await self.core.plugins.call("contact_created", contact=received.contact)
             if not received.duplicate:
                 await self.core.plugins.call(
-                    "message_received", interaction=received.interaction,
+                    "message_received",
+                    interaction=received.interaction,
                     contact=received.contact,
                 )
             if not p.future.done():
@@ -154,13 +159,22 @@ class Inbox:
             if was_created:
                 created.add(contact_id)
             m = p.message
-            new_rows.append({
-                "contact_id": contact_id, "channel": p.channel,
-                "direction": Direction.INBOUND.value, "kind": m.kind.value,
-                "status": InteractionStatus.RECEIVED.value, "external_id": m.external_id,
-                "address": str(p.address), "text": m.text, "subject": m.subject,
-                "meta": m.meta or None, "created_at": m.received_at or now, "updated_at": now,
-            })
+            new_rows.append(
+                {
+                    "contact_id": contact_id,
+                    "channel": p.channel,
+                    "direction": Direction.INBOUND.value,
+                    "kind": m.kind.value,
+                    "status": InteractionStatus.RECEIVED.value,
+                    "external_id": m.external_id,
+                    "address": str(p.address),
+                    "text": m.text,
+                    "subject": m.subject,
+                    "meta": m.meta or None,
+                    "created_at": m.received_at or now,
+                    "updated_at": now,
+                }
+            )
             new_keys.append(key)
         inserted: dict[tuple[str, str], Any] = {}
         if new_rows:
@@ -182,10 +196,12 @@ class Inbox:
             new_contact = fresh and row.contact_id in created - announced_contacts
             if new_contact:
                 announced_contacts.add(row.contact_id)
-            out.append(Received(
-                interaction=interaction_from_row(row),
-                contact=contacts[row.contact_id],
-                duplicate=not fresh,
-                contact_created=new_contact,
-            ))
+            out.append(
+                Received(
+                    interaction=interaction_from_row(row),
+                    contact=contacts[row.contact_id],
+                    duplicate=not fresh,
+                    contact_created=new_contact,
+                )
+            )
         return out

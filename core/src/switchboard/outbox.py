@@ -11,6 +11,7 @@ the lease runs out: delivery is at least once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Collection, Mapping
@@ -38,10 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.outbox")
 
 
-def backoff_delay(attempt: int, settings: OutboxSettings, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, settings: OutboxSettings, rng: random.Random | None = None
+) -> float:
     """Seconds before retry number ``attempt`` (1-based): exponential, capped, ±10 % jitter."""
-    base = min(settings.backoff_max, settings.backoff_initial * 2 ** (attempt - 1))
-    return base * (0.9 + 0.2 * (rng or random).random())
+    base = min(settings.backoff_max, settings.backoff_initial * 2.0 ** (attempt - 1))
+    jitter: float = (rng or random).random()
+    return base * (0.9 + 0.2 * jitter)
 
 
 class Outbox:
@@ -72,8 +76,10 @@ class Outbox:
             raise StoreError(f"unknown channel {channel!r} (channels: {known})")
         addr = self.core.addresses.parse(address) if address is not None else None
         if addr is not None and addr.kind != ch.address_kind:
-            raise StoreError(f"channel {channel!r} sends to {ch.address_kind} addresses, "
-                             f"not {addr.kind} ({addr})")
+            raise StoreError(
+                f"channel {channel!r} sends to {ch.address_kind} addresses, "
+                f"not {addr.kind} ({addr})"
+            )
         now = utcnow()
         with self.core.store.write() as conn:
             if contact_id is None:
@@ -83,16 +89,31 @@ class Outbox:
             elif addr is None:
                 addr = _contact_address(conn, contact_id, ch.address_kind)
             row = conn.execute(
-                sa.insert(interaction_t).values(
-                    contact_id=contact_id, channel=channel, direction=Direction.OUTBOUND.value,
-                    kind=kind.value, status=InteractionStatus.QUEUED.value, address=str(addr),
-                    text=text, subject=subject, created_at=now, updated_at=now,
-                ).returning(*interaction_t.c)
+                sa.insert(interaction_t)
+                .values(
+                    contact_id=contact_id,
+                    channel=channel,
+                    direction=Direction.OUTBOUND.value,
+                    kind=kind.value,
+                    status=InteractionStatus.QUEUED.value,
+                    address=str(addr),
+                    text=text,
+                    subject=subject,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(*interaction_t.c)
             ).one()
-            conn.execute(sa.insert(outbox_t).values(
-                interaction_id=row.id, channel=channel, address=str(addr),
-                payload=dict(payload or {}), attempts=0, next_attempt_at=now,
-            ))
+            conn.execute(
+                sa.insert(outbox_t).values(
+                    interaction_id=row.id,
+                    channel=channel,
+                    address=str(addr),
+                    payload=dict(payload or {}),
+                    attempts=0,
+                    next_attempt_at=now,
+                )
+            )
         self._wakeup.set()
         return interaction_from_row(row)
 
@@ -108,10 +129,8 @@ class Outbox:
         while not self._stopping:
             sent = await self.process_due()
             if sent == 0 and not self._stopping:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
-                except TimeoutError:
-                    pass
                 self._wakeup.clear()
 
     def stop(self) -> None:
@@ -129,38 +148,53 @@ class Outbox:
         by_channel: dict[str, list[Any]] = {}
         for row in claimed:
             by_channel.setdefault(row.channel, []).append(row)
-        await asyncio.gather(*(
-            self._send_all(self.core.channel_objects[name], rows)
-            for name, rows in by_channel.items()
-        ))
+        await asyncio.gather(
+            *(
+                self._send_all(self.core.channel_objects[name], rows)
+                for name, rows in by_channel.items()
+            )
+        )
         return len(claimed)
 
     def _claim(self, channels: list[str]) -> list[Any]:
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         with self.core.store.write() as conn:
-            ids = conn.execute(
-                sa.select(outbox_t.c.id)
-                .where(
-                    outbox_t.c.channel.in_(channels),
-                    outbox_t.c.next_attempt_at <= now,
-                    sa.or_(outbox_t.c.locked_until.is_(None), outbox_t.c.locked_until < now),
+            ids = (
+                conn.execute(
+                    sa.select(outbox_t.c.id)
+                    .where(
+                        outbox_t.c.channel.in_(channels),
+                        outbox_t.c.next_attempt_at <= now,
+                        sa.or_(outbox_t.c.locked_until.is_(None), outbox_t.c.locked_until < now),
+                    )
+                    .order_by(outbox_t.c.next_attempt_at, outbox_t.c.id)
+                    .limit(self.settings.batch_size)
+                    .with_for_update(skip_locked=True)
                 )
-                .order_by(outbox_t.c.next_attempt_at, outbox_t.c.id)
-                .limit(self.settings.batch_size)
-                .with_for_update(skip_locked=True)
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             if not ids:
                 return []
-            conn.execute(sa.update(outbox_t).where(outbox_t.c.id.in_(ids))
-                         .values(locked_until=lease, attempts=outbox_t.c.attempts + 1))
-            return list(conn.execute(
-                sa.select(outbox_t, interaction_t.c.text, interaction_t.c.subject,
-                          interaction_t.c.contact_id)
-                .join(interaction_t, interaction_t.c.id == outbox_t.c.interaction_id)
+            conn.execute(
+                sa.update(outbox_t)
                 .where(outbox_t.c.id.in_(ids))
-                .order_by(outbox_t.c.next_attempt_at, outbox_t.c.id)
-            ).all())
+                .values(locked_until=lease, attempts=outbox_t.c.attempts + 1)
+            )
+            return list(
+                conn.execute(
+                    sa.select(
+                        outbox_t,
+                        interaction_t.c.text,
+                        interaction_t.c.subject,
+                        interaction_t.c.contact_id,
+                    )
+                    .join(interaction_t, interaction_t.c.id == outbox_t.c.interaction_id)
+                    .where(outbox_t.c.id.in_(ids))
+                    .order_by(outbox_t.c.next_attempt_at, outbox_t.c.id)
+                ).all()
+            )
 
     async def _send_all(self, channel: Channel, rows: list[Any]) -> None:
         for row in rows:
@@ -169,9 +203,14 @@ class Outbox:
     async def _send_one(self, channel: Channel, row: Any) -> None:
         kind, _, value = row.address.partition(":")
         message = OutboundMessage(
-            interaction_id=row.interaction_id, channel=row.channel,
-            address=Address(kind, value), text=row.text, subject=row.subject,
-            payload=dict(row.payload or {}), attempt=row.attempts, contact_id=row.contact_id,
+            interaction_id=row.interaction_id,
+            channel=row.channel,
+            address=Address(kind, value),
+            text=row.text,
+            subject=row.subject,
+            payload=dict(row.payload or {}),
+            attempt=row.attempts,
+            contact_id=row.contact_id,
         )
         error: str | None = None
         retry_after: float | None = None
@@ -183,8 +222,9 @@ class Outbox:
         except TransientSendError as exc:
             error, retry_after = f"{exc}", exc.retry_after
         except Exception as exc:  # an unexpected error from a channel: retry, then give up
-            log.exception("channel %s: send of interaction %d raised", row.channel,
-                          row.interaction_id)
+            log.exception(
+                "channel %s: send of interaction %d raised", row.channel, row.interaction_id
+            )
             error = f"{type(exc).__name__}: {exc}"
         if error is None:
             await asyncio.to_thread(self._mark_sent, row, receipt.external_id, receipt.meta)
@@ -195,54 +235,81 @@ class Outbox:
             await asyncio.to_thread(self._mark_failed, row, reason)
             await self._fire("message_failed", row.interaction_id, error=reason)
             return
-        delay = retry_after if retry_after is not None else backoff_delay(
-            row.attempts, self.settings)
-        log.warning("channel %s: interaction %d attempt %d failed (%s); retry in %.1fs",
-                    row.channel, row.interaction_id, row.attempts, error, delay)
+        delay = (
+            retry_after if retry_after is not None else backoff_delay(row.attempts, self.settings)
+        )
+        log.warning(
+            "channel %s: interaction %d attempt %d failed (%s); retry in %.1fs",
+            row.channel,
+            row.interaction_id,
+            row.attempts,
+            error,
+            delay,
+        )
         await asyncio.to_thread(self._reschedule, row, error, delay)
 
     def _mark_sent(self, row: Any, external_id: str, meta: Mapping[str, Any]) -> None:
         with self.core.store.write() as conn:
-            values: dict[str, Any] = {"status": InteractionStatus.SENT.value,
-                                      "external_id": external_id, "updated_at": utcnow()}
+            values: dict[str, Any] = {
+                "status": InteractionStatus.SENT.value,
+                "external_id": external_id,
+                "updated_at": utcnow(),
+            }
             if meta:
                 values["meta"] = dict(meta)
-            conn.execute(sa.update(interaction_t)
-                         .where(interaction_t.c.id == row.interaction_id).values(values))
+            conn.execute(
+                sa.update(interaction_t)
+                .where(interaction_t.c.id == row.interaction_id)
+                .values(values)
+            )
             conn.execute(sa.delete(outbox_t).where(outbox_t.c.id == row.id))
 
     def _mark_failed(self, row: Any, reason: str) -> None:
         with self.core.store.write() as conn:
-            conn.execute(sa.update(interaction_t)
-                         .where(interaction_t.c.id == row.interaction_id)
-                         .values(status=InteractionStatus.FAILED.value, error=reason,
-                                 updated_at=utcnow()))
+            conn.execute(
+                sa.update(interaction_t)
+                .where(interaction_t.c.id == row.interaction_id)
+                .values(status=InteractionStatus.FAILED.value, error=reason, updated_at=utcnow())
+            )
             conn.execute(sa.delete(outbox_t).where(outbox_t.c.id == row.id))
 
     def _reschedule(self, row: Any, error: str, delay: float) -> None:
         with self.core.store.write() as conn:
-            conn.execute(sa.update(outbox_t).where(outbox_t.c.id == row.id).values(
-                next_attempt_at=utcnow() + timedelta(seconds=delay), locked_until=None,
-                last_error=error))
+            conn.execute(
+                sa.update(outbox_t)
+                .where(outbox_t.c.id == row.id)
+                .values(
+                    next_attempt_at=utcnow() + timedelta(seconds=delay),
+                    locked_until=None,
+                    last_error=error,
+                )
+            )
 
     async def _fire(self, hook: str, interaction_id: int, **extra: Any) -> None:
         def load() -> tuple[Interaction, Any]:
             with self.core.store.read() as conn:
-                row = conn.execute(sa.select(interaction_t)
-                                   .where(interaction_t.c.id == interaction_id)).one()
+                row = conn.execute(
+                    sa.select(interaction_t).where(interaction_t.c.id == interaction_id)
+                ).one()
                 return interaction_from_row(row), load_contacts(conn, [row.contact_id])
+
         interaction, contacts = await asyncio.to_thread(load)
-        await self.core.plugins.call(hook, interaction=interaction,
-                                     contact=contacts[interaction.contact_id], **extra)
+        await self.core.plugins.call(
+            hook, interaction=interaction, contact=contacts[interaction.contact_id], **extra
+        )
 
 
 def _contact_address(conn: sa.engine.Connection, contact_id: int, kind: str) -> Address:
     rows = conn.execute(
         sa.select(address_t.c.kind, address_t.c.value)
-        .where(address_t.c.contact_id == contact_id).order_by(address_t.c.id)
+        .where(address_t.c.contact_id == contact_id)
+        .order_by(address_t.c.id)
     ).all()
-    if not rows and conn.execute(sa.text("SELECT 1 FROM contact WHERE id = :i"),
-                                 {"i": contact_id}).scalar() is None:
+    if (
+        not rows
+        and conn.execute(sa.text("SELECT 1 FROM contact WHERE id = :i"), {"i": contact_id}).scalar()
+        is None
+    ):
         raise StoreError(f"no contact with id {contact_id}")
     for r in rows:
         if r.kind == kind:

@@ -32,9 +32,7 @@ hookimpl = pluggy.HookimplMarker("switchboard")
 """Decorator for hook implementations: ``@hookimpl def message_received(interaction): ...``"""
 
 HOOK_NAMES: tuple[str, ...] = tuple(
-    name
-    for name, fn in vars(hookspecs).items()
-    if callable(fn) and hasattr(fn, "switchboard_spec")
+    name for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, "switchboard_spec")
 )
 
 
@@ -103,26 +101,31 @@ class Plugins:
             dist = getattr(ep, "dist", None)
             source = _Source(dist.name if dist else None, dist.version if dist else None)
             if ep.name in self._sources:
-                self._error(ep.name, "load",
-                            f"a plugin named {ep.name!r} is already loaded "
-                            f"(from {self._sources[ep.name].distribution}); "
-                            f"{source.distribution} left out")
+                self._error(
+                    ep.name,
+                    "load",
+                    f"a plugin named {ep.name!r} is already loaded "
+                    f"(from {self._sources[ep.name].distribution}); "
+                    f"{source.distribution} left out",
+                )
                 continue
             try:
                 module = ep.load()
             except BaseException as exc:  # a broken plugin must never take the host down
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                self._error(ep.name, "import", f"{type(exc).__name__}: {exc}",
-                            traceback.format_exc())
+                self._error(
+                    ep.name, "import", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+                )
                 continue
             self.register(module, ep.name, source)
         if wanted:
             missing = sorted(wanted - set(self._sources))
             for name in missing:
                 if not any(e.plugin == name for e in self.errors):
-                    self._error(name, "load",
-                                f"named in {PLUGINS_ENV} but no such plugin is installed")
+                    self._error(
+                        name, "load", f"named in {PLUGINS_ENV} but no such plugin is installed"
+                    )
 
     def register(self, plugin: object, name: str, source: _Source | None = None) -> bool:
         """Register a plugin object (module or instance); False, with an error, if refused."""
@@ -208,8 +211,7 @@ class Plugins:
             return register
 
         for plugin_name, impl in self._impls(hook_name):
-            await self._call_one(plugin_name, impl, hook_name,
-                                 {"register": registrar(plugin_name)})
+            await self._call_one(plugin_name, impl, hook_name, {"register": registrar(plugin_name)})
         return found
 
     async def _call_one(
@@ -223,8 +225,9 @@ class Plugins:
         try:
             return True, await await_me_maybe(impl.function(*args))
         except Exception as exc:
-            self._hook_error(plugin_name, hook_name, f"{type(exc).__name__}: {exc}",
-                             traceback.format_exc())
+            self._hook_error(
+                plugin_name, hook_name, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            )
             return False, None
 
     def _hook_error(self, plugin: str, hook_name: str, error: str, detail: str = "") -> None:

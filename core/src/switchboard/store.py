@@ -225,8 +225,7 @@ class Store:
                 )
         contact_id = conn.execute(
             sa.insert(contact_t)
-            .values(name=name, company=company, owner_agent_id=owner_agent_id,
-                    created_at=utcnow())
+            .values(name=name, company=company, owner_agent_id=owner_agent_id, created_at=utcnow())
             .returning(contact_t.c.id)
         ).scalar_one()
         addrs = tuple(dict.fromkeys(addresses))
@@ -328,8 +327,9 @@ class Store:
 
 
 def _agent(row: Any) -> Agent:
-    return Agent(id=row.id, name=row.name, extension=row.extension, email=row.email,
-                 role=Role(row.role))
+    return Agent(
+        id=row.id, name=row.name, extension=row.extension, email=row.email, role=Role(row.role)
+    )
 
 
 def interaction_from_row(row: Any) -> Interaction:

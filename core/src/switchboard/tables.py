@@ -23,9 +23,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
             raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
         return value.astimezone(UTC)
 
-    def process_result_value(
-        self, value: datetime | None, dialect: sa.Dialect
-    ) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:

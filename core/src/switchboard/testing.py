@@ -72,8 +72,9 @@ def make_config(
     core = raw.setdefault("switchboard", {})
     core.setdefault("database_url", f"sqlite:///{Path(folder) / 'switchboard-test.db'}")
     core.setdefault("recordings_dir", str(Path(folder) / "recordings"))
-    return config_from_dict(raw, plugin_settings or {}, source="<test config>",
-                            base_dir=Path(folder))
+    return config_from_dict(
+        raw, plugin_settings or {}, source="<test config>", base_dir=Path(folder)
+    )
 
 
 async def open_switchboard(
@@ -164,8 +165,9 @@ async def _make_switchboard(
 ) -> AsyncIterator[Callable[..., Awaitable[Switchboard]]]:
     opened: list[Switchboard] = []
 
-    async def factory(*plugin_objects: object, config: Mapping[str, Any] | None = None,
-                      start: bool = True) -> Switchboard:
+    async def factory(
+        *plugin_objects: object, config: Mapping[str, Any] | None = None, start: bool = True
+    ) -> Switchboard:
         folder = tmp_path / f"sb{len(opened)}"
         folder.mkdir()
         sb = await open_switchboard(folder, *plugin_objects, config=config, start=start)

@@ -1,7 +1,10 @@
 """Alembic environment: run against the connection the store hands over."""
 
+from typing import Any
+
 from alembic import context
 from sqlmodel import SQLModel
+from sqlmodel.sql.sqltypes import AutoString
 
 import switchboard.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
@@ -13,11 +16,20 @@ if connection is None:
         "which passes the database connection"
     )
 
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> Any:
+    """Write SQLModel's AutoString as plain sa.String, so migrations need no sqlmodel."""
+    if type_ == "type" and isinstance(obj, AutoString):
+        return f"sa.String(length={obj.length})"
+    return False
+
+
 context.configure(
     connection=connection,
     target_metadata=SQLModel.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    render_item=render_item,
 )
 with context.begin_transaction():
     context.run_migrations()

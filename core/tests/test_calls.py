@@ -1,0 +1,178 @@
+"""Call-record lifecycle: ringing → answered → ended, IVR path, recording; hooks fire."""
+
+from __future__ import annotations
+
+import hashlib
+import wave
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchboard import (
+    Address,
+    Agent,
+    CallRecord,
+    Contact,
+    Direction,
+    Disposition,
+    InteractionKind,
+    InteractionStatus,
+    hookimpl,
+)
+from switchboard.calls import CallStateError
+
+AGENTS = {
+    "switchboard": {
+        "default_region": "RU",
+        "agents": [{"name": "anna", "extension": "101"}, {"name": "boris", "extension": "102"}],
+    }
+}
+
+
+class CallHooks:
+    plugin_name = "callhooks"
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def call_ringing(self, call: CallRecord, contact: Contact) -> None:
+        self.events.append(("ringing", (call.status, contact.name)))
+
+    @hookimpl
+    def route_call(self, call: CallRecord) -> str:
+        return f"ivr-for-{call.call_id}"
+
+    @hookimpl
+    def call_answered(self, call: CallRecord, agent: Agent | None) -> None:
+        self.events.append(("answered", agent.name if agent else None))
+
+    @hookimpl
+    def call_ended(self, record: CallRecord) -> None:
+        self.events.append(("ended", record.disposition))
+
+    @hookimpl
+    def recording_saved(self, record: CallRecord) -> None:
+        self.events.append(("recording", record.recording))
+
+
+def make_wav(path: Path, seconds: float) -> bytes:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x01" * int(8000 * seconds))
+    return path.read_bytes()
+
+
+async def test_inbound_call_answered_and_recorded(open_sb: Any, tmp_path: Path) -> None:
+    hooks = CallHooks()
+    sb = await open_sb(hooks, config=AGENTS)
+    anna = sb.store.get_agent("anna")
+    known = sb.store.create_contact("Acme buyer", [Address("phone", "+74951234567")])
+    record, contact = await sb.calls.ringing(
+        "sip",
+        "call-1",
+        direction=Direction.INBOUND,
+        from_address="8 495 123-45-67",
+        to_address="+74950000000",
+        agents=[anna.id],
+    )
+    assert contact.id == known.id
+    assert (record.status, record.agents_notified) == (InteractionStatus.RINGING, (anna.id,))
+    assert record.ringing_at is not None
+    assert await sb.calls.route(record, contact) == "ivr-for-call-1"
+    await sb.calls.ivr_step("sip", "call-1", "greeting")
+    await sb.calls.ivr_step("sip", "call-1", "main", digits="1")
+    answered = await sb.calls.answered("sip", "call-1", anna)
+    assert answered.agent_id == anna.id and answered.answered_at is not None
+    ended = await sb.calls.ended("sip", "call-1", hangup_cause="BYE from caller")
+    assert ended.disposition is Disposition.ANSWERED
+    assert [(s.node, s.digits) for s in ended.ivr_path] == [("greeting", ""), ("main", "1")]
+    data = make_wav(tmp_path / "call-1.wav", 2.5)
+    saved = await sb.calls.recording_saved("sip", "call-1", tmp_path / "call-1.wav")
+    assert saved.recording is not None
+    assert saved.recording.duration == 2.5
+    assert saved.recording.sha256 == hashlib.sha256(data).hexdigest()
+    assert [e for e, _ in hooks.events] == ["ringing", "answered", "ended", "recording"]
+    assert hooks.events[0][1] == (InteractionStatus.RINGING, "Acme buyer")
+    assert sb.store.get_call("call-1") == saved
+    [item] = sb.store.timeline(known.id)
+    assert (item.kind, item.status, item.external_id) == (
+        InteractionKind.CALL,
+        InteractionStatus.ENDED,
+        "call-1",
+    )
+
+
+async def test_unanswered_call_is_missed_and_unknown_caller_gets_a_contact(
+    open_sb: Any,
+) -> None:
+    hooks = CallHooks()
+    sb = await open_sb(hooks, config=AGENTS)
+    _record, contact = await sb.calls.ringing(
+        "sip",
+        "c2",
+        direction=Direction.INBOUND,
+        from_address="+74951112233",
+        to_address="100",
+        caller_name="Ivan",
+    )
+    assert contact.name == "Ivan" and contact.addresses == (Address("phone", "+74951112233"),)
+    ended = await sb.calls.ended("sip", "c2")
+    assert ended.disposition is Disposition.MISSED and ended.answered_at is None
+
+
+async def test_withheld_number_still_gets_a_record(open_sb: Any) -> None:
+    sb = await open_sb()
+    record, contact = await sb.calls.ringing(
+        "sip",
+        "c3",
+        direction=Direction.INBOUND,
+        from_address="anonymous",
+        to_address="+74950000000",
+    )
+    assert contact.name == "anonymous" and contact.addresses == ()
+    assert record.from_address == "anonymous"
+
+
+async def test_outbound_call_resolves_the_callee(open_sb: Any) -> None:
+    sb = await open_sb(config=AGENTS)
+    record, contact = await sb.calls.ringing(
+        "sip", "c4", direction=Direction.OUTBOUND, from_address="101", to_address="+7 495 765-43-21"
+    )
+    assert contact.addresses == (Address("phone", "+74957654321"),)
+    assert record.direction is Direction.OUTBOUND
+    ended = await sb.calls.ended("sip", "c4", Disposition.BUSY, "486 Busy Here")
+    assert (ended.disposition, ended.hangup_cause) == (Disposition.BUSY, "486 Busy Here")
+
+
+async def test_steps_out_of_order_are_refused(open_sb: Any, tmp_path: Path) -> None:
+    hooks = CallHooks()
+    sb = await open_sb(hooks)
+    with pytest.raises(CallStateError, match="no call 'nope' on channel 'sip'"):
+        await sb.calls.answered("sip", "nope")
+    await sb.calls.ringing(
+        "sip",
+        "c5",
+        direction=Direction.INBOUND,
+        from_address="+12025550143",
+        to_address="+12025550100",
+    )
+    _again, _ = await sb.calls.ringing(
+        "sip",
+        "c5",
+        direction=Direction.INBOUND,
+        from_address="+12025550143",
+        to_address="+12025550100",
+    )
+    assert [e for e, _ in hooks.events] == ["ringing"]  # a repeated INVITE pops once
+    await sb.calls.ended("sip", "c5", Disposition.ABANDONED)
+    with pytest.raises(CallStateError, match="is ended, cannot be answered"):
+        await sb.calls.answered("sip", "c5")
+    with pytest.raises(CallStateError, match="has already ended"):
+        await sb.calls.ended("sip", "c5")
+    (tmp_path / "bad.wav").write_bytes(b"not a wav")
+    with pytest.raises(Exception, match="not a readable WAV file"):
+        await sb.calls.recording_saved("sip", "c5", tmp_path / "bad.wav")

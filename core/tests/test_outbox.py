@@ -1,0 +1,244 @@
+"""Outbound flow: queued interaction + outbox row in one transaction → worker → sent/failed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchboard import (
+    Address,
+    Contact,
+    Interaction,
+    InteractionStatus,
+    PermanentSendError,
+    TransientSendError,
+    hookimpl,
+)
+from switchboard.config import OutboxSettings
+from switchboard.outbox import backoff_delay
+from switchboard.store import StoreError, interaction_t, outbox_t
+from switchboard.testing import LoopbackChannel, LoopbackPlugin
+
+FAST = {
+    "switchboard": {
+        "outbox": {
+            "backoff_initial": 0.05,
+            "backoff_max": 0.2,
+            "max_attempts": 3,
+            "poll_interval": 0.02,
+        }
+    }
+}
+
+
+class Outcomes:
+    plugin_name = "outcomes"
+
+    def __init__(self) -> None:
+        self.sent: list[Interaction] = []
+        self.failed: list[tuple[Interaction, str]] = []
+
+    @hookimpl
+    def message_sent(self, interaction: Interaction, contact: Contact) -> None:
+        assert contact.id == interaction.contact_id
+        self.sent.append(interaction)
+
+    @hookimpl
+    def message_failed(self, interaction: Interaction, error: str) -> None:
+        self.failed.append((interaction, error))
+
+
+async def drain(sb: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sb.outbox.depth():
+        assert time.monotonic() < deadline, "outbox did not drain"
+        if not await sb.outbox.process_due():
+            await asyncio.sleep(0.02)
+
+
+async def test_enqueue_then_send(open_sb: Any) -> None:
+    ch, out = LoopbackChannel("sms"), Outcomes()
+    sb = await open_sb(LoopbackPlugin(ch), out)
+    queued = sb.outbox.enqueue("sms", address="+1 202 555 0143", text="Your order shipped")
+    assert queued.status is InteractionStatus.QUEUED
+    assert sb.outbox.depth() == 1
+    await drain(sb)
+    [msg] = ch.sent
+    assert (msg.address, msg.text, msg.attempt) == (
+        Address("phone", "+12025550143"),
+        "Your order shipped",
+        1,
+    )
+    stored = sb.store.get_interaction(queued.id)
+    assert stored is not None
+    assert stored.status is InteractionStatus.SENT and stored.external_id == "sms-out-1"
+    assert [i.id for i in out.sent] == [queued.id]
+    assert sb.store.count(outbox_t) == 0
+
+
+async def test_contact_id_uses_the_channels_address_kind(open_sb: Any) -> None:
+    ch = LoopbackChannel("mail", "email")
+    sb = await open_sb(LoopbackPlugin(ch))
+    anna = sb.store.create_contact(
+        "Anna", [Address("phone", "+12025550143"), Address("email", "anna@example.com")]
+    )
+    queued = sb.outbox.enqueue("mail", contact_id=anna.id, subject="Offer", text="Hello")
+    assert queued.address == Address("email", "anna@example.com")
+    nomail = sb.store.create_contact("Phone only", [Address("phone", "+12025550144")])
+    with pytest.raises(StoreError, match=f"contact {nomail.id} has no email address"):
+        sb.outbox.enqueue("mail", contact_id=nomail.id, text="x")
+    with pytest.raises(StoreError, match="no contact with id 999999"):
+        sb.outbox.enqueue("mail", contact_id=999999, text="x")
+    with pytest.raises(StoreError, match=r"unknown channel 'fax' \(channels: mail\)"):
+        sb.outbox.enqueue("fax", contact_id=anna.id, text="x")
+    with pytest.raises(StoreError, match="sends to email addresses, not phone"):
+        sb.outbox.enqueue("mail", address="+12025550143", text="x")
+    assert sb.store.count(interaction_t) == 1  # refused messages leave nothing behind
+
+
+async def test_transient_errors_retry_with_backoff(open_sb: Any) -> None:
+    ch, out = LoopbackChannel("sms"), Outcomes()
+    sb = await open_sb(LoopbackPlugin(ch), out, config=FAST)
+    ch.fail_next = [TransientSendError("timeout"), TransientSendError("429", retry_after=0.3)]
+    queued = sb.outbox.enqueue("sms", address="+12025550143", text="retry me")
+    started = time.monotonic()
+    assert await sb.outbox.process_due() == 1  # attempt 1 fails
+    assert await sb.outbox.process_due() == 0  # not due yet: backoff
+    await drain(sb)
+    assert time.monotonic() - started >= 0.3  # retry_after was honoured
+    assert [m.attempt for m in ch.sent] == [3]
+    stored = sb.store.get_interaction(queued.id)
+    assert stored is not None and stored.status is InteractionStatus.SENT
+    assert out.failed == []
+
+
+async def test_permanent_error_fails_at_once(open_sb: Any) -> None:
+    ch, out = LoopbackChannel("sms"), Outcomes()
+    sb = await open_sb(LoopbackPlugin(ch), out, config=FAST)
+    ch.fail_next = [PermanentSendError("user blocked the bot")]
+    queued = sb.outbox.enqueue("sms", address="+12025550143", text="x")
+    await drain(sb)
+    stored = sb.store.get_interaction(queued.id)
+    assert stored is not None
+    assert (stored.status, stored.error) == (InteractionStatus.FAILED, "user blocked the bot")
+    assert [(i.id, e) for i, e in out.failed] == [(queued.id, "user blocked the bot")]
+
+
+async def test_gives_up_after_max_attempts(open_sb: Any) -> None:
+    ch, out = LoopbackChannel("sms"), Outcomes()
+    sb = await open_sb(LoopbackPlugin(ch), out, config=FAST)
+    ch.fail_next = [ConnectionResetError("reset")] * 5
+    queued = sb.outbox.enqueue("sms", address="+12025550143", text="x")
+    await drain(sb)
+    stored = sb.store.get_interaction(queued.id)
+    assert stored is not None and stored.status is InteractionStatus.FAILED
+    assert stored.error == "gave up after 3 attempts: ConnectionResetError: reset"
+    assert len(ch.fail_next) == 2 and ch.sent == []
+
+
+async def test_worker_wakes_on_enqueue_and_stops_cleanly(open_sb: Any) -> None:
+    ch = LoopbackChannel("sms")
+    sb = await open_sb(
+        LoopbackPlugin(ch), config={"switchboard": {"outbox": {"poll_interval": 30.0}}}
+    )
+    worker = asyncio.create_task(sb.outbox.run())
+    await asyncio.sleep(0.05)
+    sb.outbox.enqueue("sms", address="+12025550143", text="now")
+    for _ in range(100):
+        if ch.sent:
+            break
+        await asyncio.sleep(0.01)
+    assert [m.text for m in ch.sent] == ["now"]  # long before the 30 s poll
+    sb.outbox.stop()
+    await asyncio.wait_for(worker, 2)
+
+
+async def test_only_running_channels_are_sent(open_sb: Any) -> None:
+    up, down = LoopbackChannel("up"), LoopbackChannel("down")
+    sb = await open_sb(LoopbackPlugin(up, down), start=False)
+    await sb.start_channels(["up"])
+    sb.outbox.enqueue("up", address="+12025550143", text="a")
+    sb.outbox.enqueue("down", address="+12025550143", text="b")
+    assert await sb.outbox.process_due() == 1
+    assert sb.outbox.depth() == 1  # waits for a runner that has the channel
+
+
+def test_backoff_is_exponential_and_capped() -> None:
+    s = OutboxSettings(backoff_initial=1.0, backoff_max=60.0)
+    delays = [backoff_delay(n, s) for n in range(1, 10)]
+    for n, d in enumerate(delays[:6], start=1):
+        assert 0.9 * 2 ** (n - 1) <= d <= 1.1 * 2 ** (n - 1)
+    assert all(54 <= d <= 66 for d in delays[6:])
+
+
+def _run(*args: str, stdout: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    script = Path(__file__).with_name("outbox_process.py")
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=stdout,
+        text=True,
+        env={**os.environ, "SWITCHBOARD_PLUGINS": ""},
+    )
+
+
+def test_killed_processes_lose_no_accepted_message(db_url: str, tmp_path: Path) -> None:
+    # 1. A process accepting messages is killed mid-way: every id it reported is stored.
+    proc = _run("enqueue", db_url, "100000")
+    accepted = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        accepted.append(int(line))
+        if len(accepted) == 150:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(10)
+    accepted += [int(x) for x in proc.stdout.read().split()]  # reported before the kill
+    proc.stdout.close()
+
+    # 2. A worker is killed mid-send; 3. a new one finishes the queue.
+    sink = tmp_path / "sink.txt"
+    worker = _run("send", db_url, str(sink), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (sink.exists() and len(sink.read_text().splitlines()) >= 40):
+        assert time.monotonic() < deadline and worker.poll() is None
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("outbox_process.py")),
+            "send",
+            db_url,
+            str(sink),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SWITCHBOARD_PLUGINS": ""},
+    )
+    assert done.returncode == 0, done.stderr
+
+    from switchboard.store import Store
+
+    store = Store(db_url)
+    try:
+        for interaction_id in accepted:
+            stored = store.get_interaction(interaction_id)
+            assert stored is not None, f"accepted interaction {interaction_id} lost"
+            assert stored.status is InteractionStatus.SENT
+        assert store.count(outbox_t) == 0
+        total = store.count(interaction_t)
+    finally:
+        store.close()
+    delivered = {int(line.split()[0]) for line in sink.read_text().splitlines()}
+    assert set(accepted) <= delivered
+    assert len(delivered) == total  # everything committed was delivered (at least once)
