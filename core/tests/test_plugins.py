@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -11,32 +10,21 @@ import pytest
 
 from switchboard import hookimpl
 from switchboard.plugins import HOOK_NAMES, Plugins
-from switchboard.testing import registered
+from switchboard.testing import registered, write_distribution
 
 
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """``site(dist, {ep_name: source})`` installs a distribution with those plugins."""
     root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
     monkeypatch.delenv("SWITCHBOARD_PLUGINS", raising=False)
     suffix = uuid.uuid4().hex[:8]
 
-    def install(dist: str, plugins: dict[str, str], version: str = "1.2.3") -> dict[str, str]:
-        modules = {}
-        lines = ["[switchboard]"]
-        for ep_name, source in plugins.items():
-            module = f"sbtest_{ep_name.replace('-', '_')}_{suffix}"
-            (root / f"{module}.py").write_text(textwrap.dedent(source))
-            lines.append(f"{ep_name} = {module}")
-            modules[ep_name] = module
-        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    def install(dist: str, plugins: dict[str, str]) -> None:
+        modules = {f"sbtest_{n.replace('-', '_')}_{suffix}": src for n, src in plugins.items()}
+        eps = dict(zip(plugins, modules, strict=True))
+        write_distribution(root, dist, modules, version="1.2.3", entry_points=eps)
         monkeypatch.syspath_prepend(str(root))  # also invalidates importlib's caches
-        return modules
 
     return install
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from switchboard.address import Address
-from switchboard.contacts import load_contacts
+from switchboard.contacts import ContactResolver, load_contacts
 from switchboard.models import (
     Agent,
     CallRecord,
@@ -89,8 +89,8 @@ class CallLog:
             with self.core.store.write() as conn:
                 created = False
                 if isinstance(customer, Address):
-                    contact_id, created = self.core.inbox.resolver.resolve(
-                        conn, customer, answers.get(customer), caller_name, {}
+                    contact_id, created = ContactResolver.resolve_one(
+                        conn, customer, answers.get(customer), caller_name
                     )
                 else:  # an unreadable number (withheld, "anonymous"): its own contact
                     contact_id = (

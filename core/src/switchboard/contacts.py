@@ -3,7 +3,7 @@ CRM or directory may answer), then the store, else a new contact."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from switchboard.address import Address
 from switchboard.models import Contact, utcnow
-from switchboard.store import address_t, contact_t
+from switchboard.store import address_t, contact_t, insert_many, pairs_in, values_in
 
 if TYPE_CHECKING:
     from switchboard.plugins import Plugins
@@ -21,10 +21,13 @@ class ContactResolver:
     def __init__(self, plugins: Plugins) -> None:
         self.plugins = plugins
 
+    def has_plugins(self) -> bool:
+        return bool(self.plugins.pm.hook.resolve_contact.get_hookimpls())
+
     async def ask_plugins(self, addresses: Iterable[Address]) -> dict[Address, Contact]:
         """What ``resolve_contact`` implementations answer for each address."""
         answers: dict[Address, Contact] = {}
-        if not self.plugins.pm.hook.resolve_contact.get_hookimpls():
+        if not self.has_plugins():
             return answers
         for address in dict.fromkeys(addresses):
             contact = await self.plugins.call_first("resolve_contact", address=address)
@@ -33,77 +36,89 @@ class ContactResolver:
         return answers
 
     @staticmethod
-    def resolve(
+    def resolve_many(
         conn: Connection,
-        address: Address,
-        answer: Contact | None,
-        name: str | None,
-        cache: dict[Address, int],
-    ) -> tuple[int, bool]:
-        """The contact id for ``address`` inside a write transaction; True if created.
+        wanted: Sequence[tuple[Address, Contact | None, str | None]],
+    ) -> dict[Address, tuple[int, bool]]:
+        """Contact ids for many addresses inside one write transaction; True if created.
 
-        ``answer`` is the plugins' answer: a stored contact (``id`` set) is used as is; one
-        without an id is created with its details. ``cache`` carries the addresses already
-        resolved in this transaction, so a batch creates each new contact once.
+        Each item is ``(address, plugins' answer, display name)``. Addresses nobody answered
+        for are looked up with one query, and the missing ones created with one bulk insert
+        (named after the first display name seen, else the address). A plugin's answer is
+        used as is when it names a stored contact, else stored as a new contact.
         """
-        if address in cache:
-            return cache[address], False
-        if answer is not None and answer.id is not None:
+        result: dict[Address, tuple[int, bool]] = {}
+        names: dict[Address, str | None] = {}
+        for address, answer, name in wanted:
+            if answer is None and (address not in names or names[address] is None):
+                names[address] = name
+        if names:
+            for r in conn.execute(
+                sa.select(address_t.c.kind, address_t.c.value, address_t.c.contact_id).where(
+                    pairs_in(conn, address_t.c.kind, address_t.c.value,
+                             [(a.kind, a.value) for a in names])
+                )
+            ):
+                found = Address(r.kind, r.value)
+                if found in names:
+                    result[found] = (r.contact_id, False)
+            missing = [a for a in names if a not in result]
+            if missing:
+                now = utcnow()
+                ids = insert_many(
+                    conn, contact_t,
+                    [{"name": names[a] or a.value, "created_at": now} for a in missing],
+                )
+                conn.execute(
+                    sa.insert(address_t),
+                    [{"contact_id": i, "kind": a.kind, "value": a.value}
+                     for a, i in zip(missing, ids, strict=True)],
+                )
+                result.update({a: (i, True) for a, i in zip(missing, ids, strict=True)})
+        for address, answer, name in wanted:
+            if answer is not None and address not in result:
+                result[address] = ContactResolver._store_answer(conn, address, answer, name)
+        return result
+
+    @staticmethod
+    def resolve_one(conn: Connection, address: Address, answer: Contact | None = None,
+                    name: str | None = None) -> tuple[int, bool]:
+        return ContactResolver.resolve_many(conn, [(address, answer, name)])[address]
+
+    @staticmethod
+    def _store_answer(
+        conn: Connection, address: Address, answer: Contact, name: str | None
+    ) -> tuple[int, bool]:
+        if answer.id is not None:
             exists = conn.execute(
                 sa.select(contact_t.c.id).where(contact_t.c.id == answer.id)
             ).scalar()
             if exists is not None:
-                cache[address] = answer.id
                 return answer.id, False
-        if answer is None:
-            found = conn.execute(
-                sa.select(address_t.c.contact_id).where(
-                    address_t.c.kind == address.kind, address_t.c.value == address.value
+        addresses = list(dict.fromkeys((address, *answer.addresses)))
+        owners = {
+            Address(r.kind, r.value): r.contact_id
+            for r in conn.execute(
+                sa.select(address_t.c.kind, address_t.c.value, address_t.c.contact_id).where(
+                    pairs_in(conn, address_t.c.kind, address_t.c.value,
+                             [(a.kind, a.value) for a in addresses])
                 )
-            ).scalar()
-            if found is not None:
-                cache[address] = found
-                return found, False
+            )
+            if Address(r.kind, r.value) in addresses
+        }
+        if address in owners:  # the plugin described a contact the store already has
+            return owners[address], False
         contact_id = conn.execute(
             sa.insert(contact_t)
-            .values(
-                name=(answer.name if answer else None) or name or str(address.value),
-                company=answer.company if answer else None,
-                owner_agent_id=answer.owner_agent_id if answer else None,
-                created_at=utcnow(),
-            )
+            .values(name=answer.name or name or address.value, company=answer.company,
+                    owner_agent_id=answer.owner_agent_id, created_at=utcnow())
             .returning(contact_t.c.id)
         ).scalar_one()
-        addresses = dict.fromkeys((address, *(answer.addresses if answer else ())))
-        taken = {
-            (r.kind, r.value)
-            for r in conn.execute(
-                sa.select(address_t.c.kind, address_t.c.value).where(
-                    sa.tuple_(address_t.c.kind, address_t.c.value).in_(
-                        [(a.kind, a.value) for a in addresses]
-                    )
-                )
-            )
-        }
-        if (address.kind, address.value) in taken:
-            # Found by the store after all (the plugin answered for a known address).
-            conn.execute(sa.delete(contact_t).where(contact_t.c.id == contact_id))
-            found = conn.execute(
-                sa.select(address_t.c.contact_id).where(
-                    address_t.c.kind == address.kind, address_t.c.value == address.value
-                )
-            ).scalar_one()
-            cache[address] = found
-            return found, False
         conn.execute(
             sa.insert(address_t),
-            [
-                {"contact_id": contact_id, "kind": a.kind, "value": a.value}
-                for a in addresses
-                if (a.kind, a.value) not in taken
-            ],
+            [{"contact_id": contact_id, "kind": a.kind, "value": a.value}
+             for a in addresses if a not in owners],
         )
-        cache[address] = contact_id
         return contact_id, True
 
 
@@ -115,7 +130,7 @@ def load_contacts(conn: Connection, ids: Iterable[int]) -> dict[int, Contact]:
     addresses: dict[int, list[Address]] = {i: [] for i in wanted}
     for r in conn.execute(
         sa.select(address_t.c.contact_id, address_t.c.kind, address_t.c.value)
-        .where(address_t.c.contact_id.in_(wanted))
+        .where(values_in(conn, address_t.c.contact_id, wanted))
         .order_by(address_t.c.id)
     ):
         addresses[r.contact_id].append(Address(r.kind, r.value))
@@ -128,5 +143,5 @@ def load_contacts(conn: Connection, ids: Iterable[int]) -> dict[int, Contact]:
             owner_agent_id=r.owner_agent_id,
             created_at=r.created_at,
         )
-        for r in conn.execute(sa.select(contact_t).where(contact_t.c.id.in_(wanted)))
+        for r in conn.execute(sa.select(contact_t).where(values_in(conn, contact_t.c.id, wanted)))
     }

@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from switchboard.address import Address
 from switchboard.channels import InboundMessage, Received
 from switchboard.contacts import ContactResolver, load_contacts
-from switchboard.models import Contact, Direction, InteractionStatus, utcnow
-from switchboard.store import interaction_from_row, interaction_t
+from switchboard.models import Contact, Direction, Interaction, InteractionStatus, utcnow
+from switchboard.store import insert_many, interaction_from_row, interaction_t, pairs_in
 
 if TYPE_CHECKING:
     from switchboard.core import Switchboard
@@ -85,12 +85,15 @@ class Inbox:
 
     async def _process(self, batch: list[_Pending]) -> None:
         try:
-            keys = {(p.channel, p.message.external_id) for p in batch}
-            known = await asyncio.to_thread(self._existing, keys)
-            fresh = [p for p in batch if (p.channel, p.message.external_id) not in known]
-            answers = await self.resolver.ask_plugins(p.address for p in fresh)
-            for p in fresh:
-                p.answer = answers.get(p.address)
+            if self.resolver.has_plugins():
+                # Ask plugins only about messages not stored before (redeliveries are
+                # common, and an external CRM is slow).
+                keys = {(p.channel, p.message.external_id) for p in batch}
+                known = await asyncio.to_thread(self._existing, keys)
+                fresh = [p for p in batch if (p.channel, p.message.external_id) not in known]
+                answers = await self.resolver.ask_plugins(p.address for p in fresh)
+                for p in fresh:
+                    p.answer = answers.get(p.address)
             try:
                 results = await asyncio.to_thread(self._store, batch)
             except IntegrityError:
@@ -123,41 +126,40 @@ class Inbox:
                 (r.channel, r.external_id)
                 for r in conn.execute(
                     sa.select(interaction_t.c.channel, interaction_t.c.external_id).where(
-                        sa.tuple_(interaction_t.c.channel, interaction_t.c.external_id).in_(
-                            list(keys)
-                        )
+                        pairs_in(conn, interaction_t.c.channel, interaction_t.c.external_id,
+                                 keys)
                     )
                 )
-            }
+            } & keys
 
     def _store(self, batch: list[_Pending]) -> list[Received]:
         with self.core.store.write() as conn:
             return self._store_in(conn, batch)
 
     def _store_in(self, conn: Connection, batch: list[_Pending]) -> list[Received]:
-        keys = list({(p.channel, p.message.external_id) for p in batch})
+        keys = {(p.channel, p.message.external_id) for p in batch}
         stored: dict[tuple[str, str], Any] = {
             (r.channel, r.external_id): r
             for r in conn.execute(
                 sa.select(interaction_t).where(
-                    sa.tuple_(interaction_t.c.channel, interaction_t.c.external_id).in_(keys)
+                    pairs_in(conn, interaction_t.c.channel, interaction_t.c.external_id, keys)
                 )
             )
+            if (r.channel, r.external_id) in keys
         }
-        cache: dict[Address, int] = {}
-        created: set[int] = set()
-        new_rows: list[dict[str, Any]] = []
-        new_keys: list[tuple[str, str]] = []
-        now = utcnow()
+        todo: dict[tuple[str, str], _Pending] = {}
         for p in batch:
             key = (p.channel, p.message.external_id)
-            if key in stored or key in new_keys:
-                continue
-            contact_id, was_created = ContactResolver.resolve(
-                conn, p.address, p.answer, p.message.sender_name, cache
-            )
-            if was_created:
-                created.add(contact_id)
+            if key not in stored and key not in todo:
+                todo[key] = p
+        contacts_of = ContactResolver.resolve_many(
+            conn, [(p.address, p.answer, p.message.sender_name) for p in todo.values()]
+        )
+        created = {cid for cid, was_created in contacts_of.values() if was_created}
+        new_rows: list[dict[str, Any]] = []
+        now = utcnow()
+        for p in todo.values():
+            contact_id = contacts_of[p.address][0]
             m = p.message
             new_rows.append(
                 {
@@ -175,31 +177,30 @@ class Inbox:
                     "updated_at": now,
                 }
             )
-            new_keys.append(key)
-        inserted: dict[tuple[str, str], Any] = {}
-        if new_rows:
-            rows = conn.execute(
-                sa.insert(interaction_t).returning(*interaction_t.c, sort_by_parameter_order=True),
-                new_rows,
-            ).all()
-            inserted = {(r.channel, r.external_id): r for r in rows}
-        rows_by_key = {**stored, **inserted}
-        contacts = load_contacts(conn, (r.contact_id for r in rows_by_key.values()))
+        ids = insert_many(conn, interaction_t, new_rows)
+        inserted: dict[tuple[str, str], Any] = {
+            (r["channel"], r["external_id"]): {**r, "id": i}
+            for r, i in zip(new_rows, ids, strict=True)
+        }
+        by_key: dict[tuple[str, str], Interaction] = {
+            key: interaction_from_row(row) for key, row in (stored | inserted).items()
+        }
+        contacts = load_contacts(conn, (i.contact_id for i in by_key.values()))
         out = []
         announced: set[tuple[str, str]] = set()
         announced_contacts: set[int] = set()
         for p in batch:
             key = (p.channel, p.message.external_id)
-            row = rows_by_key[key]
+            interaction = by_key[key]
             fresh = key in inserted and key not in announced
             announced.add(key)
-            new_contact = fresh and row.contact_id in created - announced_contacts
+            new_contact = fresh and interaction.contact_id in created - announced_contacts
             if new_contact:
-                announced_contacts.add(row.contact_id)
+                announced_contacts.add(interaction.contact_id)
             out.append(
                 Received(
-                    interaction=interaction_from_row(row),
-                    contact=contacts[row.contact_id],
+                    interaction=interaction,
+                    contact=contacts[interaction.contact_id],
                     duplicate=not fresh,
                     contact_created=new_contact,
                 )

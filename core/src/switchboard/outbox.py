@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from switchboard.address import Address
 from switchboard.channels import Channel, OutboundMessage, PermanentSendError, TransientSendError
 from switchboard.config import OutboxSettings
-from switchboard.contacts import load_contacts
+from switchboard.contacts import ContactResolver, load_contacts
 from switchboard.models import (
     Direction,
     Interaction,
@@ -85,7 +85,7 @@ class Outbox:
             if contact_id is None:
                 if addr is None:
                     raise StoreError("give contact_id or address")
-                contact_id, _ = self.core.inbox.resolver.resolve(conn, addr, None, None, {})
+                contact_id, _ = ContactResolver.resolve_one(conn, addr)
             elif addr is None:
                 addr = _contact_address(conn, contact_id, ch.address_kind)
             row = conn.execute(

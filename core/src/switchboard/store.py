@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +58,58 @@ outbox_t: sa.Table = OutboxRow.__table__  # type: ignore[attr-defined]
 _MIGRATION_LOCK_ID = 0x5B0A_2D00_0001
 
 
+def values_in(
+    conn: Connection, col: sa.ColumnElement[Any], values: Iterable[Any]
+) -> sa.ColumnElement[bool]:
+    """``col IN values``; on PostgreSQL ``col = ANY(%s)`` with one array (see :func:`pairs_in`)."""
+    values = list(values)
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return col == sa.any_(sa.literal(values, ARRAY(col.type)))
+    return col.in_(values)
+
+
+def pairs_in(
+    conn: Connection, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any],
+    pairs: Iterable[tuple[Any, Any]],
+) -> sa.ColumnElement[bool]:
+    """A WHERE clause for rows whose (a, b) is among ``pairs``, served by an (a, b) index.
+
+    On PostgreSQL it is ``a = ANY(%s) AND b = ANY(%s)`` with two array parameters: the
+    query text stays the same whatever the number of pairs, so drivers and the server
+    reuse it (a long ``IN`` list is re-parsed every time). That can match a few extra
+    rows (other combinations of the same values); callers keep only the pairs they asked for.
+    """
+    pairs = list(pairs)
+    if conn.dialect.name == "postgresql":
+        return sa.and_(values_in(conn, a, {p[0] for p in pairs}),
+                       values_in(conn, b, {p[1] for p in pairs}))
+    return sa.tuple_(a, b).in_(pairs)
+
+
+def insert_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert ``rows``; return their new ids in order.
+
+    On PostgreSQL the ids come first from the table's sequence (one short query), then the
+    rows go in as one ``executemany`` of a constant statement, which psycopg pipelines;
+    ``INSERT ... RETURNING`` of many rows is a long statement parsed anew for each batch.
+    """
+    if not rows:
+        return []
+    if conn.dialect.name == "postgresql":
+        ids = list(conn.execute(
+            sa.text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) "
+                    "FROM generate_series(1, :n)"),
+            {"t": table.name, "n": len(rows)},
+        ).scalars())
+        conn.execute(sa.insert(table), [{**r, "id": i} for r, i in zip(rows, ids, strict=True)])
+        return ids
+    return list(conn.execute(
+        sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
+    ).scalars())
+
+
 class StoreError(RuntimeError):
     """A store operation that cannot succeed as asked (e.g. unknown contact)."""
 
@@ -84,7 +136,9 @@ def create_store_engine(url: str, *, pool_size: int = 5) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip on every checkout. A connection that died (server
+    # restart) fails its statement, the pool drops it and the caller's retry gets a new one.
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -123,6 +177,12 @@ class Store:
         self.url = normalize_url(url)
         self.engine = create_store_engine(self.url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
+        # Single-statement reads need no transaction: on PostgreSQL, skip BEGIN/ROLLBACK.
+        self._reader = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql"
+            else self.engine
+        )
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -178,13 +238,32 @@ class Store:
         )
         if conn is not None:
             return conn.execute(stmt).scalar()
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             return c.execute(stmt).scalar()
 
     def find_contact(self, address: Address) -> Contact | None:
-        with self.read() as conn:
-            contact_id = self.find_contact_id(address, conn)
-            return None if contact_id is None else self._contact(conn, contact_id)
+        """The contact card behind ``address``, with all its addresses: one query."""
+        probe = address_t.alias("probe")
+        stmt = (
+            sa.select(contact_t, address_t.c.kind, address_t.c.value)
+            .join(probe, probe.c.contact_id == contact_t.c.id)
+            .join(address_t, address_t.c.contact_id == contact_t.c.id)
+            .where(probe.c.kind == address.kind, probe.c.value == address.value)
+            .order_by(address_t.c.id)
+        )
+        with self._reader.connect() as conn:
+            rows = conn.execute(stmt).all()
+        if not rows:
+            return None
+        r = rows[0]
+        return Contact(
+            id=r.id,
+            name=r.name,
+            company=r.company,
+            addresses=tuple(Address(x.kind, x.value) for x in rows),
+            owner_agent_id=r.owner_agent_id,
+            created_at=r.created_at,
+        )
 
     def get_contact(self, contact_id: int) -> Contact | None:
         with self.read() as conn:
@@ -333,24 +412,26 @@ def _agent(row: Any) -> Agent:
 
 
 def interaction_from_row(row: Any) -> Interaction:
+    """An :class:`Interaction` from a result row or a mapping of the same columns."""
+    m = row if isinstance(row, Mapping) else row._mapping
     address = None
-    if row.address:
-        kind, _, value = row.address.partition(":")
+    if m["address"]:
+        kind, _, value = m["address"].partition(":")
         address = Address(kind, value)
     return Interaction(
-        id=row.id,
-        contact_id=row.contact_id,
-        channel=row.channel,
-        direction=Direction(row.direction),
-        kind=InteractionKind(row.kind),
-        status=InteractionStatus(row.status),
-        external_id=row.external_id,
+        id=m["id"],
+        contact_id=m["contact_id"],
+        channel=m["channel"],
+        direction=Direction(m["direction"]),
+        kind=InteractionKind(m["kind"]),
+        status=InteractionStatus(m["status"]),
+        external_id=m["external_id"],
         address=address,
-        text=row.text,
-        subject=row.subject,
-        error=row.error,
-        meta=dict(row.meta or {}),
-        created_at=row.created_at,
+        text=m["text"],
+        subject=m["subject"],
+        error=m.get("error"),
+        meta=dict(m["meta"] or {}),
+        created_at=m["created_at"],
     )
 
 

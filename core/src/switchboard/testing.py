@@ -15,6 +15,7 @@ keeps what it sends in memory.
 from __future__ import annotations
 
 import itertools
+import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "open_switchboard",
     "registered",
     "temp_store",
+    "write_distribution",
 ]
 
 
@@ -53,6 +55,35 @@ def registered(plugins: Plugins, plugin: object, name: str | None = None) -> Ite
         yield name
     finally:
         plugins.unregister(name)
+
+
+def write_distribution(
+    folder: str | Path,
+    dist: str,
+    modules: Mapping[str, str],
+    *,
+    version: str = "1.0.0",
+    entry_points: Mapping[str, str] | None = None,
+) -> Path:
+    """Write an installed-looking distribution into ``folder`` (put it on ``sys.path``).
+
+    ``modules`` maps module names to their source; ``entry_points`` maps plugin names to
+    modules (default: one entry point per module, named like it). ``importlib.metadata``
+    finds it like any installed package, so plugin loading can be tested for real.
+    """
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    eps = entry_points if entry_points is not None else {m: m for m in modules}
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8"
+    )
+    lines = ["[switchboard]", *(f"{name} = {module}" for name, module in eps.items())]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
 
 
 def temp_store(folder: str | Path) -> Store:

@@ -1,0 +1,27 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+UV := $(shell ./scripts/ensure-uv)
+CONFIG ?= switchboard.example.toml
+
+.PHONY: run test lint sync bench
+
+sync:
+	$(UV) sync --all-packages --frozen
+
+## Start the service on SQLite with the example configuration (http://127.0.0.1:8080/docs).
+run: sync
+	$(UV) run --frozen switchboard serve --config $(CONFIG)
+
+## Run every test (PostgreSQL at 127.0.0.1:5432 is used when it is there; under CI=true it must be).
+test: sync
+	$(UV) run --frozen pytest
+
+## ruff (lint + format) and mypy over the core and the plugins.
+lint: sync
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+
+## Benchmarks (not part of the tests); figures go to docs/benchmarks.md by hand.
+bench: sync
+	$(UV) run --frozen python bench/ingest.py
+	$(UV) run --frozen python bench/lookup.py
