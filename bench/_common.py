@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-PG_ADMIN_DSN = os.environ.get("SWITCHBOARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "SWITCHBOARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @contextlib.contextmanager
@@ -43,8 +45,10 @@ def machine() -> str:
     pg = ""
     with contextlib.suppress(Exception):
         pg = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
-    return (f"{platform.node()}: {os.cpu_count()} cores, {cpu}; Python "
-            f"{platform.python_version()}; {pg}")
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores, {cpu}; Python "
+        f"{platform.python_version()}; {pg}"
+    )
 
 
 def percentile(values: list[float], p: float) -> float:

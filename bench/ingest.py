@@ -16,12 +16,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import database, machine  # noqa: E402
+from _common import database, machine
 
-from switchboard import InboundMessage, hookimpl  # noqa: E402
-from switchboard.models import utcnow  # noqa: E402
-from switchboard.store import Store, interaction_t  # noqa: E402
-from switchboard.testing import LoopbackChannel, LoopbackPlugin, open_switchboard  # noqa: E402
+from switchboard import InboundMessage, hookimpl
+from switchboard.models import utcnow
+from switchboard.store import Store, interaction_t
+from switchboard.testing import LoopbackChannel, LoopbackPlugin, open_switchboard
 
 
 class Counter:
@@ -51,8 +51,9 @@ def messages(n: int, senders: int, dup_every: int = 20) -> list[InboundMessage]:
 async def core_ingest(url: str, msgs: list[InboundMessage], window: int) -> tuple[float, Counter]:
     ch, counter = LoopbackChannel("bench"), Counter()
     with tempfile.TemporaryDirectory() as folder:
-        sb = await open_switchboard(folder, LoopbackPlugin(ch), counter,
-                                    config={"switchboard": {"database_url": url}})
+        sb = await open_switchboard(
+            folder, LoopbackPlugin(ch), counter, config={"switchboard": {"database_url": url}}
+        )
         in_flight = asyncio.Semaphore(window)
 
         async def one(m: InboundMessage) -> None:
@@ -69,8 +70,9 @@ async def core_ingest(url: str, msgs: list[InboundMessage], window: int) -> tupl
 async def core_sequential(url: str, msgs: list[InboundMessage]) -> float:
     ch = LoopbackChannel("bench")
     with tempfile.TemporaryDirectory() as folder:
-        sb = await open_switchboard(folder, LoopbackPlugin(ch),
-                                    config={"switchboard": {"database_url": url}})
+        sb = await open_switchboard(
+            folder, LoopbackPlugin(ch), config={"switchboard": {"database_url": url}}
+        )
         started = time.perf_counter()
         for m in msgs:
             await ch.inject(m)
@@ -87,10 +89,19 @@ def bare_loop(url: str, n: int) -> float:
     with store.engine.connect() as conn:
         for i in range(n):
             with conn.begin():
-                conn.execute(sa.insert(interaction_t).values(
-                    contact_id=contact_id, channel="bare", direction="inbound",
-                    kind="message", status="received", external_id=f"b{i}",
-                    address="phone:+12020000000", text=f"message {i}", created_at=utcnow()))
+                conn.execute(
+                    sa.insert(interaction_t).values(
+                        contact_id=contact_id,
+                        channel="bare",
+                        direction="inbound",
+                        kind="message",
+                        status="received",
+                        external_id=f"b{i}",
+                        address="phone:+12020000000",
+                        text=f"message {i}",
+                        created_at=utcnow(),
+                    )
+                )
     elapsed = time.perf_counter() - started
     store.close()
     return elapsed
@@ -101,8 +112,12 @@ def main() -> None:
     parser.add_argument("--backend", default="both", choices=["sqlite", "postgresql", "both"])
     parser.add_argument("-n", type=int, default=20000)
     parser.add_argument("--senders", type=int, default=5000)
-    parser.add_argument("--window", type=int, default=200,
-                        help="messages in flight at once (a channel's steady stream)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=200,
+        help="messages in flight at once (a channel's steady stream)",
+    )
     args = parser.parse_args()
     print(machine())
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
@@ -118,12 +133,16 @@ def main() -> None:
         with database(backend) as url:
             bare = bare_loop(url, args.n)
         core_rate, bare_rate = args.n / elapsed, args.n / bare
-        print(f"{backend:10s} core ingest ({args.window} in flight): {core_rate:8.0f} msg/s "
-              f"({args.n} messages, {unique} unique, {counter.created} new contacts, "
-              f"hooks fired {counter.received})")
+        print(
+            f"{backend:10s} core ingest ({args.window} in flight): {core_rate:8.0f} msg/s "
+            f"({args.n} messages, {unique} unique, {counter.created} new contacts, "
+            f"hooks fired {counter.received})"
+        )
         print(f"{backend:10s} core ingest (one at a time):  {seq_n / seq:8.0f} msg/s")
-        print(f"{backend:10s} bare SQLAlchemy insert loop:  {bare_rate:8.0f} rows/s "
-              f"(one transaction per row)")
+        print(
+            f"{backend:10s} bare SQLAlchemy insert loop:  {bare_rate:8.0f} rows/s "
+            f"(one transaction per row)"
+        )
         print(f"{backend:10s} ratio core/bare: {core_rate / bare_rate:.2f}")
 
 

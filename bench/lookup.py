@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import database, machine, percentile  # noqa: E402
+from _common import database, machine, percentile
 
-from switchboard import Address  # noqa: E402
-from switchboard.models import utcnow  # noqa: E402
-from switchboard.store import Store, address_t, contact_t  # noqa: E402
+from switchboard import Address
+from switchboard.models import utcnow
+from switchboard.store import Store, address_t, contact_t
 
 
 def phone(i: int) -> str:
@@ -37,12 +37,14 @@ def populate(store: Store, n: int) -> None:
         raw = store.engine.raw_connection()
         try:
             cur = raw.cursor()
-            buf = io.StringIO("".join(f"{i}\tContact {i}\t{now.isoformat()}\n"
-                                      for i in range(1, n + 1)))
+            buf = io.StringIO(
+                "".join(f"{i}\tContact {i}\t{now.isoformat()}\n" for i in range(1, n + 1))
+            )
             with cur.copy("COPY contact (id, name, created_at) FROM STDIN") as cp:
                 cp.write(buf.getvalue())
-            rows = "".join(f"{i}\tphone\t{phone(i)}\n{i}\temail\t{email(i)}\n"
-                           for i in range(1, n + 1))
+            rows = "".join(
+                f"{i}\tphone\t{phone(i)}\n{i}\temail\t{email(i)}\n" for i in range(1, n + 1)
+            )
             with cur.copy("COPY address (contact_id, kind, value) FROM STDIN") as cp:
                 cp.write(rows)
             cur.execute("SELECT setval('contact_id_seq', %s)", (n,))
@@ -55,12 +57,21 @@ def populate(store: Store, n: int) -> None:
     with store.write() as conn:
         for start in range(1, n + 1, step):
             ids = range(start, min(n, start + step - 1) + 1)
-            conn.execute(contact_t.insert(),
-                         [{"id": i, "name": f"Contact {i}", "created_at": now} for i in ids])
-            conn.execute(address_t.insert(),
-                         [r for i in ids for r in (
-                             {"contact_id": i, "kind": "phone", "value": phone(i)},
-                             {"contact_id": i, "kind": "email", "value": email(i)})])
+            conn.execute(
+                contact_t.insert(),
+                [{"id": i, "name": f"Contact {i}", "created_at": now} for i in ids],
+            )
+            conn.execute(
+                address_t.insert(),
+                [
+                    r
+                    for i in ids
+                    for r in (
+                        {"contact_id": i, "kind": "phone", "value": phone(i)},
+                        {"contact_id": i, "kind": "email", "value": email(i)},
+                    )
+                ],
+            )
         conn.exec_driver_sql("ANALYZE")
 
 
@@ -96,16 +107,23 @@ def main() -> None:
                 if rng.random() < 0.1:  # unknown callers
                     targets.append(Address("phone", phone(args.contacts + i)))
                 else:
-                    targets.append(Address("phone", phone(i)) if rng.random() < 0.5
-                                   else Address("email", email(i)))
+                    targets.append(
+                        Address("phone", phone(i))
+                        if rng.random() < 0.5
+                        else Address("email", email(i))
+                    )
             assert store.find_contact_id(Address("phone", phone(42))) == 42
             measure(store.find_contact_id, targets[:1000])  # warm the cache and the pool
-            for name, fn in (("find_contact_id", store.find_contact_id),
-                             ("find_contact (card)", store.find_contact)):
+            for name, fn in (
+                ("find_contact_id", store.find_contact_id),
+                ("find_contact (card)", store.find_contact),
+            ):
                 times = measure(fn, targets)
-                print(f"{backend:10s} {name:20s} {args.contacts} contacts: "
-                      f"p50 {percentile(times, 50):.3f} ms  p99 {percentile(times, 99):.3f} ms  "
-                      f"max {max(times):.3f} ms  ({args.lookups} lookups; load {load:.0f} s)")
+                print(
+                    f"{backend:10s} {name:20s} {args.contacts} contacts: "
+                    f"p50 {percentile(times, 50):.3f} ms  p99 {percentile(times, 99):.3f} ms  "
+                    f"max {max(times):.3f} ms  ({args.lookups} lookups; load {load:.0f} s)"
+                )
             store.close()
 
 

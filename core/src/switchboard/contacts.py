@@ -55,8 +55,12 @@ class ContactResolver:
         if names:
             for r in conn.execute(
                 sa.select(address_t.c.kind, address_t.c.value, address_t.c.contact_id).where(
-                    pairs_in(conn, address_t.c.kind, address_t.c.value,
-                             [(a.kind, a.value) for a in names])
+                    pairs_in(
+                        conn,
+                        address_t.c.kind,
+                        address_t.c.value,
+                        [(a.kind, a.value) for a in names],
+                    )
                 )
             ):
                 found = Address(r.kind, r.value)
@@ -66,13 +70,16 @@ class ContactResolver:
             if missing:
                 now = utcnow()
                 ids = insert_many(
-                    conn, contact_t,
+                    conn,
+                    contact_t,
                     [{"name": names[a] or a.value, "created_at": now} for a in missing],
                 )
                 conn.execute(
                     sa.insert(address_t),
-                    [{"contact_id": i, "kind": a.kind, "value": a.value}
-                     for a, i in zip(missing, ids, strict=True)],
+                    [
+                        {"contact_id": i, "kind": a.kind, "value": a.value}
+                        for a, i in zip(missing, ids, strict=True)
+                    ],
                 )
                 result.update({a: (i, True) for a, i in zip(missing, ids, strict=True)})
         for address, answer, name in wanted:
@@ -81,8 +88,9 @@ class ContactResolver:
         return result
 
     @staticmethod
-    def resolve_one(conn: Connection, address: Address, answer: Contact | None = None,
-                    name: str | None = None) -> tuple[int, bool]:
+    def resolve_one(
+        conn: Connection, address: Address, answer: Contact | None = None, name: str | None = None
+    ) -> tuple[int, bool]:
         return ContactResolver.resolve_many(conn, [(address, answer, name)])[address]
 
     @staticmethod
@@ -100,8 +108,12 @@ class ContactResolver:
             Address(r.kind, r.value): r.contact_id
             for r in conn.execute(
                 sa.select(address_t.c.kind, address_t.c.value, address_t.c.contact_id).where(
-                    pairs_in(conn, address_t.c.kind, address_t.c.value,
-                             [(a.kind, a.value) for a in addresses])
+                    pairs_in(
+                        conn,
+                        address_t.c.kind,
+                        address_t.c.value,
+                        [(a.kind, a.value) for a in addresses],
+                    )
                 )
             )
             if Address(r.kind, r.value) in addresses
@@ -110,14 +122,21 @@ class ContactResolver:
             return owners[address], False
         contact_id = conn.execute(
             sa.insert(contact_t)
-            .values(name=answer.name or name or address.value, company=answer.company,
-                    owner_agent_id=answer.owner_agent_id, created_at=utcnow())
+            .values(
+                name=answer.name or name or address.value,
+                company=answer.company,
+                owner_agent_id=answer.owner_agent_id,
+                created_at=utcnow(),
+            )
             .returning(contact_t.c.id)
         ).scalar_one()
         conn.execute(
             sa.insert(address_t),
-            [{"contact_id": contact_id, "kind": a.kind, "value": a.value}
-             for a in addresses if a not in owners],
+            [
+                {"contact_id": contact_id, "kind": a.kind, "value": a.value}
+                for a in addresses
+                if a not in owners
+            ],
         )
         return contact_id, True
 

@@ -126,8 +126,7 @@ class Inbox:
                 (r.channel, r.external_id)
                 for r in conn.execute(
                     sa.select(interaction_t.c.channel, interaction_t.c.external_id).where(
-                        pairs_in(conn, interaction_t.c.channel, interaction_t.c.external_id,
-                                 keys)
+                        pairs_in(conn, interaction_t.c.channel, interaction_t.c.external_id, keys)
                     )
                 )
             } & keys

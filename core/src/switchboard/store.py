@@ -54,6 +54,19 @@ interaction_t: sa.Table = InteractionRow.__table__  # type: ignore[attr-defined]
 call_t: sa.Table = CallRecordRow.__table__  # type: ignore[attr-defined]
 outbox_t: sa.Table = OutboxRow.__table__  # type: ignore[attr-defined]
 
+# Hot lookups, built once (building a statement costs more than running it).
+_FIND_CONTACT_ID = sa.select(address_t.c.contact_id).where(
+    address_t.c.kind == sa.bindparam("kind"), address_t.c.value == sa.bindparam("value")
+)
+_probe = address_t.alias("probe")
+_FIND_CONTACT_CARD = (
+    sa.select(contact_t, address_t.c.kind, address_t.c.value)
+    .join(_probe, _probe.c.contact_id == contact_t.c.id)
+    .join(address_t, address_t.c.contact_id == contact_t.c.id)
+    .where(_probe.c.kind == sa.bindparam("kind"), _probe.c.value == sa.bindparam("value"))
+    .order_by(address_t.c.id)
+)
+
 # Any 64-bit number: PostgreSQL's advisory lock that keeps two runners from migrating at once.
 _MIGRATION_LOCK_ID = 0x5B0A_2D00_0001
 
@@ -71,7 +84,9 @@ def values_in(
 
 
 def pairs_in(
-    conn: Connection, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any],
+    conn: Connection,
+    a: sa.ColumnElement[Any],
+    b: sa.ColumnElement[Any],
     pairs: Iterable[tuple[Any, Any]],
 ) -> sa.ColumnElement[bool]:
     """A WHERE clause for rows whose (a, b) is among ``pairs``, served by an (a, b) index.
@@ -83,8 +98,9 @@ def pairs_in(
     """
     pairs = list(pairs)
     if conn.dialect.name == "postgresql":
-        return sa.and_(values_in(conn, a, {p[0] for p in pairs}),
-                       values_in(conn, b, {p[1] for p in pairs}))
+        return sa.and_(
+            values_in(conn, a, {p[0] for p in pairs}), values_in(conn, b, {p[1] for p in pairs})
+        )
     return sa.tuple_(a, b).in_(pairs)
 
 
@@ -98,16 +114,21 @@ def insert_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -
     if not rows:
         return []
     if conn.dialect.name == "postgresql":
-        ids = list(conn.execute(
-            sa.text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) "
-                    "FROM generate_series(1, :n)"),
-            {"t": table.name, "n": len(rows)},
-        ).scalars())
+        ids = list(
+            conn.execute(
+                sa.text(
+                    "SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"
+                ),
+                {"t": table.name, "n": len(rows)},
+            ).scalars()
+        )
         conn.execute(sa.insert(table), [{**r, "id": i} for r, i in zip(rows, ids, strict=True)])
         return ids
-    return list(conn.execute(
-        sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
-    ).scalars())
+    return list(
+        conn.execute(
+            sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
+        ).scalars()
+    )
 
 
 class StoreError(RuntimeError):
@@ -233,26 +254,18 @@ class Store:
 
     def find_contact_id(self, address: Address, conn: Connection | None = None) -> int | None:
         """The id of the contact owning ``address``: one probe of the unique index."""
-        stmt = sa.select(address_t.c.contact_id).where(
-            address_t.c.kind == address.kind, address_t.c.value == address.value
-        )
+        params = {"kind": address.kind, "value": address.value}
         if conn is not None:
-            return conn.execute(stmt).scalar()
+            return conn.execute(_FIND_CONTACT_ID, params).scalar()
         with self._reader.connect() as c:
-            return c.execute(stmt).scalar()
+            return c.execute(_FIND_CONTACT_ID, params).scalar()
 
     def find_contact(self, address: Address) -> Contact | None:
         """The contact card behind ``address``, with all its addresses: one query."""
-        probe = address_t.alias("probe")
-        stmt = (
-            sa.select(contact_t, address_t.c.kind, address_t.c.value)
-            .join(probe, probe.c.contact_id == contact_t.c.id)
-            .join(address_t, address_t.c.contact_id == contact_t.c.id)
-            .where(probe.c.kind == address.kind, probe.c.value == address.value)
-            .order_by(address_t.c.id)
-        )
         with self._reader.connect() as conn:
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(
+                _FIND_CONTACT_CARD, {"kind": address.kind, "value": address.value}
+            ).all()
         if not rows:
             return None
         r = rows[0]

@@ -1,0 +1,52 @@
+"""The docs keep up with the code: every hook and every core setting is documented."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import attrs
+import pytest
+
+from switchboard import hookspecs
+from switchboard.config import AgentSettings, CoreSettings, OutboxSettings
+from switchboard.plugins import HOOK_NAMES
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def sections(text: str) -> dict[str, str]:
+    """``### `name(args)` `` headings → (heading, body)."""
+    found = {}
+    parts = re.split(r"^### `([a-z_]+\([^)]*\))`\s*$", text, flags=re.M)
+    for heading, body in zip(parts[1::2], parts[2::2], strict=True):
+        found[heading.split("(")[0]] = (heading, body.split("\n## ")[0])
+    return found
+
+
+@pytest.mark.parametrize("hook", HOOK_NAMES)
+def test_every_hook_has_a_section_with_its_signature(hook: str) -> None:
+    documented = sections((DOCS / "hooks.md").read_text(encoding="utf-8"))
+    assert hook in documented, f"docs/hooks.md has no section for {hook}"
+    heading, body = documented[hook]
+    spec = getattr(hookspecs, hook)
+    args = ", ".join(inspect.signature(spec).parameters)
+    assert heading == f"{hook}({args})"
+    firstresult = spec.switchboard_spec["firstresult"]
+    assert ("**firstresult**" in body) == firstresult
+    assert ("Not firstresult" in body) == (not firstresult)
+    assert "```python" in body and "@hookimpl" in body, f"{hook}: no example"
+    assert (spec.__doc__ or "").strip(), f"{hook}: the spec has no docstring"
+
+
+def test_no_section_for_a_hook_that_does_not_exist() -> None:
+    documented = sections((DOCS / "hooks.md").read_text(encoding="utf-8"))
+    assert set(documented) == set(HOOK_NAMES)
+
+
+@pytest.mark.parametrize("cls", [CoreSettings, AgentSettings, OutboxSettings])
+def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:
+    text = (DOCS / "config.md").read_text(encoding="utf-8")
+    for field in attrs.fields(cls):
+        assert f"| `{field.name}` |" in text, f"docs/config.md lacks {cls.__name__}.{field.name}"
