@@ -2,7 +2,7 @@
 UV := $(shell ./scripts/ensure-uv)
 CONFIG ?= switchboard.example.toml
 
-.PHONY: run test lint sync bench
+.PHONY: run test lint sync bench build
 
 sync:
 	$(UV) sync --all-packages --frozen
@@ -20,6 +20,10 @@ lint: sync
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
+
+## Build a wheel and an sdist of every workspace member into dist/.
+build:
+	$(UV) build --all-packages --out-dir dist
 
 ## Benchmarks (not part of the tests); figures go to docs/benchmarks.md by hand.
 bench: sync
