@@ -29,7 +29,8 @@ async def test_a_channel_that_fails_to_start_does_not_stop_the_others(
     assert sb.channels["good"].state is ChannelState.RUNNING
     assert sb.channels["bad"].state is ChannelState.FAILING
     assert sb.channels["bad"].last_error == (
-        "ConnectionRefusedError: registrar 127.0.0.1:5060 refused")
+        "ConnectionRefusedError: registrar 127.0.0.1:5060 refused"
+    )
     assert "channel bad (plugin loopback) failed to start" in caplog.text
     assert sb.running_channels() == ["good"]
     got = await good.inject(InboundMessage("1", "+12025550143", text="still works"))
@@ -51,12 +52,18 @@ async def test_bad_registrations_are_reported(make_switchboard: Any) -> None:
 
     sb: Switchboard = await make_switchboard(LoopbackPlugin(LoopbackChannel("dup")), Confused())
     errors = [(e.plugin, e.stage, e.error) for e in sb.plugins.hook_errors]
-    assert ("confused", "hook register_channels",
-            "register() takes one Channel object, got ('not a channel',)") in errors
+    assert (
+        "confused",
+        "hook register_channels",
+        "register() takes one Channel object, got ('not a channel',)",
+    ) in errors
     owner = sb.channels["dup"].plugin
     other = {"loopback": "confused", "confused": "loopback"}[owner]
-    assert (other, "hook register_channels",
-            f"channel name 'dup' is already taken by plugin '{owner}'") in errors
+    assert (
+        other,
+        "hook register_channels",
+        f"channel name 'dup' is already taken by plugin '{owner}'",
+    ) in errors
     assert any(e[1] == "hook register_address_kinds" and "Bad Kind!" in e[2] for e in errors)
     assert list(sb.channels) == ["dup"]
 
@@ -73,8 +80,9 @@ async def test_plugin_settings_reach_the_channel(make_switchboard: Any) -> None:
             register(Settings)
 
     ch = LoopbackChannel("tg", "telegram")
-    sb = await make_switchboard(WithSettings(ch, plugin_name="tg"),
-                                config={"plugins": {"tg": {"token": "abc"}}})
+    sb = await make_switchboard(
+        WithSettings(ch, plugin_name="tg"), config={"plugins": {"tg": {"token": "abc"}}}
+    )
     assert ch.ctx is not None
     assert ch.ctx.settings == Settings("abc", 30)
     assert sb.channels["tg"].state is ChannelState.RUNNING
@@ -117,7 +125,14 @@ def test_registered_unregisters_even_on_error() -> None:
     from switchboard.testing import registered
 
     plugins = Plugins()
-    with pytest.raises(RuntimeError), registered(plugins, LoopbackPlugin(), "temp"):
-        assert plugins.names == ["temp"]
-        raise RuntimeError
+    seen = []
+
+    def use_and_fail() -> None:
+        with registered(plugins, LoopbackPlugin(), "temp"):
+            seen.append(plugins.names)
+            raise RuntimeError("test body failed")
+
+    with pytest.raises(RuntimeError, match="test body failed"):
+        use_and_fail()
+    assert seen == [["temp"]]
     assert plugins.names == []
