@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from switchboard.address import Address
-from switchboard.contacts import ContactResolver, load_contacts
+from switchboard.contacts import ContactResolver
 from switchboard.models import (
     Agent,
     CallRecord,
@@ -31,7 +31,7 @@ from switchboard.models import (
     Recording,
     utcnow,
 )
-from switchboard.store import StoreError, call_from_row, call_t, interaction_t
+from switchboard.store import StoreError, call_t, interaction_t, load_call, load_contacts
 
 if TYPE_CHECKING:
     from switchboard.core import Switchboard
@@ -248,14 +248,10 @@ class CallLog:
 
     @staticmethod
     def _load(conn: Connection, call_id: str, channel: str) -> CallRecord:
-        row = conn.execute(
-            sa.select(call_t, interaction_t.c.contact_id, interaction_t.c.status)
-            .join(interaction_t, interaction_t.c.id == call_t.c.interaction_id)
-            .where(call_t.c.call_id == call_id, call_t.c.channel == channel)
-        ).first()
-        if row is None:
+        record = load_call(conn, call_id, channel)
+        if record is None:
             raise CallStateError(f"no call {call_id!r} on channel {channel!r}")
-        return call_from_row(row)
+        return record
 
     @staticmethod
     def _update(

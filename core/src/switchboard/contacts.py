@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from switchboard.address import Address
 from switchboard.models import Contact, utcnow
-from switchboard.store import address_t, contact_t, insert_many, pairs_in, values_in
+from switchboard.store import address_t, contact_t, insert_many, pairs_in
 
 if TYPE_CHECKING:
     from switchboard.plugins import Plugins
@@ -53,19 +53,7 @@ class ContactResolver:
             if answer is None and (address not in names or names[address] is None):
                 names[address] = name
         if names:
-            for r in conn.execute(
-                sa.select(address_t.c.kind, address_t.c.value, address_t.c.contact_id).where(
-                    pairs_in(
-                        conn,
-                        address_t.c.kind,
-                        address_t.c.value,
-                        [(a.kind, a.value) for a in names],
-                    )
-                )
-            ):
-                found = Address(r.kind, r.value)
-                if found in names:
-                    result[found] = (r.contact_id, False)
+            result.update({a: (cid, False) for a, cid in owners_of(conn, names).items()})
             missing = [a for a in names if a not in result]
             if missing:
                 now = utcnow()
@@ -104,20 +92,7 @@ class ContactResolver:
             if exists is not None:
                 return answer.id, False
         addresses = list(dict.fromkeys((address, *answer.addresses)))
-        owners = {
-            Address(r.kind, r.value): r.contact_id
-            for r in conn.execute(
-                sa.select(address_t.c.kind, address_t.c.value, address_t.c.contact_id).where(
-                    pairs_in(
-                        conn,
-                        address_t.c.kind,
-                        address_t.c.value,
-                        [(a.kind, a.value) for a in addresses],
-                    )
-                )
-            )
-            if Address(r.kind, r.value) in addresses
-        }
+        owners = owners_of(conn, addresses)
         if address in owners:  # the plugin described a contact the store already has
             return owners[address], False
         contact_id = conn.execute(
@@ -141,26 +116,15 @@ class ContactResolver:
         return contact_id, True
 
 
-def load_contacts(conn: Connection, ids: Iterable[int]) -> dict[int, Contact]:
-    """Contacts with their addresses, two queries whatever the number of ids."""
-    wanted = sorted(set(ids))
+def owners_of(conn: Connection, addresses: Iterable[Address]) -> dict[Address, int]:
+    """The contact id owning each of ``addresses`` that is stored (one query)."""
+    wanted = set(addresses)
     if not wanted:
         return {}
-    addresses: dict[int, list[Address]] = {i: [] for i in wanted}
-    for r in conn.execute(
-        sa.select(address_t.c.contact_id, address_t.c.kind, address_t.c.value)
-        .where(values_in(conn, address_t.c.contact_id, wanted))
-        .order_by(address_t.c.id)
-    ):
-        addresses[r.contact_id].append(Address(r.kind, r.value))
-    return {
-        r.id: Contact(
-            id=r.id,
-            name=r.name,
-            company=r.company,
-            addresses=tuple(addresses[r.id]),
-            owner_agent_id=r.owner_agent_id,
-            created_at=r.created_at,
+    rows = conn.execute(
+        sa.select(address_t.c.kind, address_t.c.value, address_t.c.contact_id).where(
+            pairs_in(conn, address_t.c.kind, address_t.c.value, [(a.kind, a.value) for a in wanted])
         )
-        for r in conn.execute(sa.select(contact_t).where(values_in(conn, contact_t.c.id, wanted)))
-    }
+    )
+    found = {Address(r.kind, r.value): r.contact_id for r in rows}
+    return {a: cid for a, cid in found.items() if a in wanted}

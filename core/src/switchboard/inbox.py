@@ -20,9 +20,15 @@ from sqlalchemy.exc import IntegrityError
 
 from switchboard.address import Address
 from switchboard.channels import InboundMessage, Received
-from switchboard.contacts import ContactResolver, load_contacts
+from switchboard.contacts import ContactResolver
 from switchboard.models import Contact, Direction, Interaction, InteractionStatus, utcnow
-from switchboard.store import insert_many, interaction_from_row, interaction_t, pairs_in
+from switchboard.store import (
+    insert_many,
+    interaction_from_row,
+    interaction_t,
+    load_contacts,
+    pairs_in,
+)
 
 if TYPE_CHECKING:
     from switchboard.core import Switchboard

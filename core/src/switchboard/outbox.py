@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from switchboard.address import Address
 from switchboard.channels import Channel, OutboundMessage, PermanentSendError, TransientSendError
 from switchboard.config import OutboxSettings
-from switchboard.contacts import ContactResolver, load_contacts
+from switchboard.contacts import ContactResolver
 from switchboard.models import (
     Direction,
     Interaction,
@@ -31,7 +31,13 @@ from switchboard.models import (
     InteractionStatus,
     utcnow,
 )
-from switchboard.store import StoreError, address_t, interaction_from_row, interaction_t, outbox_t
+from switchboard.store import (
+    StoreError,
+    interaction_from_row,
+    interaction_t,
+    load_contacts,
+    outbox_t,
+)
 
 if TYPE_CHECKING:
     from switchboard.core import Switchboard
@@ -300,18 +306,10 @@ class Outbox:
 
 
 def _contact_address(conn: sa.engine.Connection, contact_id: int, kind: str) -> Address:
-    rows = conn.execute(
-        sa.select(address_t.c.kind, address_t.c.value)
-        .where(address_t.c.contact_id == contact_id)
-        .order_by(address_t.c.id)
-    ).all()
-    if (
-        not rows
-        and conn.execute(sa.text("SELECT 1 FROM contact WHERE id = :i"), {"i": contact_id}).scalar()
-        is None
-    ):
+    contact = load_contacts(conn, [contact_id]).get(contact_id)
+    if contact is None:
         raise StoreError(f"no contact with id {contact_id}")
-    for r in rows:
-        if r.kind == kind:
-            return Address(r.kind, r.value)
+    for address in contact.addresses:
+        if address.kind == kind:
+            return address
     raise StoreError(f"contact {contact_id} has no {kind} address")

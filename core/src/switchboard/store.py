@@ -283,22 +283,7 @@ class Store:
             return self._contact(conn, contact_id)
 
     def _contact(self, conn: Connection, contact_id: int) -> Contact | None:
-        row = conn.execute(sa.select(contact_t).where(contact_t.c.id == contact_id)).first()
-        if row is None:
-            return None
-        addrs = conn.execute(
-            sa.select(address_t.c.kind, address_t.c.value)
-            .where(address_t.c.contact_id == contact_id)
-            .order_by(address_t.c.id)
-        ).all()
-        return Contact(
-            id=row.id,
-            name=row.name,
-            company=row.company,
-            addresses=tuple(Address(a.kind, a.value) for a in addrs),
-            owner_agent_id=row.owner_agent_id,
-            created_at=row.created_at,
-        )
+        return load_contacts(conn, [contact_id]).get(contact_id)
 
     def create_contact(
         self,
@@ -402,16 +387,9 @@ class Store:
             return [interaction_from_row(r) for r in conn.execute(stmt)]
 
     def get_call(self, call_id: str, channel: str | None = None) -> CallRecord | None:
-        stmt = (
-            sa.select(call_t, interaction_t.c.contact_id, interaction_t.c.status)
-            .join(interaction_t, interaction_t.c.id == call_t.c.interaction_id)
-            .where(call_t.c.call_id == call_id)
-        )
-        if channel is not None:
-            stmt = stmt.where(call_t.c.channel == channel)
+        """A call by its id (and channel, since call ids are unique per channel)."""
         with self.read() as conn:
-            row = conn.execute(stmt).first()
-        return None if row is None else call_from_row(row)
+            return load_call(conn, call_id, channel)
 
     def count(self, table: sa.Table) -> int:
         with self.read() as conn:
@@ -479,3 +457,40 @@ def call_from_row(row: Any) -> CallRecord:
         hangup_cause=row.hangup_cause,
         agents_notified=tuple(row.agents_notified or ()),
     )
+
+
+def load_contacts(conn: Connection, ids: Iterable[int]) -> dict[int, Contact]:
+    """Contacts with their addresses, two queries whatever the number of ids."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    addresses: dict[int, list[Address]] = {i: [] for i in wanted}
+    for r in conn.execute(
+        sa.select(address_t.c.contact_id, address_t.c.kind, address_t.c.value)
+        .where(values_in(conn, address_t.c.contact_id, wanted))
+        .order_by(address_t.c.id)
+    ):
+        addresses[r.contact_id].append(Address(r.kind, r.value))
+    return {
+        r.id: Contact(
+            id=r.id,
+            name=r.name,
+            company=r.company,
+            addresses=tuple(addresses[r.id]),
+            owner_agent_id=r.owner_agent_id,
+            created_at=r.created_at,
+        )
+        for r in conn.execute(sa.select(contact_t).where(values_in(conn, contact_t.c.id, wanted)))
+    }
+
+
+def load_call(conn: Connection, call_id: str, channel: str | None) -> CallRecord | None:
+    stmt = (
+        sa.select(call_t, interaction_t.c.contact_id, interaction_t.c.status)
+        .join(interaction_t, interaction_t.c.id == call_t.c.interaction_id)
+        .where(call_t.c.call_id == call_id)
+    )
+    if channel is not None:
+        stmt = stmt.where(call_t.c.channel == channel)
+    row = conn.execute(stmt).first()
+    return None if row is None else call_from_row(row)
