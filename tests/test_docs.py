@@ -10,7 +10,15 @@ import attrs
 import pytest
 
 from switchboard import hookspecs
-from switchboard.config import AgentSettings, CoreSettings, OutboxSettings
+from switchboard.config import (
+    AgentSettings,
+    CoreSettings,
+    HttpSettings,
+    OutboxSettings,
+    TemplateSettings,
+    TokenSettings,
+    WebhookSettings,
+)
 from switchboard.plugins import HOOK_NAMES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -45,7 +53,18 @@ def test_no_section_for_a_hook_that_does_not_exist() -> None:
     assert set(documented) == set(HOOK_NAMES)
 
 
-@pytest.mark.parametrize("cls", [CoreSettings, AgentSettings, OutboxSettings])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        CoreSettings,
+        AgentSettings,
+        OutboxSettings,
+        TokenSettings,
+        WebhookSettings,
+        TemplateSettings,
+        HttpSettings,
+    ],
+)
 def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:
     text = (DOCS / "config.md").read_text(encoding="utf-8")
     for field in attrs.fields(cls):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from switchboard.store import Store
+
 SWITCHBOARD = shutil.which("switchboard")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +50,11 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
         health = response.json()
         assert response.status_code == 200
         assert health["status"] == "ok"
-        assert health["store"] == {"ok": True, "backend": "sqlite", "revision": "0001"}
+        assert health["store"] == {
+            "ok": True,
+            "backend": "sqlite",
+            "revision": Store.head_revision(),
+        }
         assert health["outbox_depth"] == 0
         assert (tmp_path / "switchboard.db").exists()  # relative to the config file
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["info"]["title"] == (

@@ -59,7 +59,7 @@ async def main(mode: str, url: str, arg: str) -> None:
     sb = await open_switchboard(folder, SinkPlugin(sink), config=config)
     if mode == "enqueue":
         for i in range(int(arg)):
-            interaction = sb.outbox.enqueue("sink", address="+12025550143", text=f"msg {i}")
+            interaction = await sb.outbox.enqueue("sink", address="+12025550143", text=f"msg {i}")
             print(interaction.id, flush=True)
     else:
         print("worker started", flush=True)

@@ -67,7 +67,7 @@ async def drain(sb: Any, timeout: float = 5.0) -> None:
 async def test_enqueue_then_send(open_sb: Any) -> None:
     ch, out = LoopbackChannel("sms"), Outcomes()
     sb = await open_sb(LoopbackPlugin(ch), out)
-    queued = sb.outbox.enqueue("sms", address="+1 202 555 0143", text="Your order shipped")
+    queued = await sb.outbox.enqueue("sms", address="+1 202 555 0143", text="Your order shipped")
     assert queued.status is InteractionStatus.QUEUED
     assert sb.outbox.depth() == 1
     await drain(sb)
@@ -90,17 +90,17 @@ async def test_contact_id_uses_the_channels_address_kind(open_sb: Any) -> None:
     anna = sb.store.create_contact(
         "Anna", [Address("phone", "+12025550143"), Address("email", "anna@example.com")]
     )
-    queued = sb.outbox.enqueue("mail", contact_id=anna.id, subject="Offer", text="Hello")
+    queued = await sb.outbox.enqueue("mail", contact_id=anna.id, subject="Offer", text="Hello")
     assert queued.address == Address("email", "anna@example.com")
     nomail = sb.store.create_contact("Phone only", [Address("phone", "+12025550144")])
     with pytest.raises(StoreError, match=f"contact {nomail.id} has no email address"):
-        sb.outbox.enqueue("mail", contact_id=nomail.id, text="x")
+        await sb.outbox.enqueue("mail", contact_id=nomail.id, text="x")
     with pytest.raises(StoreError, match="no contact with id 999999"):
-        sb.outbox.enqueue("mail", contact_id=999999, text="x")
+        await sb.outbox.enqueue("mail", contact_id=999999, text="x")
     with pytest.raises(StoreError, match=r"unknown channel 'fax' \(channels: mail\)"):
-        sb.outbox.enqueue("fax", contact_id=anna.id, text="x")
+        await sb.outbox.enqueue("fax", contact_id=anna.id, text="x")
     with pytest.raises(StoreError, match="sends to email addresses, not phone"):
-        sb.outbox.enqueue("mail", address="+12025550143", text="x")
+        await sb.outbox.enqueue("mail", address="+12025550143", text="x")
     assert sb.store.count(interaction_t) == 1  # refused messages leave nothing behind
 
 
@@ -108,7 +108,7 @@ async def test_transient_errors_retry_with_backoff(open_sb: Any) -> None:
     ch, out = LoopbackChannel("sms"), Outcomes()
     sb = await open_sb(LoopbackPlugin(ch), out, config=FAST)
     ch.fail_next = [TransientSendError("timeout"), TransientSendError("429", retry_after=0.3)]
-    queued = sb.outbox.enqueue("sms", address="+12025550143", text="retry me")
+    queued = await sb.outbox.enqueue("sms", address="+12025550143", text="retry me")
     started = time.monotonic()
     assert await sb.outbox.process_due() == 1  # attempt 1 fails
     assert await sb.outbox.process_due() == 0  # not due yet: backoff
@@ -124,7 +124,7 @@ async def test_permanent_error_fails_at_once(open_sb: Any) -> None:
     ch, out = LoopbackChannel("sms"), Outcomes()
     sb = await open_sb(LoopbackPlugin(ch), out, config=FAST)
     ch.fail_next = [PermanentSendError("user blocked the bot")]
-    queued = sb.outbox.enqueue("sms", address="+12025550143", text="x")
+    queued = await sb.outbox.enqueue("sms", address="+12025550143", text="x")
     await drain(sb)
     stored = sb.store.get_interaction(queued.id)
     assert stored is not None
@@ -136,7 +136,7 @@ async def test_gives_up_after_max_attempts(open_sb: Any) -> None:
     ch, out = LoopbackChannel("sms"), Outcomes()
     sb = await open_sb(LoopbackPlugin(ch), out, config=FAST)
     ch.fail_next = [ConnectionResetError("reset")] * 5
-    queued = sb.outbox.enqueue("sms", address="+12025550143", text="x")
+    queued = await sb.outbox.enqueue("sms", address="+12025550143", text="x")
     await drain(sb)
     stored = sb.store.get_interaction(queued.id)
     assert stored is not None and stored.status is InteractionStatus.FAILED
@@ -151,7 +151,7 @@ async def test_worker_wakes_on_enqueue_and_stops_cleanly(open_sb: Any) -> None:
     )
     worker = asyncio.create_task(sb.outbox.run())
     await asyncio.sleep(0.05)
-    sb.outbox.enqueue("sms", address="+12025550143", text="now")
+    await sb.outbox.enqueue("sms", address="+12025550143", text="now")
     for _ in range(100):
         if ch.sent:
             break
@@ -165,8 +165,8 @@ async def test_only_running_channels_are_sent(open_sb: Any) -> None:
     up, down = LoopbackChannel("up"), LoopbackChannel("down")
     sb = await open_sb(LoopbackPlugin(up, down), start=False)
     await sb.start_channels(["up"])
-    sb.outbox.enqueue("up", address="+12025550143", text="a")
-    sb.outbox.enqueue("down", address="+12025550143", text="b")
+    await sb.outbox.enqueue("up", address="+12025550143", text="a")
+    await sb.outbox.enqueue("down", address="+12025550143", text="b")
     assert await sb.outbox.process_due() == 1
     assert sb.outbox.depth() == 1  # waits for a runner that has the channel
 

@@ -20,15 +20,19 @@ def store(db_url: str):  # type: ignore[no-untyped-def]
 
 
 def test_migrations_match_the_tables(store: Store) -> None:
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == Store.head_revision()
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []
 
 
+def test_head_is_the_newest_migration() -> None:
+    assert Store.head_revision() == "0002"
+
+
 def test_upgrade_twice_is_a_no_op(store: Store) -> None:
     store.upgrade()
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == Store.head_revision()
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -1,71 +1,155 @@
-"""The runner's HTTP application (FastAPI). This is the seed of the runner service: it
-starts the core, the channels and the outbox worker, and serves ``/api/health``. The full
-HTTP API, event stream and webhooks come with the runner issue."""
+"""The runner: FastAPI on uvicorn around the core.
+
+On start: open the core (plugins, config, store), then run the event hub, the webhooks,
+the outbox worker and every configured channel under supervision. On SIGTERM/SIGINT
+uvicorn stops taking requests and closes open streams; then in-flight sends finish,
+channels stop, and the process exits.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchboard import __version__
+from switchboard.api import router as api_router
+from switchboard.auth import TokenBook
+from switchboard.config import Config
 from switchboard.core import Switchboard
+from switchboard.metrics import make_registry
+from switchboard.plugins import Plugins
+from switchboard.templates import Templates
+from switchboard.webhooks import Webhooks
+
+log = logging.getLogger("switchboard.runner")
 
 
-def create_app(config_path: str | Path | None, channels: Iterable[str] | None = None) -> FastAPI:
+class BodyLimit:
+    """413 for request bodies over ``max_bytes``, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes()
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(scope, receive, send, limit)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # An HTTPException, so FastAPI's body parsing lets it through as is.
+                    raise HTTPException(413, f"request body over {limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    @staticmethod
+    async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
+        await response(scope, receive, send)
+
+
+def create_app(
+    config: Config | str | Path | None,
+    channels: Iterable[str] | None = None,
+    *,
+    supervise_backoff: tuple[float, float] = (1.0, 60.0),
+    plugins: Plugins | None = None,
+) -> FastAPI:
+    """The runner's app. ``plugins`` (tests) replaces loading the installed entry points."""
     wanted = list(channels) if channels is not None else None
+    state: dict[str, Any] = {"max_body": 1_048_576}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sb: Switchboard = await Switchboard.open(config_path)
+        sb = await Switchboard.open(config, plugins=plugins)
+        state["max_body"] = sb.config.core.http.max_body_bytes
         app.state.switchboard = sb
+        app.state.tokens = TokenBook(sb.config.core.tokens, sb.store.list_agents())
+        if not len(app.state.tokens):
+            log.warning(
+                "no [[switchboard.tokens]] configured: every /api path but /api/health answers 401"
+            )
+        app.state.templates = Templates(sb.config.core.templates)
+        webhooks = Webhooks(sb)
+        app.state.webhooks = webhooks
+        app.state.metrics, app.state.requests = make_registry(sb, webhooks)
         router = APIRouter()
         await sb.plugins.call("register_routes", router=router)
         app.include_router(router)
         await sb.plugins.call("startup", app=app)
-        await sb.start_channels(wanted)
-        worker = asyncio.create_task(sb.outbox.run(), name="switchboard-outbox")
+        tasks = [
+            asyncio.create_task(sb.events.run(), name="switchboard-events"),
+            asyncio.create_task(sb.outbox.run(), name="switchboard-outbox"),
+        ]
+        await webhooks.start()
+        await sb.supervise_channels(
+            wanted, backoff_initial=supervise_backoff[0], backoff_max=supervise_backoff[1]
+        )
+        log.info(
+            "Switchboard %s running: channels %s",
+            __version__,
+            ", ".join(f"{n}={h.state.value}" for n, h in sb.channels.items()) or "none",
+        )
         try:
             yield
         finally:
             sb.outbox.stop()
-            await worker
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(tasks[1], sb.config.core.http.shutdown_timeout)
             await sb.stop_channels()
+            await webhooks.stop()
+            tasks[0].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tasks[0]
             await sb.plugins.call("shutdown", app=app)
             await sb.close()
 
-    app = FastAPI(title="Switchboard", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Switchboard",
+        version=__version__,
+        lifespan=lifespan,
+        description="Calls, emails and messages on one CRM timeline. See docs/api.md.",
+    )
+    app.add_middleware(BodyLimit, max_bytes=lambda: state["max_body"])
 
-    @app.get("/api/health")
-    async def health() -> dict[str, Any]:
-        sb: Switchboard = app.state.switchboard
-        try:
-            revision = await asyncio.to_thread(sb.store.current_revision)
-            store = {"ok": True, "backend": sb.store.dialect, "revision": revision}
-        except Exception as exc:
-            store = {"ok": False, "backend": sb.store.dialect, "error": str(exc)}
-        channels = {
-            name: {"plugin": h.plugin, "state": h.state.value, "last_error": h.last_error}
-            for name, h in sb.channels.items()
-        }
-        plugins = [
-            {"name": p.name, "version": p.version, "hooks": list(p.hooks)}
-            for p in sb.plugins.info()
-        ]
-        errors = [str(e) for e in sb.plugins.errors]
-        return {
-            "status": "ok" if store["ok"] and not errors else "degraded",
-            "version": __version__,
-            "store": store,
-            "plugins": plugins,
-            "plugin_errors": errors,
-            "hook_errors": [str(e) for e in sb.plugins.hook_errors[-10:]],
-            "channels": channels,
-            "outbox_depth": await asyncio.to_thread(sb.outbox.depth),
-        }
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        counter = getattr(request.app.state, "requests", None)
+        if counter is not None:
+            counter.labels(request.method, path, str(response.status_code)).inc()
+        return response
+
+    app.include_router(api_router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        body = await asyncio.to_thread(generate_latest, request.app.state.metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

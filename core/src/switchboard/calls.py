@@ -20,6 +20,8 @@ from sqlalchemy.engine import Connection
 
 from switchboard.address import Address
 from switchboard.contacts import ContactResolver
+from switchboard.events import contact_created_events, to_json
+from switchboard.events import record as record_events
 from switchboard.models import (
     Agent,
     CallRecord,
@@ -31,7 +33,15 @@ from switchboard.models import (
     Recording,
     utcnow,
 )
-from switchboard.store import StoreError, call_t, interaction_t, load_call, load_contacts
+from switchboard.store import (
+    StoreError,
+    agent_t,
+    call_t,
+    interaction_from_row,
+    interaction_t,
+    load_call,
+    load_contacts,
+)
 
 if TYPE_CHECKING:
     from switchboard.core import Switchboard
@@ -54,6 +64,39 @@ def describe_recording(path: str | Path) -> Recording:
     except (wave.Error, EOFError) as exc:
         raise StoreError(f"recording {p} is not a readable WAV file: {exc}") from None
     return Recording(path=str(p), duration=round(duration, 3), sha256=digest.hexdigest())
+
+
+def call_agents(record: CallRecord) -> set[int]:
+    """The agents a call's events are meant for: those it rang for, and who took it."""
+    agents = set(record.agents_notified)
+    if record.agent_id is not None:
+        agents.add(record.agent_id)
+    return agents
+
+
+def contact_card(
+    conn: Connection, contact: Contact, exclude_interaction: int | None = None, recent: int = 5
+) -> dict[str, Any]:
+    """What a screen pop shows: the contact, its owner agent and its latest interactions."""
+    owner = None
+    if contact.owner_agent_id is not None:
+        row = conn.execute(
+            sa.select(agent_t.c.id, agent_t.c.name).where(agent_t.c.id == contact.owner_agent_id)
+        ).first()
+        owner = None if row is None else {"id": row.id, "name": row.name}
+    stmt = (
+        sa.select(interaction_t)
+        .where(interaction_t.c.contact_id == contact.id)
+        .order_by(interaction_t.c.created_at.desc(), interaction_t.c.id.desc())
+        .limit(recent)
+    )
+    if exclude_interaction is not None:
+        stmt = stmt.where(interaction_t.c.id != exclude_interaction)
+    return {
+        **to_json(contact),
+        "owner_agent": owner,
+        "recent_interactions": [to_json(interaction_from_row(r)) for r in conn.execute(stmt)],
+    }
 
 
 class CallLog:
@@ -130,9 +173,22 @@ class CallLog:
                 )
                 record = self._load(conn, call_id, channel)
                 contact = load_contacts(conn, [contact_id])[contact_id]
+                events = contact_created_events([contact]) if created else []
+                events.append(
+                    (
+                        "call.ringing",
+                        {
+                            "call": to_json(record),
+                            "contact": contact_card(conn, contact, interaction_id),
+                        },
+                        call_agents(record),
+                    )
+                )
+                record_events(conn, events)
             return record, contact, created
 
         record, contact, created = await asyncio.to_thread(store)
+        self.core.events.notify()
         if created:
             await self.core.plugins.call("contact_created", contact=contact)
         await self.core.plugins.call("call_ringing", call=record, contact=contact)
@@ -157,9 +213,21 @@ class CallLog:
                     answered_at=utcnow(),
                     agent_id=agent.id if agent else None,
                 )
-                return self._load(conn, call_id, channel)
+                record = self._load(conn, call_id, channel)
+                record_events(
+                    conn,
+                    [
+                        (
+                            "call.answered",
+                            {"call": to_json(record), "agent": to_json(agent)},
+                            call_agents(record),
+                        )
+                    ],
+                )
+                return record
 
         record = await asyncio.to_thread(store)
+        self.core.events.notify()
         await self.core.plugins.call("call_answered", call=record, agent=agent)
         return record
 
@@ -207,9 +275,14 @@ class CallLog:
                     disposition=final.value,
                     hangup_cause=hangup_cause,
                 )
-                return self._load(conn, call_id, channel)
+                record = self._load(conn, call_id, channel)
+                record_events(
+                    conn, [("call.ended", {"call": to_json(record)}, call_agents(record))]
+                )
+                return record
 
         record = await asyncio.to_thread(store)
+        self.core.events.notify()
         await self.core.plugins.call("call_ended", record=record)
         return record
 

@@ -8,7 +8,9 @@ core, and ``await channel.stop()`` on shutdown. The outbox worker calls
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -145,3 +147,25 @@ class ChannelContext:
     async def receive(self, message: InboundMessage) -> Received:
         """Store an inbound message on its contact's timeline (idempotent)."""
         return await self._core.inbox.receive(self.channel, message)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        """Run a background task of the channel (a polling loop, a reader). It is cancelled
+        when the channel stops; if it raises, the channel is reported failed (and restarted
+        by the runner's supervisor)."""
+        handle = self._core.channels[self.channel]
+        task = asyncio.create_task(coro, name=name or f"{self.channel}-task")
+        handle.tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            handle.tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                self.logger.error("task %s crashed: %r", t.get_name(), exc)
+                self.fail(f"{type(exc).__name__}: {exc}")
+
+        task.add_done_callback(done)
+        return task
+
+    def fail(self, reason: str) -> None:
+        """Report that the channel broke (lost its connection for good, say)."""
+        self._core.channel_failed(self.channel, reason)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -135,6 +136,106 @@ def db_upgrade(config_path: str | None, revision: str) -> None:
         store.close()
 
 
+@main.group("contacts")
+def contacts_group() -> None:
+    """Import and export contacts."""
+
+
+@contacts_group.command("import")
+@_config_option()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="Write the rejected rows and why to this CSV file.",
+)
+def contacts_import(config_path: str | None, path: str, report_path: str | None) -> None:
+    """Import contacts from a .csv or .vcf file (run it again: nothing is duplicated)."""
+    from switchboard import contacts_io
+
+    text = Path(path).read_text(encoding="utf-8-sig", errors="replace")
+    if path.lower().endswith((".vcf", ".vcard")):
+        rows = list(contacts_io.read_vcards(text))
+    else:
+        import io
+
+        rows = list(contacts_io.read_csv(io.StringIO(text, newline="")))
+
+    async def run() -> contacts_io.ImportReport:
+        sb = await _open_or_fail(config_path)
+        try:
+            with click.progressbar(length=len(rows), label="Importing", file=sys.stderr) as bar:
+                report = await asyncio.to_thread(
+                    contacts_io.import_rows, sb.store, sb.addresses, rows, progress=bar.update
+                )
+            for contact in report.new_contacts:
+                await sb.plugins.call("contact_created", contact=contact)
+            return report
+        finally:
+            await sb.close()
+
+    report = asyncio.run(run())
+    click.echo(
+        f"{path}: {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.rejected)} rejected"
+    )
+    for source, reason in report.rejected:
+        click.echo(f"  rejected {source}: {reason}", err=True)
+    if report_path:
+        import csv
+
+        with open(report_path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["row", "reason"])
+            writer.writerows(report.rejected)
+    if report.rejected:
+        sys.exit(1)
+
+
+@contacts_group.command("export")
+@_config_option()
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "vcf"]), default="csv", show_default=True
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: stdout.")
+def contacts_export(config_path: str | None, fmt: str, output: str | None) -> None:
+    """Export every contact as CSV (the import format) or vCard."""
+    from switchboard import contacts_io
+
+    async def run() -> str:
+        sb = await _open_or_fail(config_path)
+        try:
+            contacts = []
+            offset = 0
+            while True:
+                page, _ = sb.store.search_contacts(None, None, limit=500, offset=offset)
+                contacts += page
+                offset += len(page)
+                if len(page) < 500:
+                    break
+            names = {a.id: a.name for a in sb.store.list_agents() if a.id is not None}
+            if fmt == "vcf":
+                return contacts_io.export_vcards(contacts)
+            return contacts_io.export_csv(contacts, names)
+        finally:
+            await sb.close()
+
+    text = asyncio.run(run())
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+async def _open_or_fail(config_path: str | None) -> Switchboard:
+    try:
+        return await Switchboard.open(Path(config_path) if config_path else None)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+
+
 @main.command("serve")
 @_config_option()
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -147,15 +248,25 @@ def serve_cmd(config_path: str | None, host: str, port: int, channels: str | Non
     from switchboard.app import create_app
 
     path = Path(config_path) if config_path else None
+    names = [c.strip() for c in channels.split(",") if c.strip()] if channels else None
     # Check before binding the port, so a bad config is one clear message.
     try:
-        asyncio.run(_check_only(path))
-    except ConfigError as exc:
+        timeout = asyncio.run(_check_only(path, names))
+    except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    names = [c.strip() for c in channels.split(",") if c.strip()] if channels else None
-    uvicorn.run(create_app(path, names), host=host, port=port, log_config=None)
+    uvicorn.run(
+        create_app(path, names),
+        host=host,
+        port=port,
+        log_config=None,
+        timeout_graceful_shutdown=max(1, math.ceil(timeout)),
+    )
 
 
-async def _check_only(path: Path | None) -> None:
+async def _check_only(path: Path | None, channels: list[str] | None) -> float:
     sb = await Switchboard.open(path)
-    await sb.close()
+    try:
+        sb._wanted(channels)  # unknown --channels names fail here
+        return sb.config.core.http.shutdown_timeout
+    finally:
+        await sb.close()

@@ -67,6 +67,52 @@ class OutboxSettings:
 
 
 @attrs.define
+class TokenSettings:
+    """``[[switchboard.tokens]]``: a bearer token for the HTTP API.
+
+    Bound to an agent (who then acts with the agent's role) or to a role alone (for an
+    integration such as a CRM)."""
+
+    token: str
+    agent: str | None = None
+    role: Role | None = None
+    name: str | None = None
+
+
+@attrs.define
+class WebhookSettings:
+    """``[[switchboard.webhooks]]``: a URL that receives events as signed POSTs."""
+
+    name: str
+    url: str
+    secret: str
+    events: list[str] = attrs.Factory(list)
+    timeout: float = 10.0
+    max_attempts: int = 12
+    backoff_initial: float = 1.0
+    backoff_max: float = 600.0
+
+
+@attrs.define
+class TemplateSettings:
+    """``[switchboard.templates.NAME]``: a message template (Jinja2, sandboxed)."""
+
+    text: str
+    subject: str | None = None
+    html: str | None = None
+
+
+@attrs.define
+class HttpSettings:
+    """``[switchboard.http]``: the runner's HTTP side."""
+
+    max_body_bytes: int = 1_048_576
+    sse_queue_size: int = 1000
+    sse_keepalive: float = 15.0
+    shutdown_timeout: float = 8.0
+
+
+@attrs.define
 class CoreSettings:
     """``[switchboard]``: the core's own settings."""
 
@@ -75,6 +121,10 @@ class CoreSettings:
     recordings_dir: str = "recordings"
     agents: list[AgentSettings] = attrs.Factory(list)
     outbox: OutboxSettings = attrs.Factory(OutboxSettings)
+    tokens: list[TokenSettings] = attrs.Factory(list)
+    webhooks: list[WebhookSettings] = attrs.Factory(list)
+    templates: dict[str, TemplateSettings] = attrs.Factory(dict)
+    http: HttpSettings = attrs.Factory(HttpSettings)
 
 
 @attrs.frozen
@@ -214,6 +264,54 @@ def expand_env(
     return data
 
 
+EVENT_TYPES = (
+    "call.ringing",
+    "call.answered",
+    "call.ended",
+    "message.received",
+    "message.sent",
+    "message.failed",
+    "contact.created",
+)
+
+
+def _check_core(core: CoreSettings) -> list[str]:
+    """Checks across keys that a type alone cannot express."""
+    problems = []
+    names = [a.name for a in core.agents]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"[switchboard] agents: agent name {dup!r} appears more than once")
+    for i, t in enumerate(core.tokens):
+        where = f"[switchboard] tokens[{i}]"
+        if t.agent is None and t.role is None:
+            problems.append(f"{where}: give agent or role (or both)")
+        if t.agent is not None and t.agent not in names:
+            problems.append(f"{where}.agent: no agent named {t.agent!r} in [[switchboard.agents]]")
+        if len(t.token) < 16:
+            problems.append(f"{where}.token: too short (at least 16 characters)")
+    tokens = [t.token for t in core.tokens]
+    if len(set(tokens)) != len(tokens):
+        problems.append("[switchboard] tokens: the same token appears more than once")
+    hooks = [w.name for w in core.webhooks]
+    for dup in sorted({n for n in hooks if hooks.count(n) > 1}):
+        problems.append(f"[switchboard] webhooks: webhook name {dup!r} appears more than once")
+    for i, w in enumerate(core.webhooks):
+        where = f"[switchboard] webhooks[{i}]"
+        if not w.url.startswith(("http://", "https://")):
+            problems.append(f"{where}.url: expected an http:// or https:// URL, got {w.url!r}")
+        unknown = sorted(set(w.events) - set(EVENT_TYPES))
+        if unknown:
+            problems.append(
+                f"{where}.events: unknown event type(s) {', '.join(unknown)}; "
+                f"known: {', '.join(EVENT_TYPES)}"
+            )
+    from switchboard.templates import Templates
+
+    for where, error in Templates(core.templates).errors.items():
+        problems.append(f"[switchboard] templates.{where}: {error}")
+    return problems
+
+
 def _resolve_relative(core: CoreSettings, base: Path) -> None:
     prefix = "sqlite:///"
     if core.database_url.startswith(prefix):
@@ -283,9 +381,7 @@ def config_from_dict(
                 f"[switchboard] default_region: expected an ISO 3166 region "
                 f"code such as 'RU' or 'US', got {core.default_region!r}"
             )
-        names = [a.name for a in core.agents]
-        for dup in sorted({n for n in names if names.count(n) > 1}):
-            problems.append(f"[switchboard] agents: agent name {dup!r} appears more than once")
+        problems += _check_core(core)
         if base_dir is not None:
             _resolve_relative(core, base_dir)
     plugins_raw = raw.get("plugins", {})

@@ -8,6 +8,8 @@ one that fails to start is recorded as ``failing`` and the others run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Iterable
@@ -16,14 +18,16 @@ from typing import Any
 
 import attrs
 
-from switchboard.address import AddressBook
+from switchboard.address import Address, AddressBook
 from switchboard.calls import CallLog
 from switchboard.channels import Channel, ChannelContext
 from switchboard.config import Config, load_config
+from switchboard.events import EventHub, contact_created_events, record
 from switchboard.inbox import Inbox
+from switchboard.models import Contact
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
-from switchboard.store import Store
+from switchboard.store import AddressTaken, Store
 
 log = logging.getLogger("switchboard")
 
@@ -42,6 +46,10 @@ class ChannelHandle:
     channel: Channel
     state: ChannelState = ChannelState.STOPPED
     last_error: str | None = None
+    restarts: int = 0
+    failure: asyncio.Future[str] | None = None
+    tasks: set[asyncio.Task[Any]] = attrs.Factory(set)
+    supervisor: asyncio.Task[None] | None = None
 
 
 async def load_plugins(only: Iterable[str] | None = None) -> tuple[Plugins, dict[str, Any]]:
@@ -70,6 +78,7 @@ class Switchboard:
         self.inbox = Inbox(self)
         self.outbox = Outbox(self)
         self.calls = CallLog(self)
+        self.events = EventHub(self)
         self.channels: dict[str, ChannelHandle] = {}
 
     @classmethod
@@ -134,17 +143,64 @@ class Switchboard:
         return [n for n, h in self.channels.items() if h.state == ChannelState.RUNNING]
 
     async def start_channels(self, names: Iterable[str] | None = None) -> None:
-        wanted = set(names) if names is not None else None
-        for name, handle in self.channels.items():
-            if wanted is not None and name not in wanted:
-                continue
-            if handle.state in (ChannelState.NOT_CONFIGURED, ChannelState.RUNNING):
-                continue
+        """Start channels once each; one that fails is marked ``failing`` (no retry)."""
+        for name in self._wanted(names):
             await self.start_channel(name)
+
+    async def supervise_channels(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 60.0,
+    ) -> None:
+        """Start channels and keep them running: a channel that fails to start, or that
+        reports a failure once running, is stopped and started again with exponential
+        backoff; its state and last error show in ``/api/health``."""
+        for name in self._wanted(names):
+            handle = self.channels[name]
+            handle.supervisor = asyncio.create_task(
+                self._supervise(name, backoff_initial, backoff_max),
+                name=f"switchboard-channel-{name}",
+            )
+        await asyncio.sleep(0)  # let each attempt its first start
+
+    def _wanted(self, names: Iterable[str] | None) -> list[str]:
+        wanted = set(names) if names is not None else None
+        unknown = sorted((wanted or set()) - set(self.channels))
+        if unknown:
+            raise ValueError(
+                f"unknown channel(s) {', '.join(unknown)}; "
+                f"known: {', '.join(self.channels) or 'none'}"
+            )
+        return [
+            name
+            for name, h in self.channels.items()
+            if (wanted is None or name in wanted)
+            and h.state not in (ChannelState.NOT_CONFIGURED, ChannelState.RUNNING)
+        ]
+
+    async def _supervise(self, name: str, initial: float, maximum: float) -> None:
+        handle = self.channels[name]
+        delay = initial
+        while True:
+            if await self.start_channel(name):
+                assert handle.failure is not None
+                reason = await handle.failure
+                handle.state = ChannelState.FAILING
+                handle.last_error = reason
+                log.error("channel %s failed: %s; restarting in %.1fs", name, reason, delay)
+                await self._stop_one(name, ChannelState.FAILING)
+            else:
+                log.warning("channel %s: next start in %.1fs", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(maximum, delay * 2)
+            handle.restarts += 1
 
     async def start_channel(self, name: str) -> bool:
         handle = self.channels[name]
         handle.state = ChannelState.STARTING
+        handle.failure = asyncio.get_running_loop().create_future()
         ctx = ChannelContext(self, name, handle.plugin, self.config.plugin_settings(handle.plugin))
         try:
             await handle.channel.start(ctx)
@@ -152,24 +208,83 @@ class Switchboard:
             handle.state = ChannelState.FAILING
             handle.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("channel %s (plugin %s) failed to start", name, handle.plugin)
+            await self._stop_one(name, ChannelState.FAILING)
+            return False
+        if handle.failure.done():  # it failed while starting
+            handle.state = ChannelState.FAILING
+            handle.last_error = handle.failure.result()
+            await self._stop_one(name, ChannelState.FAILING)
             return False
         handle.state = ChannelState.RUNNING
         handle.last_error = None
         return True
 
+    def channel_failed(self, name: str, reason: str) -> None:
+        """A running channel reports that it broke (called through ``ctx.fail``)."""
+        handle = self.channels[name]
+        if handle.failure is not None and not handle.failure.done():
+            handle.failure.set_result(reason)
+        if handle.supervisor is None:  # not supervised: just show it
+            handle.state = ChannelState.FAILING
+            handle.last_error = reason
+
+    async def _stop_one(self, name: str, final: ChannelState) -> None:
+        handle = self.channels[name]
+        for task in list(handle.tasks):
+            task.cancel()
+        for task in list(handle.tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        handle.tasks.clear()
+        try:
+            await handle.channel.stop()
+        except Exception as exc:
+            log.exception("channel %s failed to stop", name)
+            handle.last_error = f"{type(exc).__name__}: {exc}"
+        handle.state = final
+
     async def stop_channels(self) -> None:
+        for handle in self.channels.values():
+            if handle.supervisor is not None:
+                handle.supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await handle.supervisor
+                handle.supervisor = None
         for name, handle in self.channels.items():
-            if handle.state not in (ChannelState.RUNNING, ChannelState.FAILING):
-                continue
-            try:
-                await handle.channel.stop()
-            except Exception as exc:
-                log.exception("channel %s failed to stop", name)
-                handle.last_error = f"{type(exc).__name__}: {exc}"
-            handle.state = ChannelState.STOPPED
+            if handle.state in (ChannelState.RUNNING, ChannelState.FAILING, ChannelState.STARTING):
+                await self._stop_one(name, ChannelState.STOPPED)
+
+    async def create_contact(
+        self,
+        name: str,
+        addresses: Iterable[Address] = (),
+        *,
+        company: str | None = None,
+        owner_agent_id: int | None = None,
+    ) -> Contact:
+        """Create a contact (its event is recorded with it); fires ``contact_created``.
+        Raises :class:`AddressTaken` when an address belongs to another contact."""
+        addrs = list(addresses)
+
+        def store() -> Contact:
+            with self.store.write() as conn:
+                for a in addrs:
+                    owner = self.store.find_contact_id(a, conn)
+                    if owner is not None:
+                        raise AddressTaken(a, owner)
+                contact = self.store.create_contact(
+                    name, addrs, company=company, owner_agent_id=owner_agent_id, conn=conn
+                )
+                record(conn, contact_created_events([contact]))
+                return contact
+
+        contact = await asyncio.to_thread(store)
+        self.events.notify()
+        await self.plugins.call("contact_created", contact=contact)
+        return contact
 
     async def close(self) -> None:
-        self.outbox.stop()
+        await self.outbox.close()
         await self.stop_channels()
         await self.inbox.close()
         self.store.close()

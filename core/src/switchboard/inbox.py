@@ -10,7 +10,6 @@ is stored; a crash before the commit loses only messages whose ``receive`` had n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from switchboard.address import Address
 from switchboard.channels import InboundMessage, Received
 from switchboard.contacts import ContactResolver
+from switchboard.events import contact_created_events, record, to_json
+from switchboard.groupcommit import GroupCommit
 from switchboard.models import Contact, Direction, Interaction, InteractionStatus, utcnow
 from switchboard.store import (
     insert_many,
@@ -37,84 +38,53 @@ log = logging.getLogger("switchboard.inbox")
 
 
 class _Pending:
-    __slots__ = ("address", "answer", "channel", "future", "message")
+    __slots__ = ("address", "answer", "channel", "message")
 
-    def __init__(
-        self,
-        channel: str,
-        message: InboundMessage,
-        address: Address,
-        future: asyncio.Future[Received],
-    ) -> None:
+    def __init__(self, channel: str, message: InboundMessage, address: Address) -> None:
         self.channel = channel
         self.message = message
         self.address = address
-        self.future = future
         self.answer: Contact | None = None
 
 
 class Inbox:
     def __init__(self, core: Switchboard, *, max_batch: int = 500) -> None:
         self.core = core
-        self.max_batch = max_batch
         self.resolver = ContactResolver(core.plugins)
-        self._waiting: list[_Pending] = []
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._batches: GroupCommit[_Pending, Received] = GroupCommit(
+            self._process, max_batch=max_batch, name="switchboard-inbox"
+        )
 
     async def receive(self, channel: str, message: InboundMessage) -> Received:
         """Store one inbound message; raises :class:`AddressError` for a bad sender."""
         if not message.external_id:
             raise ValueError(f"{channel}: an inbound message needs an external_id")
         address = self.core.addresses.parse(message.sender)
-        future: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Pending(channel, message, address, future))
-        self._wakeup.set()
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_loop(), name="switchboard-inbox")
-        return await future
+        return await self._batches.submit(_Pending(channel, message, address))
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await self._batches.close()
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._waiting:
-                batch = self._waiting[: self.max_batch]
-                del self._waiting[: self.max_batch]
-                await self._process(batch)
-
-    async def _process(self, batch: list[_Pending]) -> None:
+    async def _process(self, batch: list[_Pending]) -> list[Received | BaseException]:
+        if self.resolver.has_plugins():
+            # Ask plugins only about messages not stored before (redeliveries are
+            # common, and an external CRM is slow).
+            keys = {(p.channel, p.message.external_id) for p in batch}
+            known = await asyncio.to_thread(self._existing, keys)
+            fresh = [p for p in batch if (p.channel, p.message.external_id) not in known]
+            answers = await self.resolver.ask_plugins(p.address for p in fresh)
+            for p in fresh:
+                p.answer = answers.get(p.address)
         try:
-            if self.resolver.has_plugins():
-                # Ask plugins only about messages not stored before (redeliveries are
-                # common, and an external CRM is slow).
-                keys = {(p.channel, p.message.external_id) for p in batch}
-                known = await asyncio.to_thread(self._existing, keys)
-                fresh = [p for p in batch if (p.channel, p.message.external_id) not in known]
-                answers = await self.resolver.ask_plugins(p.address for p in fresh)
-                for p in fresh:
-                    p.answer = answers.get(p.address)
-            try:
-                results = await asyncio.to_thread(self._store, batch)
-            except IntegrityError:
-                # Another process stored one of these keys or addresses meanwhile:
-                # store each message on its own so only the clash is retried.
-                results = []
-                for p in batch:
-                    results += await asyncio.to_thread(self._store, [p])
-        except Exception as exc:
-            log.exception("storing %d inbound message(s) failed", len(batch))
+            results = await asyncio.to_thread(self._store, batch)
+        except IntegrityError:
+            # Another process stored one of these keys or addresses meanwhile:
+            # store each message on its own so only the clash is retried.
+            results = []
             for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
-            return
-        for p, received in zip(batch, results, strict=True):
+                results += await asyncio.to_thread(self._store, [p])
+        self.core.events.notify()
+        for received in results:
             if received.contact_created:
                 await self.core.plugins.call("contact_created", contact=received.contact)
             if not received.duplicate:
@@ -123,8 +93,7 @@ class Inbox:
                     interaction=received.interaction,
                     contact=received.contact,
                 )
-            if not p.future.done():
-                p.future.set_result(received)
+        return list(results)
 
     def _existing(self, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
         with self.core.store.read() as conn:
@@ -210,4 +179,19 @@ class Inbox:
                     contact_created=new_contact,
                 )
             )
+        record(
+            conn,
+            [
+                *contact_created_events(contacts[c] for c in created),
+                *(
+                    (
+                        "message.received",
+                        {"interaction": to_json(r.interaction), "contact": to_json(r.contact)},
+                        None,
+                    )
+                    for r in out
+                    if not r.duplicate
+                ),
+            ],
+        )
         return out

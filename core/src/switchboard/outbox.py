@@ -18,13 +18,18 @@ from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from switchboard.address import Address
 from switchboard.channels import Channel, OutboundMessage, PermanentSendError, TransientSendError
 from switchboard.config import OutboxSettings
 from switchboard.contacts import ContactResolver
+from switchboard.events import contact_created_events, record, to_json
+from switchboard.groupcommit import GroupCommit
 from switchboard.models import (
+    Contact,
     Direction,
     Interaction,
     InteractionKind,
@@ -60,10 +65,17 @@ class Outbox:
         self.settings = core.config.core.outbox
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._accepted: GroupCommit[_Request, tuple[Interaction, Contact | None]] = GroupCommit(
+            self._accept, name="switchboard-outbox-accept"
+        )
+
+    async def close(self) -> None:
+        self.stop()
+        await self._accepted.close()
 
     # -- accepting ------------------------------------------------------------------------
 
-    def enqueue(
+    async def enqueue(
         self,
         channel: str,
         *,
@@ -74,8 +86,12 @@ class Outbox:
         kind: InteractionKind = InteractionKind.MESSAGE,
         payload: Mapping[str, Any] | None = None,
     ) -> Interaction:
-        """Accept a message for sending. Give ``contact_id`` (its address of the channel's
-        kind is used), ``address`` (its contact is found or created), or both."""
+        """Accept a message for sending; it is committed when this returns.
+
+        Give ``contact_id`` (its address of the channel's kind is used), ``address`` (its
+        contact is found or created), or both. Raises :class:`StoreError` (unknown channel
+        or contact, no address of the right kind) or :class:`AddressError`; nothing is
+        stored then. Concurrent calls are committed together (group commit)."""
         ch = self.core.channel_objects.get(channel)
         if ch is None:
             known = ", ".join(sorted(self.core.channel_objects)) or "none"
@@ -86,42 +102,74 @@ class Outbox:
                 f"channel {channel!r} sends to {ch.address_kind} addresses, "
                 f"not {addr.kind} ({addr})"
             )
-        now = utcnow()
-        with self.core.store.write() as conn:
-            if contact_id is None:
-                if addr is None:
-                    raise StoreError("give contact_id or address")
-                contact_id, _ = ContactResolver.resolve_one(conn, addr)
-            elif addr is None:
-                addr = _contact_address(conn, contact_id, ch.address_kind)
-            row = conn.execute(
-                sa.insert(interaction_t)
-                .values(
-                    contact_id=contact_id,
-                    channel=channel,
-                    direction=Direction.OUTBOUND.value,
-                    kind=kind.value,
-                    status=InteractionStatus.QUEUED.value,
-                    address=str(addr),
-                    text=text,
-                    subject=subject,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(*interaction_t.c)
-            ).one()
-            conn.execute(
-                sa.insert(outbox_t).values(
-                    interaction_id=row.id,
-                    channel=channel,
-                    address=str(addr),
-                    payload=dict(payload or {}),
-                    attempts=0,
-                    next_attempt_at=now,
-                )
-            )
+        if contact_id is None and addr is None:
+            raise StoreError("give contact_id or address")
+        request = _Request(
+            channel, ch.address_kind, contact_id, addr, text, subject, kind, dict(payload or {})
+        )
+        interaction, created = await self._accepted.submit(request)
+        if created is not None:
+            await self.core.plugins.call("contact_created", contact=created)
+        return interaction
+
+    async def _accept(
+        self, batch: list[_Request]
+    ) -> list[tuple[Interaction, Contact | None] | BaseException]:
+        def store() -> list[tuple[Interaction, Contact | None] | BaseException]:
+            with self.core.store.write() as conn:
+                out = [self._insert(conn, r) for r in batch]
+                created = [o[1] for o in out if isinstance(o, tuple) and o[1] is not None]
+                record(conn, contact_created_events(created))
+                return out
+
+        outcomes = await asyncio.to_thread(store)
         self._wakeup.set()
-        return interaction_from_row(row)
+        self.core.events.notify()
+        return outcomes
+
+    def _insert(
+        self, conn: Connection, r: _Request
+    ) -> tuple[Interaction, Contact | None] | BaseException:
+        created: Contact | None = None
+        contact_id, addr = r.contact_id, r.address
+        try:
+            if contact_id is None:
+                assert addr is not None
+                contact_id, was_created = ContactResolver.resolve_one(conn, addr)
+                if was_created:
+                    created = load_contacts(conn, [contact_id])[contact_id]
+            elif addr is None:
+                addr = _contact_address(conn, contact_id, r.address_kind)
+        except StoreError as exc:
+            return exc
+        now = utcnow()
+        row = conn.execute(
+            sa.insert(interaction_t)
+            .values(
+                contact_id=contact_id,
+                channel=r.channel,
+                direction=Direction.OUTBOUND.value,
+                kind=r.kind.value,
+                status=InteractionStatus.QUEUED.value,
+                address=str(addr),
+                text=r.text,
+                subject=r.subject,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(*interaction_t.c)
+        ).one()
+        conn.execute(
+            sa.insert(outbox_t).values(
+                interaction_id=row.id,
+                channel=r.channel,
+                address=str(addr),
+                payload=r.payload,
+                attempts=0,
+                next_attempt_at=now,
+            )
+        )
+        return interaction_from_row(row), created
 
     def depth(self) -> int:
         with self.core.store.read() as conn:
@@ -233,13 +281,17 @@ class Outbox:
             )
             error = f"{type(exc).__name__}: {exc}"
         if error is None:
-            await asyncio.to_thread(self._mark_sent, row, receipt.external_id, receipt.meta)
-            await self._fire("message_sent", row.interaction_id)
+            done = await asyncio.to_thread(
+                self._finish, row, receipt.external_id, receipt.meta, None
+            )
+            await self.core.plugins.call("message_sent", interaction=done[0], contact=done[1])
             return
         if permanent or row.attempts >= self.settings.max_attempts:
             reason = error if permanent else f"gave up after {row.attempts} attempts: {error}"
-            await asyncio.to_thread(self._mark_failed, row, reason)
-            await self._fire("message_failed", row.interaction_id, error=reason)
+            done = await asyncio.to_thread(self._finish, row, None, {}, reason)
+            await self.core.plugins.call(
+                "message_failed", interaction=done[0], contact=done[1], error=reason
+            )
             return
         delay = (
             retry_after if retry_after is not None else backoff_delay(row.attempts, self.settings)
@@ -254,30 +306,33 @@ class Outbox:
         )
         await asyncio.to_thread(self._reschedule, row, error, delay)
 
-    def _mark_sent(self, row: Any, external_id: str, meta: Mapping[str, Any]) -> None:
-        with self.core.store.write() as conn:
-            values: dict[str, Any] = {
-                "status": InteractionStatus.SENT.value,
-                "external_id": external_id,
-                "updated_at": utcnow(),
-            }
+    def _finish(
+        self, row: Any, external_id: str | None, meta: Mapping[str, Any], failure: str | None
+    ) -> tuple[Interaction, Contact]:
+        """Mark the interaction sent (or failed), drop the outbox row, record the event."""
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if failure is None:
+            values.update(status=InteractionStatus.SENT.value, external_id=external_id)
             if meta:
                 values["meta"] = dict(meta)
-            conn.execute(
+        else:
+            values.update(status=InteractionStatus.FAILED.value, error=failure)
+        with self.core.store.write() as conn:
+            updated = conn.execute(
                 sa.update(interaction_t)
                 .where(interaction_t.c.id == row.interaction_id)
                 .values(values)
-            )
+                .returning(*interaction_t.c)
+            ).one()
             conn.execute(sa.delete(outbox_t).where(outbox_t.c.id == row.id))
-
-    def _mark_failed(self, row: Any, reason: str) -> None:
-        with self.core.store.write() as conn:
-            conn.execute(
-                sa.update(interaction_t)
-                .where(interaction_t.c.id == row.interaction_id)
-                .values(status=InteractionStatus.FAILED.value, error=reason, updated_at=utcnow())
-            )
-            conn.execute(sa.delete(outbox_t).where(outbox_t.c.id == row.id))
+            interaction = interaction_from_row(updated)
+            contact = load_contacts(conn, [interaction.contact_id])[interaction.contact_id]
+            data = {"interaction": to_json(interaction), "contact": to_json(contact)}
+            if failure is not None:
+                data["error"] = failure
+            record(conn, [("message.sent" if failure is None else "message.failed", data, None)])
+        self.core.events.notify()
+        return interaction, contact
 
     def _reschedule(self, row: Any, error: str, delay: float) -> None:
         with self.core.store.write() as conn:
@@ -291,18 +346,17 @@ class Outbox:
                 )
             )
 
-    async def _fire(self, hook: str, interaction_id: int, **extra: Any) -> None:
-        def load() -> tuple[Interaction, Any]:
-            with self.core.store.read() as conn:
-                row = conn.execute(
-                    sa.select(interaction_t).where(interaction_t.c.id == interaction_id)
-                ).one()
-                return interaction_from_row(row), load_contacts(conn, [row.contact_id])
 
-        interaction, contacts = await asyncio.to_thread(load)
-        await self.core.plugins.call(
-            hook, interaction=interaction, contact=contacts[interaction.contact_id], **extra
-        )
+@attrs.frozen
+class _Request:
+    channel: str
+    address_kind: str
+    contact_id: int | None
+    address: Address | None
+    text: str | None
+    subject: str | None
+    kind: InteractionKind
+    payload: dict[str, Any]
 
 
 def _contact_address(conn: sa.engine.Connection, contact_id: int, kind: str) -> Address:

@@ -135,6 +135,15 @@ class StoreError(RuntimeError):
     """A store operation that cannot succeed as asked (e.g. unknown contact)."""
 
 
+class AddressTaken(StoreError):
+    """The address already belongs to another contact."""
+
+    def __init__(self, address: Address, owner: int) -> None:
+        self.address = address
+        self.owner = owner
+        super().__init__(f"address {address} already belongs to contact {owner}")
+
+
 def normalize_url(url: str) -> str:
     """Pick the drivers Switchboard ships with: sqlite3 and psycopg 3."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
@@ -226,6 +235,19 @@ class Store:
                     )
                     conn.commit()
 
+    @staticmethod
+    def head_revision() -> str:
+        """The newest migration this version of Switchboard ships."""
+        from alembic.script import ScriptDirectory
+
+        cfg = AlembicConfig()
+        cfg.set_main_option(
+            "script_location", str(importlib.resources.files("switchboard") / "migrations")
+        )
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        assert head is not None
+        return head
+
     def current_revision(self) -> str | None:
         with self.engine.connect() as conn:
             if not sa.inspect(conn).has_table("alembic_version"):
@@ -315,13 +337,134 @@ class Store:
         assert contact is not None
         return contact
 
-    def add_address(self, contact_id: int, address: Address) -> None:
-        with self.write() as conn:
-            conn.execute(
-                sa.insert(address_t).values(
-                    contact_id=contact_id, kind=address.kind, value=address.value
+    def search_contacts(
+        self, q: str | None, address: Address | None, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Contact], int]:
+        """Contacts by address (exact) or by name/company (case-insensitive substring)."""
+        where: list[sa.ColumnElement[bool]] = []
+        if address is not None:
+            where.append(
+                contact_t.c.id.in_(
+                    sa.select(address_t.c.contact_id).where(
+                        address_t.c.kind == address.kind, address_t.c.value == address.value
+                    )
                 )
             )
+        elif q:
+            pattern = f"%{q.lower()}%"
+            where.append(
+                sa.or_(
+                    sa.func.lower(contact_t.c.name).like(pattern),
+                    sa.func.lower(contact_t.c.company).like(pattern),
+                )
+            )
+        with self.read() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(contact_t).where(*where)
+            ).scalar_one()
+            ids = (
+                conn.execute(
+                    sa.select(contact_t.c.id)
+                    .where(*where)
+                    .order_by(contact_t.c.name, contact_t.c.id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+                .scalars()
+                .all()
+            )
+            found = load_contacts(conn, ids)
+        return [found[i] for i in ids], int(total)
+
+    def update_contact(
+        self,
+        contact_id: int,
+        *,
+        values: Mapping[str, Any],
+        add: Iterable[Address] = (),
+        remove: Iterable[Address] = (),
+    ) -> Contact:
+        """Change name/company/owner (``values``), add and remove addresses, in one go."""
+        with self.write() as conn:
+            if (
+                conn.execute(sa.select(contact_t.c.id).where(contact_t.c.id == contact_id)).scalar()
+                is None
+            ):
+                raise StoreError(f"no contact with id {contact_id}")
+            if values:
+                conn.execute(
+                    sa.update(contact_t).where(contact_t.c.id == contact_id).values(dict(values))
+                )
+            for a in remove:
+                conn.execute(
+                    sa.delete(address_t).where(
+                        address_t.c.contact_id == contact_id,
+                        address_t.c.kind == a.kind,
+                        address_t.c.value == a.value,
+                    )
+                )
+            for a in dict.fromkeys(add):
+                owner = self.find_contact_id(a, conn)
+                if owner is not None and owner != contact_id:
+                    raise AddressTaken(a, owner)
+                if owner is None:
+                    conn.execute(
+                        sa.insert(address_t).values(
+                            contact_id=contact_id, kind=a.kind, value=a.value
+                        )
+                    )
+            return load_contacts(conn, [contact_id])[contact_id]
+
+    def list_calls(
+        self,
+        *,
+        contact_id: int | None = None,
+        agent_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[CallRecord]:
+        stmt = (
+            sa.select(call_t, interaction_t.c.contact_id, interaction_t.c.status)
+            .join(interaction_t, interaction_t.c.id == call_t.c.interaction_id)
+            .order_by(call_t.c.ringing_at.desc(), call_t.c.id.desc())
+            .limit(limit)
+        )
+        if contact_id is not None:
+            stmt = stmt.where(interaction_t.c.contact_id == contact_id)
+        if agent_id is not None:
+            stmt = stmt.where(call_t.c.agent_id == agent_id)
+        if since is not None:
+            stmt = stmt.where(call_t.c.ringing_at >= since)
+        if until is not None:
+            stmt = stmt.where(call_t.c.ringing_at < until)
+        with self.read() as conn:
+            return [call_from_row(r) for r in conn.execute(stmt)]
+
+    def calls_of(self, interaction_ids: Iterable[int]) -> dict[int, CallRecord]:
+        """Call records by interaction id (for a timeline page)."""
+        ids = list(interaction_ids)
+        if not ids:
+            return {}
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(call_t, interaction_t.c.contact_id, interaction_t.c.status)
+                .join(interaction_t, interaction_t.c.id == call_t.c.interaction_id)
+                .where(values_in(conn, call_t.c.interaction_id, ids))
+            )
+            return {r.interaction_id: call_from_row(r) for r in rows}
+
+    def add_address(self, contact_id: int, address: Address) -> None:
+        with self.write() as conn:
+            self.add_address_in(conn, contact_id, address)
+
+    @staticmethod
+    def add_address_in(conn: Connection, contact_id: int, address: Address) -> None:
+        conn.execute(
+            sa.insert(address_t).values(
+                contact_id=contact_id, kind=address.kind, value=address.value
+            )
+        )
 
     # -- agents ---------------------------------------------------------------------------
 

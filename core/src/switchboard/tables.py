@@ -139,3 +139,44 @@ class OutboxRow(SQLModel, table=True):
     next_attempt_at: datetime | None = _ts(nullable=False)
     locked_until: datetime | None = _ts()
     last_error: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class EventRow(SQLModel, table=True):
+    """The event log behind the live stream and the webhooks.
+
+    Written in the same transaction as the change it reports, so a stored message or call
+    step always has its event, and a reader resuming from an id misses nothing.
+    """
+
+    __tablename__ = "event"
+    __table_args__ = (sa.Index("ix_event_created_at", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    type: str = Field(max_length=32)
+    data: dict[str, Any] | None = _json()
+    agents: list[int] | None = _json()
+    created_at: datetime | None = _ts(nullable=False)
+
+
+class WebhookCursorRow(SQLModel, table=True):
+    """How far each webhook has been delivered (events are sent in order, at least once)."""
+
+    __tablename__ = "webhook_cursor"
+
+    name: str = Field(primary_key=True, max_length=200)
+    last_event_id: int = 0
+    attempts: int = 0
+    next_attempt_at: datetime | None = _ts()
+    last_error: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class WebhookFailureRow(SQLModel, table=True):
+    """An event a webhook gave up on after its attempts (kept for a person to look at)."""
+
+    __tablename__ = "webhook_failure"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, index=True)
+    event_id: int
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime | None = _ts(nullable=False)

@@ -14,12 +14,16 @@ keeps what it sends in memory.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import socket
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -28,18 +32,26 @@ try:
 except ImportError:  # pragma: no cover - the async fixture needs pytest-asyncio
     pytest_asyncio = None  # type: ignore[assignment]
 
+from switchboard.address import Address
 from switchboard.channels import ChannelContext, InboundMessage, OutboundMessage, Receipt, Received
 from switchboard.config import Config, config_from_dict
 from switchboard.core import Switchboard, settings_classes
+from switchboard.models import Agent, Direction
 from switchboard.plugins import Plugins, hookimpl
 from switchboard.store import Store
+
+T = TypeVar("T")
 
 __all__ = [
     "LoopbackChannel",
     "LoopbackPlugin",
+    "LoopbackVoiceChannel",
+    "RunningService",
+    "free_port",
     "make_config",
     "open_switchboard",
     "registered",
+    "serve_in_thread",
     "temp_store",
     "write_distribution",
 ]
@@ -127,6 +139,87 @@ async def open_switchboard(
     return sb
 
 
+class RunningService:
+    """A runner serving on a loopback port in a thread (see :func:`serve_in_thread`)."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        self.app = app
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def switchboard(self) -> Switchboard:
+        sb: Switchboard = self.app.state.switchboard
+        return sb
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the service's event loop (e.g. a channel's ``inject``)."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_in_thread(app: Any, *, timeout: float = 30) -> Iterator[RunningService]:
+    """Serve ``app`` (from :func:`switchboard.app.create_app`) with uvicorn on a free
+    loopback port until the ``with`` block ends; then shut it down as SIGTERM would."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+        )
+    )
+    service = RunningService(app, port)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        service.loop = loop
+        try:
+            loop.run_until_complete(server.serve())
+        except BaseException as exc:  # reported to the test below
+            errors.append(exc)
+        finally:
+            try:
+                leftovers = asyncio.all_tasks(loop)  # e.g. sse-starlette's shutdown watcher
+                for task in leftovers:
+                    task.cancel()
+                if leftovers:
+                    loop.run_until_complete(asyncio.wait(leftovers, timeout=5))
+            finally:
+                loop.close()
+
+    thread = threading.Thread(target=run, name=f"switchboard-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(5)
+            raise RuntimeError(f"the service did not start: {errors or 'timeout'}")
+        time.sleep(0.01)
+    try:
+        yield service
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        if errors:
+            raise errors[0]
+
+
 class LoopbackChannel:
     """A working channel that delivers to memory: ``sent`` holds what it sent.
 
@@ -164,6 +257,30 @@ class LoopbackChannel:
         if self.ctx is None:
             raise RuntimeError(f"channel {self.name} is not started")
         return await self.ctx.receive(message)
+
+
+class LoopbackVoiceChannel(LoopbackChannel):
+    """A loopback channel that also "dials": each ``dial`` reports a ringing outbound call
+    for the agent to the core and keeps ``(agent, address, call_id)`` in ``dialed``."""
+
+    def __init__(self, name: str = "voice") -> None:
+        super().__init__(name, "phone")
+        self.dialed: list[tuple[Agent, Address, str]] = []
+
+    async def dial(self, agent: Agent, address: Address) -> str:
+        if self.ctx is None:
+            raise RuntimeError(f"channel {self.name} is not started")
+        call_id = f"{self.name}-call-{next(self._ids)}"
+        self.dialed.append((agent, address, call_id))
+        await self.ctx.calls.ringing(
+            self.name,
+            call_id,
+            direction=Direction.OUTBOUND,
+            from_address=agent.extension or agent.name,
+            to_address=address,
+            agents=[agent.id] if agent.id is not None else [],
+        )
+        return call_id
 
 
 class LoopbackPlugin:

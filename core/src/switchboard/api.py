@@ -1,0 +1,498 @@
+"""The runner's HTTP API (``/api/...``): the public contract a CRM or the console uses.
+
+Every path needs ``Authorization: Bearer TOKEN`` (see :mod:`switchboard.auth`), except
+``/api/health``. Errors are JSON ``{"detail": ...}``: 401 no or bad token, 403 not
+allowed, 404 unknown id, 409 conflict, 413 body too large, 422 invalid input (FastAPI
+names each field in ``detail[].loc``), 503 no channel able to do it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field, model_validator
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from switchboard.address import Address, AddressError
+from switchboard.auth import Principal
+from switchboard.channels import VoiceChannel
+from switchboard.core import ChannelState, Switchboard
+from switchboard.events import Event, to_json
+from switchboard.models import Agent, CallRecord, Contact, InteractionKind
+from switchboard.store import AddressTaken, StoreError
+from switchboard.templates import TemplateError
+
+router = APIRouter(prefix="/api")
+
+# -- plumbing -------------------------------------------------------------------------------
+
+
+def core(request: Request) -> Switchboard:
+    sb: Switchboard = request.app.state.switchboard
+    return sb
+
+
+def principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            401, "missing bearer token (Authorization: Bearer TOKEN)", headers=challenge
+        )
+    found: Principal | None = request.app.state.tokens.check(token.strip())
+    if found is None:
+        raise HTTPException(401, "invalid token", headers=challenge)
+    request.state.principal = found
+    return found
+
+
+Core = Annotated[Switchboard, Depends(core)]
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def parse_address(sb: Switchboard, raw: str, field: str) -> Address:
+    try:
+        return sb.addresses.parse(raw)
+    except AddressError as exc:
+        raise HTTPException(422, [{"loc": [field], "msg": str(exc), "type": "address"}]) from None
+
+
+async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Store calls block: run them off the event loop."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def agent_by_name(sb: Switchboard, name: str, field: str) -> Agent:
+    agent: Agent | None = await run(sb.store.get_agent, name)
+    if agent is None:
+        raise HTTPException(422, [{"loc": [field], "msg": f"no agent {name!r}", "type": "agent"}])
+    return agent
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+class ContactIn(BaseModel):
+    name: str = Field(min_length=1, max_length=300)
+    company: str | None = Field(default=None, max_length=300)
+    addresses: list[str] = Field(default_factory=list, description="phone:, email:, telegram:")
+    owner_agent: str | None = Field(default=None, description="agent name")
+
+
+class ContactPatch(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=300)
+    company: str | None = Field(default=None, max_length=300)
+    owner_agent: str | None = None
+    add_addresses: list[str] = Field(default_factory=list)
+    remove_addresses: list[str] = Field(default_factory=list)
+
+
+class MessageIn(BaseModel):
+    channel: str
+    contact_id: int | None = None
+    address: str | None = None
+    text: str | None = Field(default=None, max_length=100_000)
+    subject: str | None = Field(default=None, max_length=998)
+    template: str | None = None
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> MessageIn:
+        if self.contact_id is None and self.address is None:
+            raise ValueError("give contact_id or address")
+        if (self.text is None) == (self.template is None):
+            raise ValueError("give text or template (not both)")
+        return self
+
+
+class CallIn(BaseModel):
+    agent: str = Field(description="agent name or extension")
+    to: str | None = None
+    contact_id: int | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> CallIn:
+        if (self.to is None) == (self.contact_id is None):
+            raise ValueError("give to or contact_id (not both)")
+        return self
+
+
+class Accepted(BaseModel):
+    id: int | str
+    status: str
+
+
+# -- health and agents ----------------------------------------------------------------------
+
+
+@router.get("/health")
+async def health(sb: Core) -> dict[str, Any]:
+    """Service, store, plugins and channels. Needs no token (for load balancers)."""
+    try:
+        revision = await run(sb.store.current_revision)
+        store: dict[str, Any] = {"ok": True, "backend": sb.store.dialect, "revision": revision}
+    except Exception as exc:
+        store = {"ok": False, "backend": sb.store.dialect, "error": str(exc)}
+    channels = {
+        name: {
+            "plugin": h.plugin,
+            "state": h.state.value,
+            "last_error": h.last_error,
+            "restarts": h.restarts,
+        }
+        for name, h in sb.channels.items()
+    }
+    failing = any(h.state is ChannelState.FAILING for h in sb.channels.values())
+    errors = [str(e) for e in sb.plugins.errors]
+    from switchboard import __version__
+
+    return {
+        "status": "ok" if store["ok"] and not errors and not failing else "degraded",
+        "version": __version__,
+        "store": store,
+        "plugins": [
+            {"name": p.name, "version": p.version, "hooks": list(p.hooks)}
+            for p in sb.plugins.info()
+        ],
+        "plugin_errors": errors,
+        "hook_errors": [str(e) for e in sb.plugins.hook_errors[-10:]],
+        "channels": channels,
+        "outbox_depth": await run(sb.outbox.depth),
+        "event_subscribers": sb.events.subscribers,
+    }
+
+
+@router.get("/agents")
+async def agents(sb: Core, who: Caller) -> list[dict[str, Any]]:
+    return [to_json(a) for a in await run(sb.store.list_agents)]
+
+
+# -- contacts -------------------------------------------------------------------------------
+
+
+async def _contact_or_404(sb: Switchboard, contact_id: int) -> Contact:
+    contact: Contact | None = await run(sb.store.get_contact, contact_id)
+    if contact is None:
+        raise HTTPException(404, f"no contact with id {contact_id}")
+    return contact
+
+
+@router.get("/contacts")
+async def list_contacts(
+    sb: Core,
+    who: Caller,
+    q: str | None = Query(default=None, description="name, company, phone (any form) or email"),
+    limit: int = Query(default=50, ge=1, le=500),
+    offset: int = Query(default=0, ge=0),
+) -> dict[str, Any]:
+    address = None
+    if q:
+        try:
+            address = sb.addresses.parse(q) if any(c.isdigit() for c in q) or "@" in q else None
+        except AddressError:
+            address = None
+    items, total = await run(sb.store.search_contacts, q, address, limit=limit, offset=offset)
+    return {"items": [to_json(c) for c in items], "total": total, "limit": limit, "offset": offset}
+
+
+@router.post("/contacts", status_code=201)
+async def create_contact(body: ContactIn, sb: Core, who: Caller) -> dict[str, Any]:
+    addresses = [parse_address(sb, a, f"body.addresses[{i}]") for i, a in enumerate(body.addresses)]
+    owner = (
+        await agent_by_name(sb, body.owner_agent, "body.owner_agent") if body.owner_agent else None
+    )
+    try:
+        contact = await sb.create_contact(
+            body.name, addresses, company=body.company, owner_agent_id=owner.id if owner else None
+        )
+    except AddressTaken as exc:
+        raise HTTPException(409, str(exc)) from None
+    return to_json(contact)  # type: ignore[no-any-return]
+
+
+@router.get("/contacts/lookup")
+async def lookup_contact(
+    sb: Core,
+    who: Caller,
+    address: str = Query(description="any form of a phone number, an email, telegram:ID"),
+) -> dict[str, Any]:
+    addr = parse_address(sb, address, "query.address")
+    contact = await run(sb.store.find_contact, addr)
+    if contact is None:
+        raise HTTPException(404, f"no contact with address {addr}")
+    return to_json(contact)  # type: ignore[no-any-return]
+
+
+@router.get("/contacts/{contact_id}")
+async def get_contact(contact_id: int, sb: Core, who: Caller) -> dict[str, Any]:
+    return to_json(await _contact_or_404(sb, contact_id))  # type: ignore[no-any-return]
+
+
+@router.patch("/contacts/{contact_id}")
+async def patch_contact(
+    contact_id: int, body: ContactPatch, sb: Core, who: Caller
+) -> dict[str, Any]:
+    await _contact_or_404(sb, contact_id)
+    values: dict[str, Any] = {}
+    fields = body.model_fields_set
+    if "name" in fields and body.name is not None:
+        values["name"] = body.name
+    if "company" in fields:
+        values["company"] = body.company
+    if "owner_agent" in fields:
+        owner = (
+            await agent_by_name(sb, body.owner_agent, "body.owner_agent")
+            if body.owner_agent
+            else None
+        )
+        values["owner_agent_id"] = owner.id if owner else None
+    add = [
+        parse_address(sb, a, f"body.add_addresses[{i}]") for i, a in enumerate(body.add_addresses)
+    ]
+    remove = [
+        parse_address(sb, a, f"body.remove_addresses[{i}]")
+        for i, a in enumerate(body.remove_addresses)
+    ]
+    try:
+        contact = await run(
+            sb.store.update_contact, contact_id, values=values, add=add, remove=remove
+        )
+    except AddressTaken as exc:
+        raise HTTPException(409, str(exc)) from None
+    return to_json(contact)  # type: ignore[no-any-return]
+
+
+@router.get("/contacts/{contact_id}/timeline")
+async def timeline(
+    contact_id: int,
+    sb: Core,
+    who: Caller,
+    limit: int = Query(default=50, ge=1, le=500),
+    before: int | None = Query(default=None, description="next_before of the previous page"),
+) -> dict[str, Any]:
+    """Messages, emails and calls, newest first; page on with ``before``."""
+    await _contact_or_404(sb, contact_id)
+    items = await run(sb.store.timeline, contact_id, limit=limit, before_id=before)
+    calls = await run(sb.store.calls_of, [i.id for i in items if i.kind is InteractionKind.CALL])
+    out = []
+    for item in items:
+        data = to_json(item)
+        if item.id in calls:
+            data["call"] = _call_json(calls[item.id], who)
+        out.append(data)
+    return {"items": out, "next_before": items[-1].id if len(items) == limit else None}
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+@router.post("/messages", status_code=202)
+async def send_message(body: MessageIn, sb: Core, who: Caller, request: Request) -> Accepted:
+    """Queue a message (the outbox sends it, with retries); 202 with the interaction id."""
+    text, subject = body.text, body.subject
+    payload: dict[str, Any] = {}
+    if body.template is not None:
+        contact = None
+        if body.contact_id is not None:
+            contact = await _contact_or_404(sb, body.contact_id)
+        variables = {
+            **body.variables,
+            "contact": to_json(contact) if contact else {"address": body.address},
+            "agent": to_json(who.agent) if who.agent else None,
+        }
+        try:
+            rendered = request.app.state.templates.render(body.template, variables)
+        except TemplateError as exc:
+            raise HTTPException(
+                422, [{"loc": ["body", "template"], "msg": str(exc), "type": "template"}]
+            ) from None
+        text, subject = rendered.text, subject or rendered.subject
+        payload = {"template": body.template}
+        if rendered.html is not None:
+            payload["html"] = rendered.html
+    try:
+        interaction = await sb.outbox.enqueue(
+            body.channel,
+            contact_id=body.contact_id,
+            address=body.address,
+            text=text,
+            subject=subject,
+            payload=payload,
+            kind=InteractionKind.EMAIL if subject is not None else InteractionKind.MESSAGE,
+        )
+    except AddressError as exc:
+        raise HTTPException(
+            422, [{"loc": ["body", "address"], "msg": str(exc), "type": "address"}]
+        ) from None
+    except StoreError as exc:
+        status = 404 if "no contact with id" in str(exc) else 422
+        raise HTTPException(status, str(exc)) from None
+    return Accepted(id=interaction.id, status=interaction.status.value)
+
+
+@router.get("/messages/{interaction_id}")
+async def get_message(interaction_id: int, sb: Core, who: Caller) -> dict[str, Any]:
+    interaction = await run(sb.store.get_interaction, interaction_id)
+    if interaction is None or interaction.kind is InteractionKind.CALL:
+        raise HTTPException(404, f"no message with id {interaction_id}")
+    return to_json(interaction)  # type: ignore[no-any-return]
+
+
+# -- calls ----------------------------------------------------------------------------------
+
+
+def _can_hear(call: CallRecord, who: Principal) -> bool:
+    return who.sees_all or (who.agent_id is not None and call.agent_id == who.agent_id)
+
+
+def _call_json(call: CallRecord, who: Principal) -> dict[str, Any]:
+    data: dict[str, Any] = to_json(call)
+    if call.recording is not None:
+        data["recording"] = {
+            "duration": call.recording.duration,
+            "sha256": call.recording.sha256,
+            "url": f"/api/calls/{call.call_id}/recording",
+        }
+        data["recording"]["allowed"] = _can_hear(call, who)
+    return data
+
+
+@router.post("/calls", status_code=202)
+async def click_to_call(body: CallIn, sb: Core, who: Caller) -> Accepted:
+    """Ring the agent's phone; when the agent answers, call the customer and bridge."""
+    agent = await agent_by_name(sb, body.agent, "body.agent")
+    if not who.sees_all and who.agent_id != agent.id:
+        raise HTTPException(403, "agents may place calls only from their own extension")
+    if body.contact_id is not None:
+        contact = await _contact_or_404(sb, body.contact_id)
+        phones = [a for a in contact.addresses if a.kind == "phone"]
+        if not phones:
+            raise HTTPException(422, f"contact {contact.id} has no phone number")
+        target = phones[0]
+    else:
+        assert body.to is not None
+        target = parse_address(sb, body.to, "body.to")
+    voice = [
+        h.channel
+        for name, h in sb.channels.items()
+        if h.state is ChannelState.RUNNING and isinstance(h.channel, VoiceChannel)
+    ]
+    if not voice:
+        raise HTTPException(503, "no voice channel is running")
+    channel = voice[0]
+    assert isinstance(channel, VoiceChannel)
+    call_id = await channel.dial(agent, target)
+    return Accepted(id=call_id, status="ringing")
+
+
+@router.get("/calls")
+async def list_calls(
+    sb: Core,
+    who: Caller,
+    contact_id: int | None = None,
+    agent: str | None = Query(default=None, description="agent name or extension"),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> dict[str, Any]:
+    agent_id = (await agent_by_name(sb, agent, "query.agent")).id if agent else None
+    calls = await run(
+        sb.store.list_calls,
+        contact_id=contact_id,
+        agent_id=agent_id,
+        since=since,
+        until=until,
+        limit=limit,
+    )
+    return {"items": [_call_json(c, who) for c in calls]}
+
+
+async def _call_or_404(sb: Switchboard, call_id: str) -> CallRecord:
+    call = await run(sb.store.get_call, call_id)
+    if call is None:
+        raise HTTPException(404, f"no call with id {call_id!r}")
+    return call  # type: ignore[no-any-return]
+
+
+@router.get("/calls/{call_id}")
+async def get_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
+    return _call_json(await _call_or_404(sb, call_id), who)
+
+
+@router.get("/calls/{call_id}/recording", response_class=FileResponse)
+async def get_recording(call_id: str, sb: Core, who: Caller) -> FileResponse:
+    """The call's recording as ``audio/wav``: for the agent who took the call, supervisors
+    and admins."""
+    call = await _call_or_404(sb, call_id)
+    if call.recording is None:
+        raise HTTPException(404, f"call {call_id!r} has no recording")
+    if not _can_hear(call, who):
+        raise HTTPException(
+            403, "only the agent who took the call, supervisors and admins may hear its recording"
+        )
+    path = Path(call.recording.path)
+    if not await run(path.is_file):
+        raise HTTPException(404, f"the recording of call {call_id!r} is missing from disk")
+    return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
+
+
+# -- live events ----------------------------------------------------------------------------
+
+
+@router.get("/events")
+async def events(request: Request, sb: Core, who: Caller) -> EventSourceResponse:
+    """Server-Sent Events. Each event has an ``id``; reconnect with ``Last-Event-ID`` (or
+    ``?last_event_id=``) to get what was missed. Agents get the screen pops meant for them
+    and every event that is not agent-specific; supervisors and admins get all."""
+    last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    try:
+        after = int(last) if last else None
+    except ValueError:
+        raise HTTPException(422, f"Last-Event-ID must be an event id, got {last!r}") from None
+    http = sb.config.core.http
+
+    def accepts(e: Event) -> bool:
+        return e.visible_to(who.agent_id, who.sees_all)
+
+    sub = sb.events.subscribe(accepts, http.sse_queue_size)
+
+    async def stream() -> Any:
+        try:
+            sent = after if after is not None else sb.events.last_id
+            if after is not None:  # replay from the log, then go live without a gap
+                while True:
+                    missed = await run(sb.events.read_since, sent)
+                    for e in missed:
+                        if accepts(e):
+                            yield _sse(e)
+                        sent = e.id
+                    if len(missed) < 1000:
+                        break
+            while True:
+                if sub.overflowed.is_set():
+                    # Too slow a reader: end the stream; it resumes with Last-Event-ID.
+                    yield ServerSentEvent(event="overflow", data="reconnect with Last-Event-ID")
+                    return
+                try:
+                    e = await asyncio.wait_for(sub.queue.get(), 1.0)
+                except TimeoutError:
+                    continue
+                if e.id > sent:
+                    sent = e.id
+                    yield _sse(e)
+        finally:
+            sb.events.unsubscribe(sub)
+
+    return EventSourceResponse(stream(), ping=int(http.sse_keepalive), send_timeout=10)
+
+
+def _sse(e: Event) -> ServerSentEvent:
+    import json
+
+    return ServerSentEvent(id=str(e.id), event=e.type, data=json.dumps(e.payload()))

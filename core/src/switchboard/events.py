@@ -1,0 +1,212 @@
+"""Events: ``message.received``, ``call.ringing``... for the live stream and the webhooks.
+
+Events are rows of the ``event`` table, written by :func:`record` inside the transaction
+that makes the change they report. The :class:`EventHub` tails that table (woken at once
+by commits in this process, polling for other processes) and hands each new event to its
+subscribers (SSE clients, webhook dispatchers). Anyone who knows the last id it saw can
+read on from there: ``Last-Event-ID`` resume has no gaps.
+
+On PostgreSQL, sequence values are handed out before commit, so two transactions could
+commit their events out of id order and a tailer could step over the earlier id. Event
+writers therefore take a transaction-scoped advisory lock: events commit in id order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import cattrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from switchboard.address import Address
+from switchboard.models import Contact, utcnow
+from switchboard.store import insert_many
+from switchboard.tables import EventRow
+
+if TYPE_CHECKING:
+    from switchboard.core import Switchboard
+
+log = logging.getLogger("switchboard.events")
+
+event_t: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
+
+_EVENT_LOCK_ID = 0x5B0A_2D00_0002
+
+json_converter = cattrs.Converter()
+json_converter.register_unstructure_hook(datetime, lambda d: d.isoformat())
+json_converter.register_unstructure_hook(Address, str)
+json_converter.register_unstructure_hook_func(
+    lambda t: isinstance(t, type) and issubclass(t, enum.Enum), lambda e: e.value
+)
+
+
+def to_json(obj: Any) -> Any:
+    """JSON-ready data of a value object (datetimes in ISO 8601, addresses as text)."""
+    return json_converter.unstructure(obj)
+
+
+@attrs.frozen
+class Event:
+    id: int
+    type: str
+    data: dict[str, Any]
+    agents: tuple[int, ...] | None
+    created_at: datetime
+
+    def visible_to(self, agent_id: int | None, sees_all: bool) -> bool:
+        """Agent-specific events (``agents`` set) go to those agents; the rest to all."""
+        return sees_all or self.agents is None or (agent_id is not None and agent_id in self.agents)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "created_at": self.created_at.isoformat(),
+            "data": self.data,
+        }
+
+
+def _event(row: Any) -> Event:
+    return Event(
+        id=row.id,
+        type=row.type,
+        data=dict(row.data or {}),
+        agents=None if row.agents is None else tuple(row.agents),
+        created_at=row.created_at,
+    )
+
+
+EventSpec = tuple[str, Mapping[str, Any], Iterable[int] | None]
+"""An event to record: (type, data, the agents it is meant for or None for everyone)."""
+
+
+def record(conn: Connection, events: Iterable[EventSpec]) -> None:
+    """Write events ``(type, data, agents or None)`` in the caller's transaction."""
+    rows = [
+        {
+            "type": t,
+            "data": dict(d),
+            "agents": None if a is None else sorted(set(a)),
+            "created_at": utcnow(),
+        }
+        for t, d, a in events
+    ]
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _EVENT_LOCK_ID})
+    insert_many(conn, event_t, rows)
+
+
+def contact_created_events(contacts: Iterable[Contact]) -> list[EventSpec]:
+    return [("contact.created", {"contact": to_json(c)}, None) for c in contacts]
+
+
+class Subscription:
+    """A subscriber's queue. ``overflowed`` is set when it fell too far behind: the
+    subscriber should stop and, if it wants, read on from its last id."""
+
+    def __init__(self, accepts: Callable[[Event], bool], size: int) -> None:
+        self.accepts = accepts
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size)
+        self.overflowed = asyncio.Event()
+
+
+class EventHub:
+    def __init__(self, core: Switchboard, *, poll_interval: float = 1.0) -> None:
+        self.core = core
+        self.poll_interval = poll_interval
+        self.last_id = 0
+        self._subs: set[Subscription] = set()
+        self._wakeup = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read_since(self, after_id: int, limit: int = 1000) -> list[Event]:
+        with self.core.store.read() as conn:
+            rows = conn.execute(
+                sa.select(event_t)
+                .where(event_t.c.id > after_id)
+                .order_by(event_t.c.id)
+                .limit(limit)
+            ).all()
+        return [_event(r) for r in rows]
+
+    def current_id(self) -> int:
+        with self.core.store.read() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.coalesce(sa.func.max(event_t.c.id), 0))).scalar_one()
+            )
+
+    # -- subscribing ----------------------------------------------------------------------
+
+    def subscribe(self, accepts: Callable[[Event], bool], size: int = 1000) -> Subscription:
+        sub = Subscription(accepts, size)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def on_new_events(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (no arguments) whenever new events were read."""
+        self._listeners.append(listener)
+
+    def notify(self) -> None:
+        """Something committed events: read them now rather than at the next poll."""
+        self._wakeup.set()
+
+    # -- tailing --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.last_id = await asyncio.to_thread(self.current_id)
+        while True:
+            self._wakeup.clear()
+            try:
+                events = await asyncio.to_thread(self.read_since, self.last_id)
+            except Exception:
+                log.exception("reading the event log failed; retrying")
+                events = []
+            if events:
+                self.last_id = events[-1].id
+                self._dispatch(events)
+                if len(events) >= 1000:
+                    continue  # more waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for sub in list(self._subs):
+            for event in events:
+                if not sub.accepts(event):
+                    continue
+                try:
+                    sub.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    sub.overflowed.set()
+                    self._subs.discard(sub)
+                    break
+        self.counts.update(e.type for e in events)
+        for listener in self._listeners:
+            listener()
+
+    def prune(self, older_than_days: float) -> int:
+        """Delete events older than the retention period; return how many."""
+        cutoff = utcnow() - timedelta(days=older_than_days)
+        with self.core.store.write() as conn:
+            return conn.execute(sa.delete(event_t).where(event_t.c.created_at < cutoff)).rowcount

@@ -1,0 +1,84 @@
+"""``/metrics`` in the Prometheus text format."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from switchboard.store import call_t, interaction_t
+
+if TYPE_CHECKING:
+    from switchboard.core import Switchboard
+    from switchboard.webhooks import Webhooks
+
+
+class SwitchboardCollector(Collector):
+    """Figures read at scrape time: outbox depth, channel states, calls, events."""
+
+    def __init__(self, core: Switchboard, webhooks: Webhooks) -> None:
+        self.core = core
+        self.webhooks = webhooks
+
+    def collect(self) -> Iterator[Metric]:
+        sb = self.core
+        yield GaugeMetricFamily(
+            "switchboard_outbox_depth", "Messages waiting to be sent.", value=sb.outbox.depth()
+        )
+        states = GaugeMetricFamily(
+            "switchboard_channel_state",
+            "1 for the state each channel is in.",
+            labels=["channel", "state"],
+        )
+        from switchboard.core import ChannelState
+
+        for name, handle in sb.channels.items():
+            for state in ChannelState:
+                states.add_metric([name, state.value], 1.0 if handle.state is state else 0.0)
+        yield states
+        calls = GaugeMetricFamily("switchboard_calls", "Call records by state.", labels=["state"])
+        with sb.store.read() as conn:
+            rows = conn.execute(
+                sa.select(interaction_t.c.status, sa.func.count())
+                .select_from(
+                    call_t.join(interaction_t, interaction_t.c.id == call_t.c.interaction_id)
+                )
+                .group_by(interaction_t.c.status)
+            ).all()
+        for status, count in rows:
+            calls.add_metric([status], float(count))
+        yield calls
+        events = CounterMetricFamily(
+            "switchboard_events", "Events delivered to the stream.", labels=["type"]
+        )
+        for kind, count in sorted(sb.events.counts.items()):
+            events.add_metric([kind], float(count))
+        yield events
+        yield GaugeMetricFamily(
+            "switchboard_event_subscribers", "Connected event streams.", value=sb.events.subscribers
+        )
+        hooks = CounterMetricFamily(
+            "switchboard_webhook_deliveries",
+            "Webhook deliveries by outcome.",
+            labels=["webhook", "outcome"],
+        )
+        for hook in self.webhooks.hooks:
+            hooks.add_metric([hook.s.name, "delivered"], float(hook.delivered))
+            hooks.add_metric([hook.s.name, "failed"], float(hook.failed))
+        yield hooks
+
+
+def make_registry(core: Switchboard, webhooks: Webhooks) -> tuple[CollectorRegistry, Counter]:
+    registry = CollectorRegistry()
+    requests = Counter(
+        "switchboard_http_requests",
+        "HTTP requests.",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    registry.register(SwitchboardCollector(core, webhooks))
+    return registry, requests

@@ -1,0 +1,74 @@
+"""Message templates (``[switchboard.templates.NAME]``), rendered with Jinja2 in a sandbox.
+
+Variables are the request's ``variables``, plus ``contact`` (name, company, addresses) and
+``agent`` (who sends). A variable the template uses but nobody gave is an error before
+anything is queued, so no customer gets "Dear ,".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from switchboard.config import TemplateSettings
+
+
+class TemplateError(ValueError):
+    """A template that does not exist or cannot be rendered with the given variables."""
+
+
+@attrs.frozen
+class Rendered:
+    text: str
+    subject: str | None
+    html: str | None
+
+
+class Templates:
+    def __init__(self, templates: Mapping[str, TemplateSettings]) -> None:
+        self._env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        self._html_env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
+        self._templates = dict(templates)
+        self.errors: dict[str, str] = {}
+        for name, t in self._templates.items():  # syntax errors show at start-up
+            for part, source, env in (
+                ("text", t.text, self._env),
+                ("subject", t.subject, self._env),
+                ("html", t.html, self._html_env),
+            ):
+                if source is None:
+                    continue
+                try:
+                    env.parse(source)
+                except jinja2.TemplateSyntaxError as exc:
+                    self.errors[f"{name}.{part}"] = f"line {exc.lineno}: {exc.message}"
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._templates)
+
+    def render(self, name: str, variables: Mapping[str, Any]) -> Rendered:
+        t = self._templates.get(name)
+        if t is None:
+            known = ", ".join(self.names) or "none"
+            raise TemplateError(f"unknown template {name!r} (templates: {known})")
+
+        def one(source: str | None, env: SandboxedEnvironment, part: str) -> str | None:
+            if source is None:
+                return None
+            try:
+                return env.from_string(source).render(variables)
+            except jinja2.UndefinedError as exc:
+                raise TemplateError(f"template {name!r} ({part}): {exc.message}") from None
+            except jinja2.TemplateError as exc:
+                raise TemplateError(f"template {name!r} ({part}): {exc}") from None
+
+        text = one(t.text, self._env, "text")
+        assert text is not None
+        return Rendered(
+            text, one(t.subject, self._env, "subject"), one(t.html, self._html_env, "html")
+        )

@@ -1,0 +1,299 @@
+"""The HTTP API, driven over HTTP against a running service."""
+
+from __future__ import annotations
+
+import time
+import wave
+from pathlib import Path
+
+from sbservice import Service
+
+from switchboard import Direction, InboundMessage
+
+
+def wait_for(check, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_tokens(service: Service) -> None:
+    with service.client(None) as anon:
+        r = anon.get("/api/contacts")
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["detail"].startswith("missing bearer token")
+        bad = anon.get("/api/contacts", headers={"Authorization": "Bearer not-a-token"})
+        assert (bad.status_code, bad.json()["detail"]) == (401, "invalid token")
+        assert anon.get("/api/health").json()["status"] == "ok"
+    with service.client("anna") as anna:
+        assert anna.get("/api/agents").status_code == 200
+
+
+def test_health_lists_channels(service: Service) -> None:
+    with service.client(None) as c:
+        health = c.get("/api/health").json()
+    assert {n: ch["state"] for n, ch in health["channels"].items()} == {
+        "sms": "running",
+        "mail": "running",
+        "voice": "running",
+    }
+
+
+def test_contacts_crud_lookup_and_search(service: Service) -> None:
+    with service.client("anna") as c:
+        r = c.post(
+            "/api/contacts",
+            json={
+                "name": "Olga Petrova",
+                "company": "Romashka",
+                "addresses": ["8 (495) 123-45-67", "Olga@Romashka.RU"],
+                "owner_agent": "anna",
+            },
+        )
+        assert r.status_code == 201, r.text
+        olga = r.json()
+        assert olga["addresses"] == ["phone:+74951234567", "email:olga@romashka.ru"]
+        assert olga["owner_agent_id"] is not None
+        taken = c.post("/api/contacts", json={"name": "Other", "addresses": ["+74951234567"]})
+        assert taken.status_code == 409
+        assert "phone:+74951234567 already belongs to contact" in taken.json()["detail"]
+
+        for form in ["+7 495 123-45-67", "84951234567", "phone:+74951234567", "olga@ROMASHKA.ru"]:
+            found = c.get("/api/contacts/lookup", params={"address": form})
+            assert found.status_code == 200, form
+            assert found.json()["id"] == olga["id"]
+        missing = c.get("/api/contacts/lookup", params={"address": "+74950000000"})
+        assert missing.status_code == 404
+        bad = c.get("/api/contacts/lookup", params={"address": "phone:hello"})
+        assert bad.status_code == 422
+        assert bad.json()["detail"][0]["loc"] == ["query.address"]
+
+        by_name = c.get("/api/contacts", params={"q": "petrova"}).json()
+        by_phone = c.get("/api/contacts", params={"q": "8 495 123 45 67"}).json()
+        by_company = c.get("/api/contacts", params={"q": "ROMASH"}).json()
+        assert [x["id"] for x in by_name["items"]] == [olga["id"]]
+        assert [x["id"] for x in by_phone["items"]] == [olga["id"]]
+        assert by_company["total"] == 1
+
+        patched = c.patch(
+            f"/api/contacts/{olga['id']}",
+            json={
+                "company": None,
+                "add_addresses": ["telegram:42"],
+                "remove_addresses": ["olga@romashka.ru"],
+            },
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["company"] is None
+        assert patched.json()["name"] == "Olga Petrova"
+        assert patched.json()["addresses"] == ["phone:+74951234567", "telegram:42"]
+        assert c.get(f"/api/contacts/{olga['id']}").json() == patched.json()
+        assert c.get("/api/contacts/999999").status_code == 404
+        assert c.patch("/api/contacts/999999", json={"name": "x"}).status_code == 404
+        unknown_owner = c.patch(f"/api/contacts/{olga['id']}", json={"owner_agent": "nobody"})
+        assert unknown_owner.status_code == 422
+
+
+def test_invalid_input_names_each_field(service: Service) -> None:
+    with service.client() as c:
+        r = c.post("/api/contacts", json={"company": 5, "addresses": "x"})
+        assert r.status_code == 422
+        locs = {tuple(e["loc"]) for e in r.json()["detail"]}
+        assert {("body", "name"), ("body", "company"), ("body", "addresses")} <= locs
+        broken = c.post(
+            "/api/contacts", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert broken.status_code == 422
+        addr = c.post("/api/contacts", json={"name": "X", "addresses": ["+1", "a@b.c"]})
+        assert addr.status_code == 422
+        assert addr.json()["detail"][0]["loc"] == ["body.addresses[0]"]
+        both = c.post(
+            "/api/messages",
+            json={"channel": "sms", "address": "+74951234567", "text": "a", "template": "welcome"},
+        )
+        assert both.status_code == 422
+        assert "give text or template" in both.text
+
+
+def test_body_over_the_limit_is_413(service: Service) -> None:
+    with service.client() as c:
+        r = c.post(
+            "/api/messages", json={"channel": "sms", "address": "+74951234567", "text": "x" * 5000}
+        )
+        assert r.status_code == 413
+        assert r.json() == {"detail": "request body over 4096 bytes"}
+
+        def chunks():  # type: ignore[no-untyped-def]
+            yield b'{"channel": "sms", "address": "+74951234567", "text": "'
+            for _ in range(10):
+                yield b"y" * 1000
+            yield b'"}'
+
+        streamed = c.post(
+            "/api/messages", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert streamed.status_code == 413
+
+
+def test_message_goes_through_the_outbox(service: Service) -> None:
+    with service.client("boris") as c:
+        r = c.post(
+            "/api/messages",
+            json={"channel": "sms", "address": "+7 495 765-43-21", "text": "Your order is ready"},
+        )
+        assert r.status_code == 202, r.text
+        mid = r.json()["id"]
+        sent = wait_for(
+            lambda: (m := c.get(f"/api/messages/{mid}").json())["status"] == "sent" and m
+        )
+        assert sent["external_id"].startswith("sms-out-")
+        assert [m.text for m in service.channels["sms"].sent] == ["Your order is ready"]
+        assert c.get("/api/messages/999999").status_code == 404
+        unknown = c.post(
+            "/api/messages", json={"channel": "fax", "address": "+74957654321", "text": "x"}
+        )
+        assert unknown.status_code == 422
+        assert "unknown channel 'fax'" in unknown.json()["detail"]
+        wrong_kind = c.post(
+            "/api/messages", json={"channel": "mail", "address": "+74957654321", "text": "x"}
+        )
+        assert wrong_kind.status_code == 422
+        no_contact = c.post(
+            "/api/messages", json={"channel": "sms", "contact_id": 999999, "text": "x"}
+        )
+        assert no_contact.status_code == 404
+
+
+def test_templated_email(service: Service) -> None:
+    with service.client("anna") as c:
+        contact = c.post("/api/contacts", json={"name": "Ivan", "addresses": ["ivan@example.com"]})
+        cid = contact.json()["id"]
+        r = c.post(
+            "/api/messages",
+            json={
+                "channel": "mail",
+                "contact_id": cid,
+                "template": "welcome",
+                "variables": {"code": "X-42"},
+            },
+        )
+        assert r.status_code == 202, r.text
+        wait_for(lambda: service.channels["mail"].sent)
+        [msg] = service.channels["mail"].sent
+        assert (msg.subject, msg.text) == ("Welcome, Ivan", "Hello Ivan, your code is X-42.")
+        assert msg.payload == {"template": "welcome"}
+        missing = c.post(
+            "/api/messages", json={"channel": "mail", "contact_id": cid, "template": "welcome"}
+        )
+        assert missing.status_code == 422
+        assert "'code' is undefined" in missing.text
+        unknown = c.post(
+            "/api/messages", json={"channel": "mail", "contact_id": cid, "template": "nope"}
+        )
+        assert "unknown template 'nope' (templates: welcome)" in unknown.text
+
+
+def test_timeline_newest_first_with_pages(service: Service) -> None:
+    sms = service.channels["sms"]
+    for i in range(5):
+        service.running.call(sms.inject(InboundMessage(f"in-{i}", "+74951112233", text=f"m{i}")))
+    _, contact = service.running.call(
+        service.sb.calls.ringing(
+            "voice",
+            "call-t",
+            direction=Direction.INBOUND,
+            from_address="+74951112233",
+            to_address="100",
+        )
+    )
+    with service.client() as c:
+        first = c.get(f"/api/contacts/{contact.id}/timeline", params={"limit": 4}).json()
+        assert [i.get("text") or i["kind"] for i in first["items"]] == ["call", "m4", "m3", "m2"]
+        assert first["items"][0]["call"]["call_id"] == "call-t"
+        second = c.get(
+            f"/api/contacts/{contact.id}/timeline",
+            params={"limit": 4, "before": first["next_before"]},
+        ).json()
+        assert [i["text"] for i in second["items"]] == ["m1", "m0"]
+        assert second["next_before"] is None
+        assert c.get("/api/contacts/999999/timeline").status_code == 404
+
+
+def make_wav(path: Path) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 8000)
+
+
+def test_click_to_call_and_recordings(service: Service, tmp_path: Path) -> None:
+    with (
+        service.client("anna") as anna,
+        service.client("boris") as boris,
+        service.client("sue") as sue,
+    ):
+        r = anna.post("/api/calls", json={"agent": "anna", "to": "8 495 222-33-44"})
+        assert r.status_code == 202, r.text
+        call_id = r.json()["id"]
+        [(agent, address, dialed)] = service.channels["voice"].dialed
+        assert (agent.name, str(address), dialed) == ("anna", "phone:+74952223344", call_id)
+        assert (
+            anna.post("/api/calls", json={"agent": "boris", "to": "+74952223344"}).status_code
+            == 403
+        )
+        assert (
+            sue.post("/api/calls", json={"agent": "boris", "to": "+74952223344"}).status_code == 202
+        )
+        assert anna.post("/api/calls", json={"agent": "anna"}).status_code == 422
+        assert (
+            anna.post("/api/calls", json={"agent": "zoe", "to": "+74952223344"}).status_code == 422
+        )
+
+        call = anna.get(f"/api/calls/{call_id}").json()
+        assert (call["direction"], call["status"], call["to_address"]) == (
+            "outbound",
+            "ringing",
+            "phone:+74952223344",
+        )
+        anna_agent = service.sb.store.get_agent("anna")
+        service.running.call(service.sb.calls.answered("voice", call_id, anna_agent))
+        service.running.call(service.sb.calls.ended("voice", call_id))
+        wav = tmp_path / "rec.wav"
+        make_wav(wav)
+        service.running.call(service.sb.calls.recording_saved("voice", call_id, wav))
+
+        listed = anna.get("/api/calls", params={"agent": "anna"}).json()["items"]
+        assert [c["call_id"] for c in listed] == [call_id]
+        assert listed[0]["recording"]["duration"] == 1.0
+        own = anna.get(f"/api/calls/{call_id}/recording")
+        assert (own.status_code, own.headers["content-type"]) == (200, "audio/wav")
+        assert own.content == wav.read_bytes()
+        assert boris.get(f"/api/calls/{call_id}/recording").status_code == 403
+        assert boris.get(f"/api/calls/{call_id}").json()["recording"]["allowed"] is False
+        assert sue.get(f"/api/calls/{call_id}/recording").status_code == 200
+        assert anna.get("/api/calls/nope").status_code == 404
+        contact = anna.get("/api/contacts/lookup", params={"address": "+74952223344"}).json()
+        by_contact = anna.get("/api/calls", params={"contact_id": contact["id"]}).json()
+        assert len(by_contact["items"]) == 2
+
+
+def test_no_voice_channel_is_503(service: Service) -> None:
+    service.running.call(service.sb.stop_channels())
+    with service.client() as c:
+        r = c.post("/api/calls", json={"agent": "anna", "to": "+74952223344"})
+    assert (r.status_code, r.json()["detail"]) == (503, "no voice channel is running")
+
+
+def test_metrics(service: Service) -> None:
+    with service.client() as c:
+        c.get("/api/agents")
+        text = c.get("/metrics").text
+    assert 'switchboard_http_requests_total{method="GET",route="/api/agents",status="200"}' in text
+    assert "switchboard_outbox_depth 0.0" in text
+    assert 'switchboard_channel_state{channel="sms",state="running"} 1.0' in text
