@@ -29,3 +29,5 @@ build:
 bench: sync
 	$(UV) run --frozen python bench/ingest.py
 	$(UV) run --frozen python bench/lookup.py
+	$(UV) run --frozen python bench/api.py
+	$(UV) run --frozen python bench/sse.py

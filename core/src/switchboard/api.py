@@ -32,12 +32,13 @@ router = APIRouter(prefix="/api")
 # -- plumbing -------------------------------------------------------------------------------
 
 
-def core(request: Request) -> Switchboard:
+async def core(request: Request) -> Switchboard:
+    # async (like principal): FastAPI runs plain functions in a thread pool, per request.
     sb: Switchboard = request.app.state.switchboard
     return sb
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     challenge = {"WWW-Authenticate": "Bearer"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,33 @@ class BodyLimit:
     async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
         await response(scope, receive, send)
+
+
+class CountRequests:
+    """Counts requests by method, route template and status, for /metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            counter = getattr(scope["app"].state, "requests", None)
+            if counter is not None:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                counter.labels(scope["method"], route, str(status)).inc()
 
 
 def create_app(
@@ -133,17 +160,7 @@ def create_app(
     )
     app.add_middleware(BodyLimit, max_bytes=lambda: state["max_body"])
 
-    @app.middleware("http")
-    async def count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        counter = getattr(request.app.state, "requests", None)
-        if counter is not None:
-            counter.labels(request.method, path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(CountRequests)
 
     app.include_router(api_router)
 

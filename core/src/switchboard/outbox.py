@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from switchboard.address import Address
 from switchboard.channels import Channel, OutboundMessage, PermanentSendError, TransientSendError
 from switchboard.config import OutboxSettings
 from switchboard.contacts import ContactResolver
-from switchboard.events import contact_created_events, record, to_json
+from switchboard.events import EventSpec, contact_created_events, record, to_json
 from switchboard.groupcommit import GroupCommit
 from switchboard.models import (
     Contact,
@@ -38,10 +37,12 @@ from switchboard.models import (
 )
 from switchboard.store import (
     StoreError,
+    insert_many,
     interaction_from_row,
     interaction_t,
     load_contacts,
     outbox_t,
+    values_in,
 )
 
 if TYPE_CHECKING:
@@ -115,61 +116,94 @@ class Outbox:
     async def _accept(
         self, batch: list[_Request]
     ) -> list[tuple[Interaction, Contact | None] | BaseException]:
-        def store() -> list[tuple[Interaction, Contact | None] | BaseException]:
-            with self.core.store.write() as conn:
-                out = [self._insert(conn, r) for r in batch]
-                created = [o[1] for o in out if isinstance(o, tuple) and o[1] is not None]
-                record(conn, contact_created_events(created))
-                return out
-
-        outcomes = await asyncio.to_thread(store)
+        outcomes = await asyncio.to_thread(self._store_batch, batch)
         self._wakeup.set()
         self.core.events.notify()
         return outcomes
 
-    def _insert(
-        self, conn: Connection, r: _Request
-    ) -> tuple[Interaction, Contact | None] | BaseException:
-        created: Contact | None = None
-        contact_id, addr = r.contact_id, r.address
-        try:
-            if contact_id is None:
-                assert addr is not None
-                contact_id, was_created = ContactResolver.resolve_one(conn, addr)
-                if was_created:
-                    created = load_contacts(conn, [contact_id])[contact_id]
-            elif addr is None:
-                addr = _contact_address(conn, contact_id, r.address_kind)
-        except StoreError as exc:
-            return exc
-        now = utcnow()
-        row = conn.execute(
-            sa.insert(interaction_t)
-            .values(
-                contact_id=contact_id,
-                channel=r.channel,
-                direction=Direction.OUTBOUND.value,
-                kind=r.kind.value,
-                status=InteractionStatus.QUEUED.value,
-                address=str(addr),
-                text=r.text,
-                subject=r.subject,
-                created_at=now,
-                updated_at=now,
+    def _store_batch(
+        self, batch: list[_Request]
+    ) -> list[tuple[Interaction, Contact | None] | BaseException]:
+        """One transaction for the batch: contacts resolved together, rows inserted in bulk."""
+        with self.core.store.write() as conn:
+            resolved = ContactResolver.resolve_many(
+                conn,
+                [
+                    (r.address, None, None)
+                    for r in batch
+                    if r.contact_id is None and r.address is not None
+                ],
             )
-            .returning(*interaction_t.c)
-        ).one()
-        conn.execute(
-            sa.insert(outbox_t).values(
-                interaction_id=row.id,
-                channel=r.channel,
-                address=str(addr),
-                payload=r.payload,
-                attempts=0,
-                next_attempt_at=now,
+            known = load_contacts(conn, {r.contact_id for r in batch if r.contact_id is not None})
+            created = load_contacts(conn, {cid for cid, new in resolved.values() if new})
+            now = utcnow()
+            targets: list[tuple[int, Address] | StoreError] = []
+            for r in batch:
+                if r.contact_id is None:
+                    assert r.address is not None
+                    targets.append((resolved[r.address][0], r.address))
+                    continue
+                try:
+                    targets.append(
+                        (
+                            r.contact_id,
+                            r.address
+                            or _address_of(known.get(r.contact_id), r.contact_id, r.address_kind),
+                        )
+                    )
+                except StoreError as exc:
+                    targets.append(exc)
+            rows: list[dict[str, Any]] = [
+                {
+                    "contact_id": t[0],
+                    "channel": r.channel,
+                    "direction": Direction.OUTBOUND.value,
+                    "kind": r.kind.value,
+                    "status": InteractionStatus.QUEUED.value,
+                    "external_id": None,
+                    "address": str(t[1]),
+                    "text": r.text,
+                    "subject": r.subject,
+                    "error": None,
+                    "meta": None,
+                    "created_at": now,
+                    "updated_at": now,
+                    "payload": r.payload,
+                }
+                for r, t in zip(batch, targets, strict=True)
+                if isinstance(t, tuple)
+            ]
+            ids = insert_many(
+                conn,
+                interaction_t,
+                [{k: v for k, v in row.items() if k != "payload"} for row in rows],
             )
-        )
-        return interaction_from_row(row), created
+            if ids:
+                conn.execute(
+                    sa.insert(outbox_t),
+                    [
+                        {
+                            "interaction_id": i,
+                            "channel": row["channel"],
+                            "address": row["address"],
+                            "payload": row["payload"],
+                            "attempts": 0,
+                            "next_attempt_at": now,
+                        }
+                        for i, row in zip(ids, rows, strict=True)
+                    ],
+                )
+            record(conn, contact_created_events(created.values()))
+        stored = iter(zip(ids, rows, strict=True))
+        result: list[tuple[Interaction, Contact | None] | BaseException] = []
+        for t in targets:
+            if isinstance(t, StoreError):
+                result.append(t)
+                continue
+            i, row = next(stored)
+            new = created.pop(row["contact_id"], None)  # announce each new contact once
+            result.append((interaction_from_row({**row, "id": i}), new))
+        return result
 
     def depth(self) -> int:
         with self.core.store.read() as conn:
@@ -251,10 +285,17 @@ class Outbox:
             )
 
     async def _send_all(self, channel: Channel, rows: list[Any]) -> None:
+        """Send one by one; record the outcomes in groups (one transaction per group)."""
+        group: list[_Outcome] = []
         for row in rows:
-            await self._send_one(channel, row)
+            group.append(await self._send_one(channel, row))
+            if len(group) >= FINISH_GROUP:
+                await self._record(group)
+                group = []
+        if group:
+            await self._record(group)
 
-    async def _send_one(self, channel: Channel, row: Any) -> None:
+    async def _send_one(self, channel: Channel, row: Any) -> _Outcome:
         kind, _, value = row.address.partition(":")
         message = OutboundMessage(
             interaction_id=row.interaction_id,
@@ -266,33 +307,22 @@ class Outbox:
             attempt=row.attempts,
             contact_id=row.contact_id,
         )
-        error: str | None = None
-        retry_after: float | None = None
-        permanent = False
         try:
             receipt = await channel.send(message)
         except PermanentSendError as exc:
-            error, permanent = f"{exc}", True
+            return _Outcome(row, failure=str(exc))
         except TransientSendError as exc:
-            error, retry_after = f"{exc}", exc.retry_after
+            return self._retry_or_fail(row, str(exc), exc.retry_after)
         except Exception as exc:  # an unexpected error from a channel: retry, then give up
             log.exception(
                 "channel %s: send of interaction %d raised", row.channel, row.interaction_id
             )
-            error = f"{type(exc).__name__}: {exc}"
-        if error is None:
-            done = await asyncio.to_thread(
-                self._finish, row, receipt.external_id, receipt.meta, None
-            )
-            await self.core.plugins.call("message_sent", interaction=done[0], contact=done[1])
-            return
-        if permanent or row.attempts >= self.settings.max_attempts:
-            reason = error if permanent else f"gave up after {row.attempts} attempts: {error}"
-            done = await asyncio.to_thread(self._finish, row, None, {}, reason)
-            await self.core.plugins.call(
-                "message_failed", interaction=done[0], contact=done[1], error=reason
-            )
-            return
+            return self._retry_or_fail(row, f"{type(exc).__name__}: {exc}", None)
+        return _Outcome(row, external_id=receipt.external_id, meta=dict(receipt.meta))
+
+    def _retry_or_fail(self, row: Any, error: str, retry_after: float | None) -> _Outcome:
+        if row.attempts >= self.settings.max_attempts:
+            return _Outcome(row, failure=f"gave up after {row.attempts} attempts: {error}")
         delay = (
             retry_after if retry_after is not None else backoff_delay(row.attempts, self.settings)
         )
@@ -304,47 +334,94 @@ class Outbox:
             error,
             delay,
         )
-        await asyncio.to_thread(self._reschedule, row, error, delay)
+        return _Outcome(row, retry=(error, delay))
 
-    def _finish(
-        self, row: Any, external_id: str | None, meta: Mapping[str, Any], failure: str | None
-    ) -> tuple[Interaction, Contact]:
-        """Mark the interaction sent (or failed), drop the outbox row, record the event."""
-        values: dict[str, Any] = {"updated_at": utcnow()}
-        if failure is None:
-            values.update(status=InteractionStatus.SENT.value, external_id=external_id)
-            if meta:
-                values["meta"] = dict(meta)
-        else:
-            values.update(status=InteractionStatus.FAILED.value, error=failure)
-        with self.core.store.write() as conn:
-            updated = conn.execute(
-                sa.update(interaction_t)
-                .where(interaction_t.c.id == row.interaction_id)
-                .values(values)
-                .returning(*interaction_t.c)
-            ).one()
-            conn.execute(sa.delete(outbox_t).where(outbox_t.c.id == row.id))
-            interaction = interaction_from_row(updated)
-            contact = load_contacts(conn, [interaction.contact_id])[interaction.contact_id]
-            data = {"interaction": to_json(interaction), "contact": to_json(contact)}
-            if failure is not None:
-                data["error"] = failure
-            record(conn, [("message.sent" if failure is None else "message.failed", data, None)])
+    async def _record(self, outcomes: list[_Outcome]) -> None:
+        finished = await asyncio.to_thread(self._finish, outcomes)
         self.core.events.notify()
-        return interaction, contact
-
-    def _reschedule(self, row: Any, error: str, delay: float) -> None:
-        with self.core.store.write() as conn:
-            conn.execute(
-                sa.update(outbox_t)
-                .where(outbox_t.c.id == row.id)
-                .values(
-                    next_attempt_at=utcnow() + timedelta(seconds=delay),
-                    locked_until=None,
-                    last_error=error,
+        for interaction, contact, failure in finished:
+            if failure is None:
+                await self.core.plugins.call(
+                    "message_sent", interaction=interaction, contact=contact
                 )
+            else:
+                await self.core.plugins.call(
+                    "message_failed", interaction=interaction, contact=contact, error=failure
+                )
+
+    def _finish(self, outcomes: list[_Outcome]) -> list[tuple[Interaction, Contact, str | None]]:
+        """In one transaction: mark interactions sent or failed and drop their outbox rows
+        (recording the events), or reschedule the ones to retry."""
+        now = utcnow()
+        done = [o for o in outcomes if o.retry is None]
+        with self.core.store.write() as conn:
+            for o in outcomes:
+                if o.retry is not None:
+                    error, delay = o.retry
+                    conn.execute(
+                        sa.update(outbox_t)
+                        .where(outbox_t.c.id == o.row.id)
+                        .values(
+                            next_attempt_at=now + timedelta(seconds=delay),
+                            locked_until=None,
+                            last_error=error,
+                        )
+                    )
+                    continue
+                values: dict[str, Any] = {"updated_at": now}
+                if o.failure is None:
+                    values.update(status=InteractionStatus.SENT.value, external_id=o.external_id)
+                    if o.meta:
+                        values["meta"] = o.meta
+                else:
+                    values.update(status=InteractionStatus.FAILED.value, error=o.failure)
+                conn.execute(
+                    sa.update(interaction_t)
+                    .where(interaction_t.c.id == o.row.interaction_id)
+                    .values(values)
+                )
+            if not done:
+                return []
+            conn.execute(
+                sa.delete(outbox_t).where(values_in(conn, outbox_t.c.id, [o.row.id for o in done]))
             )
+            rows = {
+                r.id: interaction_from_row(r)
+                for r in conn.execute(
+                    sa.select(interaction_t).where(
+                        values_in(conn, interaction_t.c.id, [o.row.interaction_id for o in done])
+                    )
+                )
+            }
+            contacts = load_contacts(conn, (i.contact_id for i in rows.values()))
+            finished = []
+            events: list[EventSpec] = []
+            for o in done:
+                interaction = rows[o.row.interaction_id]
+                contact = contacts[interaction.contact_id]
+                data = {"interaction": to_json(interaction), "contact": to_json(contact)}
+                if o.failure is not None:
+                    data["error"] = o.failure
+                events.append(
+                    ("message.sent" if o.failure is None else "message.failed", data, None)
+                )
+                finished.append((interaction, contact, o.failure))
+            record(conn, events)
+        return finished
+
+
+FINISH_GROUP = 20
+"""Sends recorded per transaction. A process killed mid-group sends up to this many
+messages again once their lease runs out (delivery is at least once)."""
+
+
+@attrs.frozen
+class _Outcome:
+    row: Any
+    external_id: str | None = None
+    meta: dict[str, Any] = attrs.field(factory=dict)
+    failure: str | None = None
+    retry: tuple[str, float] | None = None
 
 
 @attrs.frozen
@@ -359,8 +436,7 @@ class _Request:
     payload: dict[str, Any]
 
 
-def _contact_address(conn: sa.engine.Connection, contact_id: int, kind: str) -> Address:
-    contact = load_contacts(conn, [contact_id]).get(contact_id)
+def _address_of(contact: Contact | None, contact_id: int, kind: str) -> Address:
     if contact is None:
         raise StoreError(f"no contact with id {contact_id}")
     for address in contact.addresses:
