@@ -60,10 +60,20 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["info"]["title"] == (
             "Switchboard"
         )
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=10)
-        assert time.monotonic() - started < 10
+        # An open event stream must not hold the shutdown up.
+        with (
+            httpx.Client(timeout=httpx.Timeout(5, read=None)) as client,
+            client.stream(
+                "GET",
+                f"http://127.0.0.1:{port}/api/events",
+                headers={"Authorization": "Bearer dev-admin-token-change-me"},
+            ) as opened,
+        ):
+            assert opened.status_code == 200
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=10)
+            assert time.monotonic() - started < 10
         # uvicorn re-raises SIGTERM after a clean shutdown (exit status -15, success for
         # systemd); what matters is that the lifespan shutdown ran to the end.
         assert proc.returncode in (0, -signal.SIGTERM), output
