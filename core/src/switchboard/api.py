@@ -64,6 +64,10 @@ def parse_address(sb: Switchboard, raw: str, field: str) -> Address:
         raise HTTPException(422, [{"loc": [field], "msg": str(exc), "type": "address"}]) from None
 
 
+def parse_addresses(sb: Switchboard, raws: list[str], field: str) -> list[Address]:
+    return [parse_address(sb, raw, f"{field}[{i}]") for i, raw in enumerate(raws)]
+
+
 async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Store calls block: run them off the event loop."""
     return await asyncio.to_thread(fn, *args, **kwargs)
@@ -204,7 +208,7 @@ async def list_contacts(
 
 @router.post("/contacts", status_code=201)
 async def create_contact(body: ContactIn, sb: Core, who: Caller) -> dict[str, Any]:
-    addresses = [parse_address(sb, a, f"body.addresses[{i}]") for i, a in enumerate(body.addresses)]
+    addresses = parse_addresses(sb, body.addresses, "body.addresses")
     owner = (
         await agent_by_name(sb, body.owner_agent, "body.owner_agent") if body.owner_agent else None
     )
@@ -253,13 +257,8 @@ async def patch_contact(
             else None
         )
         values["owner_agent_id"] = owner.id if owner else None
-    add = [
-        parse_address(sb, a, f"body.add_addresses[{i}]") for i, a in enumerate(body.add_addresses)
-    ]
-    remove = [
-        parse_address(sb, a, f"body.remove_addresses[{i}]")
-        for i, a in enumerate(body.remove_addresses)
-    ]
+    add = parse_addresses(sb, body.add_addresses, "body.add_addresses")
+    remove = parse_addresses(sb, body.remove_addresses, "body.remove_addresses")
     try:
         contact = await run(
             sb.store.update_contact, contact_id, values=values, add=add, remove=remove
