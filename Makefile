@@ -31,3 +31,4 @@ bench: sync
 	$(UV) run --frozen python bench/lookup.py
 	$(UV) run --frozen python bench/api.py
 	$(UV) run --frozen python bench/sse.py
+	$(UV) run --frozen python bench/telegram_bench.py

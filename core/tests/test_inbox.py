@@ -172,3 +172,41 @@ async def test_message_without_external_id_is_refused(open_sb: Any) -> None:
     await open_sb(LoopbackPlugin(ch))
     with pytest.raises(ValueError, match="needs an external_id"):
         await ch.inject(InboundMessage("", "+12025550143"))
+
+
+async def test_an_edit_updates_the_message_in_place(open_sb: Any) -> None:
+    ch = LoopbackChannel("tg", "telegram")
+    sb = await open_sb(LoopbackPlugin(ch))
+    first = await ch.inject(InboundMessage("7:1", "telegram:7", text="helo"))
+    assert ch.ctx is not None
+    edited = await ch.ctx.edit(
+        InboundMessage("7:1", "telegram:7", text="hello", meta={"edit_date": 5})
+    )
+    assert edited.interaction.id == first.interaction.id
+    assert (edited.interaction.text, edited.interaction.meta) == (
+        "hello",
+        {"edit_date": 5, "edits": 1},
+    )
+    assert sb.store.count(interaction_t) == 1
+    unseen = await ch.ctx.edit(InboundMessage("7:2", "telegram:7", text="never saw it"))
+    assert not unseen.duplicate and unseen.interaction.text == "never saw it"
+    types = [e.type for e in sb.events.read_since(0)]
+    assert types == ["contact.created", "message.received", "message.edited", "message.received"]
+
+
+async def test_linking_addresses_merges_two_contacts(open_sb: Any) -> None:
+    ch = LoopbackChannel("tg", "telegram")
+    sb = await open_sb(LoopbackPlugin(ch), config={"switchboard": {"default_region": "RU"}})
+    known = sb.store.create_contact("Olga", [Address("phone", "+74951234567")])
+    got = await ch.inject(InboundMessage("9:1", "telegram:9", text="hi", sender_name="olga_tg"))
+    assert got.contact.id != known.id
+    assert ch.ctx is not None
+    merged = await ch.ctx.link_addresses("8 495 123-45-67", "telegram:9")
+    assert merged.id == known.id
+    assert set(merged.addresses) == {Address("phone", "+74951234567"), Address("telegram", "9")}
+    assert [i.text for i in sb.store.timeline(known.id or 0)] == ["hi"]
+    assert sb.store.get_contact(got.contact.id or 0) is None
+    again = await ch.ctx.link_addresses("+74951234567", "telegram:9")
+    assert again.id == known.id  # already one contact: nothing changes
+    fresh = await ch.ctx.link_addresses("+74950000009", "telegram:10")
+    assert set(fresh.addresses) == {Address("phone", "+74950000009"), Address("telegram", "10")}

@@ -17,10 +17,13 @@ from switchboard.testing import registered, write_distribution
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """``site(dist, {ep_name: source})`` installs a distribution with those plugins."""
     root = tmp_path / "site"
-    monkeypatch.delenv("SWITCHBOARD_PLUGINS", raising=False)
     suffix = uuid.uuid4().hex[:8]
+    installed: list[str] = []
 
     def install(dist: str, plugins: dict[str, str]) -> None:
+        # Load only what the test installs, not the plugins of this environment.
+        installed.extend(plugins)
+        monkeypatch.setenv("SWITCHBOARD_PLUGINS", ",".join(installed))
         modules = {f"sbtest_{n.replace('-', '_')}_{suffix}": src for n, src in plugins.items()}
         eps = dict(zip(plugins, modules, strict=True))
         write_distribution(root, dist, modules, version="1.2.3", entry_points=eps)

@@ -148,6 +148,14 @@ class ChannelContext:
         """Store an inbound message on its contact's timeline (idempotent)."""
         return await self._core.inbox.receive(self.channel, message)
 
+    async def edit(self, message: InboundMessage) -> Received:
+        """A message was edited at its source: update the stored one (same external id)."""
+        return await self._core.inbox.edit(self.channel, message)
+
+    async def link_addresses(self, known: Address | str, new: Address | str) -> Contact:
+        """Two addresses belong to one person: make them one contact (merging if needed)."""
+        return await self._core.link_addresses(self.address(known), self.address(new))
+
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         """Run a background task of the channel (a polling loop, a reader). It is cancelled
         when the channel stops; if it raises, the channel is reported failed (and restarted

@@ -27,7 +27,7 @@ from switchboard.inbox import Inbox
 from switchboard.models import Contact
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
-from switchboard.store import AddressTaken, Store
+from switchboard.store import AddressTaken, Store, load_contacts
 
 log = logging.getLogger("switchboard")
 
@@ -281,6 +281,41 @@ class Switchboard:
         contact = await asyncio.to_thread(store)
         self.events.notify()
         await self.plugins.call("contact_created", contact=contact)
+        return contact
+
+    async def link_addresses(self, known: Address, new: Address) -> Contact:
+        """Two addresses are the same person (a Telegram user shared their phone number):
+        make them one contact. When each already has its own contact, the one behind
+        ``new`` is merged into the one behind ``known`` (timeline and addresses move)."""
+
+        def store() -> tuple[Contact, Contact | None]:
+            with self.store.write() as conn:
+                a = self.store.find_contact_id(known, conn)
+                b = self.store.find_contact_id(new, conn)
+                created = None
+                if a is None and b is None:
+                    contact = self.store.create_contact(new.value, [new, known], conn=conn)
+                    created = contact
+                    record(conn, contact_created_events([contact]))
+                    return contact, created
+                if a is None:
+                    assert b is not None
+                    self.store.add_address_in(conn, b, known)
+                    target = b
+                elif b is None:
+                    self.store.add_address_in(conn, a, new)
+                    target = a
+                else:
+                    if a != b:
+                        log.info("merging contact %d into %d (%s is %s)", b, a, new, known)
+                        self.store.merge_contacts(conn, into=a, source=b)
+                    target = a
+                return load_contacts(conn, [target])[target], None
+
+        contact, created = await asyncio.to_thread(store)
+        if created is not None:
+            self.events.notify()
+            await self.plugins.call("contact_created", contact=created)
         return contact
 
     async def close(self) -> None:

@@ -65,6 +65,57 @@ class Inbox:
     async def close(self) -> None:
         await self._batches.close()
 
+    async def edit(self, channel: str, message: InboundMessage) -> Received:
+        """A message was edited at its source: update its text, subject and meta (the
+        interaction keeps its id and place on the timeline). An edit of a message never
+        received is stored as a new message."""
+
+        def store() -> Received | None:
+            with self.core.store.write() as conn:
+                row = conn.execute(
+                    sa.select(interaction_t).where(
+                        interaction_t.c.channel == channel,
+                        interaction_t.c.external_id == message.external_id,
+                    )
+                ).first()
+                if row is None:
+                    return None
+                meta = {
+                    **(row.meta or {}),
+                    **message.meta,
+                    "edits": int((row.meta or {}).get("edits", 0)) + 1,
+                }
+                updated = conn.execute(
+                    sa.update(interaction_t)
+                    .where(interaction_t.c.id == row.id)
+                    .values(
+                        text=message.text,
+                        subject=message.subject or row.subject,
+                        meta=meta,
+                        updated_at=utcnow(),
+                    )
+                    .returning(*interaction_t.c)
+                ).one()
+                interaction = interaction_from_row(updated)
+                contact = load_contacts(conn, [interaction.contact_id])[interaction.contact_id]
+                record(
+                    conn,
+                    [
+                        (
+                            "message.edited",
+                            {"interaction": to_json(interaction), "contact": to_json(contact)},
+                            None,
+                        )
+                    ],
+                )
+                return Received(interaction, contact, duplicate=False)
+
+        edited = await asyncio.to_thread(store)
+        if edited is None:
+            return await self.receive(channel, message)
+        self.core.events.notify()
+        return edited
+
     async def _process(self, batch: list[_Pending]) -> list[Received | BaseException]:
         if self.resolver.has_plugins():
             # Ask plugins only about messages not stored before (redeliveries are

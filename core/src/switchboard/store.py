@@ -464,6 +464,19 @@ class Store:
             )
             return {r.interaction_id: call_from_row(r) for r in rows}
 
+    @staticmethod
+    def merge_contacts(conn: Connection, into: int, source: int) -> None:
+        """Move ``source``'s timeline and addresses to ``into`` and delete ``source``."""
+        conn.execute(
+            sa.update(interaction_t)
+            .where(interaction_t.c.contact_id == source)
+            .values(contact_id=into)
+        )
+        conn.execute(
+            sa.update(address_t).where(address_t.c.contact_id == source).values(contact_id=into)
+        )
+        conn.execute(sa.delete(contact_t).where(contact_t.c.id == source))
+
     def add_address(self, contact_id: int, address: Address) -> None:
         with self.write() as conn:
             self.add_address_in(conn, contact_id, address)
