@@ -328,7 +328,7 @@ class TelegramChannel:
                 path = Path(str(document))
                 sent = await self.bot.send_document(
                     chat_id,
-                    document=path.read_bytes(),
+                    document=await asyncio.to_thread(path.read_bytes),
                     filename=path.name,
                     caption=_escape(message.text or "", self.settings.parse_mode) or None,
                     parse_mode=self.settings.parse_mode,

@@ -13,6 +13,7 @@ served at ``/file/bot<token>/<file_path>``. It implements the methods the channe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import threading
@@ -172,12 +173,10 @@ class BotApi:
             if ready or time.monotonic() >= deadline:
                 return ready
             self._new_update.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._new_update.wait(), max(0.0, deadline - time.monotonic())
                 )
-            except TimeoutError:
-                pass
 
     def _sent_message(self, params: dict[str, Any], **content: Any) -> dict[str, Any]:
         chat_id = int(params["chat_id"])
