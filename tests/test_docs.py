@@ -69,3 +69,11 @@ def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:
     text = (DOCS / "config.md").read_text(encoding="utf-8")
     for field in attrs.fields(cls):
         assert f"| `{field.name}` |" in text, f"docs/config.md lacks {cls.__name__}.{field.name}"
+
+
+def test_every_telegram_setting_is_in_its_doc() -> None:
+    from switchboard_telegram import TelegramSettings
+
+    text = (DOCS / "telegram.md").read_text(encoding="utf-8")
+    for field in attrs.fields(TelegramSettings):
+        assert f"`{field.name}`" in text, f"docs/telegram.md lacks {field.name}"
