@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import attrs
@@ -136,3 +137,21 @@ def test_registered_unregisters_even_on_error() -> None:
         use_and_fail()
     assert seen == [["temp"]]
     assert plugins.names == []
+
+
+def test_switchboard_service_fixture_serves_http(switchboard_service: Any) -> None:
+    import httpx
+
+    channel = LoopbackChannel("sms")
+    service = switchboard_service(LoopbackPlugin(channel), config={"switchboard": {
+        "tokens": [{"token": "fixture-token-0123456789", "role": "admin"}]}})
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{service.url}/api/health").json()["channels"]["sms"]["state"] != (
+        "running"
+    ):  # channels start in the background
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    got = service.call(channel.inject(InboundMessage("f1", "+12025550143", text="hi")))
+    listed = httpx.get(f"{service.url}/api/contacts/{got.contact.id}/timeline",
+                       headers={"Authorization": "Bearer fixture-token-0123456789"}).json()
+    assert [i["text"] for i in listed["items"]] == ["hi"]

@@ -329,3 +329,30 @@ async def _make_switchboard(
 
 if pytest_asyncio is not None:
     make_switchboard = pytest_asyncio.fixture(_make_switchboard, name="make_switchboard")
+
+
+@pytest.fixture
+def switchboard_service(tmp_path: Path) -> Iterator[Callable[..., RunningService]]:
+    """``service = switchboard_service(plugin_a, config={...})``: the runner (HTTP API, event
+    stream, channels) on a free loopback port with just these plugin objects; stopped after
+    the test. ``service.url`` is its address, ``service.call(coro)`` runs on its loop."""
+    from contextlib import ExitStack
+
+    from switchboard.app import create_app
+
+    stack = ExitStack()
+
+    def start(*plugin_objects: object, config: Mapping[str, Any] | None = None) -> RunningService:
+        plugins = Plugins()
+        for i, obj in enumerate(plugin_objects):
+            name = getattr(obj, "plugin_name", None) or f"test{i}"
+            if not plugins.register(obj, name):
+                raise ValueError("; ".join(str(e) for e in plugins.errors))
+        folder = tmp_path / f"service{len(stack._exit_callbacks)}"
+        folder.mkdir()
+        classes = asyncio.run(settings_classes(plugins))
+        app = create_app(make_config(folder, config, classes), plugins=plugins)
+        return stack.enter_context(serve_in_thread(app))
+
+    with stack:
+        yield start

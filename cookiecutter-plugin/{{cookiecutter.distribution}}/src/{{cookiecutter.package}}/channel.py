@@ -1,0 +1,89 @@
+"""The `{{ cookiecutter.plugin_name }}` channel: sends through an HTTP gateway, receives
+its inbound messages on a runner route."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import attrs
+import httpx
+
+from switchboard import (
+    ChannelContext,
+    InboundMessage,
+    OutboundMessage,
+    PermanentSendError,
+    Receipt,
+    TransientSendError,
+)
+
+
+@attrs.define
+class Settings:
+    """``[plugins.{{ cookiecutter.plugin_name }}]``."""
+
+    api_url: str
+    token: str
+    inbound_secret: str
+    timeout: float = 10.0
+
+
+class {{ cookiecutter.class_name }}Channel:
+    name = "{{ cookiecutter.plugin_name }}"
+    address_kind = "{{ cookiecutter.address_kind }}"
+
+    def __init__(self) -> None:
+        self.ctx: ChannelContext | None = None
+        self.settings: Settings | None = None
+        self.client: httpx.AsyncClient | None = None
+
+    async def start(self, ctx: ChannelContext) -> None:
+        self.ctx, self.settings = ctx, ctx.settings
+        assert self.settings is not None
+        self.client = httpx.AsyncClient(
+            base_url=self.settings.api_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {self.settings.token}"},
+            timeout=self.settings.timeout,
+        )
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        if self.client is None:
+            raise TransientSendError("the channel is not running")
+        try:
+            response = await self.client.post(
+                "/messages", json={"to": message.address.value, "text": message.text or ""})
+        except httpx.HTTPError as exc:
+            raise TransientSendError(f"gateway unreachable: {exc}") from None
+        if response.status_code == 429:
+            retry = response.headers.get("retry-after", "")
+            raise TransientSendError("gateway: too many requests",
+                                     retry_after=float(retry) if retry.isdigit() else None)
+        if response.status_code >= 500:
+            raise TransientSendError(f"gateway error {response.status_code}")
+        if response.status_code >= 400:
+            raise PermanentSendError(f"gateway refused ({response.status_code}): "
+                                     f"{response.text[:200]}")
+        try:
+            return Receipt(external_id=str(response.json()["id"]))
+        except (ValueError, KeyError) as exc:
+            raise TransientSendError(f"gateway answered without an id: {exc}") from None
+
+    def secret_matches(self, given: str) -> bool:
+        secret = self.settings.inbound_secret if self.settings else ""
+        return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
+
+    async def accept(self, payload: dict[str, Any]) -> None:
+        """Store one inbound message from the gateway (the route calls this)."""
+        if self.ctx is None:
+            raise ValueError("the channel is not running")
+        await self.ctx.receive(InboundMessage(
+            external_id=str(payload["id"]),
+            sender=f"{self.address_kind}:{payload['from']}",
+            text=payload.get("text"),
+        ))

@@ -1,0 +1,43 @@
+"""The Telegram channel passes the channel conformance suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from switchboard_telegram.channel import TelegramSettings
+from switchboard_telegram.testing import BotApi, bot_api
+from test_telegram_channel import FAST, Plugin
+
+from switchboard import Switchboard
+from switchboard.conformance import ChannelConformance
+from switchboard.testing import open_switchboard
+
+
+class TestTelegramConformance(ChannelConformance):
+    api: BotApi
+    url: str
+
+    @pytest.fixture(autouse=True)
+    def _bot_api(self) -> Iterator[None]:
+        with bot_api() as (api, url):
+            self.api, self.url = api, url
+            yield
+
+    async def open(self, folder: Path) -> Switchboard:
+        settings = {"token": self.api.token, "base_url": f"{self.url}/bot",
+                    "base_file_url": f"{self.url}/file/bot", "poll_timeout": 1, **FAST}
+        assert TelegramSettings(**settings)  # the settings are valid as written
+        return await open_switchboard(folder, Plugin(),
+                                      config={"plugins": {"telegram": settings}})
+
+    async def deliver_inbound(self, sb: Switchboard, external_id: str, text: str) -> None:
+        message_id = int.from_bytes(external_id.encode()[-4:], "big")
+        self.api.push({"message": self.api.message(801, text, message_id=message_id)})
+
+    def address(self) -> str:
+        return "telegram:801"
+
+    async def refuse_next_send(self) -> None:
+        self.api.fail_next("sendMessage", 400, "Bad Request: chat not found")
