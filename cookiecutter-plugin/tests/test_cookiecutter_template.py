@@ -17,8 +17,9 @@ TEMPLATE = ROOT / "cookiecutter-plugin"
 
 
 def generate(out: Path, **context: str) -> Path:
-    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(out),
-                             extra_context=context))
+    return Path(
+        cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(out), extra_context=context)
+    )
 
 
 def test_generated_file_list(tmp_path: Path) -> None:
@@ -56,23 +57,57 @@ def test_generated_plugin_installs_passes_its_tests_and_is_found(tmp_path: Path)
     project = generate(tmp_path, plugin_name="acme-mail", address_kind="email")
     # Defects only (unused and undefined names, likely bugs, long lines): formatting and
     # import order depend on the plugin's name and the author's own settings.
-    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache",
-                           "--select", "E,F,W,B,UP", "--line-length", "110", str(project)],
-                          capture_output=True, text=True)
+    lint = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--isolated",
+            "--no-cache",
+            "--select",
+            "E,F,W,B,UP",
+            "--line-length",
+            "110",
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert lint.returncode == 0, lint.stdout
     venv = tmp_path / "venv"
     subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
     python = str(venv / "bin" / "python")
     install = subprocess.run(
-        [uv, "pip", "install", "--quiet", "--python", python, str(ROOT / "core"),
-         f"{project}[test]"], capture_output=True, text=True)
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            python,
+            str(ROOT / "core"),
+            f"{project}[test]",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert install.returncode == 0, install.stderr
-    tests = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                           cwd=project, capture_output=True, text=True, timeout=300)
+    tests = subprocess.run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert " passed" in tests.stdout and "failed" not in tests.stdout
-    listed = subprocess.run([str(venv / "bin" / "switchboard"), "plugins", "--json"],
-                            capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [str(venv / "bin" / "switchboard"), "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
     assert plugins["acme-mail"]["distribution"] == "switchboard-acme-mail"
     assert plugins["acme-mail"]["channels"] == ["acme-mail"]

@@ -6,7 +6,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-SUITE = '''
+SUITE = """
 import time
 from pathlib import Path
 
@@ -39,7 +39,7 @@ class TestConformance(ChannelConformance):
 
     async def refuse_next_send(self):
         self.ch.fail_next.append(PermanentSendError("refused"))
-'''
+"""
 
 
 def run_suite(pytester: pytest.Pytester, channel_class: str) -> pytest.RunResult:
@@ -55,5 +55,9 @@ def test_the_loopback_channel_conforms(pytester: pytest.Pytester) -> None:
 def test_a_blocking_channel_that_raises_raw_errors_does_not(pytester: pytest.Pytester) -> None:
     result = run_suite(pytester, "Blocking")
     result.assert_outcomes(passed=4, failed=2)
-    result.stdout.fnmatch_lines(["*test_conformance_refused_send_raises_a_send_error*",
-                                 "*test_conformance_does_not_block_the_event_loop*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_conformance_refused_send_raises_a_send_error*",
+            "*test_conformance_does_not_block_the_event_loop*",
+        ]
+    )

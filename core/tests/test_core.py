@@ -143,8 +143,12 @@ def test_switchboard_service_fixture_serves_http(switchboard_service: Any) -> No
     import httpx
 
     channel = LoopbackChannel("sms")
-    service = switchboard_service(LoopbackPlugin(channel), config={"switchboard": {
-        "tokens": [{"token": "fixture-token-0123456789", "role": "admin"}]}})
+    service = switchboard_service(
+        LoopbackPlugin(channel),
+        config={
+            "switchboard": {"tokens": [{"token": "fixture-token-0123456789", "role": "admin"}]}
+        },
+    )
     deadline = time.monotonic() + 10
     while httpx.get(f"{service.url}/api/health").json()["channels"]["sms"]["state"] != (
         "running"
@@ -152,6 +156,8 @@ def test_switchboard_service_fixture_serves_http(switchboard_service: Any) -> No
         assert time.monotonic() < deadline
         time.sleep(0.02)
     got = service.call(channel.inject(InboundMessage("f1", "+12025550143", text="hi")))
-    listed = httpx.get(f"{service.url}/api/contacts/{got.contact.id}/timeline",
-                       headers={"Authorization": "Bearer fixture-token-0123456789"}).json()
+    listed = httpx.get(
+        f"{service.url}/api/contacts/{got.contact.id}/timeline",
+        headers={"Authorization": "Bearer fixture-token-0123456789"},
+    ).json()
     assert [i["text"] for i in listed["items"]] == ["hi"]

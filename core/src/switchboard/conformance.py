@@ -126,11 +126,19 @@ class ChannelConformance:
 
     def outbound(self, sb: Switchboard, text: str) -> OutboundMessage:
         address = sb.addresses.parse(self.address())
-        return OutboundMessage(interaction_id=0, channel=self._name(sb), address=address,
-                               text=text, subject=None, payload={}, attempt=1, contact_id=0)
+        return OutboundMessage(
+            interaction_id=0,
+            channel=self._name(sb),
+            address=address,
+            text=text,
+            subject=None,
+            payload={},
+            attempt=1,
+            contact_id=0,
+        )
 
-    async def _until(self, check: Any, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
+    async def _until(self, check: Any, within: float) -> Any:
+        deadline = time.monotonic() + within
         while not (value := check()):
             if time.monotonic() > deadline:
                 raise AssertionError("timed out waiting for the channel")
@@ -199,4 +207,5 @@ class ChannelConformance:
             await sb.stop_channels()
             assert await sb.start_channel(name)
         assert watch.longest <= self.max_block_seconds, (
-            f"the event loop was blocked for {watch.longest * 1000:.0f} ms")
+            f"the event loop was blocked for {watch.longest * 1000:.0f} ms"
+        )

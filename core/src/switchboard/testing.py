@@ -341,6 +341,7 @@ def switchboard_service(tmp_path: Path) -> Iterator[Callable[..., RunningService
     from switchboard.app import create_app
 
     stack = ExitStack()
+    started = itertools.count()
 
     def start(*plugin_objects: object, config: Mapping[str, Any] | None = None) -> RunningService:
         plugins = Plugins()
@@ -348,7 +349,7 @@ def switchboard_service(tmp_path: Path) -> Iterator[Callable[..., RunningService
             name = getattr(obj, "plugin_name", None) or f"test{i}"
             if not plugins.register(obj, name):
                 raise ValueError("; ".join(str(e) for e in plugins.errors))
-        folder = tmp_path / f"service{len(stack._exit_callbacks)}"
+        folder = tmp_path / f"service{next(started)}"
         folder.mkdir()
         classes = asyncio.run(settings_classes(plugins))
         app = create_app(make_config(folder, config, classes), plugins=plugins)

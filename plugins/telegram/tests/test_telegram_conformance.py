@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from switchboard_telegram.channel import TelegramSettings
-from switchboard_telegram.testing import BotApi, bot_api
 from test_telegram_channel import FAST, Plugin
 
 from switchboard import Switchboard
 from switchboard.conformance import ChannelConformance
 from switchboard.testing import open_switchboard
+from switchboard_telegram.channel import TelegramSettings
+from switchboard_telegram.testing import BotApi, bot_api
 
 
 class TestTelegramConformance(ChannelConformance):
@@ -26,11 +26,15 @@ class TestTelegramConformance(ChannelConformance):
             yield
 
     async def open(self, folder: Path) -> Switchboard:
-        settings = {"token": self.api.token, "base_url": f"{self.url}/bot",
-                    "base_file_url": f"{self.url}/file/bot", "poll_timeout": 1, **FAST}
+        settings = {
+            "token": self.api.token,
+            "base_url": f"{self.url}/bot",
+            "base_file_url": f"{self.url}/file/bot",
+            "poll_timeout": 1,
+            **FAST,
+        }
         assert TelegramSettings(**settings)  # the settings are valid as written
-        return await open_switchboard(folder, Plugin(),
-                                      config={"plugins": {"telegram": settings}})
+        return await open_switchboard(folder, Plugin(), config={"plugins": {"telegram": settings}})
 
     async def deliver_inbound(self, sb: Switchboard, external_id: str, text: str) -> None:
         message_id = int.from_bytes(external_id.encode()[-4:], "big")
