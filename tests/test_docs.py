@@ -77,3 +77,11 @@ def test_every_telegram_setting_is_in_its_doc() -> None:
     text = (DOCS / "telegram.md").read_text(encoding="utf-8")
     for field in attrs.fields(TelegramSettings):
         assert f"`{field.name}`" in text, f"docs/telegram.md lacks {field.name}"
+
+
+def test_every_email_setting_is_in_its_doc() -> None:
+    from switchboard_email import EmailSettings
+
+    text = (DOCS / "email.md").read_text(encoding="utf-8")
+    for field in attrs.fields(EmailSettings):
+        assert f"`{field.name}`" in text, f"docs/email.md lacks {field.name}"

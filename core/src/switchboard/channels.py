@@ -156,6 +156,16 @@ class ChannelContext:
         """Two addresses belong to one person: make them one contact (merging if needed)."""
         return await self._core.link_addresses(self.address(known), self.address(new))
 
+    async def failed_later(self, external_id: str, reason: str) -> Interaction | None:
+        """A message this channel sent (``Receipt.external_id``) was not delivered after
+        all (a bounce): it becomes ``failed`` with the reason. None if unknown."""
+        return await self._core.outbox.failed_later(self.channel, external_id, reason)
+
+    def find_sent(self, external_id: str) -> Interaction | None:
+        """The interaction this channel stored under ``external_id`` (e.g. the email a
+        reply answers), or None."""
+        return self._core.store.find_interaction(self.channel, external_id)
+
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         """Run a background task of the channel (a polling loop, a reader). It is cancelled
         when the channel stops; if it raises, the channel is reported failed (and restarted

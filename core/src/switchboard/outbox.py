@@ -205,6 +205,53 @@ class Outbox:
             result.append((interaction_from_row({**row, "id": i}), new))
         return result
 
+    async def failed_later(self, channel: str, external_id: str, reason: str) -> Interaction | None:
+        """A message already ``sent`` turned out undelivered (an email bounce): mark it
+        ``failed`` with the reason and fire ``message_failed``. None if unknown."""
+
+        def store() -> tuple[Interaction, Contact] | None:
+            with self.core.store.write() as conn:
+                row = conn.execute(
+                    sa.update(interaction_t)
+                    .where(
+                        interaction_t.c.channel == channel,
+                        interaction_t.c.external_id == external_id,
+                        interaction_t.c.direction == Direction.OUTBOUND.value,
+                    )
+                    .values(
+                        status=InteractionStatus.FAILED.value, error=reason, updated_at=utcnow()
+                    )
+                    .returning(*interaction_t.c)
+                ).first()
+                if row is None:
+                    return None
+                interaction = interaction_from_row(row)
+                contact = load_contacts(conn, [interaction.contact_id])[interaction.contact_id]
+                record(
+                    conn,
+                    [
+                        (
+                            "message.failed",
+                            {
+                                "interaction": to_json(interaction),
+                                "contact": to_json(contact),
+                                "error": reason,
+                            },
+                            None,
+                        )
+                    ],
+                )
+                return interaction, contact
+
+        found = await asyncio.to_thread(store)
+        if found is None:
+            return None
+        self.core.events.notify()
+        await self.core.plugins.call(
+            "message_failed", interaction=found[0], contact=found[1], error=reason
+        )
+        return found[0]
+
     def depth(self) -> int:
         with self.core.store.read() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(outbox_t)).scalar_one())
