@@ -32,6 +32,10 @@ from switchboard.store import AddressTaken, Store, load_contacts
 log = logging.getLogger("switchboard")
 
 
+TASK_STOP_TIMEOUT = 5.0
+"""Seconds a channel's cancelled tasks get to finish before the channel is stopped anyway."""
+
+
 class ChannelState(enum.StrEnum):
     STOPPED = "stopped"
     STARTING = "starting"
@@ -230,11 +234,20 @@ class Switchboard:
 
     async def _stop_one(self, name: str, final: ChannelState) -> None:
         handle = self.channels[name]
-        for task in list(handle.tasks):
+        tasks = list(handle.tasks)
+        for task in tasks:
             task.cancel()
-        for task in list(handle.tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:
+            # Bounded: a task that swallows its cancellation must not hang the shutdown.
+            # channel.stop() below is then what ends it (closing its connections).
+            _, stuck = await asyncio.wait(tasks, timeout=TASK_STOP_TIMEOUT)
+            for task in stuck:
+                log.error(
+                    "channel %s: task %s did not stop within %.0f s after cancel",
+                    name,
+                    task.get_name(),
+                    TASK_STOP_TIMEOUT,
+                )
         handle.tasks.clear()
         try:
             await handle.channel.stop()

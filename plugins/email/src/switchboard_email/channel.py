@@ -152,10 +152,12 @@ class EmailChannel:
         self.s: EmailSettings | None = None
         self.pool: SmtpPool | None = None
         self._imap: aioimaplib.IMAP4 | None = None
+        self._closing = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, ctx: ChannelContext) -> None:
+        self._closing = False
         self.ctx, self.s = ctx, ctx.settings
         assert self.s is not None
         try:
@@ -168,6 +170,9 @@ class EmailChannel:
             ctx.spawn(self._read_mailbox(first), name="email-imap")
 
     async def stop(self) -> None:
+        # The reader ends on this flag too: a cancellation can be lost inside wait_for
+        # (CPython, 3.11) and it must not go on reading a mailbox after stop().
+        self._closing = True
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -250,7 +255,7 @@ class EmailChannel:
         """Read new mail forever; reconnect with backoff when the server drops us."""
         failures = 0
         imap: aioimaplib.IMAP4 | None = first
-        while True:
+        while not self._closing:
             try:
                 if imap is None:
                     imap = await self._imap_login()
@@ -259,6 +264,8 @@ class EmailChannel:
             except (OSError, TimeoutError, aioimaplib.Abort, aioimaplib.CommandTimeout) as exc:
                 self._drop_imap()
                 imap = None
+                if self._closing:  # stop() closed the connection under us
+                    return
                 failures += 1
                 delay = min(60.0, 0.5 * 2**failures)
                 log.warning("IMAP connection lost (%s); reconnecting in %.1fs", exc, delay)
@@ -267,7 +274,7 @@ class EmailChannel:
     async def _session(self, imap: aioimaplib.IMAP4) -> None:
         assert self.s is not None
         idle = imap.has_capability("IDLE")
-        while True:
+        while not self._closing:
             await self.fetch_new(imap)
             if idle:
                 waiter = await imap.idle_start(timeout=self.s.imap_poll_interval)
