@@ -24,25 +24,17 @@ from _common import machine
 
 from switchboard import InteractionStatus, hookimpl
 from switchboard.store import interaction_t
-from switchboard.testing import open_switchboard
+from switchboard.testing import LoopbackPlugin, open_switchboard
 from switchboard_telegram.channel import TelegramChannel, TelegramSettings
 from switchboard_telegram.testing import BotApi, bot_api
 
 
-class Plugin:
-    plugin_name = "telegram"
+class Plugin(LoopbackPlugin):
+    """The Telegram channel, plus a count of the messages the core stored."""
 
     def __init__(self) -> None:
-        self.channel = TelegramChannel()
+        super().__init__(TelegramChannel(), plugin_name="telegram", settings=TelegramSettings)
         self.received = 0
-
-    @hookimpl
-    def register_settings(self, register: Any) -> None:
-        register(TelegramSettings)
-
-    @hookimpl
-    def register_channels(self, register: Any) -> None:
-        register(self.channel)
 
     @hookimpl
     def message_received(self) -> None:

@@ -477,10 +477,6 @@ class Store:
         )
         conn.execute(sa.delete(contact_t).where(contact_t.c.id == source))
 
-    def add_address(self, contact_id: int, address: Address) -> None:
-        with self.write() as conn:
-            self.add_address_in(conn, contact_id, address)
-
     @staticmethod
     def add_address_in(conn: Connection, contact_id: int, address: Address) -> None:
         conn.execute(

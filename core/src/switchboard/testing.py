@@ -284,11 +284,24 @@ class LoopbackVoiceChannel(LoopbackChannel):
 
 
 class LoopbackPlugin:
-    """A plugin object that registers the given channels."""
+    """A plugin object that registers the given channels (any Channel objects, not only
+    loopback ones) and, if given, a settings class for ``[plugins.<plugin_name>]``."""
 
-    def __init__(self, *channels: LoopbackChannel, plugin_name: str = "loopback") -> None:
+    def __init__(
+        self, *channels: Any, plugin_name: str = "loopback", settings: type[Any] | None = None
+    ) -> None:
         self.channels = channels
         self.plugin_name = plugin_name
+        self.settings = settings
+
+    @property
+    def channel(self) -> Any:
+        return self.channels[0]
+
+    @hookimpl
+    def register_settings(self, register: Callable[[Any], None]) -> None:
+        if self.settings is not None:
+            register(self.settings)
 
     @hookimpl
     def register_channels(self, register: Callable[[Any], None]) -> None:

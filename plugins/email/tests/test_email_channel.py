@@ -13,25 +13,15 @@ from typing import Any
 import pytest
 from email_servers import Dovecot, Recorder, dovecot_server, smtp_server
 
-from switchboard import Address, InteractionStatus, OutboundMessage, Switchboard, hookimpl
+from switchboard import Address, InteractionStatus, OutboundMessage, Switchboard
 from switchboard.store import interaction_t
-from switchboard.testing import open_switchboard
+from switchboard.testing import LoopbackPlugin, open_switchboard
 from switchboard_email.channel import EmailChannel, EmailSettings
 
 
-class Plugin:
-    plugin_name = "email"
-
-    def __init__(self) -> None:
-        self.channel = EmailChannel()
-
-    @hookimpl
-    def register_settings(self, register: Any) -> None:
-        register(EmailSettings)
-
-    @hookimpl
-    def register_channels(self, register: Any) -> None:
-        register(self.channel)
+def email_plugin() -> LoopbackPlugin:
+    """A fresh email channel registered with its settings class."""
+    return LoopbackPlugin(EmailChannel(), plugin_name="email", settings=EmailSettings)
 
 
 @pytest.fixture
@@ -76,7 +66,7 @@ class Mail:
         folder.mkdir()
         sb = await open_switchboard(
             folder,
-            Plugin(),
+            email_plugin(),
             config={
                 "switchboard": {
                     "database_url": f"sqlite:///{self.tmp_path / 'store.db'}",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from email_servers import Dovecot, Recorder, dovecot_server, smtp_server
-from test_email_channel import Plugin
+from test_email_channel import email_plugin
 
 from switchboard import Switchboard
 from switchboard.conformance import ChannelConformance
@@ -27,7 +27,7 @@ class TestEmailConformance(ChannelConformance):
     async def open(self, folder: Path) -> Switchboard:
         return await open_switchboard(
             folder,
-            Plugin(),
+            email_plugin(),
             config={
                 "plugins": {
                     "email": {

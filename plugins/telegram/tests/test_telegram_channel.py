@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from switchboard import Address, InteractionStatus, Switchboard, hookimpl
+from switchboard import Address, InteractionStatus, Switchboard
 from switchboard.store import contact_t, interaction_t
-from switchboard.testing import open_switchboard
+from switchboard.testing import LoopbackPlugin, open_switchboard
 from switchboard_telegram.channel import TelegramChannel, TelegramSettings
 from switchboard_telegram.testing import BotApi, bot_api
 
@@ -23,19 +23,9 @@ FAST = {
 }
 
 
-class Plugin:
-    plugin_name = "telegram"
-
-    def __init__(self) -> None:
-        self.channel = TelegramChannel()
-
-    @hookimpl
-    def register_settings(self, register: Any) -> None:
-        register(TelegramSettings)
-
-    @hookimpl
-    def register_channels(self, register: Any) -> None:
-        register(self.channel)
+def telegram_plugin() -> LoopbackPlugin:
+    """A fresh telegram channel registered with its settings class."""
+    return LoopbackPlugin(TelegramChannel(), plugin_name="telegram", settings=TelegramSettings)
 
 
 class Harness:
@@ -44,7 +34,7 @@ class Harness:
         self.opened: list[Switchboard] = []
 
     async def open(self, **settings: Any) -> tuple[Switchboard, TelegramChannel]:
-        plugin = Plugin()
+        plugin = telegram_plugin()
         folder = self.tmp_path / f"sb{len(self.opened)}"
         folder.mkdir()
         config = {

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_telegram_channel import FAST, Plugin
+from test_telegram_channel import FAST, telegram_plugin
 
 from switchboard import Switchboard
 from switchboard.conformance import ChannelConformance
@@ -34,7 +34,9 @@ class TestTelegramConformance(ChannelConformance):
             **FAST,
         }
         assert TelegramSettings(**settings)  # the settings are valid as written
-        return await open_switchboard(folder, Plugin(), config={"plugins": {"telegram": settings}})
+        return await open_switchboard(
+            folder, telegram_plugin(), config={"plugins": {"telegram": settings}}
+        )
 
     async def deliver_inbound(self, sb: Switchboard, external_id: str, text: str) -> None:
         message_id = int.from_bytes(external_id.encode()[-4:], "big")
