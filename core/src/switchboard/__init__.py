@@ -5,6 +5,8 @@ The public API for plugin authors is re-exported here; see ``docs/hooks.md``.
 
 from switchboard.address import Address, AddressBook, AddressError
 from switchboard.channels import (
+    CallHandler,
+    CallSession,
     Channel,
     ChannelContext,
     InboundMessage,
@@ -40,7 +42,9 @@ __all__ = [
     "AddressBook",
     "AddressError",
     "Agent",
+    "CallHandler",
     "CallRecord",
+    "CallSession",
     "Channel",
     "ChannelContext",
     "Config",

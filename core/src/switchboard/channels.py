@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
 from switchboard.address import Address
-from switchboard.models import Agent, Contact, Interaction, InteractionKind
+from switchboard.models import Agent, CallRecord, Contact, Disposition, Interaction, InteractionKind
 
 if TYPE_CHECKING:
     from switchboard.calls import CallLog
@@ -121,6 +122,65 @@ class VoiceChannel(Channel, Protocol):
         ...
 
 
+@runtime_checkable
+class CallSession(Protocol):
+    """One live call as a voice channel hands it to a ``route_call`` handler (the IVR).
+
+    It hides SIP: an IVR flow written against it works with any voice channel. Every
+    method returns early (``""``, ``None``, ``False``) once the caller has hung up; check
+    ``hung_up``. The call record is ``answered`` only when an agent takes the call
+    (``bridge``); the caller hearing prompts is not an answer.
+    """
+
+    call: CallRecord
+    contact: Contact
+
+    @property
+    def hung_up(self) -> bool: ...
+
+    async def answer(self) -> None:
+        """Pick up the caller's leg (prompts need it; ``play`` does it when needed)."""
+        ...
+
+    async def play(
+        self, prompt: str | os.PathLike[str] | bytes, *, interruptible: bool = False
+    ) -> str:
+        """Play a WAV file (or 16-bit 8 kHz mono PCM). With ``interruptible``, a digit
+        stops it; returns that digit (kept for ``collect_digits`` too), else ``""``."""
+        ...
+
+    async def collect_digits(
+        self, max_digits: int = 1, timeout: float = 5.0, terminator: str | None = "#"
+    ) -> str:
+        """Digits pressed (RFC 2833 or SIP INFO) until ``max_digits``, the terminator, or
+        ``timeout`` seconds without a digit; ``""`` on timeout."""
+        ...
+
+    async def bridge(
+        self, agents: Sequence[Agent], *, ring_timeout: float | None = None
+    ) -> Agent | None:
+        """Ring the agents at once; the first to answer talks to the caller (recorded).
+        Returns that agent once the conversation ends, or None if nobody answered."""
+        ...
+
+    async def record(self, max_seconds: float = 120.0) -> str | None:
+        """Record the caller (voicemail) until hang-up, ``#`` or ``max_seconds``; the WAV
+        is attached to the call record. Returns its path."""
+        ...
+
+    async def step(self, node: str, digits: str = "") -> None:
+        """Append an IVR node visited (and the digits pressed there) to the record."""
+        ...
+
+    async def hangup(self, disposition: Disposition | None = None) -> None:
+        """End the call, with the disposition to record (else the channel decides)."""
+        ...
+
+
+#: What ``route_call`` returns: a coroutine function that drives the call.
+CallHandler = Callable[[CallSession], Awaitable[None]]
+
+
 class ChannelContext:
     """A channel's handle on the core: receive messages, report calls, read settings."""
 
@@ -139,6 +199,10 @@ class ChannelContext:
     @property
     def recordings_dir(self) -> str:
         return self._core.config.core.recordings_dir
+
+    def agents(self) -> list[Agent]:
+        """The configured agents (name, extension, email, role)."""
+        return self._core.store.list_agents()
 
     def address(self, raw: str | Address) -> Address:
         """Parse and normalize an address with the configured default region."""

@@ -1,0 +1,629 @@
+"""The SIP channel: registration, inbound calls with screen pop, click-to-call, recording."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import phonenumbers
+
+from switchboard import (
+    Address,
+    Agent,
+    CallRecord,
+    ChannelContext,
+    Contact,
+    Direction,
+    Disposition,
+    InboundMessage,
+    OutboundMessage,
+    PermanentSendError,
+    Receipt,
+    TransientSendError,
+)
+from switchboard_sip import message as sipmsg
+from switchboard_sip.media import CODECS, MonoRecorder, Recorder, load_prompt, tone
+from switchboard_sip.message import SipMessage
+from switchboard_sip.ua import Leg, LegState, SipError, UserAgent
+
+log = logging.getLogger("switchboard.sip")
+
+BUSY = {486, 600, 603}
+NO_ANSWER = {408, 480, 487}
+
+
+def _codecs(_: Any, attribute: Any, value: list[str]) -> None:
+    unknown = [c for c in value if c.upper() not in CODECS]
+    if unknown or not value:
+        raise ValueError(f"codecs must be a non-empty list of {sorted(CODECS)}, got {value}")
+
+
+@attrs.define
+class SipSettings:
+    """``[plugins.sip]``: the account at the PBX or SIP provider, and call handling."""
+
+    server: str
+    username: str
+    password: str = attrs.field(default="", repr=False)
+    port: int = 5060
+    domain: str | None = None
+    local_ip: str = "127.0.0.1"
+    local_port: int = 5060
+    rtp_port_low: int = 10000
+    rtp_port_high: int = attrs.field(default=20000)
+    codecs: list[str] = attrs.field(factory=lambda: ["PCMU", "PCMA"], validator=_codecs)
+    expires: int = 300
+    ring_agents: list[str] = attrs.Factory(list)
+    ring_timeout: float = 30.0
+    dial_timeout: float = 45.0
+    dial_format: str = attrs.field(default="e164")
+    record: bool = True
+    consent_prompt: str | None = None
+    voicemail: bool = False
+    voicemail_prompt: str | None = None
+    voicemail_max_seconds: float = 120.0
+    max_message_size: int = 65_535
+
+    @dial_format.validator
+    def _dial_format(self, _: Any, value: str) -> None:
+        if value not in ("e164", "e164_digits", "national"):
+            raise ValueError(f"dial_format must be e164, e164_digits or national, got {value!r}")
+
+    @rtp_port_high.validator
+    def _rtp_range(self, _: Any, value: int) -> None:
+        if value < self.rtp_port_low + 1:
+            raise ValueError("rtp_port_high must be above rtp_port_low")
+
+
+def recording_path(base: str, call_id: str, suffix: str = "") -> Path:
+    day = datetime.now(UTC).strftime("%Y/%m/%d")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:80]
+    return Path(base) / "sip" / day / f"{safe}{suffix}.wav"
+
+
+class Bridge:
+    """Two answered legs relaying audio through the media clock, optionally recorded."""
+
+    def __init__(self, customer: Leg, agent: Leg, recorder: Recorder | None) -> None:
+        self.customer = customer
+        self.agent = agent
+        self.recorder = recorder
+
+    def tick(self) -> None:
+        a_stream, b_stream = self.customer.stream, self.agent.stream
+        a = a_stream.take_frame() if a_stream else None
+        b = b_stream.take_frame() if b_stream else None
+        if a is not None and b_stream is not None:
+            b_stream.feed(a)
+        if b is not None and a_stream is not None:
+            a_stream.feed(b)
+        if self.recorder is not None:
+            self.recorder.write(a, b)
+
+
+class SipCallSession:
+    """A live call handed to ``route_call`` handlers (the IVR); see ``CallSession``."""
+
+    def __init__(self, channel: SipChannel, leg: Leg, call: CallRecord, contact: Contact) -> None:
+        self.channel = channel
+        self.leg = leg
+        self.call = call
+        self.contact = contact
+        self.agent: Agent | None = None
+        self.disposition: Disposition | None = None
+        self.hangup_cause: str | None = None
+        self._pending_digits = ""
+
+    @property
+    def ctx(self) -> ChannelContext:
+        assert self.channel.ctx is not None
+        return self.channel.ctx
+
+    @property
+    def hung_up(self) -> bool:
+        return self.leg.state is LegState.ENDED
+
+    async def answer(self) -> None:
+        if self.leg.state is LegState.RINGING:
+            await self.leg.answer()
+
+    async def play(self, prompt: str | os.PathLike[str] | bytes, *, interruptible: bool = False) -> str:
+        if self.hung_up:
+            return ""
+        await self.answer()
+        stream = self.leg.stream
+        if stream is None:
+            return ""
+        pcm = prompt if isinstance(prompt, bytes) else self.channel.prompt(prompt)
+        done = asyncio.ensure_future(stream.play(pcm).wait())
+        waits: set[asyncio.Future[Any]] = {done, asyncio.ensure_future(self.leg.ended.wait())}
+        digit_task: asyncio.Future[str] | None = None
+        if interruptible:
+            digit_task = asyncio.ensure_future(self._next_digit())
+            waits.add(digit_task)
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if digit_task is not None and digit_task.done() and not digit_task.cancelled():
+            digit = digit_task.result()
+            self._pending_digits += digit
+            if self.leg.stream is not None:
+                self.leg.stream.stop_playing()
+            return digit
+        return ""
+
+    async def _next_digit(self) -> str:
+        stream = self.leg.stream
+        assert stream is not None
+        rtp = asyncio.ensure_future(stream.digits.get())
+        info = asyncio.ensure_future(self.leg.info_digits.get())
+        try:
+            done, _ = await asyncio.wait({rtp, info}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            rtp.cancel()
+            info.cancel()
+        return next(iter(done)).result()
+
+    async def collect_digits(
+        self, max_digits: int = 1, timeout: float = 5.0, terminator: str | None = "#"
+    ) -> str:
+        digits = ""
+        while len(digits) < max_digits and not self.hung_up:
+            if self._pending_digits:
+                digit, self._pending_digits = self._pending_digits[0], self._pending_digits[1:]
+            else:
+                if self.leg.stream is None:
+                    break
+                ended = asyncio.ensure_future(self.leg.ended.wait())
+                nxt = asyncio.ensure_future(self._next_digit())
+                try:
+                    done, _ = await asyncio.wait(
+                        {nxt, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    ended.cancel()
+                    nxt.cancel()
+                if nxt not in done or nxt.cancelled():
+                    break
+                digit = nxt.result()
+            if terminator and digit == terminator:
+                break
+            digits += digit
+        return digits
+
+    async def bridge(
+        self, agents: Sequence[Agent], *, ring_timeout: float | None = None
+    ) -> Agent | None:
+        if self.hung_up:
+            return None
+        s = self.channel.settings
+        timeout = ring_timeout if ring_timeout is not None else s.ring_timeout
+        reachable = [a for a in agents if a.extension]
+        if not reachable:
+            log.warning("call %s: no agent with an extension to ring", self.leg.call_id)
+            return None
+        if s.consent_prompt and s.record:
+            await self.play(s.consent_prompt)
+            if self.hung_up:
+                return None
+        name = (self.contact.name or self.leg.user or "caller")[:40].replace('"', "")
+        ua = self.channel.ua
+        assert ua is not None
+        legs: dict[Leg, Agent] = {}
+        for agent in reachable:
+            assert agent.extension is not None
+            try:
+                legs[await ua.start_call(agent.extension, display=name)] = agent
+            except SipError as exc:
+                log.warning("call %s: cannot ring %s: %s", self.leg.call_id, agent.name, exc)
+        winner = await self._first_answer(list(legs), timeout)
+        for leg in legs:
+            if leg is not winner:
+                self.channel.spawn(leg.hangup())
+        if winner is None:
+            log.info(
+                "call %s: no agent answered (%s)",
+                self.leg.call_id,
+                ", ".join(f"{a.name}: {leg.end_reason or 'no answer'}" for leg, a in legs.items()),
+            )
+            return None
+        agent = legs[winner]
+        await self.answer()
+        if self.hung_up:
+            await winner.hangup()
+            return None
+        self.agent = agent
+        await self.channel.talk(self, self.leg, winner, agent)
+        return agent
+
+    async def _first_answer(self, legs: list[Leg], timeout: float) -> Leg | None:
+        if not legs:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and not self.hung_up:
+            for leg in legs:
+                if leg.state is LegState.ANSWERED:
+                    return leg
+            if all(leg.state is LegState.ENDED for leg in legs):
+                return None
+            waits = {asyncio.ensure_future(leg.answered.wait()) for leg in legs}
+            waits |= {asyncio.ensure_future(leg.ended.wait()) for leg in legs}
+            waits.add(asyncio.ensure_future(self.leg.ended.wait()))
+            try:
+                await asyncio.wait(
+                    waits, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for w in waits:
+                    w.cancel()
+        for leg in legs:
+            if leg.state is LegState.ANSWERED:
+                return leg
+        return None
+
+    async def record(self, max_seconds: float = 120.0) -> str | None:
+        if self.hung_up:
+            return None
+        await self.answer()
+        stream = self.leg.stream
+        if stream is None:
+            return None
+        path = recording_path(self.ctx.recordings_dir, self.leg.call_id, "-voicemail")
+        recorder = MonoRecorder(path)
+        stream.inbound.clear()
+
+        def tick() -> None:
+            if self.leg.stream is not None:
+                recorder.write(self.leg.stream.take_frame())
+
+        ua = self.channel.ua
+        assert ua is not None
+        ua.clock.tickers.add(tick)
+        try:
+            ended = asyncio.ensure_future(self.leg.ended.wait())
+            pound = asyncio.ensure_future(self._until_pound())
+            try:
+                await asyncio.wait({ended, pound}, timeout=max_seconds, return_when="FIRST_COMPLETED")
+            finally:
+                ended.cancel()
+                pound.cancel()
+        finally:
+            ua.clock.tickers.discard(tick)
+            recorder.close()
+        await self.ctx.calls.recording_saved(self.ctx.channel, self.call.call_id, path)
+        self.disposition = Disposition.VOICEMAIL
+        return str(path)
+
+    async def _until_pound(self) -> None:
+        while await self._next_digit() != "#":
+            pass
+
+    async def step(self, node: str, digits: str = "") -> None:
+        await self.ctx.calls.ivr_step(self.ctx.channel, self.call.call_id, node, digits)
+
+    async def hangup(self, disposition: Disposition | None = None) -> None:
+        if disposition is not None:
+            self.disposition = disposition
+        await self.leg.hangup()
+
+
+class SipChannel:
+    """A voice channel over SIP; also sends and receives SIP MESSAGE texts."""
+
+    name = "sip"
+    address_kind = "phone"
+
+    def __init__(self) -> None:
+        self.ctx: ChannelContext | None = None
+        self.settings: SipSettings = None  # type: ignore[assignment]
+        self.ua: UserAgent | None = None
+        self._prompts: dict[str, bytes] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.sessions: dict[str, SipCallSession] = {}
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def start(self, ctx: ChannelContext) -> None:
+        if self.ua is not None:
+            return
+        settings = ctx.settings
+        if not isinstance(settings, SipSettings):
+            raise TypeError("the SIP channel needs [plugins.sip] settings")
+        self.ctx, self.settings = ctx, settings
+        for prompt in (settings.consent_prompt, settings.voicemail_prompt):
+            if prompt:
+                self.prompt(prompt)  # a missing or broken file fails the start, not a call
+        ua = UserAgent(
+            server=settings.server,
+            port=settings.port,
+            username=settings.username,
+            password=settings.password,
+            ip=settings.local_ip,
+            local_port=settings.local_port,
+            rtp_ports=(settings.rtp_port_low, settings.rtp_port_high),
+            codecs=[c.upper() for c in settings.codecs],
+            expires=settings.expires,
+            domain=settings.domain,
+            max_message_size=settings.max_message_size,
+            on_invite=self._incoming,
+            on_message=self._message,
+        )
+        self.ua = ua
+        try:
+            await ua.start()
+            granted = await ua.register()
+        except BaseException:
+            await self.stop()
+            raise
+        ua.expires = granted or ua.expires
+        ctx.logger.info("registered as %s at %s:%s", ua.aor, settings.server, settings.port)
+        ctx.spawn(ua.keep_registered(ctx.fail), name="sip-registration")
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        self._tasks.clear()
+        ua, self.ua = self.ua, None
+        if ua is not None:
+            await ua.stop()
+        self.sessions.clear()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("SIP call task failed", exc_info=task.exception())
+
+    def prompt(self, prompt: str | os.PathLike[str]) -> bytes:
+        key = str(prompt)
+        if key not in self._prompts:
+            self._prompts[key] = load_prompt(prompt)
+        return self._prompts[key]
+
+    @property
+    def health(self) -> dict[str, Any]:
+        ua = self.ua
+        return {
+            "registered": bool(ua and ua.registered.is_set()),
+            "calls": len(ua.legs) if ua else 0,
+            "rtp_ports_in_use": ua.ports.in_use if ua else 0,
+        }
+
+    # -- inbound calls --------------------------------------------------------------------
+
+    async def _incoming(self, leg: Leg) -> None:
+        ctx = self.ctx
+        assert ctx is not None and leg.invite is not None
+        leg.send_ringing()
+        caller = leg.user or "anonymous"
+        called = sipmsg.user_of(leg.local_uri) or self.settings.username
+        agents = self.ring_agents()
+        record, contact = await ctx.calls.ringing(
+            ctx.channel,
+            leg.call_id,
+            direction=Direction.INBOUND,
+            from_address=caller,
+            to_address=called,
+            agents=[a.id for a in agents if a.id is not None],
+            caller_name=leg.caller_name,
+        )
+        session = SipCallSession(self, leg, record, contact)
+        self.sessions[leg.call_id] = session
+        try:
+            handler = None
+            if not session.hung_up:
+                handler = await ctx.calls.route(record, contact)
+            if session.hung_up:
+                pass
+            elif handler is not None:
+                await handler(session)
+            else:
+                agent = await session.bridge(agents)
+                if agent is None and not session.hung_up and self.settings.voicemail:
+                    await self._voicemail(session)
+        finally:
+            self.sessions.pop(leg.call_id, None)
+            await self._finish(session)
+
+    async def _voicemail(self, session: SipCallSession) -> None:
+        if self.settings.voicemail_prompt:
+            await session.play(self.settings.voicemail_prompt)
+        await session.play(tone(0.4, 1000))
+        await session.record(self.settings.voicemail_max_seconds)
+
+    async def _finish(self, session: SipCallSession) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        leg = session.leg
+        caller_left = leg.remote_hangup
+        if leg.state is not LegState.ENDED:
+            await leg.hangup()
+        disposition = session.disposition
+        if disposition is None:
+            if session.agent is not None:
+                disposition = Disposition.ANSWERED
+            elif leg.answered.is_set() and caller_left:
+                disposition = Disposition.ABANDONED  # hung up in the IVR or in the queue
+            else:
+                disposition = Disposition.MISSED
+        cause = session.hangup_cause or (
+            "caller hung up" if caller_left else leg.end_reason or "hung up"
+        )
+        await ctx.calls.ended(ctx.channel, leg.call_id, disposition, cause)
+
+    def ring_agents(self) -> list[Agent]:
+        assert self.ctx is not None
+        agents = [a for a in self.ctx.agents() if a.extension]
+        if self.settings.ring_agents:
+            wanted = set(self.settings.ring_agents)
+            agents = [a for a in agents if a.name in wanted or a.extension in wanted]
+        return agents
+
+    async def talk(self, session: SipCallSession, customer: Leg, agent_leg: Leg, agent: Agent) -> None:
+        """The conversation: the call record is answered by ``agent``, audio relayed and
+        recorded until either side hangs up."""
+        ctx = self.ctx
+        ua = self.ua
+        assert ctx is not None and ua is not None
+        await ctx.calls.answered(ctx.channel, session.call.call_id, agent)
+        recorder = None
+        if self.settings.record:
+            recorder = Recorder(recording_path(ctx.recordings_dir, session.call.call_id))
+        for leg in (customer, agent_leg):
+            if leg.stream is not None:
+                leg.stream.inbound.clear()
+        bridge = Bridge(customer, agent_leg, recorder)
+        ua.clock.tickers.add(bridge.tick)
+        try:
+            ends = {asyncio.ensure_future(customer.ended.wait()), asyncio.ensure_future(agent_leg.ended.wait())}
+            try:
+                await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for e in ends:
+                    e.cancel()
+        finally:
+            ua.clock.tickers.discard(bridge.tick)
+            if recorder is not None:
+                recorder.close()
+            if agent_leg.state is LegState.ENDED and customer.state is not LegState.ENDED:
+                session.hangup_cause = "agent hung up"
+            elif customer.state is LegState.ENDED:
+                session.hangup_cause = "customer hung up"
+            await asyncio.gather(customer.hangup(), agent_leg.hangup(), return_exceptions=True)
+        if recorder is not None:
+            await ctx.calls.recording_saved(ctx.channel, session.call.call_id, recorder.path)
+
+    # -- click-to-call --------------------------------------------------------------------
+
+    def dial_string(self, address: Address) -> str:
+        value = address.value
+        if address.kind != "phone":
+            raise ValueError(f"the SIP channel dials phone numbers, not {address.kind}")
+        if self.settings.dial_format == "e164":
+            return value
+        if self.settings.dial_format == "e164_digits":
+            return value.lstrip("+")
+        number = phonenumbers.parse(value)
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL).replace(
+            " ", ""
+        ).replace("-", "").replace("(", "").replace(")", "")
+
+    async def dial(self, agent: Agent, address: Address) -> str:
+        """Click-to-call: ring the agent's extension; once answered, call the customer and
+        bridge the two. Returns the call id at once (the call goes on in the background)."""
+        ctx, ua = self.ctx, self.ua
+        if ctx is None or ua is None:
+            raise RuntimeError("the SIP channel is not running")
+        if not agent.extension:
+            raise ValueError(f"agent {agent.name} has no extension to ring")
+        target = self.dial_string(address)
+        call_id = sipmsg.new_call_id(ua.ip)
+        record, contact = await ctx.calls.ringing(
+            ctx.channel,
+            call_id,
+            direction=Direction.OUTBOUND,
+            from_address=agent.extension,
+            to_address=address,
+            agents=[agent.id] if agent.id is not None else [],
+        )
+        self.spawn(self._click_to_call(record, contact, agent, target))
+        return call_id
+
+    async def _click_to_call(self, record: CallRecord, contact: Contact, agent: Agent, target: str) -> None:
+        ctx, ua = self.ctx, self.ua
+        assert ctx is not None and ua is not None and agent.extension is not None
+        disposition = Disposition.FAILED
+        cause = "failed"
+        try:
+            try:
+                agent_leg = await ua.call(
+                    agent.extension, display=f"Call to {target}", timeout=self.settings.ring_timeout
+                )
+            except SipError as exc:
+                cause = f"agent {agent.name} did not answer: {exc}"
+                return
+            try:
+                customer = await ua.call(target, display=agent.name, timeout=self.settings.dial_timeout)
+            except SipError as exc:
+                await agent_leg.hangup()
+                disposition = (
+                    Disposition.BUSY
+                    if exc.status in BUSY
+                    else Disposition.MISSED if exc.status in NO_ANSWER else Disposition.FAILED
+                )
+                cause = str(exc)
+                return
+            session = SipCallSession(self, customer, record, contact)
+            session.agent = agent
+            await self.talk(session, customer, agent_leg, agent)
+            disposition = Disposition.ANSWERED
+            cause = session.hangup_cause or "hung up"
+        finally:
+            with contextlib.suppress(Exception):
+                await ctx.calls.ended(ctx.channel, record.call_id, disposition, cause)
+
+    # -- SIP MESSAGE texts ----------------------------------------------------------------
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        ua = self.ua
+        if ua is None:
+            raise TransientSendError("the SIP channel is not running")
+        if not message.text:
+            raise PermanentSendError("a SIP MESSAGE needs text")
+        try:
+            target = self.dial_string(message.address)
+        except ValueError as exc:
+            raise PermanentSendError(str(exc)) from None
+        try:
+            call_id = await ua.send_message(target, message.text)
+        except SipError as exc:
+            if exc.status in (0, 408, 500, 503) or 600 > exc.status >= 500:
+                raise TransientSendError(str(exc)) from None
+            raise PermanentSendError(str(exc)) from None
+        return Receipt(external_id=call_id)
+
+    async def _message(self, msg: SipMessage) -> int:
+        ctx = self.ctx
+        assert ctx is not None
+        sender = sipmsg.user_of(sipmsg.uri_of(msg.first("From")))
+        if not sender:
+            return 400
+        ctype = (msg.get("Content-Type") or "text/plain").lower()
+        if not ctype.startswith("text/"):
+            return 415
+        try:
+            text = msg.body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = msg.body.decode("latin-1")
+        try:
+            await ctx.receive(
+                InboundMessage(
+                    external_id=msg.call_id,
+                    sender=sender,
+                    text=text.strip(),
+                    sender_name=sipmsg.display_name(msg.first("From")),
+                )
+            )
+        except ValueError as exc:
+            log.warning("MESSAGE from %s refused: %s", sender, exc)
+            return 400
+        return 200
+

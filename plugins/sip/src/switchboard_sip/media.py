@@ -1,0 +1,411 @@
+"""RTP media: SDP offers and answers, RTP streams, one media clock, WAV prompts and recordings.
+
+Audio inside Switchboard is 16-bit signed linear PCM, 8 kHz mono, in frames of 20 ms (320
+bytes). On the wire it is G.711 (PCMU or PCMA, payload types and names from
+``pyVoIP.RTP.PayloadType``) with RFC 2833 telephone-events for DTMF.
+
+Instead of pyVoIP's two threads per RTP stream that each sleep for the next packet
+(drifting, and choppy under load: pyVoIP issues #159, #181), one asyncio task (the
+:class:`MediaClock`) sends the next frame of every stream every 20 ms on an absolute
+schedule, and receiving is an asyncio datagram protocol. pyVoIP's own RTP packet parser
+ignores the CSRC count and header extensions and its PCMA encoder encodes PCMU; both are
+replaced here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import collections
+import logging
+import os
+import random
+import struct
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+from switchboard_sip._compat import PayloadType, audioop
+
+log = logging.getLogger("switchboard.sip.media")
+
+RATE = 8000
+FRAME_MS = 20
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+FRAME_BYTES = FRAME_SAMPLES * 2
+SILENCE = b"\x00" * FRAME_BYTES
+DTMF_KEYS = "0123456789*#ABCD"
+CODECS = {"PCMU": PayloadType.PCMU, "PCMA": PayloadType.PCMA}
+
+
+class MediaError(Exception):
+    """An SDP we cannot answer (no common codec, no audio), or a prompt we cannot read."""
+
+
+@attrs.frozen
+class Sdp:
+    """What we need of a session description: where to send audio, and how."""
+
+    address: str
+    port: int
+    payload: int  # the G.711 payload type chosen
+    event_payload: int | None  # telephone-event payload type, if offered
+
+
+def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
+    """Pick the first of our ``codecs`` that the offer (or answer) carries."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MediaError("SDP body is not UTF-8") from None
+    address = None
+    port = None
+    formats: list[int] = []
+    names: dict[int, str] = {}
+    in_audio = False
+    for line in text.replace("\r\n", "\n").split("\n"):
+        key, _, value = line.strip().partition("=")
+        if key == "c" and (address is None or in_audio):
+            parts = value.split()
+            if len(parts) >= 3:
+                address = parts[2].split("/")[0]
+        elif key == "m":
+            parts = value.split()
+            in_audio = bool(parts) and parts[0] == "audio" and port is None
+            if in_audio:
+                if len(parts) < 4 or not parts[1].isdigit():
+                    raise MediaError(f"malformed SDP media line {line.strip()!r}")
+                port = int(parts[1].split("/")[0])
+                formats = [int(p) for p in parts[3:] if p.isdigit()]
+        elif key == "a" and in_audio and value.startswith("rtpmap:"):
+            pt_text, _, rest = value[len("rtpmap:") :].partition(" ")
+            if pt_text.isdigit():
+                names[int(pt_text)] = rest.split("/")[0].strip()
+    if address is None or port is None:
+        raise MediaError("SDP has no audio stream with a connection address")
+    offered = {names.get(pt, CODECS_BY_PT.get(pt, "")).upper(): pt for pt in formats}
+    for codec in codecs:
+        if codec.upper() in offered:
+            chosen = offered[codec.upper()]
+            break
+    else:
+        raise MediaError(
+            f"no common codec: offered {sorted(k for k in offered if k)}, we accept {codecs}"
+        )
+    event = next(
+        (pt for pt in formats if names.get(pt, "").lower() == "telephone-event"), None
+    )
+    return Sdp(address=address, port=port, payload=chosen, event_payload=event)
+
+
+CODECS_BY_PT = {int(PayloadType.PCMU.value): "PCMU", int(PayloadType.PCMA.value): "PCMA"}
+
+
+def make_sdp(ip: str, port: int, codecs: list[str], session: int, event_payload: int = 101) -> bytes:
+    pts = [int(CODECS[c.upper()].value) for c in codecs]
+    lines = [
+        "v=0",
+        f"o=switchboard {session} {session} IN IP4 {ip}",
+        "s=switchboard",
+        f"c=IN IP4 {ip}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {' '.join(str(p) for p in [*pts, event_payload])}",
+    ]
+    for codec, pt in zip(codecs, pts, strict=True):
+        lines.append(f"a=rtpmap:{pt} {CODECS[codec.upper()].description}/{RATE}")
+    lines += [
+        f"a=rtpmap:{event_payload} telephone-event/{RATE}",
+        f"a=fmtp:{event_payload} 0-15",
+        "a=ptime:20",
+        "a=sendrecv",
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def encode(pcm: bytes, payload: int) -> bytes:
+    return audioop.lin2alaw(pcm, 2) if payload == 8 else audioop.lin2ulaw(pcm, 2)
+
+
+def decode(data: bytes, payload: int) -> bytes:
+    return audioop.alaw2lin(data, 2) if payload == 8 else audioop.ulaw2lin(data, 2)
+
+
+class PortPool:
+    """RTP ports handed out from the configured range (even ports, RTP convention)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self._free = collections.deque(p for p in range(low + low % 2, high + 1, 2))
+        random.shuffle(self._free)
+        self._size = len(self._free)
+
+    def take(self) -> int:
+        if not self._free:
+            raise MediaError(f"no free RTP port ({self._size} in the range are in use)")
+        return self._free.popleft()
+
+    def give(self, port: int) -> None:
+        self._free.append(port)
+
+    @property
+    def in_use(self) -> int:
+        return self._size - len(self._free)
+
+
+class RtpStream(asyncio.DatagramProtocol):
+    """One RTP stream (one call leg's audio), bound to a local port.
+
+    Received audio is kept in a short buffer (``take_frame`` pops one 20 ms frame);
+    telephone-events become digits in ``digits``. What to send is queued with ``play``;
+    the media clock sends one frame per tick, silence when nothing is queued.
+    """
+
+    def __init__(self, ip: str, port: int) -> None:
+        self.ip = ip
+        self.port = port
+        self.remote: tuple[str, int] | None = None
+        self.payload = 0
+        self.event_payload: int | None = 101
+        self.transport: asyncio.DatagramTransport | None = None
+        self.inbound: collections.deque[bytes] = collections.deque(maxlen=50)
+        self.digits: asyncio.Queue[str] = asyncio.Queue()
+        self._outbound: collections.deque[bytes] = collections.deque()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._seq = random.randint(0, 0xFFFF)
+        self._ts = random.randint(0, 0x7FFFFFFF)
+        self._ssrc = random.randint(1, 0xFFFFFFFF)
+        self._last_event_ts: int | None = None
+        self.packets_in = 0
+        self.packets_out = 0
+        self.bad_packets = 0
+        self.on_audio: Callable[[bytes], None] | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=(self.ip, self.port)
+        )
+
+    def set_remote(self, sdp: Sdp) -> None:
+        self.remote = (sdp.address, sdp.port)
+        self.payload = sdp.payload
+        self.event_payload = sdp.event_payload
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self._outbound.clear()
+        self._drained.set()
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) < 12 or data[0] >> 6 != 2:
+            self.bad_packets += 1
+            return
+        cc = data[0] & 0x0F
+        offset = 12 + 4 * cc
+        if data[0] & 0x10:  # header extension
+            if len(data) < offset + 4:
+                self.bad_packets += 1
+                return
+            offset += 4 + 4 * struct.unpack_from("!H", data, offset + 2)[0]
+        end = len(data)
+        if data[0] & 0x20 and end > offset:  # padding
+            end -= data[-1]
+        payload = data[offset:end]
+        pt = data[1] & 0x7F
+        self.packets_in += 1
+        if pt == self.event_payload or (self.event_payload is None and pt == 101):
+            self._event(payload, struct.unpack_from("!I", data, 4)[0])
+        elif pt in (0, 8) and payload:
+            frame = decode(payload, pt)
+            self.inbound.append(frame)
+            if self.on_audio is not None:
+                self.on_audio(frame)
+        else:
+            self.bad_packets += 1
+
+    def _event(self, payload: bytes, timestamp: int) -> None:
+        """RFC 2833: one digit per event (same RTP timestamp), counted once at its first
+        packet whatever the marker bit says (pyVoIP waits for the marker: #55)."""
+        if len(payload) < 4 or payload[0] >= len(DTMF_KEYS):
+            self.bad_packets += 1
+            return
+        if timestamp == self._last_event_ts:
+            return
+        self._last_event_ts = timestamp
+        self.digits.put_nowait(DTMF_KEYS[payload[0]])
+
+    def take_frame(self) -> bytes | None:
+        """The oldest received frame, dropping a backlog beyond 100 ms (keeps delay low)."""
+        while len(self.inbound) > 5:
+            self.inbound.popleft()
+        return self.inbound.popleft() if self.inbound else None
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable and such
+        log.debug("RTP %s:%s: %s", self.ip, self.port, exc)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def play(self, pcm: bytes) -> asyncio.Event:
+        """Queue 16-bit 8 kHz mono audio; the returned event is set once it is all sent."""
+        for i in range(0, len(pcm), FRAME_BYTES):
+            frame = pcm[i : i + FRAME_BYTES]
+            if len(frame) < FRAME_BYTES:
+                frame += b"\x00" * (FRAME_BYTES - len(frame))
+            self._outbound.append(frame)
+        if self._outbound:
+            self._drained.clear()
+        return self._drained
+
+    def feed(self, frame: bytes) -> None:
+        """Queue one frame of relayed audio (bridging), keeping at most 100 ms queued."""
+        while len(self._outbound) > 5:
+            self._outbound.popleft()
+        self._outbound.append(frame)
+        self._drained.clear()
+
+    def stop_playing(self) -> None:
+        self._outbound.clear()
+        self._drained.set()
+
+    def tick(self) -> bytes:
+        """Send the next frame (the media clock calls this every 20 ms); return it."""
+        frame = self._outbound.popleft() if self._outbound else SILENCE
+        if not self._outbound:
+            self._drained.set()
+        if self.transport is not None and self.remote is not None:
+            header = struct.pack(
+                "!BBHII", 0x80, self.payload, self._seq & 0xFFFF, self._ts & 0xFFFFFFFF, self._ssrc
+            )
+            self.transport.sendto(header + encode(frame, self.payload), self.remote)
+            self.packets_out += 1
+        self._seq += 1
+        self._ts += FRAME_SAMPLES
+        return frame
+
+
+class Recorder:
+    """A stereo WAV recording of a bridged call: left the customer, right the agent."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._wav = wave.open(str(path), "wb")  # noqa: SIM115 - closed in close()
+        self._wav.setnchannels(2)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(RATE)
+        self._buffer: list[bytes] = []
+
+    def write(self, left: bytes | None, right: bytes | None) -> None:
+        a = audioop.tostereo(left or SILENCE, 2, 1, 0)
+        b = audioop.tostereo(right or SILENCE, 2, 0, 1)
+        self._buffer.append(audioop.add(a, b, 2))
+        if len(self._buffer) >= 50:  # about once a second
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._wav.writeframesraw(b"".join(self._buffer))
+            self._buffer.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self._wav.close()
+
+
+class MonoRecorder(Recorder):
+    """A mono WAV of one side (voicemail)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._wav.setnchannels(1)
+
+    def write(self, left: bytes | None, right: bytes | None = None) -> None:
+        self._buffer.append(left or SILENCE)
+        if len(self._buffer) >= 50:
+            self.flush()
+
+
+class MediaClock:
+    """Every 20 ms, on an absolute schedule: each stream sends a frame, each tick callback
+    runs (bridges relaying audio and writing recordings). Send-interval lateness is kept
+    for the jitter figure (``lateness_ms``)."""
+
+    def __init__(self) -> None:
+        self.streams: set[RtpStream] = set()
+        self.tickers: set[Callable[[], None]] = set()
+        self.lateness_ms: collections.deque[float] = collections.deque(maxlen=100_000)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="sip-media-clock")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = FRAME_MS / 1000
+        due = loop.time() + period
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            now = loop.time()
+            if self.streams:
+                self.lateness_ms.append((now - due) * 1000)
+            if now - due > 0.2:  # the loop was stalled: skip ahead, do not burst
+                due = now
+            due += period
+            for ticker in list(self.tickers):
+                try:
+                    ticker()
+                except Exception:  # one broken bridge must not stop every call's audio
+                    log.exception("media ticker failed")
+            for stream in list(self.streams):
+                stream.tick()
+
+
+def load_prompt(path: str | os.PathLike[str]) -> bytes:
+    """A WAV file as 16-bit 8 kHz mono PCM (converted from any rate, width or channels)."""
+    p = Path(path)
+    try:
+        with wave.open(str(p), "rb") as w:
+            width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
+            data = w.readframes(w.getnframes())
+    except FileNotFoundError:
+        raise MediaError(f"prompt {p} does not exist") from None
+    except (wave.Error, EOFError) as exc:
+        raise MediaError(f"prompt {p} is not a readable WAV file: {exc}") from None
+    if width == 1:
+        data = audioop.bias(data, 1, -128)
+    if width != 2:
+        data = audioop.lin2lin(data, width, 2)
+    if channels == 2:
+        data = audioop.tomono(data, 2, 0.5, 0.5)
+    elif channels != 1:
+        raise MediaError(f"prompt {p} has {channels} channels; use mono or stereo")
+    if rate != RATE:
+        data, _ = audioop.ratecv(data, 2, 1, rate, RATE, None)
+    return data
+
+
+def tone(seconds: float, freq: float = 440.0, volume: int = 8000) -> bytes:
+    """A sine tone (tests, and the default beep before voicemail)."""
+    import math
+
+    n = int(seconds * RATE)
+    return b"".join(
+        struct.pack("<h", int(volume * math.sin(2 * math.pi * freq * i / RATE))) for i in range(n)
+    )
+
+
+def monotonic_ms() -> float:
+    return time.monotonic() * 1000

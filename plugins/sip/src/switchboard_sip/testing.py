@@ -1,0 +1,539 @@
+"""Real SIP peers for tests and benchmarks: Kamailio (registrar and proxy) and SIPp.
+
+``Kamailio`` runs the packaged config (``switchboard_sip/kamailio/kamailio.cfg``) on a
+loopback port in the foreground; ``Sipp`` writes a scenario and runs ``sipp`` against it.
+Both need the Debian packages: ``apt-get install kamailio sip-tester``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import attrs
+
+from switchboard.testing import free_port
+
+PCAP_DIR = Path("/usr/share/sip-tester")
+INSTALL = "apt-get install kamailio sip-tester"
+
+
+def missing_tools() -> list[str]:
+    """The programs the SIP tests need that this machine lacks."""
+    tools = [t for t in ("kamailio", "kamcmd", "sipp") if shutil.which(t) is None]
+    if not (PCAP_DIR / "g711a.pcap").exists():
+        tools.append(str(PCAP_DIR / "g711a.pcap"))
+    return tools
+
+
+def free_udp_port() -> int:
+    """A UDP port free now (and its TCP twin, which free_port checks)."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+class Kamailio:
+    """Kamailio on ``127.0.0.1:port`` with our config; ``user``/``password`` is the account
+    Switchboard registers with."""
+
+    def __init__(self, folder: Path, user: str = "switchboard", password: str = "s3cret") -> None:
+        self.folder = folder
+        self.user = user
+        self.password = password
+        self.port = free_udp_port()
+        self.ctl = folder / "kamailio.ctl"
+        self.log = folder / "kamailio.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def config_text(self) -> str:
+        template = (
+            resources.files("switchboard_sip").joinpath("kamailio/kamailio.cfg").read_text()
+        )
+        values = {
+            "{LISTEN}": "127.0.0.1",
+            "{PORT}": str(self.port),
+            "{CTL}": str(self.ctl),
+            "{USER}": self.user,
+            "{PASSWORD}": self.password,
+        }
+        for key, value in values.items():
+            template = template.replace(key, value)
+        return template
+
+    def start(self) -> Kamailio:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        cfg = self.folder / "kamailio.cfg"
+        cfg.write_text(self.config_text())
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                ["kamailio", "-f", str(cfg), "-DD", "-E", "-m", "64", "-M", "8", "-Y", str(self.folder)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                raise RuntimeError(f"kamailio exited: {self.log.read_text()[-2000:]}")
+            if self.ctl.exists() and self._answers():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"kamailio did not start: {self.log.read_text()[-2000:]}")
+
+    def _answers(self) -> bool:
+        probe = (
+            f"OPTIONS sip:127.0.0.1:{self.port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKprobe{time.monotonic_ns()};rport\r\n"
+            "From: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
+            f"Call-ID: probe{time.monotonic_ns()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.3)
+            s.bind(("127.0.0.1", 0))
+            s.sendto(probe, ("127.0.0.1", self.port))
+            try:
+                return s.recv(4096).startswith(b"SIP/2.0")
+            except OSError:
+                return False
+
+    def kamcmd(self, *args: str) -> str:
+        out = subprocess.run(
+            ["kamcmd", "-s", f"unix:{self.ctl}", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if out.returncode != 0 or out.stdout.startswith("error"):
+            raise RuntimeError(f"kamcmd {' '.join(args)}: {out.stdout}{out.stderr}")
+        return out.stdout
+
+    def route(self, user: str, port: int, host: str = "127.0.0.1") -> None:
+        """Send requests for ``user`` (an extension or a number) to ``host:port``."""
+        self.kamcmd("htable.sets", "static", f"s:{user}", f"s:sip:{host}:{port}")
+
+    def unroute(self, user: str) -> None:
+        self.kamcmd("htable.delete", "static", f"s:{user}")
+
+    def registered(self) -> str:
+        return self.kamcmd("ul.dump")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@contextmanager
+def kamailio(folder: Path, **kwargs: str) -> Iterator[Kamailio]:
+    k = Kamailio(folder, **kwargs).start()
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+# -- SIPp scenarios -------------------------------------------------------------------------
+
+_HEAD = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="{name}">\n'
+_SDP = """
+      v=0
+      o=sipp 1 1 IN IP4 [media_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+"""
+
+
+def _invite(caller: str) -> str:
+    return f"""  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller {caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:{caller}@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+{_SDP}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+"""
+
+
+def _in_dialog(method: str, cseq: int, caller: str) -> str:
+    return f"""  <send{' retrans="500"' if method != 'ACK' else ''}>
+    <![CDATA[
+      {method} [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: "Caller {caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} {method}
+      Contact: <sip:{caller}@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+
+
+def _play(pcap: str) -> str:
+    return f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
+
+
+def _pause(ms: int) -> str:
+    return f'  <pause milliseconds="{ms}"/>\n' if ms > 0 else ""
+
+
+def _digits(digits: str, gap_ms: int) -> str:
+    names = {"*": "star", "#": "pound"}
+    out = ""
+    for d in digits:
+        out += _play(str(PCAP_DIR / f"dtmf_2833_{names.get(d, d)}.pcap")) + _pause(gap_ms)
+    return out
+
+
+def caller_scenario(
+    caller: str = "15551230001",
+    *,
+    talk_ms: int = 3000,
+    digits: str = "",
+    digit_delay_ms: int = 500,
+    digit_gap_ms: int = 700,
+    audio: bool = True,
+    hangup: str = "caller",
+) -> str:
+    """A caller who gets answered: plays G.711 audio (and RFC 2833 ``digits`` after
+    ``digit_delay_ms``), then hangs up after ``talk_ms`` (``hangup="caller"``) or waits
+    for our BYE (``hangup="callee"``)."""
+    body = _HEAD.format(name="caller") + _invite(caller)
+    body += '  <recv response="200" rrs="true" rtd="true"/>\n' + _in_dialog("ACK", 1, caller)
+    if audio:
+        body += _play(str(PCAP_DIR / "g711a.pcap"))
+    if digits:
+        body += _pause(digit_delay_ms) + _digits(digits, digit_gap_ms)
+    if hangup == "caller":
+        body += _pause(talk_ms) + _in_dialog("BYE", 2, caller)
+        body += '  <recv response="200" crlf="true"/>\n'
+    else:
+        body += """  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+    return body + _rtd_end()
+
+
+def unanswered_caller_scenario(
+    caller: str = "15551230001", *, expect: int = 480, cancel_after_ms: int | None = None
+) -> str:
+    """A caller who is never answered: gets ``expect`` (480, 486...), or gives up and
+    CANCELs after ``cancel_after_ms`` (then expects 487)."""
+    body = _HEAD.format(name="unanswered") + _invite(caller)
+    if cancel_after_ms is not None:
+        body += _pause(cancel_after_ms)
+        body += f"""  <send>
+    <![CDATA[
+      CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-1]
+      From: "Caller {caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 CANCEL
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+"""
+        expect = 487
+    body += f'  <recv response="{expect}"/>\n'
+    body += f"""  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch{'-2' if cancel_after_ms is not None else '-1'}]
+      From: "Caller {caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+    return body + "</scenario>\n"
+
+
+def _rtd_end() -> str:
+    return "  <timewait milliseconds=\"500\"/>\n</scenario>\n"
+
+
+_REPLY = """  <send{retrans}>
+    <![CDATA[
+      SIP/2.0 {code} {reason}
+      [last_Via:]
+      [last_From:]
+      [last_To:]{tag}
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port]>
+{extra}    ]]>
+  </send>
+"""
+
+
+def _reply(code: int, reason: str, *, sdp: bool = False, tag: bool = True, retrans: bool = False) -> str:
+    extra = "      Content-Length: 0\n"
+    if sdp:
+        extra = "      Content-Type: application/sdp\n      Content-Length: [len]\n" + _SDP
+    return _REPLY.format(
+        code=code,
+        reason=reason,
+        tag=";tag=[pid]A[call_number]" if tag else "",
+        extra=extra,
+        retrans=' retrans="500"' if retrans else "",
+    )
+
+
+def agent_scenario(*, answer_after_ms: int = 500, audio: bool = True, hangup_after_ms: int | None = None) -> str:
+    """An agent's phone: rings, answers after ``answer_after_ms``, plays G.711 audio, and
+    either waits for our BYE or hangs up itself after ``hangup_after_ms``."""
+    body = _HEAD.format(name="agent") + '  <recv request="INVITE" crlf="true"/>\n'
+    body += _reply(180, "Ringing") + _pause(answer_after_ms)
+    body += _reply(200, "OK", sdp=True, retrans=True)
+    body += '  <recv request="ACK" rrs="true" optional="false"/>\n'
+    if audio:
+        body += _play(str(PCAP_DIR / "g711a.pcap"))
+    if hangup_after_ms is None:
+        body += '  <recv request="BYE"/>\n' + _reply(200, "OK", tag=False)
+    else:
+        body += _pause(hangup_after_ms) + """  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to_hdr]
+      To: [$from_hdr]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+"""
+        # keep the headers of the INVITE for the BYE
+        body = body.replace(
+            '<recv request="INVITE" crlf="true"/>',
+            '<recv request="INVITE" crlf="true">\n    <action>\n'
+            '      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="from_hdr"/>\n'
+            '      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="to_hdr"/>\n'
+            "    </action>\n  </recv>",
+        ).replace("From: [$to_hdr]", "From: [$to_hdr];tag=[pid]A[call_number]")
+    return body + _rtd_end()
+
+
+def busy_agent_scenario(code: int = 486, reason: str = "Busy Here") -> str:
+    return (
+        _HEAD.format(name="busy")
+        + '  <recv request="INVITE"/>\n'
+        + _reply(code, reason)
+        + '  <recv request="ACK"/>\n</scenario>\n'
+    )
+
+
+def ringing_agent_scenario() -> str:
+    """A phone that rings and is never answered (we CANCEL it)."""
+    return (
+        _HEAD.format(name="ringing")
+        + '  <recv request="INVITE"/>\n'
+        + _reply(180, "Ringing")
+        + '  <recv request="CANCEL"/>\n'
+        + _reply(200, "OK", tag=False)
+        + _reply(487, "Request Terminated").replace("[last_CSeq:]", "CSeq: 1 INVITE")
+        + '  <recv request="ACK"/>\n</scenario>\n'
+    )
+
+
+def message_phone_scenario(code: int = 200, reason: str = "OK") -> str:
+    """A phone that answers every SIP MESSAGE it gets (loops)."""
+    return (
+        _HEAD.format(name="message-phone")
+        + '  <recv request="MESSAGE"/>\n'
+        + _reply(code, reason, tag=True)
+        + "</scenario>\n"
+    )
+
+
+def message_sender_scenario(sender: str, text: str) -> str:
+    return (
+        _HEAD.format(name="message-sender")
+        + f"""  <send retrans="500">
+    <![CDATA[
+      MESSAGE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:{sender}@[local_ip]:[local_port]>;tag=[pid]M[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 MESSAGE
+      Max-Forwards: 70
+      Content-Type: text/plain
+      Content-Length: [len]
+
+{text}
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+    )
+
+
+@attrs.define
+class SippResult:
+    returncode: int
+    output: str
+    errors: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Sipp:
+    """One SIPp process with a scenario written into ``folder``."""
+
+    def __init__(self, folder: Path, name: str, scenario: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.name = name
+        self.path = folder / f"{name}.xml"
+        self.path.write_text(scenario)
+        self.port = free_udp_port()
+        self.media_port = free_udp_port()
+        self.process: asyncio.subprocess.Process | None = None
+
+    def _args(self, target: str | None, *extra: str) -> list[str]:
+        args = [
+            "sipp",
+            "-sf",
+            str(self.path),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(self.media_port),
+            "-trace_err",
+            "-error_file",
+            str(self.folder / f"{self.name}_errors.log"),
+            "-nostdin",
+            *extra,
+        ]
+        if target:
+            args.append(target)
+        return args
+
+    async def start(self, target: str | None = None, *extra: str) -> Sipp:
+        """Start in the background (a phone that waits for calls)."""
+        await self._spawn(target, *extra)
+        await asyncio.sleep(0.2)
+        assert self.process is not None
+        if self.process.returncode is not None:
+            raise RuntimeError(f"sipp {self.name} exited at once: {await self._errors()}")
+        return self
+
+    async def _spawn(self, target: str | None, *extra: str) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            *self._args(target, *extra),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=self.folder,
+        )
+
+    async def wait(self, timeout: float = 60) -> SippResult:
+        assert self.process is not None
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        out = b""
+        if self.process.stderr is not None:
+            out = await self.process.stderr.read()
+        return SippResult(self.process.returncode or 0, out.decode("utf-8", "replace"), await self._errors())
+
+    async def run(self, target: str, *extra: str, timeout: float = 60) -> SippResult:
+        """Run to the end (a caller); ``extra`` are SIPp options (``-s USER -m 1``...)."""
+        await self._spawn(target, *extra)
+        return await self.wait(timeout)
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    async def _errors(self) -> str:
+        path = self.folder / f"{self.name}_errors.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def pcm_rms(path: str | os.PathLike[str], channel: int) -> int:
+    """Loudness (RMS) of one channel of a 16-bit WAV: silent is 0."""
+    from switchboard_sip._compat import audioop
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        data = w.readframes(w.getnframes())
+        channels = w.getnchannels()
+    if channels == 2:
+        data = audioop.tomono(data, 2, 1.0 if channel == 0 else 0.0, 0.0 if channel == 0 else 1.0)
+    return audioop.rms(data, 2)

@@ -1,0 +1,100 @@
+"""Shared fixtures for the SIP tests: Kamailio, SIPp phones, a Switchboard with the channel."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchboard import Switchboard
+from switchboard.testing import LoopbackPlugin, open_switchboard
+from switchboard_sip import SipChannel, SipSettings
+from switchboard_sip.testing import INSTALL, Kamailio, Sipp, free_udp_port, missing_tools
+
+AGENTS = [
+    {"name": "alice", "extension": "101", "email": "alice@example.com"},
+    {"name": "bob", "extension": "102", "email": "bob@example.com"},
+]
+CALLER = "12025550143"
+
+
+def need_sip_tools() -> None:
+    missing = missing_tools()
+    if missing:
+        reason = f"needs {', '.join(missing)}: {INSTALL}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def sip_plugin() -> LoopbackPlugin:
+    return LoopbackPlugin(SipChannel(), plugin_name="sip", settings=SipSettings)
+
+
+def sip_settings(kam: Kamailio, **overrides: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "server": "127.0.0.1",
+        "port": kam.port,
+        "username": kam.user,
+        "password": kam.password,
+        "local_port": free_udp_port(),
+        "rtp_port_low": 30000 + (os.getpid() % 500) * 40,
+        "rtp_port_high": 30000 + (os.getpid() % 500) * 40 + 38,
+        "ring_timeout": 5.0,
+        "dial_timeout": 5.0,
+        "expires": 60,
+    }
+    settings.update(overrides)
+    assert SipSettings(**settings)
+    return settings
+
+
+@pytest.fixture
+def kam(tmp_path: Path) -> Iterator[Kamailio]:
+    need_sip_tools()
+    k = Kamailio(tmp_path / "kamailio").start()
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+async def open_sip(folder: Path, kam: Kamailio, **overrides: Any) -> Switchboard:
+    return await open_switchboard(
+        folder,
+        sip_plugin(),
+        config={
+            "switchboard": {"agents": AGENTS},
+            "plugins": {"sip": sip_settings(kam, **overrides)},
+        },
+    )
+
+
+@pytest.fixture
+async def phones(tmp_path: Path) -> AsyncIterator[list[Sipp]]:
+    """SIPp processes started by a test; stopped at its end."""
+    started: list[Sipp] = []
+    yield started
+    await asyncio.gather(*(p.stop() for p in started))
+
+
+async def phone(phones: list[Sipp], folder: Path, name: str, scenario: str, *extra: str) -> Sipp:
+    p = await Sipp(folder / "sipp", name, scenario).start(None, *extra)
+    phones.append(p)
+    return p
+
+
+async def until(check: Any, within: float = 10.0, step: float = 0.05) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"not true within {within} s: {check}")
+        await asyncio.sleep(step)
