@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
 from sip_peers import CALLER, kam, open_sip, phone, phones, until  # noqa: F401
 
-from switchboard import Disposition, InteractionStatus
-from switchboard_sip.testing import Kamailio, Sipp, agent_scenario, caller_scenario, pcm_rms
+from switchboard import Direction, Disposition, InteractionStatus, hookimpl
+from switchboard_sip.testing import (
+    Kamailio,
+    Sipp,
+    agent_scenario,
+    busy_agent_scenario,
+    caller_scenario,
+    pcm_rms,
+    ringing_agent_scenario,
+    unanswered_caller_scenario,
+)
 
 
 async def test_inbound_call_is_answered_by_an_agent_and_recorded(
@@ -39,3 +50,123 @@ def _ended(sb):  # type: ignore[no-untyped-def]
     if calls and calls[0].status is InteractionStatus.ENDED:
         return calls[0]
     return None
+
+
+async def test_inbound_call_nobody_answers_is_missed_and_the_screen_pop_came_first(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    sb = await open_sip(tmp_path, kam, ring_timeout=2.0)
+    pops: list[float] = []
+    sb.plugins.register(_PopWatcher(pops), "pop-watcher")
+    try:
+        ringing = await phone(phones, tmp_path, "alice", ringing_agent_scenario(), "-m", "1")
+        kam.route("101", ringing.port)
+        kam.route("102", 9)
+        caller = Sipp(tmp_path / "sipp", "caller", unanswered_caller_scenario("12025550177", expect=480))
+        result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=30)
+        assert result.ok, result.errors
+        record = await until(lambda: _ended(sb))
+        assert record.disposition is Disposition.MISSED
+        assert record.answered_at is None
+        assert len(pops) == 1
+        contact = sb.store.get_contact(record.contact_id)
+        assert contact is not None and "+12025550177" in [a.value for a in contact.addresses]
+        assert (await ringing.wait(10)).ok  # alice's phone was cancelled properly
+    finally:
+        await sb.close()
+
+
+async def test_caller_who_hangs_up_while_ringing_is_missed(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    sb = await open_sip(tmp_path, kam, ring_timeout=10.0)
+    try:
+        ringing = await phone(phones, tmp_path, "alice", ringing_agent_scenario(), "-m", "1")
+        kam.route("101", ringing.port)
+        kam.route("102", 9)
+        caller = Sipp(tmp_path / "sipp", "caller", unanswered_caller_scenario(cancel_after_ms=1000))
+        result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=30)
+        assert result.ok, result.errors
+        record = await until(lambda: _ended(sb))
+        assert record.disposition is Disposition.MISSED
+        assert record.hangup_cause == "caller hung up"
+        assert (await ringing.wait(10)).ok
+    finally:
+        await sb.close()
+
+
+async def test_click_to_call_rings_the_agent_then_the_customer_and_records(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    sb = await open_sip(tmp_path, kam)
+    try:
+        alice = await phone(phones, tmp_path, "alice", agent_scenario(answer_after_ms=200), "-m", "1")
+        customer = await phone(
+            phones, tmp_path, "customer", agent_scenario(answer_after_ms=500, hangup_after_ms=2500), "-m", "1"
+        )
+        kam.route("101", alice.port)
+        kam.route("+12025550143", customer.port)
+        channel = sb.channels["sip"].channel
+        agent = sb.store.get_agent("alice")
+        call_id = await channel.dial(agent, sb.addresses.parse("+1 (202) 555-0143"))
+        record = await until(lambda: _ended(sb), within=20)
+        assert record.call_id == call_id
+        assert record.direction is Direction.OUTBOUND
+        assert record.disposition is Disposition.ANSWERED
+        assert record.hangup_cause == "customer hung up"
+        assert record.recording is not None and record.recording.duration > 1.5
+        assert pcm_rms(record.recording.path, 0) > 100
+        assert pcm_rms(record.recording.path, 1) > 100
+        assert (await alice.wait(10)).ok and (await customer.wait(10)).ok
+    finally:
+        await sb.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "disposition"),
+    [(486, "Busy Here", Disposition.BUSY), (603, "Decline", Disposition.BUSY), (480, "Temporarily Unavailable", Disposition.MISSED)],
+)
+async def test_click_to_call_customer_busy_or_rejecting(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp], code: int, reason: str, disposition: Disposition
+) -> None:
+    sb = await open_sip(tmp_path, kam)
+    try:
+        alice = await phone(phones, tmp_path, "alice", agent_scenario(answer_after_ms=100), "-m", "1")
+        customer = await phone(phones, tmp_path, "customer", busy_agent_scenario(code, reason), "-m", "1")
+        kam.route("101", alice.port)
+        kam.route("+12025550143", customer.port)
+        channel = sb.channels["sip"].channel
+        await channel.dial(sb.store.get_agent("alice"), sb.addresses.parse("+12025550143"))
+        record = await until(lambda: _ended(sb), within=20)
+        assert record.disposition is disposition
+        assert str(code) in (record.hangup_cause or "")
+        assert record.answered_at is None
+        assert (await alice.wait(10)).ok  # the agent's leg was hung up
+    finally:
+        await sb.close()
+
+
+async def test_click_to_call_agent_does_not_answer(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    sb = await open_sip(tmp_path, kam, ring_timeout=1.5)
+    try:
+        alice = await phone(phones, tmp_path, "alice", ringing_agent_scenario(), "-m", "1")
+        kam.route("101", alice.port)
+        channel = sb.channels["sip"].channel
+        await channel.dial(sb.store.get_agent("alice"), sb.addresses.parse("+12025550143"))
+        record = await until(lambda: _ended(sb), within=20)
+        assert record.disposition is Disposition.FAILED
+        assert "alice did not answer" in (record.hangup_cause or "")
+        assert (await alice.wait(10)).ok
+    finally:
+        await sb.close()
+
+
+class _PopWatcher:
+    def __init__(self, pops: list[float]) -> None:
+        self.pops = pops
+
+    @hookimpl
+    def call_ringing(self, call: object, contact: object) -> None:
+        self.pops.append(time.monotonic())

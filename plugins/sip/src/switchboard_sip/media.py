@@ -177,6 +177,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self._ts = random.randint(0, 0x7FFFFFFF)
         self._ssrc = random.randint(1, 0xFFFFFFFF)
         self._last_event_ts: int | None = None
+        self._rx_rest = b""
         self.packets_in = 0
         self.packets_out = 0
         self.bad_packets = 0
@@ -222,10 +223,14 @@ class RtpStream(asyncio.DatagramProtocol):
         if pt == self.event_payload or (self.event_payload is None and pt == 101):
             self._event(payload, struct.unpack_from("!I", data, 4)[0])
         elif pt in (0, 8) and payload:
-            frame = decode(payload, pt)
-            self.inbound.append(frame)
-            if self.on_audio is not None:
-                self.on_audio(frame)
+            # cut into 20 ms frames whatever the far side's packet time
+            pcm = self._rx_rest + decode(payload, pt)
+            while len(pcm) >= FRAME_BYTES:
+                frame, pcm = pcm[:FRAME_BYTES], pcm[FRAME_BYTES:]
+                self.inbound.append(frame)
+                if self.on_audio is not None:
+                    self.on_audio(frame)
+            self._rx_rest = pcm
         else:
             self.bad_packets += 1
 

@@ -187,8 +187,7 @@ def _invite(caller: str) -> str:
     ]]>
   </send>
   <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
+  <recv response="180"/>
 """
 
 
@@ -270,13 +269,15 @@ def unanswered_caller_scenario(
 ) -> str:
     """A caller who is never answered: gets ``expect`` (480, 486...), or gives up and
     CANCELs after ``cancel_after_ms`` (then expects 487)."""
+    # SIPp's [branch-N] is the branch of the message N scenario steps back: the CANCEL and
+    # the ACK of a non-2xx reply must carry the INVITE's branch (step 0)
     body = _HEAD.format(name="unanswered") + _invite(caller)
     if cancel_after_ms is not None:
         body += _pause(cancel_after_ms)
         body += f"""  <send>
     <![CDATA[
       CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-1]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-4]
       From: "Caller {caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
@@ -292,7 +293,7 @@ def unanswered_caller_scenario(
     body += f"""  <send>
     <![CDATA[
       ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch{'-2' if cancel_after_ms is not None else '-1'}]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch{'-7' if cancel_after_ms is not None else '-4'}]
       From: "Caller {caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
@@ -340,10 +341,10 @@ def _reply(code: int, reason: str, *, sdp: bool = False, tag: bool = True, retra
 def agent_scenario(*, answer_after_ms: int = 500, audio: bool = True, hangup_after_ms: int | None = None) -> str:
     """An agent's phone: rings, answers after ``answer_after_ms``, plays G.711 audio, and
     either waits for our BYE or hangs up itself after ``hangup_after_ms``."""
-    body = _HEAD.format(name="agent") + '  <recv request="INVITE" crlf="true"/>\n'
+    body = _HEAD.format(name="agent") + '  <recv request="INVITE" crlf="true" rrs="true"/>\n'
     body += _reply(180, "Ringing") + _pause(answer_after_ms)
     body += _reply(200, "OK", sdp=True, retrans=True)
-    body += '  <recv request="ACK" rrs="true" optional="false"/>\n'
+    body += '  <recv request="ACK"/>\n'
     if audio:
         body += _play(str(PCAP_DIR / "g711a.pcap"))
     if hangup_after_ms is None:
@@ -366,8 +367,8 @@ def agent_scenario(*, answer_after_ms: int = 500, audio: bool = True, hangup_aft
 """
         # keep the headers of the INVITE for the BYE
         body = body.replace(
-            '<recv request="INVITE" crlf="true"/>',
-            '<recv request="INVITE" crlf="true">\n    <action>\n'
+            '<recv request="INVITE" crlf="true" rrs="true"/>',
+            '<recv request="INVITE" crlf="true" rrs="true">\n    <action>\n'
             '      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="from_hdr"/>\n'
             '      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="to_hdr"/>\n'
             "    </action>\n  </recv>",
@@ -389,10 +390,14 @@ def ringing_agent_scenario() -> str:
     return (
         _HEAD.format(name="ringing")
         + '  <recv request="INVITE"/>\n'
+        # the 487 must carry the INVITE's Via set (the CANCEL that arrives is the proxy's)
+        + '  <nop><action><assignstr assign_to="vias" value="[last_Via:]"/></action></nop>\n'
         + _reply(180, "Ringing")
         + '  <recv request="CANCEL"/>\n'
         + _reply(200, "OK", tag=False)
-        + _reply(487, "Request Terminated").replace("[last_CSeq:]", "CSeq: 1 INVITE")
+        + _reply(487, "Request Terminated")
+        .replace("[last_CSeq:]", "CSeq: 1 INVITE")
+        .replace("[last_Via:]", "[$vias]")
         + '  <recv request="ACK"/>\n</scenario>\n'
     )
 

@@ -325,7 +325,9 @@ class UserAgent(asyncio.DatagramProtocol):
         except SipParseError as exc:
             self.malformed += 1
             status = 513 if "exceeds" in str(exc) else 400
-            log.warning("dropped a malformed SIP datagram from %s:%s: %s", *addr, exc)
+            log.warning(
+                "dropped a malformed SIP datagram from %s:%s: %s (starts %r)", *addr, exc, data[:300]
+            )
             answer = sipmsg.safe_response(data, status, f"Bad Request ({exc})"[:100])
             if answer is not None:
                 self.send(answer, addr)
