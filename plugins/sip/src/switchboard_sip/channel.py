@@ -368,7 +368,7 @@ class SipChannel:
             raise
         ua.expires = granted or ua.expires
         ctx.logger.info("registered as %s at %s:%s", ua.aor, settings.server, settings.port)
-        ctx.spawn(ua.keep_registered(ctx.fail), name="sip-registration")
+        ua.spawn(ua.keep_registered(ctx.fail))  # ended by ua.stop(), whoever stops us
 
     async def stop(self) -> None:
         for task in list(self._tasks):
