@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +52,6 @@ def sip_settings(kam: Kamailio, **overrides: Any) -> dict[str, Any]:
     return settings
 
 
-@pytest.fixture
-def kam(tmp_path: Path) -> Iterator[Kamailio]:
-    need_sip_tools()
-    k = Kamailio(tmp_path / "kamailio").start()
-    try:
-        yield k
-    finally:
-        k.stop()
-
-
 async def open_sip(folder: Path, kam: Kamailio, **overrides: Any) -> Switchboard:
     return await open_switchboard(
         folder,
@@ -72,14 +61,6 @@ async def open_sip(folder: Path, kam: Kamailio, **overrides: Any) -> Switchboard
             "plugins": {"sip": sip_settings(kam, **overrides)},
         },
     )
-
-
-@pytest.fixture
-async def phones(tmp_path: Path) -> AsyncIterator[list[Sipp]]:
-    """SIPp processes started by a test; stopped at its end."""
-    started: list[Sipp] = []
-    yield started
-    await asyncio.gather(*(p.stop() for p in started))
 
 
 async def phone(phones: list[Sipp], folder: Path, name: str, scenario: str, *extra: str) -> Sipp:

@@ -8,14 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sip_peers import CALLER, kam, open_sip, phone, phones, sip_settings, until  # noqa: F401
+from sip_peers import AGENTS, CALLER, open_sip, phone, sip_plugin, sip_settings, until
 
 from switchboard import Disposition, InteractionStatus
 from switchboard.core import ChannelState
 from switchboard.testing import open_switchboard
 from switchboard_sip import message as sipmsg
-from switchboard_sip.testing import Kamailio, Sipp, agent_scenario, caller_scenario, free_udp_port
-from sip_peers import AGENTS, sip_plugin
+from switchboard_sip.testing import Kamailio, Sipp, agent_scenario, caller_scenario
 
 
 def _raw(port: int, data: bytes, timeout: float = 2.0) -> bytes | None:
@@ -50,7 +49,9 @@ async def test_options_notify_info_get_answers_and_unknown_methods_501(
             assert answer is not None, method
             reply = sipmsg.parse(answer)
             assert reply.status == status, (method, answer)
-        options = sipmsg.parse(await asyncio.to_thread(_raw, port, _request("OPTIONS", port)) or b"")
+        options = sipmsg.parse(
+            await asyncio.to_thread(_raw, port, _request("OPTIONS", port)) or b""
+        )
         assert "INVITE" in (options.get("Allow") or "")
     finally:
         await sb.close()
@@ -60,7 +61,7 @@ MALFORMED = [
     b"\x00\x01garbage that is not SIP at all\r\n\r\n",
     b"INVITE\r\n\r\n",  # pyVoIP: IndexError on the request line (#175)
     b"INVITE sip:x@y SIP/2.0\r\nVia SIP/2.0/UDP 1.2.3.4\r\n\r\n",  # header without colon
-    b'OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKm;rport\r\n'
+    b"OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKm;rport\r\n"
     b'From: "sipvicious"<sip:100@1.1.1.1>;tag=1\r\nTo: "sipvicious"<sip:100@1.1.1.1>\r\n'
     b"Call-ID: 1\r\nCSeq: one OPTIONS\r\n\r\n",  # bad CSeq (#154, #301-like)
     b"MESSAGE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKm;rport\r\n"
@@ -80,12 +81,16 @@ async def test_malformed_datagrams_mid_call_are_refused_and_the_call_goes_on(
     sb = await open_sip(tmp_path, kam, max_message_size=16_384)
     try:
         ua = sb.channels["sip"].channel.ua
-        alice = await phone(phones, tmp_path, "alice", agent_scenario(answer_after_ms=100), "-m", "1")
+        alice = await phone(
+            phones, tmp_path, "alice", agent_scenario(answer_after_ms=100), "-m", "1"
+        )
         kam.route("101", alice.port)
         kam.route("102", 9)
         caller = Sipp(tmp_path / "sipp", "caller", caller_scenario(CALLER, talk_ms=4000))
         run = asyncio.ensure_future(caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1"))
-        await until(lambda: any(c.status is InteractionStatus.ANSWERED for c in sb.store.list_calls()))
+        await until(
+            lambda: any(c.status is InteractionStatus.ANSWERED for c in sb.store.list_calls())
+        )
         answers = []
         for datagram in MALFORMED:
             answers.append(await asyncio.to_thread(_raw, ua.local_port, datagram, 0.5))
@@ -112,7 +117,9 @@ async def test_a_90_second_call_does_not_drop(
     """pyVoIP 1.6.8 drops calls after 30 s (#272)."""
     sb = await open_sip(tmp_path, kam)
     try:
-        alice = await phone(phones, tmp_path, "alice", agent_scenario(answer_after_ms=100), "-m", "1")
+        alice = await phone(
+            phones, tmp_path, "alice", agent_scenario(answer_after_ms=100), "-m", "1"
+        )
         kam.route("101", alice.port)
         kam.route("102", 9)
         caller = Sipp(tmp_path / "sipp", "caller", caller_scenario(CALLER, talk_ms=90_000))

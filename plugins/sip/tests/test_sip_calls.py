@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sip_peers import CALLER, kam, open_sip, phone, phones, until  # noqa: F401
+from sip_peers import CALLER, open_sip, phone, until
 
 from switchboard import Direction, Disposition, InteractionStatus, hookimpl
 from switchboard_sip.testing import (
@@ -26,7 +26,9 @@ async def test_inbound_call_is_answered_by_an_agent_and_recorded(
 ) -> None:
     sb = await open_sip(tmp_path, kam)
     try:
-        alice = await phone(phones, tmp_path, "alice", agent_scenario(answer_after_ms=300), "-m", "1")
+        alice = await phone(
+            phones, tmp_path, "alice", agent_scenario(answer_after_ms=300), "-m", "1"
+        )
         kam.route("101", alice.port)
         kam.route("102", 9)  # bob's phone is off: the INVITE to him goes nowhere
         caller = Sipp(tmp_path / "sipp", "caller", caller_scenario(CALLER, talk_ms=3000))
@@ -62,7 +64,9 @@ async def test_inbound_call_nobody_answers_is_missed_and_the_screen_pop_came_fir
         ringing = await phone(phones, tmp_path, "alice", ringing_agent_scenario(), "-m", "1")
         kam.route("101", ringing.port)
         kam.route("102", 9)
-        caller = Sipp(tmp_path / "sipp", "caller", unanswered_caller_scenario("12025550177", expect=480))
+        caller = Sipp(
+            tmp_path / "sipp", "caller", unanswered_caller_scenario("12025550177", expect=480)
+        )
         result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=30)
         assert result.ok, result.errors
         record = await until(lambda: _ended(sb))
@@ -100,9 +104,16 @@ async def test_click_to_call_rings_the_agent_then_the_customer_and_records(
 ) -> None:
     sb = await open_sip(tmp_path, kam)
     try:
-        alice = await phone(phones, tmp_path, "alice", agent_scenario(answer_after_ms=200), "-m", "1")
+        alice = await phone(
+            phones, tmp_path, "alice", agent_scenario(answer_after_ms=200), "-m", "1"
+        )
         customer = await phone(
-            phones, tmp_path, "customer", agent_scenario(answer_after_ms=500, hangup_after_ms=2500), "-m", "1"
+            phones,
+            tmp_path,
+            "customer",
+            agent_scenario(answer_after_ms=500, hangup_after_ms=2500),
+            "-m",
+            "1",
         )
         kam.route("101", alice.port)
         kam.route("+12025550143", customer.port)
@@ -124,15 +135,28 @@ async def test_click_to_call_rings_the_agent_then_the_customer_and_records(
 
 @pytest.mark.parametrize(
     ("code", "reason", "disposition"),
-    [(486, "Busy Here", Disposition.BUSY), (603, "Decline", Disposition.BUSY), (480, "Temporarily Unavailable", Disposition.MISSED)],
+    [
+        (486, "Busy Here", Disposition.BUSY),
+        (603, "Decline", Disposition.BUSY),
+        (480, "Temporarily Unavailable", Disposition.MISSED),
+    ],
 )
 async def test_click_to_call_customer_busy_or_rejecting(
-    tmp_path: Path, kam: Kamailio, phones: list[Sipp], code: int, reason: str, disposition: Disposition
+    tmp_path: Path,
+    kam: Kamailio,
+    phones: list[Sipp],
+    code: int,
+    reason: str,
+    disposition: Disposition,
 ) -> None:
     sb = await open_sip(tmp_path, kam)
     try:
-        alice = await phone(phones, tmp_path, "alice", agent_scenario(answer_after_ms=100), "-m", "1")
-        customer = await phone(phones, tmp_path, "customer", busy_agent_scenario(code, reason), "-m", "1")
+        alice = await phone(
+            phones, tmp_path, "alice", agent_scenario(answer_after_ms=100), "-m", "1"
+        )
+        customer = await phone(
+            phones, tmp_path, "customer", busy_agent_scenario(code, reason), "-m", "1"
+        )
         kam.route("101", alice.port)
         kam.route("+12025550143", customer.port)
         channel = sb.channels["sip"].channel

@@ -9,6 +9,7 @@ import warnings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
+
     from pyVoIP.RTP import PayloadType
 
 __all__ = ["PayloadType", "audioop"]

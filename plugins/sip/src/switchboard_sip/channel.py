@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,9 @@ class SipCallSession:
         if self.leg.state is LegState.RINGING:
             await self.leg.answer()
 
-    async def play(self, prompt: str | os.PathLike[str] | bytes, *, interruptible: bool = False) -> str:
+    async def play(
+        self, prompt: str | os.PathLike[str] | bytes, *, interruptible: bool = False
+    ) -> str:
         if self.hung_up:
             return ""
         await self.answer()
@@ -294,7 +296,9 @@ class SipCallSession:
             ended = asyncio.ensure_future(self.leg.ended.wait())
             pound = asyncio.ensure_future(self._until_pound())
             try:
-                await asyncio.wait({ended, pound}, timeout=max_seconds, return_when="FIRST_COMPLETED")
+                await asyncio.wait(
+                    {ended, pound}, timeout=max_seconds, return_when="FIRST_COMPLETED"
+                )
             finally:
                 ended.cancel()
                 pound.cancel()
@@ -381,8 +385,8 @@ class SipChannel:
             await ua.stop()
         self.sessions.clear()
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
@@ -411,7 +415,8 @@ class SipChannel:
 
     async def _incoming(self, leg: Leg) -> None:
         ctx = self.ctx
-        assert ctx is not None and leg.invite is not None
+        assert ctx is not None
+        assert leg.invite is not None
         leg.send_ringing()
         caller = leg.user or "anonymous"
         called = sipmsg.user_of(leg.local_uri) or self.settings.username
@@ -477,12 +482,15 @@ class SipChannel:
             agents = [a for a in agents if a.name in wanted or a.extension in wanted]
         return agents
 
-    async def talk(self, session: SipCallSession, customer: Leg, agent_leg: Leg, agent: Agent) -> None:
+    async def talk(
+        self, session: SipCallSession, customer: Leg, agent_leg: Leg, agent: Agent
+    ) -> None:
         """The conversation: the call record is answered by ``agent``, audio relayed and
         recorded until either side hangs up."""
         ctx = self.ctx
         ua = self.ua
-        assert ctx is not None and ua is not None
+        assert ctx is not None
+        assert ua is not None
         await ctx.calls.answered(ctx.channel, session.call.call_id, agent)
         recorder = None
         if self.settings.record:
@@ -493,7 +501,10 @@ class SipChannel:
         bridge = Bridge(customer, agent_leg, recorder)
         ua.clock.tickers.add(bridge.tick)
         try:
-            ends = {asyncio.ensure_future(customer.ended.wait()), asyncio.ensure_future(agent_leg.ended.wait())}
+            ends = {
+                asyncio.ensure_future(customer.ended.wait()),
+                asyncio.ensure_future(agent_leg.ended.wait()),
+            }
             try:
                 await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -522,9 +533,13 @@ class SipChannel:
         if self.settings.dial_format == "e164_digits":
             return value.lstrip("+")
         number = phonenumbers.parse(value)
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL).replace(
-            " ", ""
-        ).replace("-", "").replace("(", "").replace(")", "")
+        return (
+            phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+            .replace(" ", "")
+            .replace("-", "")
+            .replace("(", "")
+            .replace(")", "")
+        )
 
     async def dial(self, agent: Agent, address: Address) -> str:
         """Click-to-call: ring the agent's extension; once answered, call the customer and
@@ -547,9 +562,13 @@ class SipChannel:
         self.spawn(self._click_to_call(record, contact, agent, target))
         return call_id
 
-    async def _click_to_call(self, record: CallRecord, contact: Contact, agent: Agent, target: str) -> None:
+    async def _click_to_call(
+        self, record: CallRecord, contact: Contact, agent: Agent, target: str
+    ) -> None:
         ctx, ua = self.ctx, self.ua
-        assert ctx is not None and ua is not None and agent.extension is not None
+        assert ctx is not None
+        assert ua is not None
+        assert agent.extension is not None
         disposition = Disposition.FAILED
         cause = "failed"
         try:
@@ -561,13 +580,17 @@ class SipChannel:
                 cause = f"agent {agent.name} did not answer: {exc}"
                 return
             try:
-                customer = await ua.call(target, display=agent.name, timeout=self.settings.dial_timeout)
+                customer = await ua.call(
+                    target, display=agent.name, timeout=self.settings.dial_timeout
+                )
             except SipError as exc:
                 await agent_leg.hangup()
                 disposition = (
                     Disposition.BUSY
                     if exc.status in BUSY
-                    else Disposition.MISSED if exc.status in NO_ANSWER else Disposition.FAILED
+                    else Disposition.MISSED
+                    if exc.status in NO_ANSWER
+                    else Disposition.FAILED
                 )
                 cause = str(exc)
                 return
@@ -626,4 +649,3 @@ class SipChannel:
             log.warning("MESSAGE from %s refused: %s", sender, exc)
             return 400
         return 200
-

@@ -15,7 +15,6 @@ replaced here.
 from __future__ import annotations
 
 import asyncio
-
 import collections
 import logging
 import os
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+
 from switchboard_sip._compat import PayloadType, audioop
 
 log = logging.getLogger("switchboard.sip.media")
@@ -94,16 +94,16 @@ def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
         raise MediaError(
             f"no common codec: offered {sorted(k for k in offered if k)}, we accept {codecs}"
         )
-    event = next(
-        (pt for pt in formats if names.get(pt, "").lower() == "telephone-event"), None
-    )
+    event = next((pt for pt in formats if names.get(pt, "").lower() == "telephone-event"), None)
     return Sdp(address=address, port=port, payload=chosen, event_payload=event)
 
 
 CODECS_BY_PT = {int(PayloadType.PCMU.value): "PCMU", int(PayloadType.PCMA.value): "PCMA"}
 
 
-def make_sdp(ip: str, port: int, codecs: list[str], session: int, event_payload: int = 101) -> bytes:
+def make_sdp(
+    ip: str, port: int, codecs: list[str], session: int, event_payload: int = 101
+) -> bytes:
     pts = [int(CODECS[c.upper()].value) for c in codecs]
     lines = [
         "v=0",

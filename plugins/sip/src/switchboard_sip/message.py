@@ -172,7 +172,7 @@ def split_commas(value: str) -> list[str]:
     parts: list[str] = []
     depth = 0
     quoted = False
-    current = []
+    current: list[str] = []
     for ch in value:
         if ch == '"':
             quoted = not quoted

@@ -46,6 +46,24 @@ def free_udp_port() -> int:
         return port
 
 
+def free_media_ports() -> int:
+    """An even port P with P..P+3 free (SIPp binds audio and video RTP/RTCP there)."""
+    while True:
+        base = free_udp_port() & ~1
+        socks = []
+        try:
+            for p in range(base, base + 4):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+
+
 class Kamailio:
     """Kamailio on ``127.0.0.1:port`` with our config; ``user``/``password`` is the account
     Switchboard registers with."""
@@ -60,9 +78,7 @@ class Kamailio:
         self.process: subprocess.Popen[bytes] | None = None
 
     def config_text(self) -> str:
-        template = (
-            resources.files("switchboard_sip").joinpath("kamailio/kamailio.cfg").read_text()
-        )
+        template = resources.files("switchboard_sip").joinpath("kamailio/kamailio.cfg").read_text()
         values = {
             "{LISTEN}": "127.0.0.1",
             "{PORT}": str(self.port),
@@ -80,7 +96,19 @@ class Kamailio:
         cfg.write_text(self.config_text())
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                ["kamailio", "-f", str(cfg), "-DD", "-E", "-m", "64", "-M", "8", "-Y", str(self.folder)],
+                [
+                    "kamailio",
+                    "-f",
+                    str(cfg),
+                    "-DD",
+                    "-E",
+                    "-m",
+                    "64",
+                    "-M",
+                    "8",
+                    "-Y",
+                    str(self.folder),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -127,6 +155,10 @@ class Kamailio:
     def route(self, user: str, port: int, host: str = "127.0.0.1") -> None:
         """Send requests for ``user`` (an extension or a number) to ``host:port``."""
         self.kamcmd("htable.sets", "static", f"s:{user}", f"s:sip:{host}:{port}")
+
+    def refuse_next(self, user: str) -> None:
+        """Make the proxy answer the next request for ``user`` with 403, once."""
+        self.kamcmd("htable.sets", "refuse", f"s:{user}", "s:1")
 
     def unroute(self, user: str) -> None:
         self.kamcmd("htable.delete", "static", f"s:{user}")
@@ -192,7 +224,7 @@ def _invite(caller: str) -> str:
 
 
 def _in_dialog(method: str, cseq: int, caller: str) -> str:
-    return f"""  <send{' retrans="500"' if method != 'ACK' else ''}>
+    return f"""  <send{' retrans="500"' if method != "ACK" else ""}>
     <![CDATA[
       {method} [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -293,7 +325,7 @@ def unanswered_caller_scenario(
     body += f"""  <send>
     <![CDATA[
       ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch{'-7' if cancel_after_ms is not None else '-4'}]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch{"-7" if cancel_after_ms is not None else "-4"}]
       From: "Caller {caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
@@ -307,7 +339,7 @@ def unanswered_caller_scenario(
 
 
 def _rtd_end() -> str:
-    return "  <timewait milliseconds=\"500\"/>\n</scenario>\n"
+    return '  <timewait milliseconds="500"/>\n</scenario>\n'
 
 
 _REPLY = """  <send{retrans}>
@@ -325,7 +357,9 @@ _REPLY = """  <send{retrans}>
 """
 
 
-def _reply(code: int, reason: str, *, sdp: bool = False, tag: bool = True, retrans: bool = False) -> str:
+def _reply(
+    code: int, reason: str, *, sdp: bool = False, tag: bool = True, retrans: bool = False
+) -> str:
     extra = "      Content-Length: 0\n"
     if sdp:
         extra = "      Content-Type: application/sdp\n      Content-Length: [len]\n" + _SDP
@@ -338,7 +372,9 @@ def _reply(code: int, reason: str, *, sdp: bool = False, tag: bool = True, retra
     )
 
 
-def agent_scenario(*, answer_after_ms: int = 500, audio: bool = True, hangup_after_ms: int | None = None) -> str:
+def agent_scenario(
+    *, answer_after_ms: int = 500, audio: bool = True, hangup_after_ms: int | None = None
+) -> str:
     """An agent's phone: rings, answers after ``answer_after_ms``, plays G.711 audio, and
     either waits for our BYE or hangs up itself after ``hangup_after_ms``."""
     body = _HEAD.format(name="agent") + '  <recv request="INVITE" crlf="true" rrs="true"/>\n'
@@ -350,7 +386,9 @@ def agent_scenario(*, answer_after_ms: int = 500, audio: bool = True, hangup_aft
     if hangup_after_ms is None:
         body += '  <recv request="BYE"/>\n' + _reply(200, "OK", tag=False)
     else:
-        body += _pause(hangup_after_ms) + """  <send retrans="500">
+        body += (
+            _pause(hangup_after_ms)
+            + """  <send retrans="500">
     <![CDATA[
       BYE [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -365,6 +403,7 @@ def agent_scenario(*, answer_after_ms: int = 500, audio: bool = True, hangup_aft
   </send>
   <recv response="200"/>
 """
+        )
         # keep the headers of the INVITE for the BYE
         body = body.replace(
             '<recv request="INVITE" crlf="true" rrs="true"/>',
@@ -457,7 +496,7 @@ class Sipp:
         self.path = folder / f"{name}.xml"
         self.path.write_text(scenario)
         self.port = free_udp_port()
-        self.media_port = free_udp_port()
+        self.media_port = free_media_ports()
         self.process: asyncio.subprocess.Process | None = None
 
     def _args(self, target: str | None, *extra: str) -> list[str]:
@@ -510,7 +549,9 @@ class Sipp:
         out = b""
         if self.process.stderr is not None:
             out = await self.process.stderr.read()
-        return SippResult(self.process.returncode or 0, out.decode("utf-8", "replace"), await self._errors())
+        return SippResult(
+            self.process.returncode or 0, out.decode("utf-8", "replace"), await self._errors()
+        )
 
     async def run(self, target: str, *extra: str, timeout: float = 60) -> SippResult:
         """Run to the end (a caller); ``extra`` are SIPp options (``-s USER -m 1``...)."""
@@ -533,8 +574,9 @@ class Sipp:
 
 def pcm_rms(path: str | os.PathLike[str], channel: int) -> int:
     """Loudness (RMS) of one channel of a 16-bit WAV: silent is 0."""
-    from switchboard_sip._compat import audioop
     import wave
+
+    from switchboard_sip._compat import audioop
 
     with wave.open(str(path), "rb") as w:
         data = w.readframes(w.getnframes())

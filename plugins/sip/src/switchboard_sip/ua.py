@@ -56,9 +56,7 @@ class RegistrationError(SipError):
     pass
 
 
-def digest(
-    challenge: str, method: str, uri: str, username: str, password: str, nc: int = 1
-) -> str:
+def digest(challenge: str, method: str, uri: str, username: str, password: str, nc: int = 1) -> str:
     """The Authorization value answering a ``Digest`` challenge (RFC 2617, MD5, qop=auth)."""
     fields: dict[str, str] = {}
     for part in sipmsg.split_commas(challenge.split(" ", 1)[1] if " " in challenge else ""):
@@ -71,7 +69,7 @@ def digest(
         raise SipError(0, f"unsupported digest algorithm {algorithm}")
 
     def md5(text: str) -> str:
-        return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - SIP digest is MD5
+        return hashlib.md5(text.encode()).hexdigest()
 
     ha1 = md5(f"{username}:{realm}:{password}")
     ha2 = md5(f"{method}:{uri}")
@@ -80,7 +78,7 @@ def digest(
         cnonce = secrets.token_hex(8)
         nc_text = f"{nc:08x}"
         resp = md5(f"{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
-        parts += [f"qop=auth", f"nc={nc_text}", f'cnonce="{cnonce}"']
+        parts += ["qop=auth", f"nc={nc_text}", f'cnonce="{cnonce}"']
     else:
         resp = md5(f"{ha1}:{nonce}:{ha2}")
     parts += [f'response="{resp}"', "algorithm=MD5"]
@@ -143,7 +141,8 @@ class Leg:
 
     async def answer(self) -> None:
         """Answer an incoming call: 200 OK with our SDP, retransmitted until the ACK."""
-        assert self.invite is not None and self.stream is not None
+        assert self.invite is not None
+        assert self.stream is not None
         if self.state is not LegState.RINGING:
             raise SipError(0, f"cannot answer a call that is {self.state}")
         body = make_sdp(self.ua.ip, self.stream.port, self.ua.codecs, self.ua.session_id())
@@ -334,7 +333,10 @@ class UserAgent(asyncio.DatagramProtocol):
             self.malformed += 1
             status = 513 if "exceeds" in str(exc) else 400
             log.warning(
-                "dropped a malformed SIP datagram from %s:%s: %s (starts %r)", *addr, exc, data[:300]
+                "dropped a malformed SIP datagram from %s:%s: %s (starts %r)",
+                *addr,
+                exc,
+                data[:300],
             )
             answer = sipmsg.safe_response(data, status, f"Bad Request ({exc})"[:100])
             if answer is not None:
@@ -506,7 +508,13 @@ class UserAgent(asyncio.DatagramProtocol):
                 value = sipmsg.param(c, "expires")
                 if value and value.isdigit():
                     granted = int(value)
-        if expires and resp.get("Expires", ) and not granted:
+        if (
+            expires
+            and resp.get(
+                "Expires",
+            )
+            and not granted
+        ):
             granted = int(resp.first("Expires"))
         if expires:
             self.registered.set()
