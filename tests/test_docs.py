@@ -85,3 +85,11 @@ def test_every_email_setting_is_in_its_doc() -> None:
     text = (DOCS / "email.md").read_text(encoding="utf-8")
     for field in attrs.fields(EmailSettings):
         assert f"`{field.name}`" in text, f"docs/email.md lacks {field.name}"
+
+
+def test_every_sip_setting_is_in_its_doc() -> None:
+    from switchboard_sip import SipSettings
+
+    text = (DOCS / "sip.md").read_text()
+    for field in attrs.fields(SipSettings):
+        assert f"`{field.name}`" in text, f"docs/sip.md lacks {field.name}"

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -68,8 +69,15 @@ class Kamailio:
     """Kamailio on ``127.0.0.1:port`` with our config; ``user``/``password`` is the account
     Switchboard registers with."""
 
-    def __init__(self, folder: Path, user: str = "switchboard", password: str = "s3cret") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        user: str = "switchboard",
+        password: str = "s3cret",
+        record_route: bool = True,
+    ) -> None:
         self.folder = folder
+        self.record_route = record_route
         self.user = user
         self.password = password
         self.port = free_udp_port()
@@ -108,6 +116,7 @@ class Kamailio:
                     "8",
                     "-Y",
                     str(self.folder),
+                    *([] if self.record_route else ["-A", "NO_RECORD_ROUTE"]),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -178,7 +187,7 @@ class Kamailio:
 
 
 @contextmanager
-def kamailio(folder: Path, **kwargs: str) -> Iterator[Kamailio]:
+def kamailio(folder: Path, **kwargs: Any) -> Iterator[Kamailio]:
     k = Kamailio(folder, **kwargs).start()
     try:
         yield k

@@ -276,9 +276,11 @@ class UserAgent(asyncio.DatagramProtocol):
         self.clock.start()
 
     async def stop(self) -> None:
-        for leg in list(self.legs.values()):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(leg.hangup(), 2)
+        legs = list(self.legs.values())
+        await asyncio.gather(
+            *(asyncio.wait_for(leg.hangup(), 2) for leg in legs), return_exceptions=True
+        )
+        for leg in legs:
             leg._end(0, "stopped")
         if self.registered.is_set():
             with contextlib.suppress(Exception):

@@ -1,0 +1,150 @@
+"""The SIP parser, SDP and RTP layers on their own (the wire behaviour is tested end to end
+in the other files)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import wave
+from pathlib import Path
+
+import pytest
+
+from switchboard_sip import message as sipmsg
+from switchboard_sip.media import (
+    FRAME_BYTES,
+    MediaError,
+    RtpStream,
+    decode,
+    encode,
+    load_prompt,
+    make_sdp,
+    parse_sdp,
+    tone,
+)
+from switchboard_sip.testing import free_udp_port
+from switchboard_sip.ua import digest
+
+INVITE = (
+    b"INVITE sip:101@pbx SIP/2.0\r\n"
+    b"v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK2\r\n"
+    b"Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\n"
+    b"Record-Route: <sip:p3;lr>\r\n"
+    b'f: "Bob, the caller" <sip:+12025550143@pbx>;tag=abc\r\n'
+    b"t: <sip:101@pbx>\r\n"
+    b"i: call-1\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Subject: a folded\r\n  header\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"l: 4\r\n\r\nbody"
+)
+
+
+def test_parser_keeps_repeated_headers_compact_forms_and_folding() -> None:
+    msg = sipmsg.parse(INVITE)
+    assert msg.method == "INVITE"
+    assert len(msg.get_all("Via")) == 2
+    assert msg.get_all("Record-Route") == ["<sip:p1;lr>", "<sip:p2;lr>", "<sip:p3;lr>"]
+    assert msg.from_tag == "abc"
+    assert sipmsg.display_name(msg.first("From")) == "Bob, the caller"
+    assert sipmsg.user_of(sipmsg.uri_of(msg.first("From"))) == "+12025550143"
+    assert msg.get("Subject") == "a folded header"
+    assert msg.body == b"body"
+    assert msg.cseq == (1, "INVITE")
+
+
+def test_a_dialog_creating_answer_copies_the_record_route_set() -> None:
+    ok = sipmsg.parse(sipmsg.response(sipmsg.parse(INVITE), 200, to_tag="xyz"))
+    assert ok.get_all("Record-Route") == ["<sip:p1;lr>", "<sip:p2;lr>", "<sip:p3;lr>"]
+    assert ok.to_tag == "xyz"
+    assert len(ok.get_all("Via")) == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"INVITE\r\n\r\n", "malformed request line"),
+        (b"INVITE sip:a@b SIP/2.0\r\nVia SIP/2.0/UDP x\r\n\r\n", "malformed header line"),
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", "missing From header"),
+        (b"SIP/2.0 999 Odd\r\n\r\n", "bad status code"),
+        (INVITE.replace(b"l: 4", b"l: 40"), "truncated"),
+        (INVITE.replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE"), "does not match"),
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: \xff\xfe\r\n\r\n", "not UTF-8"),
+    ],
+)
+def test_parser_says_what_is_wrong(data: bytes, reason: str) -> None:
+    with pytest.raises(sipmsg.SipParseError, match=reason):
+        sipmsg.parse(data)
+
+
+def test_digest_answers_a_qop_challenge() -> None:
+    value = digest(
+        'Digest realm="pbx", nonce="n1", qop="auth", opaque="o"', "REGISTER", "sip:pbx", "u", "p"
+    )
+    assert value.startswith("Digest ")
+    assert 'realm="pbx"' in value and "qop=auth" in value and 'opaque="o"' in value
+
+
+def test_sdp_negotiation_picks_our_preferred_common_codec() -> None:
+    offer = make_sdp("10.0.0.1", 4000, ["PCMA", "PCMU"], 1)
+    sdp = parse_sdp(offer, ["PCMU", "PCMA"])
+    assert (sdp.address, sdp.port, sdp.payload, sdp.event_payload) == ("10.0.0.1", 4000, 0, 101)
+    with pytest.raises(MediaError, match="no common codec"):
+        parse_sdp(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 18\r\n", ["PCMU"])
+    with pytest.raises(MediaError, match="no audio"):
+        parse_sdp(b"v=0\r\n", ["PCMU"])
+
+
+def test_pcma_is_encoded_as_pcma() -> None:
+    """pyVoIP encodes PCMA with the PCMU encoder (RTPClient.encode_packet)."""
+    pcm = tone(0.02, 440)
+    assert encode(pcm, 8) != encode(pcm, 0)
+    back = decode(encode(pcm, 8), 8)
+    assert max(abs(a - b) for a, b in zip(struct.unpack("<160h", pcm), struct.unpack("<160h", back), strict=True)) < 600
+
+
+async def test_rtp_digits_count_once_without_marker_bit_and_csrc_headers_are_skipped() -> None:
+    port = free_udp_port()
+    stream = RtpStream("127.0.0.1", port)
+    await stream.open()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            # digit 5, three packets of one event (same timestamp), no marker bit
+            for end in (0, 0, 0x80):
+                s.sendto(struct.pack("!BBHII", 0x80, 101, 1, 1000, 7) + bytes([5, end, 0, 160]), ("127.0.0.1", port))
+            # digit 9 with the marker bit, another event
+            s.sendto(struct.pack("!BBHII", 0x80, 0x80 | 101, 2, 2000, 7) + bytes([9, 0, 0, 160]), ("127.0.0.1", port))
+            # audio with one CSRC and a header extension: the payload starts after them
+            audio = encode(tone(0.02, 440), 0)
+            header = struct.pack("!BBHII", 0x91, 0, 3, 3000, 7) + struct.pack("!I", 42)
+            header += struct.pack("!HH", 0xBEDE, 1) + b"\x00" * 4
+            s.sendto(header + audio, ("127.0.0.1", port))
+        for _ in range(100):
+            if stream.digits.qsize() >= 2 and stream.inbound:
+                break
+            await asyncio.sleep(0.01)
+        assert [stream.digits.get_nowait() for _ in range(stream.digits.qsize())] == ["5", "9"]
+        frame = stream.inbound.popleft()
+        assert len(frame) == FRAME_BYTES
+        assert frame == decode(audio, 0)
+    finally:
+        stream.close()
+
+
+def test_prompts_are_converted_to_8k_mono_and_bad_files_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "stereo44k.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(b"\x00\x10" * 2 * 44100)  # one second
+    pcm = load_prompt(path)
+    assert abs(len(pcm) - 16000) < 40
+    with pytest.raises(MediaError, match="does not exist"):
+        load_prompt(tmp_path / "missing.wav")
+    (tmp_path / "bad.wav").write_bytes(b"not a wav")
+    with pytest.raises(MediaError, match="not a readable WAV"):
+        load_prompt(tmp_path / "bad.wav")
