@@ -66,9 +66,8 @@ phone = VoIPPhone(
 phone.start()
 try:
     while True:
-        with open(stats_file, "w") as f:
-            with lock:
-                json.dump(stats, f)
+        with open(stats_file, "w") as f, lock:
+            json.dump(stats, f)
         time.sleep(1)
 except KeyboardInterrupt:
     pass

@@ -27,7 +27,6 @@ import csv
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,7 +101,9 @@ def sip_config(kam: Kamailio, user: str, rtp: tuple[int, int]) -> dict[str, Any]
     }
 
 
-async def run_sipp(folder: Path, kam: Kamailio, service: str, n: int, args: Any, trace: bool = False) -> dict[str, Any]:
+async def run_sipp(
+    folder: Path, kam: Kamailio, service: str, n: int, args: Any, trace: bool = False
+) -> dict[str, Any]:
     # long enough calls that N are up at once at this call rate
     hold = max(args.hold, n / args.rate + 1)
     scenario = caller_scenario(
@@ -167,7 +168,9 @@ async def switchboard_step(root: Path, n: int, args: Any) -> dict[str, Any]:
             jitter_p99=percentile([abs(i - 20) for i in intervals], 99),
             lateness_p99=percentile(late, 99),
         )
-        out["pass"] = out["ok"] and out["failed"] == 0 and ivr.digits == out["total"] and ivr.peak >= n
+        out["pass"] = (
+            out["ok"] and out["failed"] == 0 and ivr.digits == out["total"] and ivr.peak >= n
+        )
         return out
     finally:
         await sb.close()
@@ -180,8 +183,17 @@ async def pyvoip_step(root: Path, n: int, args: Any) -> dict[str, Any]:
     stats_file = folder / "pyvoip.json"
     port = free_udp_port()
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("_pyvoip_ivr.py")), "127.0.0.1", str(kam.port),
-         "bare", str(port), "40000", "49998", str(stats_file)],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("_pyvoip_ivr.py")),
+            "127.0.0.1",
+            str(kam.port),
+            "bare",
+            str(port),
+            "40000",
+            "49998",
+            str(stats_file),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -192,8 +204,14 @@ async def pyvoip_step(root: Path, n: int, args: Any) -> dict[str, Any]:
         out["cpu"] = _proc_cpu(proc.pid) - pid_cpu0
         await asyncio.sleep(2)
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        out.update(answered=stats.get("answered", 0), digits=stats.get("digits", 0), peak=stats.get("peak", 0))
-        out["pass"] = out["ok"] and out["failed"] == 0 and out["digits"] == out["total"] and out["peak"] >= n
+        out.update(
+            answered=stats.get("answered", 0),
+            digits=stats.get("digits", 0),
+            peak=stats.get("peak", 0),
+        )
+        out["pass"] = (
+            out["ok"] and out["failed"] == 0 and out["digits"] == out["total"] and out["peak"] >= n
+        )
         return out
     finally:
         proc.terminate()
@@ -211,18 +229,25 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def sse_reader(url: str, seen: dict[str, float], stop: threading.Event, ready: threading.Event) -> None:
+def sse_reader(
+    url: str, seen: dict[str, float], stop: threading.Event, ready: threading.Event
+) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/event-stream"}
     with contextlib.suppress(httpx.HTTPError):
         _read_sse(url, headers, seen, stop, ready)
 
 
 def _read_sse(
-    url: str, headers: dict[str, str], seen: dict[str, float], stop: threading.Event, ready: threading.Event
+    url: str,
+    headers: dict[str, str],
+    seen: dict[str, float],
+    stop: threading.Event,
+    ready: threading.Event,
 ) -> None:
-    with httpx.Client(timeout=httpx.Timeout(10, read=None)) as client, client.stream(
-        "GET", url + "/api/events", headers=headers
-    ) as response:
+    with (
+        httpx.Client(timeout=httpx.Timeout(10, read=None)) as client,
+        client.stream("GET", url + "/api/events", headers=headers) as response,
+    ):
         ready.set()
         kind = None
         for line in response.iter_lines():
@@ -245,7 +270,9 @@ def invite_times(folder: Path) -> dict[str, float]:
         invite = False
         for line in path.read_text(errors="replace").splitlines():
             if line.startswith("-----"):
-                stamp = datetime.strptime(line.rsplit(" ", 2)[-2] + " " + line.rsplit(" ", 1)[-1], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+                stamp = datetime.strptime(
+                    line.rsplit(" ", 2)[-2] + " " + line.rsplit(" ", 1)[-1], "%Y-%m-%d %H:%M:%S.%f"
+                ).timestamp()
                 outgoing = invite = False
             elif line.startswith("UDP message sent"):
                 outgoing = True
@@ -276,13 +303,24 @@ async def screen_pop(root: Path, args: Any) -> dict[str, Any]:
     try:
         with serve_in_thread(create_app(config, plugins=plugins)) as running:
             await asyncio.sleep(1)  # the channel registers
-            reader = threading.Thread(target=sse_reader, args=(running.url, seen, stop, ready), daemon=True)
+            reader = threading.Thread(
+                target=sse_reader, args=(running.url, seen, stop, ready), daemon=True
+            )
             reader.start()
             ready.wait(10)
-            sipp = Sipp(folder / "sipp", "pop", caller_scenario("12025550143", talk_ms=1000, audio=False))
+            sipp = Sipp(
+                folder / "sipp", "pop", caller_scenario("12025550143", talk_ms=1000, audio=False)
+            )
             total = int(args.pop_rate * args.pop_seconds)
             result = await sipp.run(
-                f"127.0.0.1:{kam.port}", "-s", kam.user, "-r", str(args.pop_rate), "-m", str(total), "-trace_msg",
+                f"127.0.0.1:{kam.port}",
+                "-s",
+                kam.user,
+                "-r",
+                str(args.pop_rate),
+                "-m",
+                str(total),
+                "-trace_msg",
                 timeout=args.pop_seconds + 60,
             )
             await asyncio.sleep(1)
@@ -302,7 +340,9 @@ async def screen_pop(root: Path, args: Any) -> dict[str, Any]:
     }
 
 
-async def capacity(root: Path, steps: list[int], args: Any, step_fn: Any, name: str) -> tuple[int, list[dict[str, Any]]]:
+async def capacity(
+    root: Path, steps: list[int], args: Any, step_fn: Any, name: str
+) -> tuple[int, list[dict[str, Any]]]:
     best = 0
     results = []
     for n in steps:
@@ -338,12 +378,16 @@ async def main() -> None:
     print(f"SIP benchmark on {machine()}, {datetime.now():%Y-%m-%d}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        print(f"capacity at {args.rate:g} calls/s, IVR prompt + digit, hold at least {args.hold:g} s (N/rate + 1 s):")
+        print(
+            f"capacity at {args.rate:g} calls/s, IVR prompt + digit, hold at least {args.hold:g} s (N/rate + 1 s):"
+        )
         ours, _ = await capacity(root, steps, args, switchboard_step, "switchboard")
         if not args.skip_pyvoip:
             bare, _ = await capacity(root, steps, args, pyvoip_step, "bare pyVoIP")
             ratio = ours / bare if bare else float("inf")
-            print(f"capacity: switchboard {ours}, bare pyVoIP {bare} concurrent calls (ratio {ratio:.2f})")
+            print(
+                f"capacity: switchboard {ours}, bare pyVoIP {bare} concurrent calls (ratio {ratio:.2f})"
+            )
         pop = await screen_pop(root, args)
         print(
             f"screen pop at {args.pop_rate:g} calls/s: {pop['popped']}/{pop['calls']} calls, INVITE → call.ringing on "

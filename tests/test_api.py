@@ -283,6 +283,35 @@ def test_click_to_call_and_recordings(service: Service, tmp_path: Path) -> None:
         assert len(by_contact["items"]) == 2
 
 
+def test_missed_calls_are_callback_tasks(service: Service) -> None:
+    boris = service.sb.store.get_agent("boris")
+    service.running.call(
+        service.sb.calls.ringing(
+            "voice",
+            "missed-1",
+            direction=Direction.INBOUND,
+            from_address="+74952223355",
+            to_address="100",
+            agents=[boris.id],
+        )
+    )
+    service.running.call(service.sb.calls.ended("voice", "missed-1"))
+    with service.client("boris") as b, service.client("anna") as anna:
+        [task] = b.get("/api/tasks", params={"agent": "boris"}).json()["items"]
+        assert (task["kind"], task["status"], task["meta"]["call_id"]) == (
+            "task",
+            "open",
+            "missed-1",
+        )
+        assert anna.get("/api/tasks", params={"agent": "anna"}).json()["items"] == []
+        assert b.get("/api/tasks", params={"status": "bogus"}).status_code == 422
+        done = b.post(f"/api/tasks/{task['id']}/done")
+        assert (done.status_code, done.json()["status"]) == (200, "done")
+        assert b.get("/api/tasks").json()["items"] == []
+        assert len(b.get("/api/tasks", params={"status": "all"}).json()["items"]) == 1
+        assert b.post("/api/tasks/999999/done").status_code == 404
+
+
 def test_no_voice_channel_is_503(service: Service) -> None:
     service.running.call(service.sb.stop_channels())
     with service.client() as c:

@@ -12,6 +12,7 @@ import pytest
 from switchboard import hookspecs
 from switchboard.config import (
     AgentSettings,
+    CallbackSettings,
     CoreSettings,
     HttpSettings,
     OutboxSettings,
@@ -63,6 +64,7 @@ def test_no_section_for_a_hook_that_does_not_exist() -> None:
         WebhookSettings,
         TemplateSettings,
         HttpSettings,
+        CallbackSettings,
     ],
 )
 def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:

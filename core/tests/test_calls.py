@@ -176,3 +176,47 @@ async def test_steps_out_of_order_are_refused(open_sb: Any, tmp_path: Path) -> N
     (tmp_path / "bad.wav").write_bytes(b"not a wav")
     with pytest.raises(Exception, match="not a readable WAV file"):
         await sb.calls.recording_saved("sip", "c5", tmp_path / "bad.wav")
+
+
+async def test_a_missed_call_becomes_a_callback_task_for_the_agent_it_rang_for(
+    open_sb: Any,
+) -> None:
+    sb = await open_sb(config=AGENTS)
+    boris = sb.store.get_agent("boris")
+    await sb.calls.ringing(
+        "sip",
+        "c9",
+        direction=Direction.INBOUND,
+        from_address="+74951112299",
+        to_address="100",
+        agents=[boris.id],
+    )
+    ended = await sb.calls.ended("sip", "c9")
+    assert ended.disposition is Disposition.MISSED
+    tasks = sb.store.list_tasks()
+    assert len(tasks) == 1
+    task = tasks[0]
+    assert task.kind is InteractionKind.TASK and task.status is InteractionStatus.OPEN
+    assert task.contact_id == ended.contact_id
+    assert task.meta["agent_id"] == boris.id and task.meta["call_id"] == "c9"
+    assert task.meta["reason"] == "missed" and "+74951112299" in (task.text or "")
+    assert sb.store.list_tasks(agent_id=boris.id) == tasks
+    assert sb.store.list_tasks(agent_id=sb.store.get_agent("anna").id) == []
+    assert [t.id for t in sb.store.timeline(ended.contact_id)][0] == task.id
+    done = sb.store.finish_task(task.id)
+    assert done is not None and done.status is InteractionStatus.DONE
+    assert sb.store.list_tasks() == [] and len(sb.store.list_tasks(status="all")) == 1
+    assert sb.store.finish_task(999_999) is None
+
+
+async def test_answered_calls_make_no_task_and_callbacks_can_be_switched_off(
+    open_sb: Any,
+) -> None:
+    sb = await open_sb(
+        config={"switchboard": {**AGENTS["switchboard"], "callbacks": {"enabled": False}}}
+    )
+    await sb.calls.ringing(
+        "sip", "c10", direction=Direction.INBOUND, from_address="+74951112288", to_address="1"
+    )
+    await sb.calls.ended("sip", "c10")
+    assert sb.store.list_tasks(status="all") == []

@@ -219,6 +219,7 @@ def test_hook_names_cover_the_four_families() -> None:
         "recording_saved",
         "register_settings",
         "register_routes",
+        "register_commands",
         "startup",
         "shutdown",
     }

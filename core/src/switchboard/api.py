@@ -420,6 +420,30 @@ async def _call_or_404(sb: Switchboard, call_id: str) -> CallRecord:
     return call  # type: ignore[no-any-return]
 
 
+@router.get("/tasks")
+async def list_tasks(
+    sb: Core,
+    who: Caller,
+    status: str = Query(default="open", pattern="^(open|done|all)$"),
+    agent: str | None = Query(default=None, description="agent name or extension"),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> dict[str, Any]:
+    """Callback tasks (missed calls), oldest due first."""
+    agent_id = (await agent_by_name(sb, agent, "query.agent")).id if agent else None
+    tasks = await run(sb.store.list_tasks, status=status, agent_id=agent_id, limit=limit)
+    return {"items": [to_json(t) for t in tasks]}
+
+
+@router.post("/tasks/{task_id}/done")
+async def task_done(task_id: int, sb: Core, who: Caller) -> dict[str, Any]:
+    """Mark a task done (an event ``task.done`` tells the others)."""
+    task = await run(sb.store.finish_task, task_id)
+    if task is None:
+        raise HTTPException(404, f"no task with id {task_id}")
+    sb.events.notify()
+    return to_json(task)  # type: ignore[no-any-return]
+
+
 @router.get("/calls/{call_id}")
 async def get_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
     return _call_json(await _call_or_404(sb, call_id), who)

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import wave
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from switchboard.address import Address
 from switchboard.contacts import ContactResolver
-from switchboard.events import contact_created_events, to_json
+from switchboard.events import EventSpec, contact_created_events, to_json
 from switchboard.events import record as record_events
 from switchboard.models import (
     Agent,
@@ -276,9 +277,13 @@ class CallLog:
                     hangup_cause=hangup_cause,
                 )
                 record = self._load(conn, call_id, channel)
-                record_events(
-                    conn, [("call.ended", {"call": to_json(record)}, call_agents(record))]
-                )
+                events: list[EventSpec] = [
+                    ("call.ended", {"call": to_json(record)}, call_agents(record))
+                ]
+                task = self._callback_task(conn, record)
+                if task is not None:
+                    events.append(task)
+                record_events(conn, events)
                 return record
 
         record = await asyncio.to_thread(store)
@@ -307,6 +312,51 @@ class CallLog:
         record = await asyncio.to_thread(store)
         await self.core.plugins.call("recording_saved", record=record)
         return record
+
+    def _callback_task(self, conn: Connection, record: CallRecord) -> EventSpec | None:
+        """A missed (abandoned, voicemail...) call becomes a callback task on the contact's
+        timeline, for the contact's owner, else the first agent the call rang for."""
+        settings = self.core.config.core.callbacks
+        if not settings.enabled or record.disposition is None:
+            return None
+        if record.disposition.value not in settings.dispositions:
+            return None
+        contact = load_contacts(conn, [record.contact_id])[record.contact_id]
+        agent_id = contact.owner_agent_id
+        if agent_id is None and record.agents_notified:
+            agent_id = record.agents_notified[0]
+        now = utcnow()
+        due = now + timedelta(minutes=settings.due_minutes)
+        customer = (
+            record.from_address if record.direction is Direction.INBOUND else record.to_address
+        )
+        number = customer.split(":", 1)[-1]
+        meta = {
+            "call_id": record.call_id,
+            "agent_id": agent_id,
+            "due_at": due.isoformat(),
+            "reason": record.disposition.value,
+        }
+        task_id = conn.execute(
+            sa.insert(interaction_t)
+            .values(
+                contact_id=record.contact_id,
+                channel=record.channel,
+                direction=Direction.OUTBOUND.value,
+                kind=InteractionKind.TASK.value,
+                status=InteractionStatus.OPEN.value,
+                external_id=f"callback:{record.call_id}",
+                address=customer,
+                text=f"Call back {number} ({record.disposition.value} call)",
+                meta=meta,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(interaction_t.c.id)
+        ).scalar_one()
+        row = conn.execute(sa.select(interaction_t).where(interaction_t.c.id == task_id)).one()
+        task = to_json(interaction_from_row(row))
+        return ("task.created", {"task": task}, {agent_id} if agent_id is not None else None)
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -41,7 +41,37 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-@click.group()
+class PluginGroup(click.Group):
+    """The ``switchboard`` group: plugins add subcommands through ``register_commands``
+    (loaded only when a command is not a built-in one, or for ``--help``)."""
+
+    _loaded = False
+
+    def _load_plugins(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        import asyncio
+
+        from switchboard.plugins import Plugins
+
+        plugins = Plugins()
+        plugins.load_entry_points()
+        asyncio.run(plugins.call("register_commands", group=self))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._load_plugins()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugins()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=PluginGroup)
 @click.version_option(__version__, prog_name="switchboard")
 @click.option(
     "--log-level",

@@ -113,6 +113,15 @@ class HttpSettings:
 
 
 @attrs.define
+class CallbackSettings:
+    """``[switchboard.callbacks]``: missed calls become callback tasks."""
+
+    enabled: bool = True
+    due_minutes: float = 60.0
+    dispositions: list[str] = attrs.Factory(lambda: ["missed", "abandoned", "voicemail"])
+
+
+@attrs.define
 class CoreSettings:
     """``[switchboard]``: the core's own settings."""
 
@@ -125,6 +134,7 @@ class CoreSettings:
     webhooks: list[WebhookSettings] = attrs.Factory(list)
     templates: dict[str, TemplateSettings] = attrs.Factory(dict)
     http: HttpSettings = attrs.Factory(HttpSettings)
+    callbacks: CallbackSettings = attrs.Factory(CallbackSettings)
 
 
 @attrs.frozen
@@ -272,6 +282,8 @@ EVENT_TYPES = (
     "message.sent",
     "message.failed",
     "contact.created",
+    "task.created",
+    "task.done",
 )
 
 
@@ -305,6 +317,13 @@ def _check_core(core: CoreSettings) -> list[str]:
                 f"{where}.events: unknown event type(s) {', '.join(unknown)}; "
                 f"known: {', '.join(EVENT_TYPES)}"
             )
+    known = {"missed", "abandoned", "voicemail", "busy", "failed"}
+    wrong = sorted(set(core.callbacks.dispositions) - known)
+    if wrong:
+        problems.append(
+            f"[switchboard.callbacks] dispositions: unknown {', '.join(wrong)}; "
+            f"expected some of {', '.join(sorted(known))}"
+        )
     from switchboard.templates import Templates
 
     for where, error in Templates(core.templates).errors.items():
@@ -414,6 +433,17 @@ def config_from_dict(
                 unconfigured.append(name)
             else:
                 plugins[name] = value
+    if core is not None:
+        for name, value in plugins.items():
+            # a settings class may check itself against the rest of the config (agents
+            # named in an IVR flow, files relative to the config's folder...)
+            check = getattr(value, "check_config", None)
+            if callable(check):
+                try:
+                    found = check(core, base_dir)
+                except Exception as exc:
+                    found = [f"{type(exc).__name__}: {exc}"]
+                problems += [f"[plugins.{name}] {p}" for p in found]
     if problems:
         raise ConfigError(source, problems)
     assert core is not None

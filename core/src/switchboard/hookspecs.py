@@ -102,6 +102,11 @@ def register_routes(router: Any) -> None:
 
 
 @hookspec
+def register_commands(group: Any) -> None:
+    """Add subcommands to the ``switchboard`` command line: ``group`` is its click group."""
+
+
+@hookspec
 def startup(app: Any) -> None:
     """The runner has started: store ready, channels about to start."""
 

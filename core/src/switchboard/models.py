@@ -28,6 +28,7 @@ class InteractionKind(enum.StrEnum):
     MESSAGE = "message"
     EMAIL = "email"
     CALL = "call"
+    TASK = "task"
 
 
 class InteractionStatus(enum.StrEnum):
@@ -38,6 +39,8 @@ class InteractionStatus(enum.StrEnum):
     RINGING = "ringing"
     ANSWERED = "answered"
     ENDED = "ended"
+    OPEN = "open"  # a task to do (a callback)
+    DONE = "done"
 
 
 class Disposition(enum.StrEnum):

@@ -451,6 +451,55 @@ class Store:
         with self.read() as conn:
             return [call_from_row(r) for r in conn.execute(stmt)]
 
+    def list_tasks(
+        self, *, status: str = "open", agent_id: int | None = None, limit: int = 100
+    ) -> list[Interaction]:
+        """Callback tasks (interactions of kind ``task``), the oldest first."""
+        stmt = (
+            sa.select(interaction_t)
+            .where(interaction_t.c.kind == InteractionKind.TASK.value)
+            .order_by(interaction_t.c.created_at, interaction_t.c.id)
+            .limit(limit)
+        )
+        if status != "all":
+            stmt = stmt.where(interaction_t.c.status == status)
+        with self.read() as conn:
+            tasks = [interaction_from_row(r) for r in conn.execute(stmt)]
+        if agent_id is not None:  # the assignee is in meta (portable across backends)
+            tasks = [t for t in tasks if (t.meta or {}).get("agent_id") == agent_id]
+        return tasks
+
+    def finish_task(self, task_id: int) -> Interaction | None:
+        """Mark a task done (with a ``task.done`` event); None if there is no such task."""
+        from switchboard.events import record as record_events
+        from switchboard.events import to_json
+
+        with self.write() as conn:
+            row = conn.execute(
+                sa.select(interaction_t).where(
+                    interaction_t.c.id == task_id,
+                    interaction_t.c.kind == InteractionKind.TASK.value,
+                )
+            ).first()
+            if row is None:
+                return None
+            if row.status != InteractionStatus.DONE.value:
+                conn.execute(
+                    sa.update(interaction_t)
+                    .where(interaction_t.c.id == task_id)
+                    .values(status=InteractionStatus.DONE.value, updated_at=utcnow())
+                )
+                row = conn.execute(
+                    sa.select(interaction_t).where(interaction_t.c.id == task_id)
+                ).one()
+                task = interaction_from_row(row)
+                agent = (task.meta or {}).get("agent_id")
+                record_events(
+                    conn,
+                    [("task.done", {"task": to_json(task)}, None if agent is None else {agent})],
+                )
+            return interaction_from_row(row)
+
     def calls_of(self, interaction_ids: Iterable[int]) -> dict[int, CallRecord]:
         """Call records by interaction id (for a timeline page)."""
         ids = list(interaction_ids)

@@ -103,7 +103,13 @@ def test_pcma_is_encoded_as_pcma() -> None:
     pcm = tone(0.02, 440)
     assert encode(pcm, 8) != encode(pcm, 0)
     back = decode(encode(pcm, 8), 8)
-    assert max(abs(a - b) for a, b in zip(struct.unpack("<160h", pcm), struct.unpack("<160h", back), strict=True)) < 600
+    assert (
+        max(
+            abs(a - b)
+            for a, b in zip(struct.unpack("<160h", pcm), struct.unpack("<160h", back), strict=True)
+        )
+        < 600
+    )
 
 
 async def test_rtp_digits_count_once_without_marker_bit_and_csrc_headers_are_skipped() -> None:
@@ -114,9 +120,15 @@ async def test_rtp_digits_count_once_without_marker_bit_and_csrc_headers_are_ski
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             # digit 5, three packets of one event (same timestamp), no marker bit
             for end in (0, 0, 0x80):
-                s.sendto(struct.pack("!BBHII", 0x80, 101, 1, 1000, 7) + bytes([5, end, 0, 160]), ("127.0.0.1", port))
+                s.sendto(
+                    struct.pack("!BBHII", 0x80, 101, 1, 1000, 7) + bytes([5, end, 0, 160]),
+                    ("127.0.0.1", port),
+                )
             # digit 9 with the marker bit, another event
-            s.sendto(struct.pack("!BBHII", 0x80, 0x80 | 101, 2, 2000, 7) + bytes([9, 0, 0, 160]), ("127.0.0.1", port))
+            s.sendto(
+                struct.pack("!BBHII", 0x80, 0x80 | 101, 2, 2000, 7) + bytes([9, 0, 0, 160]),
+                ("127.0.0.1", port),
+            )
             # audio with one CSRC and a header extension: the payload starts after them
             audio = encode(tone(0.02, 440), 0)
             header = struct.pack("!BBHII", 0x91, 0, 3, 3000, 7) + struct.pack("!I", 42)
