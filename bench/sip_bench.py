@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import itertools
 import json
 import os
 import resource
@@ -85,7 +86,7 @@ def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def sip_config(kam: Kamailio, user: str, rtp: tuple[int, int]) -> dict[str, Any]:
@@ -160,7 +161,7 @@ async def switchboard_step(root: Path, n: int, args: Any) -> dict[str, Any]:
         out = await run_sipp(folder / "sipp", kam, kam.user, n, args)
         await asyncio.sleep(1)
         late = list(ua.clock.lateness_ms)
-        intervals = [20 + b - a for a, b in zip(late, late[1:], strict=False)]
+        intervals = [20 + b - a for a, b in itertools.pairwise(late)]
         out.update(
             answered=ivr.calls,
             digits=ivr.digits,

@@ -202,7 +202,7 @@ async def test_a_missed_call_becomes_a_callback_task_for_the_agent_it_rang_for(
     assert task.meta["reason"] == "missed" and "+74951112299" in (task.text or "")
     assert sb.store.list_tasks(agent_id=boris.id) == tasks
     assert sb.store.list_tasks(agent_id=sb.store.get_agent("anna").id) == []
-    assert [t.id for t in sb.store.timeline(ended.contact_id)][0] == task.id
+    assert next(t.id for t in sb.store.timeline(ended.contact_id)) == task.id
     done = sb.store.finish_task(task.id)
     assert done is not None and done.status is InteractionStatus.DONE
     assert sb.store.list_tasks() == [] and len(sb.store.list_tasks(status="all")) == 1
