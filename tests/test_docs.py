@@ -95,3 +95,18 @@ def test_every_sip_setting_is_in_its_doc() -> None:
     text = (DOCS / "sip.md").read_text()
     for field in attrs.fields(SipSettings):
         assert f"`{field.name}`" in text, f"docs/sip.md lacks {field.name}"
+
+
+def test_every_ivr_setting_is_in_its_doc() -> None:
+    from switchboard_ivr import IvrSettings
+
+    text = (DOCS / "ivr.md").read_text()
+    for field in attrs.fields(IvrSettings):
+        if field.init:
+            assert f"`{field.name}`" in text, f"docs/ivr.md lacks {field.name}"
+
+
+def test_the_ivr_doc_shows_the_example_flow_as_it_is() -> None:
+    example = (DOCS.parent / "examples" / "ivr" / "sales-support.toml").read_text()
+    body = example.split("\n", 3)[3]  # the flow, after its comment header
+    assert body.strip() in (DOCS / "ivr.md").read_text()

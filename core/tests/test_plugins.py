@@ -220,6 +220,7 @@ def test_hook_names_cover_the_four_families() -> None:
         "register_settings",
         "register_routes",
         "register_commands",
+        "configure",
         "startup",
         "shutdown",
     }

@@ -146,7 +146,7 @@ class CallSession(Protocol):
         self, prompt: str | os.PathLike[str] | bytes, *, interruptible: bool = False
     ) -> str:
         """Play a WAV file (or 16-bit 8 kHz mono PCM). With ``interruptible``, a digit
-        stops it; returns that digit (kept for ``collect_digits`` too), else ``""``."""
+        stops it and is returned (``collect_digits`` will not see it again), else ``""``."""
         ...
 
     async def collect_digits(

@@ -107,6 +107,7 @@ class Switchboard:
         sb = cls(config, plugins, store)
         await sb._register_plugins_parts()
         store.sync_agents([a.to_agent() for a in config.core.agents])
+        await plugins.call("configure", switchboard=sb)
         return sb
 
     async def _register_plugins_parts(self) -> None:

@@ -102,6 +102,13 @@ def register_routes(router: Any) -> None:
 
 
 @hookspec
+def configure(switchboard: Any) -> None:
+    """The Switchboard is open (settings read, store ready, channels registered, not yet
+    started). Keep what the plugin needs of it, e.g. its own settings:
+    ``switchboard.config.plugin_settings(NAME)``."""
+
+
+@hookspec
 def register_commands(group: Any) -> None:
     """Add subcommands to the ``switchboard`` command line: ``group`` is its click group."""
 

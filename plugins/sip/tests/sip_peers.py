@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,24 @@ def sip_settings(kam: Kamailio, **overrides: Any) -> dict[str, Any]:
     settings.update(overrides)
     assert SipSettings(**settings)
     return settings
+
+
+@pytest.fixture
+def kam(tmp_path: Path) -> Iterator[Kamailio]:
+    need_sip_tools()
+    k = Kamailio(tmp_path / "kamailio").start()
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+@pytest.fixture
+async def phones(tmp_path: Path) -> AsyncIterator[list[Sipp]]:
+    """SIPp processes started by a test; stopped at its end."""
+    started: list[Sipp] = []
+    yield started
+    await asyncio.gather(*(p.stop() for p in started))
 
 
 async def open_sip(folder: Path, kam: Kamailio, **overrides: Any) -> Switchboard:

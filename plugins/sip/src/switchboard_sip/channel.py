@@ -120,7 +120,6 @@ class SipCallSession:
         self.agent: Agent | None = None
         self.disposition: Disposition | None = None
         self.hangup_cause: str | None = None
-        self._pending_digits = ""
 
     @property
     def ctx(self) -> ChannelContext:
@@ -158,7 +157,6 @@ class SipCallSession:
                 w.cancel()
         if digit_task is not None and digit_task.done() and not digit_task.cancelled():
             digit = digit_task.result()
-            self._pending_digits += digit
             if self.leg.stream is not None:
                 self.leg.stream.stop_playing()
             return digit
@@ -181,23 +179,20 @@ class SipCallSession:
     ) -> str:
         digits = ""
         while len(digits) < max_digits and not self.hung_up:
-            if self._pending_digits:
-                digit, self._pending_digits = self._pending_digits[0], self._pending_digits[1:]
-            else:
-                if self.leg.stream is None:
-                    break
-                ended = asyncio.ensure_future(self.leg.ended.wait())
-                nxt = asyncio.ensure_future(self._next_digit())
-                try:
-                    done, _ = await asyncio.wait(
-                        {nxt, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    ended.cancel()
-                    nxt.cancel()
-                if nxt not in done or nxt.cancelled():
-                    break
-                digit = nxt.result()
+            if self.leg.stream is None:
+                break
+            ended = asyncio.ensure_future(self.leg.ended.wait())
+            nxt = asyncio.ensure_future(self._next_digit())
+            try:
+                done, _ = await asyncio.wait(
+                    {nxt, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                ended.cancel()
+                nxt.cancel()
+            if nxt not in done or nxt.cancelled():
+                break
+            digit = nxt.result()
             if terminator and digit == terminator:
                 break
             digits += digit

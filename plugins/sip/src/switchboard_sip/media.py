@@ -176,7 +176,8 @@ class RtpStream(asyncio.DatagramProtocol):
         self._seq = random.randint(0, 0xFFFF)
         self._ts = random.randint(0, 0x7FFFFFFF)
         self._ssrc = random.randint(1, 0xFFFFFFFF)
-        self._last_event_ts: int | None = None
+        self._last_event: tuple[int, int] | None = None
+        self._last_event_ended = False
         self._rx_rest = b""
         self.packets_in = 0
         self.packets_out = 0
@@ -221,7 +222,7 @@ class RtpStream(asyncio.DatagramProtocol):
         pt = data[1] & 0x7F
         self.packets_in += 1
         if pt == self.event_payload or (self.event_payload is None and pt == 101):
-            self._event(payload, struct.unpack_from("!I", data, 4)[0])
+            self._event(payload, struct.unpack_from("!I", data, 4)[0], bool(data[1] & 0x80))
         elif pt in (0, 8) and payload:
             # cut into 20 ms frames whatever the far side's packet time
             pcm = self._rx_rest + decode(payload, pt)
@@ -234,15 +235,20 @@ class RtpStream(asyncio.DatagramProtocol):
         else:
             self.bad_packets += 1
 
-    def _event(self, payload: bytes, timestamp: int) -> None:
-        """RFC 2833: one digit per event (same RTP timestamp), counted once at its first
-        packet whatever the marker bit says (pyVoIP waits for the marker: #55)."""
+    def _event(self, payload: bytes, timestamp: int, marker: bool) -> None:
+        """RFC 2833/4733: an event's packets share its RTP timestamp; the digit counts once,
+        at its first packet, whatever the marker bit says (pyVoIP waits for the marker:
+        #55). A new digit with the same timestamp (replayed captures do that) is still a
+        new event, and so is a marked packet after the end of the previous one."""
         if len(payload) < 4 or payload[0] >= len(DTMF_KEYS):
             self.bad_packets += 1
             return
-        if timestamp == self._last_event_ts:
+        key = (timestamp, payload[0])
+        if key == self._last_event and not (marker and self._last_event_ended):
+            self._last_event_ended = self._last_event_ended or bool(payload[1] & 0x80)
             return
-        self._last_event_ts = timestamp
+        self._last_event = key
+        self._last_event_ended = bool(payload[1] & 0x80)
         self.digits.put_nowait(DTMF_KEYS[payload[0]])
 
     def take_frame(self) -> bytes | None:

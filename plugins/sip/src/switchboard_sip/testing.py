@@ -261,8 +261,10 @@ def _pause(ms: int) -> str:
 def _digits(digits: str, gap_ms: int) -> str:
     names = {"*": "star", "#": "pound"}
     out = ""
-    for d in digits:
-        out += _play(str(PCAP_DIR / f"dtmf_2833_{names.get(d, d)}.pcap")) + _pause(gap_ms)
+    for i, d in enumerate(digits):
+        if i:
+            out += _pause(gap_ms)
+        out += _play(str(PCAP_DIR / f"dtmf_2833_{names.get(d, d)}.pcap"))
     return out
 
 

@@ -1,0 +1,281 @@
+"""The IVR end to end: SIPp callers pressing RFC 2833 digits, through Kamailio, into the
+SIP channel, which the IVR drives through its CallSession; agents' phones are SIPp too."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sip_peers import AGENTS, phone, sip_plugin, sip_settings, until
+
+from switchboard import Disposition, InteractionStatus, Switchboard
+from switchboard.testing import open_switchboard
+from switchboard_ivr import IvrPlugin
+from switchboard_sip.testing import Kamailio, Sipp, agent_scenario, caller_scenario
+
+FLOW = """
+start = "{start}"
+timezone = "UTC"
+
+[nodes.hours]
+type = "hours"
+weekly = {{ {weekly} }}
+open = "greeting"
+closed = "closed"
+
+[nodes.greeting]
+type = "menu"
+prompt = {{ text = "Press 1 or 2." }}
+invalid = {{ text = "No." }}
+timeout = 1.5
+retries = 1
+default = "operator"
+options = {{ "1" = "alice", "2" = "bob" }}
+
+[nodes.alice]
+type = "agent"
+agent = "alice"
+ring_timeout = 5
+
+[nodes.bob]
+type = "agent"
+agent = "bob"
+ring_timeout = 5
+
+[nodes.operator]
+type = "agent"
+agent = "bob"
+ring_timeout = 5
+
+[nodes.closed]
+type = "play"
+prompt = {{ text = "We are closed." }}
+next = "voicemail"
+
+[nodes.voicemail]
+type = "voicemail"
+max_seconds = 20
+"""
+
+
+@pytest.fixture(autouse=True)
+def _needs_espeak() -> None:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng: apt-get install espeak-ng")
+
+
+async def open_ivr(folder: Path, kam: Kamailio, *, closed: bool = False) -> Switchboard:
+    flow = folder / "flow.toml"
+    weekly = (
+        ""
+        if closed
+        else ", ".join(
+            f'{d} = "00:00-24:00"' for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        )
+    )
+    flow.write_text(FLOW.format(start="hours", weekly=weekly))
+    return await open_switchboard(
+        folder,
+        sip_plugin(),
+        IvrPlugin(),
+        config={
+            "switchboard": {"agents": AGENTS},
+            "plugins": {
+                "sip": sip_settings(kam),
+                "ivr": {"flow": str(flow), "tts_cache_dir": str(folder / "tts")},
+            },
+        },
+    )
+
+
+def ended(sb: Switchboard) -> Any:
+    calls = sb.store.list_calls()
+    return calls[0] if calls and calls[0].status is InteractionStatus.ENDED else None
+
+
+def path_of(record: Any) -> list[tuple[str, str]]:
+    return [(s.node, s.digits) for s in record.ivr_path]
+
+
+async def call(folder: Path, kam: Kamailio, **scenario: Any) -> None:
+    caller = Sipp(folder / "sipp", "caller", caller_scenario("12025550143", **scenario))
+    result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=60)
+    assert result.ok, result.errors
+
+
+async def test_a_digit_routes_to_the_right_agents_extension(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    sb = await open_ivr(tmp_path, kam)
+    try:
+        alice = await phone(
+            phones,
+            tmp_path,
+            "alice",
+            agent_scenario(answer_after_ms=200, hangup_after_ms=1500),
+            "-m",
+            "1",
+        )
+        kam.route("101", alice.port)
+        kam.route("102", 9)
+        await call(tmp_path, kam, digits="1", digit_delay_ms=800, audio=False, hangup="callee")
+        record = await until(lambda: ended(sb), within=20)
+        assert record.disposition is Disposition.ANSWERED
+        assert record.agent_id == sb.store.get_agent("alice").id
+        assert path_of(record) == [("hours", "open"), ("greeting", "1"), ("alice", "")]
+        assert (await alice.wait(10)).ok
+    finally:
+        await sb.close()
+
+
+async def test_an_invalid_digit_replays_the_menu(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    sb = await open_ivr(tmp_path, kam)
+    try:
+        bob = await phone(
+            phones,
+            tmp_path,
+            "bob",
+            agent_scenario(answer_after_ms=200, hangup_after_ms=1500),
+            "-m",
+            "1",
+        )
+        kam.route("102", bob.port)
+        await call(
+            tmp_path,
+            kam,
+            digits="72",
+            digit_delay_ms=800,
+            digit_gap_ms=2500,
+            audio=False,
+            hangup="callee",
+        )
+        record = await until(lambda: ended(sb), within=20)
+        assert path_of(record)[1:] == [("greeting", "7"), ("greeting", "2"), ("bob", "")], path_of(
+            record
+        )
+        assert record.disposition is Disposition.ANSWERED
+    finally:
+        await sb.close()
+
+
+async def test_silence_times_out_to_the_default(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    sb = await open_ivr(tmp_path, kam)
+    try:
+        bob = await phone(
+            phones,
+            tmp_path,
+            "bob",
+            agent_scenario(answer_after_ms=200, hangup_after_ms=1500),
+            "-m",
+            "1",
+        )
+        kam.route("102", bob.port)
+        await call(tmp_path, kam, audio=False, hangup="callee")
+        record = await until(lambda: ended(sb), within=30)
+        assert path_of(record)[1:] == [("greeting", ""), ("greeting", ""), ("operator", "")]
+        assert record.agent_id == sb.store.get_agent("bob").id
+    finally:
+        await sb.close()
+
+
+async def test_out_of_hours_goes_to_voicemail(tmp_path: Path, kam: Kamailio) -> None:
+    sb = await open_ivr(tmp_path, kam, closed=True)
+    try:
+        await call(tmp_path, kam, talk_ms=6000, audio=True)
+        record = await until(lambda: ended(sb), within=20)
+        assert path_of(record) == [("hours", "closed"), ("closed", ""), ("voicemail", "")]
+        assert record.disposition is Disposition.VOICEMAIL
+        assert record.recording is not None and record.recording.duration > 1.0
+        assert record.recording.path.endswith("-voicemail.wav")
+        [task] = sb.store.list_tasks()  # a voicemail is work for someone
+        assert task.meta["reason"] == "voicemail"
+    finally:
+        await sb.close()
+
+
+async def test_hang_up_in_the_menu_is_abandoned_at_that_node(tmp_path: Path, kam: Kamailio) -> None:
+    sb = await open_ivr(tmp_path, kam)
+    try:
+        await call(tmp_path, kam, talk_ms=1000, audio=False)
+        record = await until(lambda: ended(sb), within=20)
+        assert record.disposition is Disposition.ABANDONED
+        assert path_of(record)[-1][0] == "greeting"
+        assert record.hangup_cause == "caller hung up"
+    finally:
+        await sb.close()
+
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "ivr" / "sales-support.toml"
+WEDNESDAY_NOON = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 12:00 in Moscow
+SATURDAY = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+async def open_example(folder: Path, kam: Kamailio, now: datetime) -> Switchboard:
+    return await open_switchboard(
+        folder,
+        sip_plugin(),
+        IvrPlugin(now=lambda: now),
+        config={
+            "switchboard": {
+                "agents": [
+                    {"name": "anna", "extension": "101"},
+                    {"name": "boris", "extension": "102"},
+                ]
+            },
+            "plugins": {
+                "sip": sip_settings(kam),
+                "ivr": {"flow": str(EXAMPLE), "tts_cache_dir": str(folder / "tts")},
+            },
+        },
+    )
+
+
+async def test_the_example_flow_in_hours_sales_goes_to_the_round_robin_group(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    sb = await open_example(tmp_path, kam, WEDNESDAY_NOON)
+    try:
+        anna = await phone(
+            phones,
+            tmp_path,
+            "anna",
+            agent_scenario(answer_after_ms=200, hangup_after_ms=1500),
+            "-m",
+            "1",
+        )
+        kam.route("101", anna.port)
+        kam.route("102", 9)
+        await call(tmp_path, kam, digits="1", digit_delay_ms=1500, audio=False, hangup="callee")
+        record = await until(lambda: ended(sb), within=40)
+        assert path_of(record) == [
+            ("hours", "open"),
+            ("known", ""),
+            ("greeting", "1"),
+            ("sales", ""),
+        ]
+        assert record.disposition is Disposition.ANSWERED
+        assert record.agent_id == sb.store.get_agent("anna").id
+        assert record.recording is not None  # recorded, after the consent announcement
+    finally:
+        await sb.close()
+
+
+async def test_the_example_flow_out_of_hours_takes_a_voicemail(
+    tmp_path: Path, kam: Kamailio
+) -> None:
+    sb = await open_example(tmp_path, kam, SATURDAY)
+    try:
+        await call(tmp_path, kam, talk_ms=12000, audio=True)
+        record = await until(lambda: ended(sb), within=30)
+        assert path_of(record) == [("hours", "closed"), ("closed", ""), ("voicemail", "")]
+        assert record.disposition is Disposition.VOICEMAIL
+        assert record.recording is not None and record.recording.duration > 0.5
+    finally:
+        await sb.close()
