@@ -32,3 +32,5 @@ bench: sync
 	$(UV) run --frozen python bench/api.py
 	$(UV) run --frozen python bench/sse.py
 	$(UV) run --frozen python bench/telegram_bench.py
+	$(UV) run --frozen python bench/sip_bench.py
+	$(UV) run --frozen python bench/ivr_check.py

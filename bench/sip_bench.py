@@ -1,13 +1,16 @@
 """SIP benchmark: SIPp callers through Kamailio into an IVR prompt, and the screen pop.
 
-1. Capacity. SIPp places calls at ``--rate`` calls/s with at most N at once; each caller
-   is answered by an IVR handler (``route_call``) that plays a 3 s prompt in a loop, sends
-   RFC 2833 digit "1" after 1.5 s, listens for ``--hold`` s more, and hangs up. A step
-   passes when SIPp reports no failed call and every call's digit was recognized. Reported:
+1. Capacity. SIPp places calls at ``--rate`` calls/s with at most N at once; the IVR
+   plugin answers each with a flow: a 3 s menu prompt that the caller's RFC 2833 digit
+   "1" (sent after 1.5 s) interrupts, then an announcement that lasts the rest of the call
+   (long enough that N calls are up at once), then it hangs up. A step passes when SIPp
+   reports no failed call, every call's IVR path has the digit, and N calls were up at
+   once. Reported:
    the highest N that passes, call setup time (INVITE → 200, SIPp's response-time
    trace) p50/p95, the media clock's send-interval jitter p99, and CPU time used.
-   The same SIPp load runs against a bare pyVoIP answering script (bench/_pyvoip_ivr.py)
-   and the ratio of the capacities is printed.
+   The same SIPp load (there the caller hangs up) runs against a bare pyVoIP answering
+   script that plays a prompt and reads digits (bench/_pyvoip_ivr.py); the ratio of the
+   capacities is printed.
 2. Screen pop. The runner (HTTP API in a thread) takes calls at ``--pop-rate`` calls/s; an
    SSE client on /api/events notes when each ``call.ringing`` arrives; SIPp's message
    trace gives when each INVITE left the caller. Reported: p50/p95/p99 of the difference.
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,46 +44,17 @@ from typing import Any
 import httpx
 from _common import machine
 
-from switchboard import hookimpl
 from switchboard.app import create_app
 from switchboard.core import settings_classes
 from switchboard.plugins import Plugins
 from switchboard.testing import LoopbackPlugin, make_config, open_switchboard, serve_in_thread
+from switchboard_ivr import IvrPlugin
 from switchboard_sip import SipChannel, SipSettings
 from switchboard_sip.media import tone
 from switchboard_sip.testing import Kamailio, Sipp, caller_scenario, free_udp_port
+from switchboard_sip.ua import LegState
 
-PROMPT = tone(3.0, 440)
 TOKEN = "bench-admin-token-0123456789"
-
-
-class BenchIvr:
-    """``route_call``: a prompt that a digit interrupts, then the prompt again until hang-up."""
-
-    def __init__(self) -> None:
-        self.digits = 0
-        self.calls = 0
-        self.active = 0
-        self.peak = 0
-
-    @hookimpl
-    def route_call(self, call: Any, contact: Any) -> Any:
-        return self.handle
-
-    async def handle(self, session: Any) -> None:
-        self.calls += 1
-        self.active += 1
-        self.peak = max(self.peak, self.active)
-        try:
-            await session.answer()
-            digit = await session.play(PROMPT, interruptible=True)
-            digits = digit or await session.collect_digits(1, timeout=10)
-            if digits == "1":
-                self.digits += 1
-            while not session.hung_up:
-                await session.play(PROMPT)
-        finally:
-            self.active -= 1
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -103,19 +78,20 @@ def sip_config(kam: Kamailio, user: str, rtp: tuple[int, int]) -> dict[str, Any]
 
 
 async def run_sipp(
-    folder: Path, kam: Kamailio, service: str, n: int, args: Any, trace: bool = False
+    folder: Path, kam: Kamailio, service: str, n: int, args: Any, hangup: str = "caller"
 ) -> dict[str, Any]:
-    # long enough calls that N are up at once at this call rate
-    hold = max(args.hold, n / args.rate + 1)
     scenario = caller_scenario(
-        "12025550143", talk_ms=int(hold * 1000), digits="1", digit_delay_ms=1500, audio=False
+        "12025550143",
+        talk_ms=int(hold_for(n, args) * 1000),
+        digits="1",
+        digit_delay_ms=1500,
+        audio=False,
+        hangup=hangup,
     )
     sipp = Sipp(folder, f"load{n}", scenario)
     total = n * 2
     extra = ["-s", service, "-r", str(args.rate), "-l", str(n), "-m", str(total)]
     extra += ["-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1"]
-    if trace:
-        extra += ["-trace_msg"]
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
     result = await sipp.run(f"127.0.0.1:{kam.port}", *extra, timeout=total / args.rate + 120)
@@ -145,33 +121,85 @@ async def run_sipp(
     }
 
 
+def hold_for(n: int, args: Any) -> float:
+    """Long enough calls that N are up at once at this call rate."""
+    return max(args.hold, n / args.rate + 1)
+
+
+def write_wav(path: Path, pcm: bytes) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(pcm)
+
+
+IVR_FLOW = """
+start = "greeting"
+
+[nodes.greeting]
+type = "menu"
+prompt = "menu.wav"
+timeout = 10
+retries = 0
+options = { "1" = "info" }
+
+[nodes.info]
+type = "play"
+prompt = "info.wav"
+"""
+
+
 async def switchboard_step(root: Path, n: int, args: Any) -> dict[str, Any]:
+    """The SIP channel driven by the IVR plugin: a 3 s menu prompt that the caller's digit
+    interrupts, then an announcement as long as the call, then our hang-up."""
     folder = root / f"sb{n}"
+    folder.mkdir(parents=True)
+    write_wav(folder / "menu.wav", tone(3.0, 440))
+    write_wav(folder / "info.wav", tone(hold_for(n, args), 330))
+    (folder / "flow.toml").write_text(IVR_FLOW)
     kam = Kamailio(folder / "kamailio", record_route=False).start()
-    ivr = BenchIvr()
     sb = await open_switchboard(
         folder,
         LoopbackPlugin(SipChannel(), plugin_name="sip", settings=SipSettings),
-        ivr,
-        config={"plugins": {"sip": sip_config(kam, kam.user, (20000, 29998))}},
+        IvrPlugin(),
+        config={
+            "plugins": {
+                "sip": sip_config(kam, kam.user, (20000, 29998)),
+                "ivr": {"flow": str(folder / "flow.toml")},
+            }
+        },
     )
     try:
         ua = sb.channels["sip"].channel.ua
         ua.clock.lateness_ms.clear()
-        out = await run_sipp(folder / "sipp", kam, kam.user, n, args)
+        peak = 0
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                up = sum(1 for leg in ua.legs.values() if leg.state is LegState.ANSWERED)
+                peak = max(peak, up)
+                await asyncio.sleep(0.1)
+
+        sampler = asyncio.ensure_future(sample())
+        out = await run_sipp(folder / "sipp", kam, kam.user, n, args, hangup="callee")
+        sampler.cancel()
         await asyncio.sleep(1)
         late = list(ua.clock.lateness_ms)
         intervals = [20 + b - a for a, b in itertools.pairwise(late)]
+        calls = sb.store.list_calls(limit=out["total"] + 10)
+        digits = sum(
+            1 for c in calls if ("greeting", "1") in [(s.node, s.digits) for s in c.ivr_path]
+        )
         out.update(
-            answered=ivr.calls,
-            digits=ivr.digits,
-            peak=ivr.peak,
+            answered=len(calls),
+            digits=digits,
+            peak=peak,
             jitter_p99=percentile([abs(i - 20) for i in intervals], 99),
             lateness_p99=percentile(late, 99),
         )
-        out["pass"] = (
-            out["ok"] and out["failed"] == 0 and ivr.digits == out["total"] and ivr.peak >= n
-        )
+        out["pass"] = out["ok"] and out["failed"] == 0 and digits == out["total"] and peak >= n
         return out
     finally:
         await sb.close()
@@ -201,7 +229,7 @@ async def pyvoip_step(root: Path, n: int, args: Any) -> dict[str, Any]:
     try:
         await asyncio.sleep(3)  # pyVoIP registers, then starts its receive thread after 1 s
         pid_cpu0 = _proc_cpu(proc.pid)
-        out = await run_sipp(folder / "sipp", kam, "bare", n, args)
+        out = await run_sipp(folder / "sipp", kam, "bare", n, args)  # the caller hangs up
         out["cpu"] = _proc_cpu(proc.pid) - pid_cpu0
         await asyncio.sleep(2)
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
@@ -286,15 +314,22 @@ def invite_times(folder: Path) -> dict[str, float]:
 
 async def screen_pop(root: Path, args: Any) -> dict[str, Any]:
     folder = root / "pop"
+    folder.mkdir(parents=True)
+    write_wav(folder / "menu.wav", tone(3.0, 440))
+    write_wav(folder / "info.wav", tone(3.0, 330))
+    (folder / "flow.toml").write_text(IVR_FLOW)
     kam = Kamailio(folder / "kamailio", record_route=False).start()
     plugins = Plugins()
     plugins.register(LoopbackPlugin(SipChannel(), plugin_name="sip", settings=SipSettings), "sip")
-    plugins.register(BenchIvr(), "bench-ivr")
+    plugins.register(IvrPlugin(), "ivr")
     config = make_config(
         folder,
         {
             "switchboard": {"tokens": [{"token": TOKEN, "role": "admin"}]},
-            "plugins": {"sip": sip_config(kam, kam.user, (20000, 29998))},
+            "plugins": {
+                "sip": sip_config(kam, kam.user, (20000, 29998)),
+                "ivr": {"flow": str(folder / "flow.toml")},
+            },
         },
         await settings_classes(plugins),
     )

@@ -84,6 +84,31 @@ async def test_enqueue_then_send(open_sb: Any) -> None:
     assert sb.store.count(outbox_t) == 0
 
 
+@pytest.mark.parametrize("limit", [1, 4])
+async def test_sends_run_up_to_the_channels_max_concurrency(open_sb: Any, limit: int) -> None:
+    ch, out = LoopbackChannel("sms"), Outcomes()
+    ch.max_concurrency = limit  # type: ignore[attr-defined]
+    running = peak = 0
+
+    async def slow(message: Any) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    ch.on_send = slow
+    sb = await open_sb(LoopbackPlugin(ch), out)
+    queued = [
+        await sb.outbox.enqueue("sms", address="+1 202 555 0143", text=f"m{i}") for i in range(30)
+    ]
+    await drain(sb)
+    assert peak == limit
+    assert sorted(i.id for i in out.sent) == [q.id for q in queued]
+    if limit == 1:  # one at a time: in order
+        assert [m.text for m in ch.sent] == [f"m{i}" for i in range(30)]
+
+
 async def test_contact_id_uses_the_channels_address_kind(open_sb: Any) -> None:
     ch = LoopbackChannel("mail", "email")
     sb = await open_sb(LoopbackPlugin(ch))

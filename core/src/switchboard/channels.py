@@ -105,6 +105,9 @@ class Channel(Protocol):
 
     name: str
     address_kind: str
+    # Optional: ``max_concurrency`` (int, default 1): how many sends the outbox may run at
+    # once on this channel (the email channel says its SMTP pool size). With 1, messages
+    # go one by one in order.
 
     async def start(self, ctx: ChannelContext) -> None: ...
 

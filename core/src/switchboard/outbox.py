@@ -332,14 +332,21 @@ class Outbox:
             )
 
     async def _send_all(self, channel: Channel, rows: list[Any]) -> None:
-        """Send one by one; record the outcomes in groups (one transaction per group)."""
-        group: list[_Outcome] = []
-        for row in rows:
-            group.append(await self._send_one(channel, row))
-            if len(group) >= FINISH_GROUP:
-                await self._record(group)
-                group = []
-        if group:
+        """Send, at most ``channel.max_concurrency`` at once (default 1: one by one, in
+        order); record the outcomes in groups (one transaction per group)."""
+        limit = max(1, int(getattr(channel, "max_concurrency", 1) or 1))
+        for start in range(0, len(rows), FINISH_GROUP):
+            chunk = rows[start : start + FINISH_GROUP]
+            if limit == 1:
+                group = [await self._send_one(channel, row) for row in chunk]
+            else:
+                slots = asyncio.Semaphore(limit)
+
+                async def one(row: Any, slots: asyncio.Semaphore = slots) -> _Outcome:
+                    async with slots:
+                        return await self._send_one(channel, row)
+
+                group = list(await asyncio.gather(*(one(row) for row in chunk)))
             await self._record(group)
 
     async def _send_one(self, channel: Channel, row: Any) -> _Outcome:

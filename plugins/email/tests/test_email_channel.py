@@ -280,3 +280,20 @@ async def test_imap_server_restart_is_survived(mail: Mail, imap: Dovecot) -> Non
     imap.append(reply_to("<none2@x>", sender="b@example.net", body="after the restart"))
     await until(lambda: sb.store.count(interaction_t) == 2, timeout=30)
     assert sb.channels["email"].state.value == "running"
+
+
+async def test_the_outbox_sends_over_the_whole_pool(mail: Mail) -> None:
+    """The outbox runs as many sends at once as the channel's SMTP pool has connections."""
+    sb = await mail.open(smtp_pool_size=3)
+    assert sb.channels["email"].channel.max_concurrency == 3
+    queued = [
+        await sb.outbox.enqueue("email", address=f"p{i}@example.org", subject="s", text="t")
+        for i in range(12)
+    ]
+    await drain(sb)
+    assert all(
+        sb.store.get_interaction(q.id).status is InteractionStatus.SENT  # type: ignore[union-attr]
+        for q in queued
+    )
+    assert len(mail.recorder.messages) == 12
+    assert len(mail.recorder.sessions) == 3  # one by one would have used one connection

@@ -147,6 +147,11 @@ class EmailChannel:
     name = "email"
     address_kind = "email"
 
+    @property
+    def max_concurrency(self) -> int:
+        """The outbox sends as many messages at once as the SMTP pool has connections."""
+        return self.s.smtp_pool_size if self.s is not None else 1
+
     def __init__(self) -> None:
         self.ctx: ChannelContext | None = None
         self.s: EmailSettings | None = None

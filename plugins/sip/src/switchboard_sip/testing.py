@@ -211,11 +211,16 @@ _SDP = """
 """
 
 
+# The INVITE's branch, spelled out so that its CANCEL and the ACK of a non-2xx answer
+# (same transaction, RFC 3261 9.1 and 17.1.1.3) can repeat it.
+INVITE_BRANCH = "z9hG4bK-inv-[pid]-[call_number]"
+
+
 def _invite(caller: str) -> str:
     return f"""  <send retrans="500">
     <![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={INVITE_BRANCH}
       From: "Caller {caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
@@ -312,15 +317,13 @@ def unanswered_caller_scenario(
 ) -> str:
     """A caller who is never answered: gets ``expect`` (480, 486...), or gives up and
     CANCELs after ``cancel_after_ms`` (then expects 487)."""
-    # SIPp's [branch-N] is the branch of the message N scenario steps back: the CANCEL and
-    # the ACK of a non-2xx reply must carry the INVITE's branch (step 0)
     body = _HEAD.format(name="unanswered") + _invite(caller)
     if cancel_after_ms is not None:
         body += _pause(cancel_after_ms)
         body += f"""  <send>
     <![CDATA[
       CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-4]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={INVITE_BRANCH}
       From: "Caller {caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
@@ -329,14 +332,20 @@ def unanswered_caller_scenario(
       Content-Length: 0
     ]]>
   </send>
+  <recv response="200" optional="true" next="1"/>
+  <recv response="487"/>
   <recv response="200"/>
+  <nop next="2"/>
+  <label id="1"/>
 """
         expect = 487
     body += f'  <recv response="{expect}"/>\n'
+    if cancel_after_ms is not None:
+        body += '  <label id="2"/>\n'
     body += f"""  <send>
     <![CDATA[
       ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch{"-7" if cancel_after_ms is not None else "-4"}]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={INVITE_BRANCH}
       From: "Caller {caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
