@@ -198,6 +198,28 @@ def test_templated_email(service: Service) -> None:
         assert "unknown template 'nope' (templates: welcome)" in unknown.text
 
 
+def test_template_preview_renders_without_sending(service: Service) -> None:
+    with service.client("anna") as c:
+        cid = c.post("/api/contacts", json={"name": "Olga", "addresses": ["olga@example.com"]})
+        cid = cid.json()["id"]
+        assert c.get("/api/templates").json() == {"items": ["welcome"]}
+        r = c.post(
+            "/api/templates/welcome/preview",
+            json={"contact_id": cid, "variables": {"code": "Z-9"}},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["subject"] == "Welcome, Olga"
+        assert r.json()["text"] == "Hello Olga, your code is Z-9."
+        assert service.channels["mail"].sent == []
+        assert service.sb.outbox.depth() == 0
+        missing = c.post("/api/templates/welcome/preview", json={"contact_id": cid})
+        assert missing.status_code == 422 and "'code' is undefined" in missing.text
+        assert c.post("/api/templates/nope/preview", json={}).status_code == 422
+        assert (
+            c.post("/api/templates/welcome/preview", json={"contact_id": 99999}).status_code == 404
+        )
+
+
 def test_timeline_newest_first_with_pages(service: Service) -> None:
     sms = service.channels["sms"]
     for i in range(5):

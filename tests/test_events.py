@@ -80,6 +80,10 @@ def test_screen_pop_reaches_the_agents_concerned(service: Service) -> None:
     ]
     service.running.call(service.sb.calls.ended("voice", "pop-1"))
     assert anna.take(1)[0]["event"] == "call.ended"
+    # the missed call is a callback task for Olga's owner, boris: that is all he hears of it
+    [task] = boris.take(1)
+    assert task["event"] == "task.created"
+    assert task["data"]["task"]["meta"]["call_id"] == "pop-1"
     assert boris.events.empty()
     for client in (anna, boris, sue):
         client.close()

@@ -298,20 +298,9 @@ async def send_message(body: MessageIn, sb: Core, who: Caller, request: Request)
     text, subject = body.text, body.subject
     payload: dict[str, Any] = {}
     if body.template is not None:
-        contact = None
-        if body.contact_id is not None:
-            contact = await _contact_or_404(sb, body.contact_id)
-        variables = {
-            **body.variables,
-            "contact": to_json(contact) if contact else {"address": body.address},
-            "agent": to_json(who.agent) if who.agent else None,
-        }
-        try:
-            rendered = request.app.state.templates.render(body.template, variables)
-        except TemplateError as exc:
-            raise HTTPException(
-                422, [{"loc": ["body", "template"], "msg": str(exc), "type": "template"}]
-            ) from None
+        rendered = await _render(
+            sb, who, request, body.template, body.contact_id, body.address, body.variables
+        )
         text, subject = rendered.text, subject or rendered.subject
         payload = {"template": body.template}
         if rendered.html is not None:
@@ -334,6 +323,52 @@ async def send_message(body: MessageIn, sb: Core, who: Caller, request: Request)
         status = 404 if "no contact with id" in str(exc) else 422
         raise HTTPException(status, str(exc)) from None
     return Accepted(id=interaction.id, status=interaction.status.value)
+
+
+async def _render(
+    sb: Switchboard,
+    who: Principal,
+    request: Request,
+    template: str,
+    contact_id: int | None,
+    address: str | None,
+    variables: dict[str, Any],
+) -> Any:
+    """Render a template for a contact (or a bare address) and the calling agent; 422
+    with the template's error (unknown template, missing variable...)."""
+    contact = await _contact_or_404(sb, contact_id) if contact_id is not None else None
+    values = {
+        **variables,
+        "contact": to_json(contact) if contact else {"address": address},
+        "agent": to_json(who.agent) if who.agent else None,
+    }
+    try:
+        return request.app.state.templates.render(template, values)
+    except TemplateError as exc:
+        raise HTTPException(
+            422, [{"loc": ["body", "template"], "msg": str(exc), "type": "template"}]
+        ) from None
+
+
+class PreviewIn(BaseModel):
+    contact_id: int | None = None
+    address: str | None = None
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+
+@router.get("/templates")
+async def list_templates(request: Request, who: Caller) -> dict[str, Any]:
+    """The configured message templates' names."""
+    return {"items": list(request.app.state.templates.names)}
+
+
+@router.post("/templates/{name}/preview")
+async def preview_template(
+    name: str, body: PreviewIn, sb: Core, who: Caller, request: Request
+) -> dict[str, Any]:
+    """Render a template as it would be sent (subject, text, html), sending nothing."""
+    rendered = await _render(sb, who, request, name, body.contact_id, body.address, body.variables)
+    return {"subject": rendered.subject, "text": rendered.text, "html": rendered.html}
 
 
 @router.get("/messages/{interaction_id}")

@@ -8,8 +8,10 @@ Both need the Debian packages: ``apt-get install kamailio sip-tester``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -120,11 +122,12 @@ class Kamailio:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, stopped as a whole
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                self.process = None
+                self.stop()
                 raise RuntimeError(f"kamailio exited: {self.log.read_text()[-2000:]}")
             if self.ctl.exists() and self._answers():
                 return self
@@ -176,13 +179,18 @@ class Kamailio:
         return self.kamcmd("ul.dump")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop Kamailio and every process it forked (its own process group: a worker
+        that outlives the main process would keep the port and the CPU)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
         self.process = None
 
 
