@@ -15,6 +15,7 @@ from switchboard.config import (
     CallbackSettings,
     CoreSettings,
     HttpSettings,
+    MailingSettings,
     OutboxSettings,
     TemplateSettings,
     TokenSettings,
@@ -65,6 +66,7 @@ def test_no_section_for_a_hook_that_does_not_exist() -> None:
         TemplateSettings,
         HttpSettings,
         CallbackSettings,
+        MailingSettings,
     ],
 )
 def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:

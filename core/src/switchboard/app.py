@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchboard import __version__
 from switchboard.api import router as api_router
+from switchboard.api import tracking as tracking_router
 from switchboard.auth import TokenBook
 from switchboard.config import Config
 from switchboard.core import Switchboard
@@ -163,6 +164,7 @@ def create_app(
     app.add_middleware(CountRequests)
 
     app.include_router(api_router)
+    app.include_router(tracking_router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -122,6 +122,14 @@ class CallbackSettings:
 
 
 @attrs.define
+class MailingSettings:
+    """``[switchboard.mailings]``: where the signed unsubscribe and tracking links point."""
+
+    public_url: str | None = None
+    link_secret: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.define
 class CoreSettings:
     """``[switchboard]``: the core's own settings."""
 
@@ -135,6 +143,7 @@ class CoreSettings:
     templates: dict[str, TemplateSettings] = attrs.Factory(dict)
     http: HttpSettings = attrs.Factory(HttpSettings)
     callbacks: CallbackSettings = attrs.Factory(CallbackSettings)
+    mailings: MailingSettings = attrs.Factory(MailingSettings)
 
 
 @attrs.frozen
@@ -284,6 +293,7 @@ EVENT_TYPES = (
     "contact.created",
     "task.created",
     "task.done",
+    "contact.unsubscribed",
 )
 
 
@@ -317,6 +327,13 @@ def _check_core(core: CoreSettings) -> list[str]:
                 f"{where}.events: unknown event type(s) {', '.join(unknown)}; "
                 f"known: {', '.join(EVENT_TYPES)}"
             )
+    m = core.mailings
+    if m.public_url and not m.public_url.startswith(("http://", "https://")):
+        problems.append(
+            f"[switchboard.mailings] public_url: expected an http(s) URL, got {m.public_url!r}"
+        )
+    if m.link_secret is not None and len(m.link_secret) < 16:
+        problems.append("[switchboard.mailings] link_secret: too short (at least 16 characters)")
     known = {"missed", "abandoned", "voicemail", "busy", "failed"}
     wrong = sorted(set(core.callbacks.dispositions) - known)
     if wrong:

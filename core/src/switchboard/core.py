@@ -24,6 +24,7 @@ from switchboard.channels import Channel, ChannelContext
 from switchboard.config import Config, load_config
 from switchboard.events import EventHub, contact_created_events, record
 from switchboard.inbox import Inbox
+from switchboard.mailings import Mailings
 from switchboard.models import Contact
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
@@ -82,6 +83,7 @@ class Switchboard:
         self.inbox = Inbox(self)
         self.outbox = Outbox(self)
         self.calls = CallLog(self)
+        self.mailings = Mailings(self)
         self.events = EventHub(self)
         self.channels: dict[str, ChannelHandle] = {}
 

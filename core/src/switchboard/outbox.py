@@ -27,6 +27,7 @@ from switchboard.config import OutboxSettings
 from switchboard.contacts import ContactResolver
 from switchboard.events import EventSpec, contact_created_events, record, to_json
 from switchboard.groupcommit import GroupCommit
+from switchboard.mailings import Mailings
 from switchboard.models import (
     Contact,
     Direction,
@@ -226,6 +227,7 @@ class Outbox:
                 if row is None:
                     return None
                 interaction = interaction_from_row(row)
+                Mailings.note_bounce(conn, interaction.id)
                 contact = load_contacts(conn, [interaction.contact_id])[interaction.contact_id]
                 record(
                     conn,
@@ -267,6 +269,10 @@ class Outbox:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
                 self._wakeup.clear()
+
+    def wake(self) -> None:
+        """New rows are due (call from the event loop)."""
+        self._wakeup.set()
 
     def stop(self) -> None:
         self._stopping = True

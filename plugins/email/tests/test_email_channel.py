@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes
@@ -41,7 +43,9 @@ class Mail:
         self.tmp_path, (self.recorder, self.port, self.ca) = tmp_path, smtp
         self.opened: list[Switchboard] = []
 
-    async def open(self, imap: Dovecot | None = None, **extra: Any) -> Switchboard:
+    async def open(
+        self, imap: Dovecot | None = None, core: dict[str, Any] | None = None, **extra: Any
+    ) -> Switchboard:
         settings: dict[str, Any] = {
             "from_address": "sales@example.com",
             "from_name": "Acme Sales",
@@ -71,6 +75,7 @@ class Mail:
                 "switchboard": {
                     "database_url": f"sqlite:///{self.tmp_path / 'store.db'}",
                     "outbox": {"backoff_initial": 0.05, "max_attempts": 3},
+                    **(core or {}),
                 },
                 "plugins": {"email": settings},
             },
@@ -297,3 +302,67 @@ async def test_the_outbox_sends_over_the_whole_pool(mail: Mail) -> None:
     )
     assert len(mail.recorder.messages) == 12
     assert len(mail.recorder.sessions) == 3  # one by one would have used one connection
+
+
+async def test_a_mailing_carries_one_click_unsubscribe_and_counts_replies_and_bounces(
+    mail: Mail, imap: Dovecot
+) -> None:
+    sb = await mail.open(
+        imap,
+        core={
+            "templates": {
+                "news": {
+                    "subject": "News for {{ contact.name }}",
+                    "text": "Hello {{ contact.name }}",
+                    "html": '<p>Hello</p><a href="https://example.com/a">a</a>',
+                }
+            },
+            "mailings": {
+                "public_url": "https://crm.example.com",
+                "link_secret": "a-secret-of-twenty-chars",
+            },
+        },
+    )
+    olga = await sb.create_contact("Olga", [Address("email", "olga@romashka.ru")])
+    gone = await sb.create_contact("Gone", [Address("email", "gone@romashka.ru")])
+    await asyncio.to_thread(sb.mailings.change_list, "news", [olga.id, gone.id], [])
+    created = await asyncio.to_thread(
+        sb.mailings.create, name="N1", channel="email", template="news", audience="news"
+    )
+    await drain(sb)
+    assert len(mail.recorder.messages) == 2
+    raw = mail.recorder.messages[0].content.decode()
+    assert "List-Unsubscribe: <https://crm.example.com/t/" in raw
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
+    assert "/open.gif" in raw  # the open pixel in the HTML part
+    sent = {str(i.address): i for c in (olga, gone) for i in sb.store.timeline(c.id or 0)}
+    imap.append(reply_to(sent["email:olga@romashka.ru"].external_id or ""))
+    imap.append(
+        b"From: MAILER-DAEMON@romashka.ru\r\nSubject: Undelivered Mail\r\n"
+        b"Message-ID: <dsn-9@romashka.ru>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=R\r\n\r\n"
+        b"--R\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
+        b"Final-Recipient: rfc822; gone@romashka.ru\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        b"--R\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: "
+        + (sent["email:gone@romashka.ru"].external_id or "").encode()
+        + b"\r\n--R--\r\n"
+    )
+    stats = await until(
+        lambda: (s := sb.mailings.stats(created["id"]))["replied"] == 1 and s["bounced"] == 1 and s,
+        timeout=20,
+    )
+    assert (stats["sent"], stats["failed"], stats["total"]) == (1, 1, 2)
+    config = mail.tmp_path / "cli.toml"
+    config.write_text(f'[switchboard]\ndatabase_url = "sqlite:///{mail.tmp_path / "store.db"}"\n')
+    exe = Path(sys.executable).with_name("switchboard")
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [exe, "email", "mailing", "status", str(created["id"]), "-c", config, "--once"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "N1 (2 recipients)" in out.stdout
+    assert "total 2, skipped 0, queued 0, sent 1, failed 1, bounced 1" in out.stdout
+    assert "replied 1" in out.stdout

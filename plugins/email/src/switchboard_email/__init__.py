@@ -18,3 +18,10 @@ def register_settings(register: Any) -> None:
 @hookimpl
 def register_channels(register: Any) -> None:
     register(EmailChannel())
+
+
+@hookimpl
+def register_commands(group: Any) -> None:
+    from switchboard_email.commands import email_commands
+
+    group.add_command(email_commands)

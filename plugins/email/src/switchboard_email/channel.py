@@ -206,6 +206,10 @@ class EmailChannel:
             mail["In-Reply-To"] = replying_to
             refs = str(message.payload.get("references") or "").split()
             mail["References"] = " ".join([*refs, replying_to] if replying_to not in refs else refs)
+        unsubscribe = message.payload.get("list_unsubscribe")
+        if unsubscribe:  # a mailing: RFC 2369 and RFC 8058 one-click
+            mail["List-Unsubscribe"] = f"<{unsubscribe}>"
+            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         mail.set_content(message.text or "")
         html = message.payload.get("html")
         if html:
