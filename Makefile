@@ -34,3 +34,4 @@ bench: sync
 	$(UV) run --frozen python bench/telegram_bench.py
 	$(UV) run --frozen python bench/sip_bench.py
 	$(UV) run --frozen python bench/ivr_check.py
+	$(UV) run --frozen python bench/mailing_bench.py

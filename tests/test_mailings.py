@@ -25,6 +25,10 @@ TEMPLATES = {
         '<a href="https://shop.example.com/sale?x=1">Sale</a></body></html>',
     },
 }
+TEMPLATES["followup"] = {
+    "subject": "About your call",
+    "text": "Thanks for calling us at {{ call.ringing_at[11:16] }} ({{ call.direction }}).",
+}
 MAILINGS = {"public_url": "https://crm.example.com", "link_secret": "0123456789abcdef-secret"}
 
 
@@ -157,3 +161,25 @@ def test_mailings_need_links_configured(tmp_path: Path) -> None:
                 json={"name": "x", "channel": "mail", "template": "welcome", "audience": "l"},
             )
             assert r.status_code == 422 and "public_url and link_secret" in r.text
+
+
+def test_a_template_sees_the_call_it_follows_up(service: Service) -> None:
+    from switchboard import Direction
+
+    service.running.call(
+        service.sb.calls.ringing(
+            "voice", "c-77", direction=Direction.INBOUND, from_address="+74951234599", to_address="1"
+        )
+    )
+    with service.client("sue") as sue:
+        r = sue.post(
+            "/api/templates/followup/preview",
+            json={"address": "a@example.com", "call_id": "c-77"},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["text"].startswith("Thanks for calling us at ")
+        assert r.json()["text"].endswith("(inbound).")
+        missing = sue.post(
+            "/api/templates/followup/preview", json={"address": "a@example.com", "call_id": "nope"}
+        )
+        assert missing.status_code == 404

@@ -108,6 +108,9 @@ class MessageIn(BaseModel):
     subject: str | None = Field(default=None, max_length=998)
     template: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
+    call_id: str | None = Field(
+        default=None, description="a call whose record the template sees as `call`"
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> MessageIn:
@@ -301,7 +304,14 @@ async def send_message(body: MessageIn, sb: Core, who: Caller, request: Request)
     payload: dict[str, Any] = {}
     if body.template is not None:
         rendered = await _render(
-            sb, who, request, body.template, body.contact_id, body.address, body.variables
+            sb,
+            who,
+            request,
+            body.template,
+            body.contact_id,
+            body.address,
+            body.variables,
+            body.call_id,
         )
         text, subject = rendered.text, subject or rendered.subject
         payload = {"template": body.template}
@@ -335,14 +345,18 @@ async def _render(
     contact_id: int | None,
     address: str | None,
     variables: dict[str, Any],
+    call_id: str | None = None,
 ) -> Any:
-    """Render a template for a contact (or a bare address) and the calling agent; 422
-    with the template's error (unknown template, missing variable...)."""
+    """Render a template for a contact (or a bare address), the calling agent and, if
+    given, a call (``call``: its record, e.g. for a follow-up after it); 422 with the
+    template's error (unknown template, missing variable...)."""
     contact = await _contact_or_404(sb, contact_id) if contact_id is not None else None
+    call = await _call_or_404(sb, call_id) if call_id is not None else None
     values = {
         **variables,
         "contact": to_json(contact) if contact else {"address": address},
         "agent": to_json(who.agent) if who.agent else None,
+        "call": to_json(call) if call else None,
     }
     try:
         return request.app.state.templates.render(template, values)
@@ -356,6 +370,7 @@ class PreviewIn(BaseModel):
     contact_id: int | None = None
     address: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
+    call_id: str | None = None
 
 
 @router.get("/templates")
@@ -369,7 +384,9 @@ async def preview_template(
     name: str, body: PreviewIn, sb: Core, who: Caller, request: Request
 ) -> dict[str, Any]:
     """Render a template as it would be sent (subject, text, html), sending nothing."""
-    rendered = await _render(sb, who, request, name, body.contact_id, body.address, body.variables)
+    rendered = await _render(
+        sb, who, request, name, body.contact_id, body.address, body.variables, body.call_id
+    )
     return {"subject": rendered.subject, "text": rendered.text, "html": rendered.html}
 
 

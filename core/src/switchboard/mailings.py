@@ -47,6 +47,7 @@ unsubscribe_t: sa.Table = UnsubscribeRow.__table__  # type: ignore[attr-defined]
 mailing_t: sa.Table = MailingRow.__table__  # type: ignore[attr-defined]
 recipient_t: sa.Table = MailingRecipientRow.__table__  # type: ignore[attr-defined]
 
+CHUNK = 500  # recipients rendered and stored at a time
 HREF = re.compile(r'href="(https?://[^"]+)"', re.IGNORECASE)
 
 
@@ -232,8 +233,8 @@ class Mailings:
                 ).all()
             )
         recipients = [c for c in members if c not in out and c in addresses]
-        rendered = []
-        for contact_id in recipients:
+
+        def render(contact_id: int) -> Any:
             values = {
                 **(variables or {}),
                 "contact": {
@@ -244,9 +245,17 @@ class Mailings:
                 "agent": to_json(agent) if agent else None,
             }
             try:
-                rendered.append(templates.render(template, values))
+                return templates.render(template, values)
             except TemplateError as exc:
                 raise MailingError(f"contact {contact_id}: {exc}") from None
+
+        # Render everyone once to find errors before anything is stored, keeping nothing:
+        # memory stays flat in the number of recipients. Then render again, a chunk at a
+        # time, inside the one transaction that stores the mailing.
+        subject = None
+        for contact_id in recipients:
+            subject = render(contact_id).subject
+        kind_value = InteractionKind.EMAIL if subject else InteractionKind.MESSAGE
         now = utcnow()
         with self.core.store.write() as conn:
             mailing_id = conn.execute(
@@ -264,63 +273,93 @@ class Mailings:
                 )
                 .returning(mailing_t.c.id)
             ).scalar_one()
-            kind_value = (
-                InteractionKind.EMAIL
-                if rendered and rendered[0].subject
-                else InteractionKind.MESSAGE
-            )
-            interaction_ids = insert_many(
-                conn,
-                interaction_t,
-                [
-                    {
-                        "contact_id": c,
-                        "channel": channel,
-                        "direction": "outbound",
-                        "kind": kind_value.value,
-                        "status": InteractionStatus.QUEUED.value,
-                        "address": addresses[c],
-                        "text": r.text,
-                        "subject": r.subject,
-                        "meta": {"mailing_id": mailing_id},
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for c, r in zip(recipients, rendered, strict=True)
-                ],
-            )
-            recipient_ids = insert_many(
-                conn,
-                recipient_t,
-                [
-                    {"mailing_id": mailing_id, "interaction_id": i, "contact_id": c}
-                    for i, c in zip(interaction_ids, recipients, strict=True)
-                ],
-            )
-            outbox_rows = []
-            for n, (rid, iid, c, text) in enumerate(
-                zip(recipient_ids, interaction_ids, recipients, rendered, strict=True)
-            ):
-                token = links.token(rid)
-                payload: dict[str, Any] = {
-                    "mailing_id": mailing_id,
-                    "template": template,
-                    "list_unsubscribe": links.unsubscribe_url(token),
-                }
-                if text.html is not None:
-                    payload["html"] = links.track_html(token, text.html)
-                outbox_rows.append(
-                    {
-                        "interaction_id": iid,
-                        "channel": channel,
-                        "address": addresses[c],
-                        "payload": payload,
-                        "attempts": 0,
-                        "next_attempt_at": start + timedelta(seconds=n * spacing),
-                    }
+            for first in range(0, len(recipients), CHUNK):
+                chunk = recipients[first : first + CHUNK]
+                self._store_chunk(
+                    conn,
+                    mailing_id,
+                    channel,
+                    template,
+                    chunk,
+                    first,
+                    [render(c) for c in chunk],
+                    addresses,
+                    kind_value,
+                    links,
+                    start,
+                    spacing,
+                    now,
                 )
-            insert_many(conn, outbox_t, outbox_rows)
         return self.stats(mailing_id)
+
+    @staticmethod
+    def _store_chunk(
+        conn: sa.Connection,
+        mailing_id: int,
+        channel: str,
+        template: str,
+        chunk: list[int],
+        first: int,
+        rendered: list[Any],
+        addresses: dict[int, str],
+        kind: InteractionKind,
+        links: Links,
+        start: datetime,
+        spacing: float,
+        now: datetime,
+    ) -> None:
+        """One chunk of recipients: their queued messages, recipient rows and outbox rows."""
+        interaction_ids = insert_many(
+            conn,
+            interaction_t,
+            [
+                {
+                    "contact_id": c,
+                    "channel": channel,
+                    "direction": "outbound",
+                    "kind": kind.value,
+                    "status": InteractionStatus.QUEUED.value,
+                    "address": addresses[c],
+                    "text": r.text,
+                    "subject": r.subject,
+                    "meta": {"mailing_id": mailing_id},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for c, r in zip(chunk, rendered, strict=True)
+            ],
+        )
+        recipient_ids = insert_many(
+            conn,
+            recipient_t,
+            [
+                {"mailing_id": mailing_id, "interaction_id": i, "contact_id": c}
+                for i, c in zip(interaction_ids, chunk, strict=True)
+            ],
+        )
+        outbox_rows = []
+        for n, (rid, iid, c, text) in enumerate(
+            zip(recipient_ids, interaction_ids, chunk, rendered, strict=True), start=first
+        ):
+            token = links.token(rid)
+            payload: dict[str, Any] = {
+                "mailing_id": mailing_id,
+                "template": template,
+                "list_unsubscribe": links.unsubscribe_url(token),
+            }
+            if text.html is not None:
+                payload["html"] = links.track_html(token, text.html)
+            outbox_rows.append(
+                {
+                    "interaction_id": iid,
+                    "channel": channel,
+                    "address": addresses[c],
+                    "payload": payload,
+                    "attempts": 0,
+                    "next_attempt_at": start + timedelta(seconds=n * spacing),
+                }
+            )
+        insert_many(conn, outbox_t, outbox_rows)
 
     def stats(self, mailing_id: int) -> dict[str, Any]:
         """The mailing and what became of its messages."""

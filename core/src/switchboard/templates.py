@@ -34,6 +34,8 @@ class Templates:
         self._html_env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
         self._templates = dict(templates)
         self.errors: dict[str, str] = {}
+        # compiled once: a mailing renders the same template for every recipient
+        self._compiled: dict[tuple[str, str], jinja2.Template] = {}
         for name, t in self._templates.items():  # syntax errors show at start-up
             for part, source, env in (
                 ("text", t.text, self._env),
@@ -43,7 +45,7 @@ class Templates:
                 if source is None:
                     continue
                 try:
-                    env.parse(source)
+                    self._compiled[(name, part)] = env.from_string(source)
                 except jinja2.TemplateSyntaxError as exc:
                     self.errors[f"{name}.{part}"] = f"line {exc.lineno}: {exc.message}"
 
@@ -60,8 +62,13 @@ class Templates:
         def one(source: str | None, env: SandboxedEnvironment, part: str) -> str | None:
             if source is None:
                 return None
+            compiled = self._compiled.get((name, part))
+            if compiled is None:  # a syntax error (reported at start-up): say it again
+                raise TemplateError(
+                    f"template {name!r} ({part}): {self.errors.get(f'{name}.{part}')}"
+                )
             try:
-                return env.from_string(source).render(variables)
+                return compiled.render(variables)
             except jinja2.UndefinedError as exc:
                 raise TemplateError(f"template {name!r} ({part}): {exc.message}") from None
             except jinja2.TemplateError as exc:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sip_peers import AGENTS, phone, sip_plugin, sip_settings, until
+from sip_peers import AGENTS, ended_call, phone, sip_plugin, sip_settings, until
 
-from switchboard import Disposition, InteractionStatus, Switchboard
+from switchboard import Disposition, Switchboard
 from switchboard.testing import open_switchboard
 from switchboard_ivr import IvrPlugin
 from switchboard_sip.testing import Kamailio, Sipp, agent_scenario, caller_scenario
@@ -67,22 +67,20 @@ def _needs_espeak() -> None:
         pytest.skip("needs espeak-ng: apt-get install espeak-ng")
 
 
-async def open_ivr(folder: Path, kam: Kamailio, *, closed: bool = False) -> Switchboard:
-    flow = folder / "flow.toml"
-    weekly = (
-        ""
-        if closed
-        else ", ".join(
-            f'{d} = "00:00-24:00"' for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-        )
-    )
-    flow.write_text(FLOW.format(start="hours", weekly=weekly))
+async def open_flow(
+    folder: Path,
+    kam: Kamailio,
+    flow: Path,
+    agents: list[dict[str, str]] = AGENTS,
+    now: datetime | None = None,
+) -> Switchboard:
+    """The SIP channel driven by the IVR plugin running ``flow``."""
     return await open_switchboard(
         folder,
         sip_plugin(),
-        IvrPlugin(),
+        IvrPlugin(now=(lambda: now) if now is not None else None),
         config={
-            "switchboard": {"agents": AGENTS},
+            "switchboard": {"agents": agents},
             "plugins": {
                 "sip": sip_settings(kam),
                 "ivr": {"flow": str(flow), "tts_cache_dir": str(folder / "tts")},
@@ -91,9 +89,12 @@ async def open_ivr(folder: Path, kam: Kamailio, *, closed: bool = False) -> Swit
     )
 
 
-def ended(sb: Switchboard) -> Any:
-    calls = sb.store.list_calls()
-    return calls[0] if calls and calls[0].status is InteractionStatus.ENDED else None
+async def open_ivr(folder: Path, kam: Kamailio, *, closed: bool = False) -> Switchboard:
+    flow = folder / "flow.toml"
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    weekly = "" if closed else ", ".join(f'{d} = "00:00-24:00"' for d in days)
+    flow.write_text(FLOW.format(start="hours", weekly=weekly))
+    return await open_flow(folder, kam, flow)
 
 
 def path_of(record: Any) -> list[tuple[str, str]]:
@@ -122,7 +123,7 @@ async def test_a_digit_routes_to_the_right_agents_extension(
         kam.route("101", alice.port)
         kam.route("102", 9)
         await call(tmp_path, kam, digits="1", digit_delay_ms=800, audio=False, hangup="callee")
-        record = await until(lambda: ended(sb), within=20)
+        record = await until(lambda: ended_call(sb), within=20)
         assert record.disposition is Disposition.ANSWERED
         assert record.agent_id == sb.store.get_agent("alice").id
         assert path_of(record) == [("hours", "open"), ("greeting", "1"), ("alice", "")]
@@ -154,7 +155,7 @@ async def test_an_invalid_digit_replays_the_menu(
             audio=False,
             hangup="callee",
         )
-        record = await until(lambda: ended(sb), within=20)
+        record = await until(lambda: ended_call(sb), within=20)
         assert path_of(record)[1:] == [("greeting", "7"), ("greeting", "2"), ("bob", "")], path_of(
             record
         )
@@ -178,7 +179,7 @@ async def test_silence_times_out_to_the_default(
         )
         kam.route("102", bob.port)
         await call(tmp_path, kam, audio=False, hangup="callee")
-        record = await until(lambda: ended(sb), within=30)
+        record = await until(lambda: ended_call(sb), within=30)
         assert path_of(record)[1:] == [("greeting", ""), ("greeting", ""), ("operator", "")]
         assert record.agent_id == sb.store.get_agent("bob").id
     finally:
@@ -189,7 +190,7 @@ async def test_out_of_hours_goes_to_voicemail(tmp_path: Path, kam: Kamailio) -> 
     sb = await open_ivr(tmp_path, kam, closed=True)
     try:
         await call(tmp_path, kam, talk_ms=6000, audio=True)
-        record = await until(lambda: ended(sb), within=20)
+        record = await until(lambda: ended_call(sb), within=20)
         assert path_of(record) == [("hours", "closed"), ("closed", ""), ("voicemail", "")]
         assert record.disposition is Disposition.VOICEMAIL
         assert record.recording is not None and record.recording.duration > 1.0
@@ -204,7 +205,7 @@ async def test_hang_up_in_the_menu_is_abandoned_at_that_node(tmp_path: Path, kam
     sb = await open_ivr(tmp_path, kam)
     try:
         await call(tmp_path, kam, talk_ms=1000, audio=False)
-        record = await until(lambda: ended(sb), within=20)
+        record = await until(lambda: ended_call(sb), within=20)
         assert record.disposition is Disposition.ABANDONED
         assert path_of(record)[-1][0] == "greeting"
         assert record.hangup_cause == "caller hung up"
@@ -218,23 +219,8 @@ SATURDAY = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 
 async def open_example(folder: Path, kam: Kamailio, now: datetime) -> Switchboard:
-    return await open_switchboard(
-        folder,
-        sip_plugin(),
-        IvrPlugin(now=lambda: now),
-        config={
-            "switchboard": {
-                "agents": [
-                    {"name": "anna", "extension": "101"},
-                    {"name": "boris", "extension": "102"},
-                ]
-            },
-            "plugins": {
-                "sip": sip_settings(kam),
-                "ivr": {"flow": str(EXAMPLE), "tts_cache_dir": str(folder / "tts")},
-            },
-        },
-    )
+    agents = [{"name": "anna", "extension": "101"}, {"name": "boris", "extension": "102"}]
+    return await open_flow(folder, kam, EXAMPLE, agents, now)
 
 
 async def test_the_example_flow_in_hours_sales_goes_to_the_round_robin_group(
@@ -253,7 +239,7 @@ async def test_the_example_flow_in_hours_sales_goes_to_the_round_robin_group(
         kam.route("101", anna.port)
         kam.route("102", 9)
         await call(tmp_path, kam, digits="1", digit_delay_ms=1500, audio=False, hangup="callee")
-        record = await until(lambda: ended(sb), within=40)
+        record = await until(lambda: ended_call(sb), within=40)
         assert path_of(record) == [
             ("hours", "open"),
             ("known", ""),
@@ -273,7 +259,7 @@ async def test_the_example_flow_out_of_hours_takes_a_voicemail(
     sb = await open_example(tmp_path, kam, SATURDAY)
     try:
         await call(tmp_path, kam, talk_ms=12000, audio=True)
-        record = await until(lambda: ended(sb), within=30)
+        record = await until(lambda: ended_call(sb), within=30)
         assert path_of(record) == [("hours", "closed"), ("closed", ""), ("voicemail", "")]
         assert record.disposition is Disposition.VOICEMAIL
         assert record.recording is not None and record.recording.duration > 0.5

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from switchboard import Switchboard
+from switchboard import InteractionStatus, Switchboard
 from switchboard.testing import LoopbackPlugin, open_switchboard
 from switchboard_sip import SipChannel, SipSettings
 from switchboard_sip.testing import INSTALL, Kamailio, Sipp, free_udp_port, missing_tools
@@ -98,3 +98,11 @@ async def until(check: Any, within: float = 10.0, step: float = 0.05) -> Any:
         if loop.time() > deadline:
             raise AssertionError(f"not true within {within} s: {check}")
         await asyncio.sleep(step)
+
+
+def ended_call(sb: Switchboard) -> Any:
+    """The newest call record once it has ended, else None (for ``until``)."""
+    calls = sb.store.list_calls()
+    if calls and calls[0].status is InteractionStatus.ENDED:
+        return calls[0]
+    return None

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sip_peers import AGENTS, CALLER, open_sip, phone, sip_plugin, sip_settings, until
+from sip_peers import AGENTS, CALLER, ended_call, open_sip, phone, sip_plugin, sip_settings, until
 
 from switchboard import Disposition, InteractionStatus
 from switchboard.core import ChannelState
@@ -96,7 +96,7 @@ async def test_malformed_datagrams_mid_call_are_refused_and_the_call_goes_on(
             answers.append(await asyncio.to_thread(_raw, ua.local_port, datagram, 0.5))
         result = await run
         assert result.ok, result.errors
-        record = await until(lambda: _ended(sb))
+        record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.ANSWERED
         assert record.recording is not None and record.recording.duration > 3.5
         assert ua.malformed == len(MALFORMED)
@@ -125,7 +125,7 @@ async def test_a_90_second_call_does_not_drop(
         caller = Sipp(tmp_path / "sipp", "caller", caller_scenario(CALLER, talk_ms=90_000))
         result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=130)
         assert result.ok, result.errors
-        record = await until(lambda: _ended(sb))
+        record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.ANSWERED
         assert record.hangup_cause == "customer hung up"
         assert record.recording is not None and 89.5 < record.recording.duration < 93
@@ -192,10 +192,3 @@ def test_audioop_comes_from_audioop_lts_on_python_3_13() -> None:
     assert "audioop-lts" in text and "python_version >= '3.13'" in text
     if sys.version_info >= (3, 13):  # pragma: no cover - depends on the interpreter
         subprocess.run([sys.executable, "-c", "import audioop"], check=True)
-
-
-def _ended(sb):  # type: ignore[no-untyped-def]
-    calls = sb.store.list_calls()
-    if calls and calls[0].status is InteractionStatus.ENDED:
-        return calls[0]
-    return None

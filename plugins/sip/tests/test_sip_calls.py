@@ -7,9 +7,9 @@ import wave
 from pathlib import Path
 
 import pytest
-from sip_peers import CALLER, open_sip, phone, until
+from sip_peers import CALLER, ended_call, open_sip, phone, until
 
-from switchboard import Direction, Disposition, InteractionStatus, hookimpl
+from switchboard import Direction, Disposition, hookimpl
 from switchboard_sip.media import tone
 from switchboard_sip.testing import (
     Kamailio,
@@ -36,7 +36,7 @@ async def test_inbound_call_is_answered_by_an_agent_and_recorded(
         caller = Sipp(tmp_path / "sipp", "caller", caller_scenario(CALLER, talk_ms=3000))
         result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=40)
         assert result.ok, result.errors
-        record = await until(lambda: _ended(sb))
+        record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.ANSWERED
         assert record.agent_id == sb.store.get_agent("alice").id
         assert record.from_address == "phone:+12025550143"
@@ -47,13 +47,6 @@ async def test_inbound_call_is_answered_by_an_agent_and_recorded(
         assert (await alice.wait(10)).ok
     finally:
         await sb.close()
-
-
-def _ended(sb):  # type: ignore[no-untyped-def]
-    calls = sb.store.list_calls()
-    if calls and calls[0].status is InteractionStatus.ENDED:
-        return calls[0]
-    return None
 
 
 async def test_inbound_call_nobody_answers_is_missed_and_the_screen_pop_came_first(
@@ -71,7 +64,7 @@ async def test_inbound_call_nobody_answers_is_missed_and_the_screen_pop_came_fir
         )
         result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=30)
         assert result.ok, result.errors
-        record = await until(lambda: _ended(sb))
+        record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.MISSED
         assert record.answered_at is None
         assert len(pops) == 1
@@ -93,7 +86,7 @@ async def test_caller_who_hangs_up_while_ringing_is_missed(
         caller = Sipp(tmp_path / "sipp", "caller", unanswered_caller_scenario(cancel_after_ms=1000))
         result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=30)
         assert result.ok, result.errors
-        record = await until(lambda: _ended(sb))
+        record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.MISSED
         assert record.hangup_cause == "caller hung up"
         assert (await ringing.wait(10)).ok
@@ -122,7 +115,7 @@ async def test_click_to_call_rings_the_agent_then_the_customer_and_records(
         channel = sb.channels["sip"].channel
         agent = sb.store.get_agent("alice")
         call_id = await channel.dial(agent, sb.addresses.parse("+1 (202) 555-0143"))
-        record = await until(lambda: _ended(sb), within=20)
+        record = await until(lambda: ended_call(sb), within=20)
         assert record.call_id == call_id
         assert record.direction is Direction.OUTBOUND
         assert record.disposition is Disposition.ANSWERED
@@ -163,7 +156,7 @@ async def test_click_to_call_customer_busy_or_rejecting(
         kam.route("+12025550143", customer.port)
         channel = sb.channels["sip"].channel
         await channel.dial(sb.store.get_agent("alice"), sb.addresses.parse("+12025550143"))
-        record = await until(lambda: _ended(sb), within=20)
+        record = await until(lambda: ended_call(sb), within=20)
         assert record.disposition is disposition
         assert str(code) in (record.hangup_cause or "")
         assert record.answered_at is None
@@ -181,7 +174,7 @@ async def test_click_to_call_agent_does_not_answer(
         kam.route("101", alice.port)
         channel = sb.channels["sip"].channel
         await channel.dial(sb.store.get_agent("alice"), sb.addresses.parse("+12025550143"))
-        record = await until(lambda: _ended(sb), within=20)
+        record = await until(lambda: ended_call(sb), within=20)
         assert record.disposition is Disposition.FAILED
         assert "alice did not answer" in (record.hangup_cause or "")
         assert (await alice.wait(10)).ok
@@ -216,7 +209,7 @@ async def test_voicemail_when_nobody_answers_and_a_consent_prompt_before_agents(
         caller = Sipp(tmp_path / "sipp", "caller", caller_scenario(CALLER, talk_ms=6000))
         result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=30)
         assert result.ok, result.errors
-        record = await until(lambda: _ended(sb))
+        record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.VOICEMAIL
         assert record.recording is not None and record.recording.path.endswith("-voicemail.wav")
         assert pcm_rms(record.recording.path, 0) > 100  # the caller's message
