@@ -168,7 +168,11 @@ def test_a_template_sees_the_call_it_follows_up(service: Service) -> None:
 
     service.running.call(
         service.sb.calls.ringing(
-            "voice", "c-77", direction=Direction.INBOUND, from_address="+74951234599", to_address="1"
+            "voice",
+            "c-77",
+            direction=Direction.INBOUND,
+            from_address="+74951234599",
+            to_address="1",
         )
     )
     with service.client("sue") as sue:
