@@ -348,3 +348,38 @@ def test_metrics(service: Service) -> None:
     assert 'switchboard_http_requests_total{method="GET",route="/api/agents",status="200"}' in text
     assert "switchboard_outbox_depth 0.0" in text
     assert 'switchboard_channel_state{channel="sms",state="running"} 1.0' in text
+
+
+def test_call_analytics_json_and_csv(service: Service) -> None:
+    anna = service.sb.store.get_agent("anna")
+    service.running.call(
+        service.sb.calls.ringing(
+            "voice", "a-1", direction=Direction.INBOUND, from_address="+74952223366", to_address="1"
+        )
+    )
+    service.running.call(service.sb.calls.answered("voice", "a-1", anna))
+    service.running.call(service.sb.calls.ended("voice", "a-1"))
+    period = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+    with service.client("sue") as sue, service.client("anna") as agent:
+        r = sue.get("/api/analytics/calls", params={**period, "group_by": "agent"})
+        assert r.status_code == 200, r.text
+        [row] = r.json()["rows"]
+        assert (row["agent"], row["calls"], row["answered"], row["answer_rate"]) == (
+            "anna",
+            1,
+            1,
+            1.0,
+        )
+        csv_text = sue.get("/api/analytics/calls", params={**period, "format": "csv"}).text
+        assert csv_text.splitlines()[0].startswith("agent,calls,calls_in,calls_out,answered")
+        assert csv_text.splitlines()[1].startswith("anna,1,1,0,1")
+        assert agent.get("/api/analytics/calls", params=period).status_code == 403
+        naive = sue.get(
+            "/api/analytics/calls",
+            params={"from": "2000-01-01T00:00:00", "to": "2100-01-01T00:00:00Z"},
+        )
+        assert naive.status_code == 422
+        assert (
+            sue.get("/api/analytics/calls", params={**period, "group_by": "week"}).status_code
+            == 422
+        )

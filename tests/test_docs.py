@@ -12,6 +12,7 @@ import pytest
 from switchboard import hookspecs
 from switchboard.config import (
     AgentSettings,
+    AnalyticsSettings,
     CallbackSettings,
     CoreSettings,
     HttpSettings,
@@ -67,6 +68,7 @@ def test_no_section_for_a_hook_that_does_not_exist() -> None:
         HttpSettings,
         CallbackSettings,
         MailingSettings,
+        AnalyticsSettings,
     ],
 )
 def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:

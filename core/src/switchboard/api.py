@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
+import io
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +23,7 @@ from pydantic import BaseModel, Field, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from switchboard.address import Address, AddressError
+from switchboard.analytics import call_stats
 from switchboard.auth import Principal
 from switchboard.channels import VoiceChannel
 from switchboard.core import ChannelState, Switchboard
@@ -594,9 +598,13 @@ class MailingIn(BaseModel):
     rate_per_minute: float | None = Field(default=None, gt=0)
 
 
-def _supervisor(who: Principal) -> None:
+def _supervisor_only(who: Principal, what: str) -> None:
     if not who.sees_all:
-        raise HTTPException(403, "lists and mailings are for supervisors and admins")
+        raise HTTPException(403, f"{what}: for supervisors and admins")
+
+
+def _supervisor(who: Principal) -> None:
+    _supervisor_only(who, "lists and mailings")
 
 
 @router.get("/lists")
@@ -697,3 +705,55 @@ async def unsubscribe(token: str, sb: Core) -> HTMLResponse:
     if not await run(sb.mailings.unsubscribe, token):
         raise HTTPException(404, "unknown or forged link")
     return HTMLResponse("<!doctype html><title>Unsubscribed</title><p>You are unsubscribed.</p>")
+
+
+# -- analytics ----------------------------------------------------------------------------
+
+
+@router.get("/analytics/calls", response_model=None)
+async def call_analytics(
+    sb: Core,
+    who: Caller,
+    since: Annotated[datetime, Query(alias="from", description="start (ISO 8601, with a zone)")],
+    until: Annotated[datetime, Query(alias="to", description="end, excluded")],
+    group_by: str = Query(default="agent", pattern="^(agent|day|ivr_node)$"),
+    format: str = Query(default="json", pattern="^(json|csv)$"),
+) -> dict[str, Any] | Response:
+    """Calls by agent, by (UTC) day or by IVR node, by SQL aggregates (supervisors, admins)."""
+    _supervisor_only(who, "call analytics")
+    for value, name in ((since, "from"), (until, "to")):
+        if value.tzinfo is None:
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "loc": ["query", name],
+                        "msg": "give a time zone (Z or +03:00)",
+                        "type": "value",
+                    }
+                ],
+            )
+    rows = await run(
+        call_stats,
+        sb.store,
+        since,
+        until,
+        group_by,
+        sb.config.core.analytics.service_level_seconds,
+    )
+    if format == "csv":
+        out = io.StringIO()
+        if rows:
+            flat = [
+                {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()}
+                for r in rows
+            ]
+            writer = csv.DictWriter(out, fieldnames=list(flat[0]))
+            writer.writeheader()
+            writer.writerows(flat)
+        return Response(
+            out.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="calls-by-{group_by}.csv"'},
+        )
+    return {"from": since.isoformat(), "to": until.isoformat(), "group_by": group_by, "rows": rows}

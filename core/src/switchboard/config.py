@@ -130,6 +130,13 @@ class MailingSettings:
 
 
 @attrs.define
+class AnalyticsSettings:
+    """``[switchboard.analytics]``: how call statistics are counted."""
+
+    service_level_seconds: float = 20.0
+
+
+@attrs.define
 class CoreSettings:
     """``[switchboard]``: the core's own settings."""
 
@@ -144,6 +151,7 @@ class CoreSettings:
     http: HttpSettings = attrs.Factory(HttpSettings)
     callbacks: CallbackSettings = attrs.Factory(CallbackSettings)
     mailings: MailingSettings = attrs.Factory(MailingSettings)
+    analytics: AnalyticsSettings = attrs.Factory(AnalyticsSettings)
 
 
 @attrs.frozen
