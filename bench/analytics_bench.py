@@ -19,6 +19,7 @@ from typing import Any
 from _common import database, machine
 
 from switchboard.analytics import call_stats
+from switchboard.calls import ivr_step_t
 from switchboard.models import Agent
 from switchboard.store import Store, call_t, insert_many, interaction_t
 
@@ -76,13 +77,27 @@ def fill(store: Store, n: int) -> None:
                     else ("abandoned" if abandoned else "missed"),
                     "ivr_path": path,
                     "agents_notified": [],
+                    "wait_s": wait if answered else None,
+                    "talk_s": talk if answered else None,
+                    "ivr_last_node": path[-1]["node"] if path else None,
                 }
             )
         with store.write() as conn:
             new_ids = insert_many(conn, interaction_t, interactions)
             for c, iid in zip(calls, new_ids, strict=True):
                 c["interaction_id"] = iid
-            insert_many(conn, call_t, calls)
+            call_ids = insert_many(conn, call_t, calls)
+            steps = [
+                {
+                    "call_record_id": cid,
+                    "ringing_at": c["ringing_at"],
+                    "node": step["node"],
+                    "digits": step["digits"],
+                }
+                for c, cid in zip(calls, call_ids, strict=True)
+                for step in c["ivr_path"]
+            ]
+            insert_many(conn, ivr_step_t, steps)
 
 
 def timed(fn: Any, runs: int = 3) -> tuple[float, Any]:
@@ -108,10 +123,11 @@ def main() -> None:
             store.upgrade()
             started = time.perf_counter()
             fill(store, args.calls)
-            if backend == "postgresql":
-                with store.engine.connect() as conn:
-                    conn.exec_driver_sql("ANALYZE")
-                    conn.commit()
+            if backend == "postgresql":  # what autovacuum would have done by then
+                with store.engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT"
+                ) as conn:
+                    conn.exec_driver_sql("VACUUM ANALYZE")
             print(f"  {backend}: filled in {time.perf_counter() - started:.0f} s", flush=True)
             for days in (30, 90):
                 since = end - timedelta(days=days)

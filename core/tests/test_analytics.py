@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from switchboard import Direction, Disposition
 from switchboard.analytics import call_stats
+from switchboard.calls import ivr_step_t
 from switchboard.store import call_t
 
 AGENTS = {
@@ -47,14 +48,24 @@ async def call(
     if wait is not None:
         await sb.calls.answered("sip", call_id, sb.store.get_agent(agent))
     await sb.calls.ended("sip", call_id, disposition)
+    # the calls happened on DAY1/DAY2: move their times (and what is derived from them)
     values: dict[str, Any] = {"ringing_at": ringing}
     if wait is not None:
         values["answered_at"] = ringing + timedelta(seconds=wait)
         values["ended_at"] = ringing + timedelta(seconds=wait + talk)
+        values["wait_s"], values["talk_s"] = wait, talk
     else:
         values["ended_at"] = ringing + timedelta(seconds=30)
     with sb.store.write() as conn:
         conn.execute(sa.update(call_t).where(call_t.c.call_id == call_id).values(**values))
+        record_id = conn.execute(
+            sa.select(call_t.c.id).where(call_t.c.call_id == call_id)
+        ).scalar_one()
+        conn.execute(
+            sa.update(ivr_step_t)
+            .where(ivr_step_t.c.call_record_id == record_id)
+            .values(ringing_at=ringing)
+        )
 
 
 async def seeded(open_sb: Any) -> Any:
@@ -139,3 +150,20 @@ async def test_unknown_grouping_is_refused(open_sb: Any) -> None:
     sb = await open_sb(config=AGENTS)
     with pytest.raises(ValueError, match="group_by must be one of"):
         call_stats(sb.store, DAY1, DAY2, "week")
+
+
+async def test_the_answer_and_talk_times_are_kept_as_the_call_goes(open_sb: Any) -> None:
+    sb = await open_sb(config=AGENTS)
+    await sb.calls.ringing(
+        "sip", "live", direction=Direction.INBOUND, from_address="+74951112200", to_address="1"
+    )
+    await sb.calls.ivr_step("sip", "live", "greeting", "1")
+    await sb.calls.answered("sip", "live", sb.store.get_agent("anna"))
+    await sb.calls.ended("sip", "live")
+    with sb.store.read() as conn:
+        row = conn.execute(sa.select(call_t).where(call_t.c.call_id == "live")).one()
+        steps = conn.execute(sa.select(ivr_step_t.c.node, ivr_step_t.c.digits)).all()
+    assert row.wait_s is not None and 0 <= row.wait_s < 5
+    assert row.talk_s is not None and 0 <= row.talk_s < 5
+    assert row.ivr_last_node == "greeting"
+    assert [tuple(s) for s in steps] == [("greeting", "1")]

@@ -9,6 +9,7 @@ from sqlmodel import SQLModel
 
 from switchboard import Address, Agent, Role
 from switchboard.store import Store, address_t
+from switchboard.tables import UTCDateTime
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def test_migrations_match_the_tables(store: Store) -> None:
 
 
 def test_head_is_the_newest_migration() -> None:
-    assert Store.head_revision() == "0003"
+    assert Store.head_revision() == "0004"
 
 
 def test_upgrade_twice_is_a_no_op(store: Store) -> None:
@@ -73,3 +74,70 @@ def test_agents_sync_by_name(store: Store) -> None:
     assert agents["bob"].role is Role.ADMIN  # kept: not in config any more, but has history
     assert store.get_agent("201") == agents["anna"]
     assert store.get_agent(agents["bob"].id or 0) == agents["bob"]
+
+
+def test_migration_0004_fills_analytics_columns_of_stored_calls(db_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    s = Store(db_url)
+    try:
+        s.upgrade("0003")
+        t0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+        with s.engine.begin() as conn:
+            contact = conn.execute(
+                sa.text("INSERT INTO contact (name, created_at) VALUES ('x', :t) RETURNING id"),
+                {"t": t0},
+            ).scalar_one()
+            interaction = conn.execute(
+                sa.text(
+                    "INSERT INTO interaction (contact_id, channel, direction, kind, status, "
+                    "created_at) VALUES (:c, 'sip', 'inbound', 'call', 'ended', :t) RETURNING id"
+                ),
+                {"c": contact, "t": t0},
+            ).scalar_one()
+            calls = sa.table(
+                "call_record",
+                *(
+                    sa.column(n)
+                    for n in (
+                        "interaction_id",
+                        "call_id",
+                        "channel",
+                        "direction",
+                        "from_address",
+                        "to_address",
+                        "disposition",
+                    )
+                ),
+                sa.column("ringing_at", UTCDateTime()),
+                sa.column("answered_at", UTCDateTime()),
+                sa.column("ended_at", UTCDateTime()),
+                sa.column("ivr_path", sa.JSON()),
+            )
+            conn.execute(
+                sa.insert(calls).values(
+                    interaction_id=interaction,
+                    call_id="old",
+                    channel="sip",
+                    direction="inbound",
+                    from_address="a",
+                    to_address="b",
+                    disposition="answered",
+                    ringing_at=t0,
+                    answered_at=t0 + timedelta(seconds=7),
+                    ended_at=t0 + timedelta(seconds=67),
+                    ivr_path=[{"node": "menu", "digits": "2", "at": t0.isoformat()}],
+                )
+            )
+        s.upgrade()
+        with s.engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT wait_s, talk_s, ivr_last_node FROM call_record")
+            ).one()
+            step = conn.execute(sa.text("SELECT node, digits FROM call_ivr_step")).one()
+        assert (row[0], row[1], row[2]) == (7.0, 60.0, "menu")
+        assert tuple(step) == ("menu", "2")
+    finally:
+        s.close()

@@ -12,15 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from switchboard.calls import ivr_step_t
 from switchboard.store import Store, agent_t, call_t
 
 GROUPS = ("agent", "day", "ivr_node")
-
-
-def _seconds(conn: Connection, start: Any, end: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        return sa.extract("epoch", end - start)
-    return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
 
 
 def _day(conn: Connection, column: Any) -> Any:
@@ -47,10 +42,8 @@ def call_stats(
         if group_by == "ivr_node":
             return _ivr(conn, since, until)
         c = call_t.c
-        wait = _seconds(conn, c.ringing_at, c.answered_at)
-        talk = _seconds(conn, c.answered_at, c.ended_at)
         inbound = c.direction == "inbound"
-        answered = c.answered_at.is_not(None)
+        answered = c.wait_s.is_not(None)  # set when answered (and in the covering index)
         key = c.agent_id if group_by == "agent" else _day(conn, c.ringing_at)
         stmt = (
             sa.select(
@@ -64,11 +57,9 @@ def call_stats(
                 _count(c.disposition == "abandoned").label("abandoned"),
                 _count(c.disposition == "voicemail").label("voicemail"),
                 _count(c.disposition == "busy").label("busy"),
-                _count(sa.and_(inbound, answered, wait <= service_level_seconds)).label("in_sla"),
-                sa.func.sum(sa.case((answered, wait), else_=0.0)).label("wait_sum"),
-                sa.func.sum(
-                    sa.case((sa.and_(answered, c.ended_at.is_not(None)), talk), else_=0.0)
-                ).label("talk_sum"),
+                _count(sa.and_(inbound, c.wait_s <= service_level_seconds)).label("in_sla"),
+                sa.func.sum(c.wait_s).label("wait_sum"),
+                sa.func.sum(c.talk_s).label("talk_sum"),
             )
             .where(c.ringing_at >= since, c.ringing_at < until)
             .group_by(key)
@@ -103,56 +94,34 @@ def call_stats(
     return out
 
 
-IVR_SQL = {
-    "sqlite": (
-        "SELECT json_extract(step.value, '$.node') AS node, "
-        "json_extract(step.value, '$.digits') AS digits, count(*) AS n "
-        "FROM call_record, json_each(call_record.ivr_path) AS step "
-        "WHERE call_record.ringing_at >= :since AND call_record.ringing_at < :until "
-        "GROUP BY node, digits",
-        "SELECT json_extract(ivr_path, '$[#-1].node') AS node, count(*) AS n FROM call_record "
-        "WHERE disposition = 'abandoned' AND ringing_at >= :since AND ringing_at < :until "
-        "AND json_array_length(ivr_path) > 0 GROUP BY node",
-    ),
-    "postgresql": (
-        "SELECT step->>'node' AS node, step->>'digits' AS digits, count(*) AS n "
-        "FROM call_record, json_array_elements(call_record.ivr_path) AS step "
-        "WHERE call_record.ringing_at >= :since AND call_record.ringing_at < :until "
-        "GROUP BY 1, 2",
-        "SELECT ivr_path->-1->>'node' AS node, count(*) AS n FROM call_record "
-        "WHERE disposition = 'abandoned' AND ringing_at >= :since AND ringing_at < :until "
-        "AND json_array_length(ivr_path) > 0 GROUP BY 1",
-    ),
-}
-
-
 def _ivr(conn: Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
     """Per IVR node: visits, the digits pressed there (the branches taken), and the callers
     who hung up there (abandoned calls whose path ends at the node)."""
-    steps_sql, abandoned_sql = IVR_SQL[
-        "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
-    ]
-    params = {"since": _param(conn, since), "until": _param(conn, until)}
+    st = ivr_step_t.c
     nodes: dict[str, dict[str, Any]] = {}
-    for node, digits, n in conn.execute(sa.text(steps_sql), params):
-        entry = nodes.setdefault(
-            node, {"ivr_node": node, "visits": 0, "digits": {}, "abandoned": 0}
-        )
-        entry["visits"] += int(n)
+
+    def entry(node: str) -> dict[str, Any]:
+        return nodes.setdefault(node, {"ivr_node": node, "visits": 0, "digits": {}, "abandoned": 0})
+
+    for node, digits, n in conn.execute(
+        sa.select(st.node, st.digits, sa.func.count())
+        .where(st.ringing_at >= since, st.ringing_at < until)
+        .group_by(st.node, st.digits)
+    ):
+        e = entry(node)
+        e["visits"] += int(n)
         if digits:
-            entry["digits"][digits] = entry["digits"].get(digits, 0) + int(n)
-    for node, n in conn.execute(sa.text(abandoned_sql), params):
-        entry = nodes.setdefault(
-            node, {"ivr_node": node, "visits": 0, "digits": {}, "abandoned": 0}
+            e["digits"][digits] = e["digits"].get(digits, 0) + int(n)
+    c = call_t.c
+    for node, n in conn.execute(
+        sa.select(c.ivr_last_node, sa.func.count())
+        .where(
+            c.ringing_at >= since,
+            c.ringing_at < until,
+            c.disposition == "abandoned",
+            c.ivr_last_node.is_not(None),
         )
-        entry["abandoned"] = int(n)
+        .group_by(c.ivr_last_node)
+    ):
+        entry(node)["abandoned"] = int(n)
     return [nodes[k] for k in sorted(nodes)]
-
-
-def _param(conn: Connection, when: datetime) -> Any:
-    """A bound datetime as the column stores it (SQLite keeps UTC text without a zone)."""
-    if conn.dialect.name == "postgresql":
-        return when
-    from datetime import UTC
-
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -43,9 +43,12 @@ from switchboard.store import (
     load_call,
     load_contacts,
 )
+from switchboard.tables import CallIvrStepRow
 
 if TYPE_CHECKING:
     from switchboard.core import Switchboard
+
+ivr_step_t: sa.Table = CallIvrStepRow.__table__  # type: ignore[attr-defined]
 
 
 class CallStateError(StoreError):
@@ -65,6 +68,10 @@ def describe_recording(path: str | Path) -> Recording:
     except (wave.Error, EOFError) as exc:
         raise StoreError(f"recording {p} is not a readable WAV file: {exc}") from None
     return Recording(path=str(p), duration=round(duration, 3), sha256=digest.hexdigest())
+
+
+def _seconds(start: Any, end: Any) -> float | None:
+    return None if start is None else round((end - start).total_seconds(), 3)
 
 
 def call_agents(record: CallRecord) -> set[int]:
@@ -207,12 +214,14 @@ class CallLog:
                     raise CallStateError(
                         f"call {call_id} on {channel} is {record.status}, cannot be answered"
                     )
+                now = utcnow()
                 self._update(
                     conn,
                     record,
                     InteractionStatus.ANSWERED,
-                    answered_at=utcnow(),
+                    answered_at=now,
                     agent_id=agent.id if agent else None,
+                    wait_s=_seconds(record.ringing_at, now),
                 )
                 record = self._load(conn, call_id, channel)
                 record_events(
@@ -246,7 +255,17 @@ class CallLog:
                 ]
                 path.append({"node": node, "digits": digits, "at": utcnow().isoformat()})
                 conn.execute(
-                    sa.update(call_t).where(call_t.c.id == record.id).values(ivr_path=path)
+                    sa.update(call_t)
+                    .where(call_t.c.id == record.id)
+                    .values(ivr_path=path, ivr_last_node=node[:100])
+                )
+                conn.execute(
+                    sa.insert(ivr_step_t).values(
+                        call_record_id=record.id,
+                        ringing_at=record.ringing_at,
+                        node=node[:100],
+                        digits=digits[:32],
+                    )
                 )
 
         await asyncio.to_thread(store)
@@ -268,13 +287,15 @@ class CallLog:
                 final = disposition or (
                     Disposition.ANSWERED if record.answered_at else Disposition.MISSED
                 )
+                now = utcnow()
                 self._update(
                     conn,
                     record,
                     InteractionStatus.ENDED,
-                    ended_at=utcnow(),
+                    ended_at=now,
                     disposition=final.value,
                     hangup_cause=hangup_cause,
+                    talk_s=_seconds(record.answered_at, now) if record.answered_at else None,
                 )
                 record = self._load(conn, call_id, channel)
                 events: list[EventSpec] = [

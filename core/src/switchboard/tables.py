@@ -98,7 +98,20 @@ class InteractionRow(SQLModel, table=True):
 
 class CallRecordRow(SQLModel, table=True):
     __tablename__ = "call_record"
-    __table_args__ = (sa.UniqueConstraint("channel", "call_id", name="uq_call_record_call_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("channel", "call_id", name="uq_call_record_call_id"),
+        # covers the analytics queries: a period's figures come from the index alone
+        sa.Index(
+            "ix_call_record_analytics",
+            "ringing_at",
+            "direction",
+            "disposition",
+            "agent_id",
+            "wait_s",
+            "talk_s",
+            "ivr_last_node",
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     interaction_id: int = Field(foreign_key="interaction.id", unique=True, ondelete="CASCADE")
@@ -118,6 +131,10 @@ class CallRecordRow(SQLModel, table=True):
     recording_duration: float | None = None
     recording_sha256: str | None = Field(default=None, max_length=64)
     hangup_cause: str | None = Field(default=None, max_length=255)
+    # kept for call analytics (sums over a period without date arithmetic per row)
+    wait_s: float | None = None
+    talk_s: float | None = None
+    ivr_last_node: str | None = Field(default=None, max_length=100)
 
 
 class OutboxRow(SQLModel, table=True):
@@ -236,3 +253,16 @@ class MailingRecipientRow(SQLModel, table=True):
     replied_at: datetime | None = _ts()
     bounced_at: datetime | None = _ts()
     unsubscribed_at: datetime | None = _ts()
+
+
+class CallIvrStepRow(SQLModel, table=True):
+    """One IVR node a call visited (also in the record's ``ivr_path``), for analytics."""
+
+    __tablename__ = "call_ivr_step"
+    __table_args__ = (sa.Index("ix_call_ivr_step_ringing", "ringing_at", "node", "digits"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_record_id: int = Field(foreign_key="call_record.id", ondelete="CASCADE", index=True)
+    ringing_at: datetime | None = _ts(nullable=False)
+    node: str = Field(max_length=100)
+    digits: str = Field(default="", max_length=32)
