@@ -124,9 +124,7 @@ def main() -> None:
             started = time.perf_counter()
             fill(store, args.calls)
             if backend == "postgresql":  # what autovacuum would have done by then
-                with store.engine.connect().execution_options(
-                    isolation_level="AUTOCOMMIT"
-                ) as conn:
+                with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                     conn.exec_driver_sql("VACUUM ANALYZE")
             print(f"  {backend}: filled in {time.perf_counter() - started:.0f} s", flush=True)
             for days in (30, 90):
