@@ -603,10 +603,6 @@ def _supervisor_only(who: Principal, what: str) -> None:
         raise HTTPException(403, f"{what}: for supervisors and admins")
 
 
-def _supervisor(who: Principal) -> None:
-    _supervisor_only(who, "lists and mailings")
-
-
 @router.get("/lists")
 async def get_lists(sb: Core, who: Caller) -> dict[str, Any]:
     """Every list with its number of contacts."""
@@ -621,7 +617,7 @@ async def get_list(name: str, sb: Core, who: Caller) -> dict[str, Any]:
 @router.post("/lists/{name}")
 async def change_list(name: str, body: ListChange, sb: Core, who: Caller) -> dict[str, Any]:
     """Add contacts to a list (created on first use) and remove others."""
-    _supervisor(who)
+    _supervisor_only(who, "lists and mailings")
     try:
         size = await run(sb.mailings.change_list, name, body.add, body.remove)
     except StoreError as exc:
@@ -633,7 +629,7 @@ async def change_list(name: str, body: ListChange, sb: Core, who: Caller) -> dic
 async def create_mailing(body: MailingIn, sb: Core, who: Caller) -> dict[str, Any]:
     """Queue a template to every contact on a list (unsubscribed ones and those without an
     address on the channel are skipped); statistics as ``GET /api/mailings/{id}``."""
-    _supervisor(who)
+    _supervisor_only(who, "lists and mailings")
     try:
         stats = await run(
             sb.mailings.create,

@@ -451,23 +451,21 @@ class Mailings:
     @staticmethod
     def note_reply(conn: sa.Connection, interaction_id: int) -> None:
         """A reply to ``interaction_id`` arrived (called in the inbox's transaction)."""
-        conn.execute(
-            sa.update(recipient_t)
-            .where(
-                recipient_t.c.interaction_id == interaction_id, recipient_t.c.replied_at.is_(None)
-            )
-            .values(replied_at=utcnow())
-        )
+        _note_first(conn, interaction_id, recipient_t.c.replied_at)
 
     @staticmethod
     def note_bounce(conn: sa.Connection, interaction_id: int) -> None:
-        conn.execute(
-            sa.update(recipient_t)
-            .where(
-                recipient_t.c.interaction_id == interaction_id, recipient_t.c.bounced_at.is_(None)
-            )
-            .values(bounced_at=utcnow())
-        )
+        """``interaction_id`` bounced (called in the outbox's transaction)."""
+        _note_first(conn, interaction_id, recipient_t.c.bounced_at)
+
+
+def _note_first(conn: sa.Connection, interaction_id: int, column: Any) -> None:
+    """Stamp ``column`` of the mailing recipient of ``interaction_id``, the first time."""
+    conn.execute(
+        sa.update(recipient_t)
+        .where(recipient_t.c.interaction_id == interaction_id, column.is_(None))
+        .values({column: utcnow()})
+    )
 
 
 def mailing_stats(store: Store, mailing_id: int) -> dict[str, Any]:

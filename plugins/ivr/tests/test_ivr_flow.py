@@ -225,3 +225,12 @@ def test_the_diagram_has_every_node_and_edge() -> None:
         assert f'"{name}" [' in dot
     assert '"greeting" -> "sales" [label="press 1"]' in dot
     assert '"greeting" -> "operator" [label="timeout"]' in dot
+
+
+def test_the_flows_voice_is_the_default_of_its_text_prompts() -> None:
+    doc = flow_doc(voice="ru")
+    doc["nodes"]["closed"]["prompt"] = {"text": "Мы закрыты", "voice": "en"}
+    flow = build_flow(doc, agents=AGENTS)
+    assert flow.nodes["greeting"].required_prompt().voice == "ru"
+    assert flow.nodes["closed"].required_prompt().voice == "en"  # its own voice wins
+    assert flow.consent is not None and flow.consent.voice == "ru"

@@ -9,12 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sip_peers import AGENTS, ended_call, phone, sip_plugin, sip_settings, until
+from sip_peers import (
+    AGENTS,
+    answering_phone,
+    ended_call,
+    place_call,
+    sip_plugin,
+    sip_settings,
+    until,
+)
 
 from switchboard import Disposition, Switchboard
 from switchboard.testing import open_switchboard
 from switchboard_ivr import IvrPlugin
-from switchboard_sip.testing import Kamailio, Sipp, agent_scenario, caller_scenario
+from switchboard_sip.testing import Kamailio, Sipp, caller_scenario
 
 FLOW = """
 start = "{start}"
@@ -102,9 +110,7 @@ def path_of(record: Any) -> list[tuple[str, str]]:
 
 
 async def call(folder: Path, kam: Kamailio, **scenario: Any) -> None:
-    caller = Sipp(folder / "sipp", "caller", caller_scenario("12025550143", **scenario))
-    result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=60)
-    assert result.ok, result.errors
+    await place_call(folder, kam, caller_scenario("12025550143", **scenario))
 
 
 async def test_a_digit_routes_to_the_right_agents_extension(
@@ -112,13 +118,8 @@ async def test_a_digit_routes_to_the_right_agents_extension(
 ) -> None:
     sb = await open_ivr(tmp_path, kam)
     try:
-        alice = await phone(
-            phones,
-            tmp_path,
-            "alice",
-            agent_scenario(answer_after_ms=200, hangup_after_ms=1500),
-            "-m",
-            "1",
+        alice = await answering_phone(
+            phones, tmp_path, "alice", answer_after_ms=200, hangup_after_ms=1500
         )
         kam.route("101", alice.port)
         kam.route("102", 9)
@@ -137,13 +138,8 @@ async def test_an_invalid_digit_replays_the_menu(
 ) -> None:
     sb = await open_ivr(tmp_path, kam)
     try:
-        bob = await phone(
-            phones,
-            tmp_path,
-            "bob",
-            agent_scenario(answer_after_ms=200, hangup_after_ms=1500),
-            "-m",
-            "1",
+        bob = await answering_phone(
+            phones, tmp_path, "bob", answer_after_ms=200, hangup_after_ms=1500
         )
         kam.route("102", bob.port)
         await call(
@@ -169,13 +165,8 @@ async def test_silence_times_out_to_the_default(
 ) -> None:
     sb = await open_ivr(tmp_path, kam)
     try:
-        bob = await phone(
-            phones,
-            tmp_path,
-            "bob",
-            agent_scenario(answer_after_ms=200, hangup_after_ms=1500),
-            "-m",
-            "1",
+        bob = await answering_phone(
+            phones, tmp_path, "bob", answer_after_ms=200, hangup_after_ms=1500
         )
         kam.route("102", bob.port)
         await call(tmp_path, kam, audio=False, hangup="callee")
@@ -228,13 +219,8 @@ async def test_the_example_flow_in_hours_sales_goes_to_the_round_robin_group(
 ) -> None:
     sb = await open_example(tmp_path, kam, WEDNESDAY_NOON)
     try:
-        anna = await phone(
-            phones,
-            tmp_path,
-            "anna",
-            agent_scenario(answer_after_ms=200, hangup_after_ms=1500),
-            "-m",
-            "1",
+        anna = await answering_phone(
+            phones, tmp_path, "anna", answer_after_ms=200, hangup_after_ms=1500
         )
         kam.route("101", anna.port)
         kam.route("102", 9)

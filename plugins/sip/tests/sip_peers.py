@@ -13,7 +13,14 @@ import pytest
 from switchboard import InteractionStatus, Switchboard
 from switchboard.testing import LoopbackPlugin, open_switchboard
 from switchboard_sip import SipChannel, SipSettings
-from switchboard_sip.testing import INSTALL, Kamailio, Sipp, free_udp_port, missing_tools
+from switchboard_sip.testing import (
+    INSTALL,
+    Kamailio,
+    Sipp,
+    agent_scenario,
+    free_udp_port,
+    missing_tools,
+)
 
 AGENTS = [
     {"name": "alice", "extension": "101", "email": "alice@example.com"},
@@ -86,6 +93,19 @@ async def phone(phones: list[Sipp], folder: Path, name: str, scenario: str, *ext
     p = await Sipp(folder / "sipp", name, scenario).start(None, *extra)
     phones.append(p)
     return p
+
+
+async def answering_phone(phones: list[Sipp], folder: Path, name: str, **scenario: Any) -> Sipp:
+    """An agent's (or customer's) phone that answers one call (``agent_scenario`` options)."""
+    return await phone(phones, folder, name, agent_scenario(**scenario), "-m", "1")
+
+
+async def place_call(folder: Path, kam: Kamailio, scenario: str, timeout: float = 60) -> None:
+    """One SIPp call, scripted by ``scenario``, to Switchboard's account through Kamailio;
+    fails the test unless it went as scripted."""
+    caller = Sipp(folder / "sipp", "caller", scenario)
+    result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=timeout)
+    assert result.ok, result.errors
 
 
 async def until(check: Any, within: float = 10.0, step: float = 0.05) -> Any:

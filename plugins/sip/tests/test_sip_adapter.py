@@ -8,13 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sip_peers import AGENTS, CALLER, ended_call, open_sip, phone, sip_plugin, sip_settings, until
+from sip_peers import (
+    AGENTS,
+    CALLER,
+    answering_phone,
+    ended_call,
+    open_sip,
+    place_call,
+    sip_plugin,
+    sip_settings,
+    until,
+)
 
 from switchboard import Disposition, InteractionStatus
 from switchboard.core import ChannelState
 from switchboard.testing import open_switchboard
 from switchboard_sip import message as sipmsg
-from switchboard_sip.testing import Kamailio, Sipp, agent_scenario, caller_scenario
+from switchboard_sip.testing import Kamailio, Sipp, caller_scenario
 
 
 def _raw(port: int, data: bytes, timeout: float = 2.0) -> bytes | None:
@@ -81,9 +91,7 @@ async def test_malformed_datagrams_mid_call_are_refused_and_the_call_goes_on(
     sb = await open_sip(tmp_path, kam, max_message_size=16_384)
     try:
         ua = sb.channels["sip"].channel.ua
-        alice = await phone(
-            phones, tmp_path, "alice", agent_scenario(answer_after_ms=100), "-m", "1"
-        )
+        alice = await answering_phone(phones, tmp_path, "alice", answer_after_ms=100)
         kam.route("101", alice.port)
         kam.route("102", 9)
         caller = Sipp(tmp_path / "sipp", "caller", caller_scenario(CALLER, talk_ms=4000))
@@ -117,14 +125,10 @@ async def test_a_90_second_call_does_not_drop(
     """pyVoIP 1.6.8 drops calls after 30 s (#272)."""
     sb = await open_sip(tmp_path, kam)
     try:
-        alice = await phone(
-            phones, tmp_path, "alice", agent_scenario(answer_after_ms=100), "-m", "1"
-        )
+        alice = await answering_phone(phones, tmp_path, "alice", answer_after_ms=100)
         kam.route("101", alice.port)
         kam.route("102", 9)
-        caller = Sipp(tmp_path / "sipp", "caller", caller_scenario(CALLER, talk_ms=90_000))
-        result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=130)
-        assert result.ok, result.errors
+        await place_call(tmp_path, kam, caller_scenario(CALLER, talk_ms=90_000), timeout=130)
         record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.ANSWERED
         assert record.hangup_cause == "customer hung up"

@@ -7,14 +7,13 @@ import wave
 from pathlib import Path
 
 import pytest
-from sip_peers import CALLER, ended_call, open_sip, phone, until
+from sip_peers import CALLER, answering_phone, ended_call, open_sip, phone, place_call, until
 
 from switchboard import Direction, Disposition, hookimpl
 from switchboard_sip.media import tone
 from switchboard_sip.testing import (
     Kamailio,
     Sipp,
-    agent_scenario,
     busy_agent_scenario,
     caller_scenario,
     pcm_rms,
@@ -28,14 +27,10 @@ async def test_inbound_call_is_answered_by_an_agent_and_recorded(
 ) -> None:
     sb = await open_sip(tmp_path, kam)
     try:
-        alice = await phone(
-            phones, tmp_path, "alice", agent_scenario(answer_after_ms=300), "-m", "1"
-        )
+        alice = await answering_phone(phones, tmp_path, "alice", answer_after_ms=300)
         kam.route("101", alice.port)
         kam.route("102", 9)  # bob's phone is off: the INVITE to him goes nowhere
-        caller = Sipp(tmp_path / "sipp", "caller", caller_scenario(CALLER, talk_ms=3000))
-        result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=40)
-        assert result.ok, result.errors
+        await place_call(tmp_path, kam, caller_scenario(CALLER, talk_ms=3000), timeout=40)
         record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.ANSWERED
         assert record.agent_id == sb.store.get_agent("alice").id
@@ -59,11 +54,9 @@ async def test_inbound_call_nobody_answers_is_missed_and_the_screen_pop_came_fir
         ringing = await phone(phones, tmp_path, "alice", ringing_agent_scenario(), "-m", "1")
         kam.route("101", ringing.port)
         kam.route("102", 9)
-        caller = Sipp(
-            tmp_path / "sipp", "caller", unanswered_caller_scenario("12025550177", expect=480)
+        await place_call(
+            tmp_path, kam, unanswered_caller_scenario("12025550177", expect=480), timeout=30
         )
-        result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=30)
-        assert result.ok, result.errors
         record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.MISSED
         assert record.answered_at is None
@@ -83,9 +76,9 @@ async def test_caller_who_hangs_up_while_ringing_is_missed(
         ringing = await phone(phones, tmp_path, "alice", ringing_agent_scenario(), "-m", "1")
         kam.route("101", ringing.port)
         kam.route("102", 9)
-        caller = Sipp(tmp_path / "sipp", "caller", unanswered_caller_scenario(cancel_after_ms=1000))
-        result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=30)
-        assert result.ok, result.errors
+        await place_call(
+            tmp_path, kam, unanswered_caller_scenario(cancel_after_ms=1000), timeout=30
+        )
         record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.MISSED
         assert record.hangup_cause == "caller hung up"
@@ -99,16 +92,9 @@ async def test_click_to_call_rings_the_agent_then_the_customer_and_records(
 ) -> None:
     sb = await open_sip(tmp_path, kam)
     try:
-        alice = await phone(
-            phones, tmp_path, "alice", agent_scenario(answer_after_ms=200), "-m", "1"
-        )
-        customer = await phone(
-            phones,
-            tmp_path,
-            "customer",
-            agent_scenario(answer_after_ms=500, hangup_after_ms=2500),
-            "-m",
-            "1",
+        alice = await answering_phone(phones, tmp_path, "alice", answer_after_ms=200)
+        customer = await answering_phone(
+            phones, tmp_path, "customer", answer_after_ms=500, hangup_after_ms=2500
         )
         kam.route("101", alice.port)
         kam.route("+12025550143", customer.port)
@@ -146,9 +132,7 @@ async def test_click_to_call_customer_busy_or_rejecting(
 ) -> None:
     sb = await open_sip(tmp_path, kam)
     try:
-        alice = await phone(
-            phones, tmp_path, "alice", agent_scenario(answer_after_ms=100), "-m", "1"
-        )
+        alice = await answering_phone(phones, tmp_path, "alice", answer_after_ms=100)
         customer = await phone(
             phones, tmp_path, "customer", busy_agent_scenario(code, reason), "-m", "1"
         )
@@ -206,9 +190,7 @@ async def test_voicemail_when_nobody_answers_and_a_consent_prompt_before_agents(
     try:
         kam.route("101", 9)
         kam.route("102", 9)
-        caller = Sipp(tmp_path / "sipp", "caller", caller_scenario(CALLER, talk_ms=6000))
-        result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=30)
-        assert result.ok, result.errors
+        await place_call(tmp_path, kam, caller_scenario(CALLER, talk_ms=6000), timeout=30)
         record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.VOICEMAIL
         assert record.recording is not None and record.recording.path.endswith("-voicemail.wav")

@@ -78,10 +78,11 @@ class IvrPlugin:
             self.engine = None
             return
         self.switchboard = switchboard
+        agents = switchboard.store.list_agents()  # they come from the config: read once
         self.engine = Engine(
             settings.loaded,
             Speaker(settings.tts_cache_dir),
-            agents=switchboard.store.list_agents,
+            agents=lambda: agents,
             idle_since=self._idle_since,
             **({"now": self.now} if self.now is not None else {}),
         )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,15 +119,27 @@ class Engine:
         if group.strategy == "ring_all":
             taken = await self.bridge(session, members, group.ring_timeout)
             return None if taken is not None else node.data.get("no_answer")
-        for agent in self.order(group.name, group.strategy, members):
+        idle: dict[int | None, datetime | None] = {}
+        if group.strategy == "longest_idle":  # store reads: off the event loop
+            idle = await asyncio.to_thread(
+                lambda: {a.id: self.idle_since(a.id or 0) for a in members}
+            )
+        for agent in self.order(group.name, group.strategy, members, idle):
             if session.hung_up:
                 return None
             if await self.bridge(session, [agent], group.ring_timeout) is not None:
                 return None
         return node.data.get("no_answer")
 
-    def order(self, group: str, strategy: str, members: list[Agent]) -> list[Agent]:
-        """The order agents of a group are rung in, one after another."""
+    def order(
+        self,
+        group: str,
+        strategy: str,
+        members: list[Agent],
+        idle: Mapping[int | None, datetime | None],
+    ) -> list[Agent]:
+        """The order agents of a group are rung in, one after another (``idle``: when each
+        agent's last call ended, for longest idle)."""
         if not members:
             return []
         if strategy == "round_robin":
@@ -135,7 +148,7 @@ class Engine:
             return members[start:] + members[:start]
         # longest idle: the agent whose last call ended longest ago (never: first)
         floor = datetime.min.replace(tzinfo=UTC)
-        return sorted(members, key=lambda a: self.idle_since(a.id or 0) or floor)
+        return sorted(members, key=lambda a: idle.get(a.id) or floor)
 
     async def _voicemail(self, node: Node, session: CallSession) -> str | None:
         await session.step(node.name)

@@ -56,10 +56,11 @@ class Node:
     name: str
     type: str
     data: dict[str, Any]
+    voice: str = "en"  # the flow's default voice for text prompts
 
     def prompt(self, key: str = "prompt") -> Prompt | None:
         value = self.data.get(key)
-        return as_prompt(value) if value is not None else None
+        return as_prompt(value, self.voice) if value is not None else None
 
     def required_prompt(self, key: str = "prompt") -> Prompt:
         prompt = self.prompt(key)
@@ -194,7 +195,9 @@ def build_flow(
     if problems:  # the structure is wrong: deeper checks would only repeat it
         raise FlowError(source, problems)
     default_voice = raw.get("voice", "en")
-    nodes = {name: Node(name, data["type"], data) for name, data in raw["nodes"].items()}
+    nodes = {
+        name: Node(name, data["type"], data, default_voice) for name, data in raw["nodes"].items()
+    }
     groups = {
         name: Group(
             name,

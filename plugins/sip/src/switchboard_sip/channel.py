@@ -397,15 +397,6 @@ class SipChannel:
             self._prompts[key] = load_prompt(prompt)
         return self._prompts[key]
 
-    @property
-    def health(self) -> dict[str, Any]:
-        ua = self.ua
-        return {
-            "registered": bool(ua and ua.registered.is_set()),
-            "calls": len(ua.legs) if ua else 0,
-            "rtp_ports_in_use": ua.ports.in_use if ua else 0,
-        }
-
     # -- inbound calls --------------------------------------------------------------------
 
     async def _incoming(self, leg: Leg) -> None:
@@ -415,7 +406,7 @@ class SipChannel:
         leg.send_ringing()
         caller = leg.user or "anonymous"
         called = sipmsg.user_of(leg.local_uri) or self.settings.username
-        agents = self.ring_agents()
+        agents = await asyncio.to_thread(self.ring_agents)  # a store read: off the loop
         record, contact = await ctx.calls.ringing(
             ctx.channel,
             leg.call_id,

@@ -20,7 +20,6 @@ import logging
 import os
 import random
 import struct
-import time
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -179,10 +178,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self._last_event: tuple[int, int] | None = None
         self._last_event_ended = False
         self._rx_rest = b""
-        self.packets_in = 0
-        self.packets_out = 0
         self.bad_packets = 0
-        self.on_audio: Callable[[bytes], None] | None = None
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -220,7 +216,6 @@ class RtpStream(asyncio.DatagramProtocol):
             end -= data[-1]
         payload = data[offset:end]
         pt = data[1] & 0x7F
-        self.packets_in += 1
         if pt == self.event_payload or (self.event_payload is None and pt == 101):
             self._event(payload, struct.unpack_from("!I", data, 4)[0], bool(data[1] & 0x80))
         elif pt in (0, 8) and payload:
@@ -229,8 +224,6 @@ class RtpStream(asyncio.DatagramProtocol):
             while len(pcm) >= FRAME_BYTES:
                 frame, pcm = pcm[:FRAME_BYTES], pcm[FRAME_BYTES:]
                 self.inbound.append(frame)
-                if self.on_audio is not None:
-                    self.on_audio(frame)
             self._rx_rest = pcm
         else:
             self.bad_packets += 1
@@ -294,7 +287,6 @@ class RtpStream(asyncio.DatagramProtocol):
                 "!BBHII", 0x80, self.payload, self._seq & 0xFFFF, self._ts & 0xFFFFFFFF, self._ssrc
             )
             self.transport.sendto(header + encode(frame, self.payload), self.remote)
-            self.packets_out += 1
         self._seq += 1
         self._ts += FRAME_SAMPLES
         return frame
@@ -416,7 +408,3 @@ def tone(seconds: float, freq: float = 440.0, volume: int = 8000) -> bytes:
     return b"".join(
         struct.pack("<h", int(volume * math.sin(2 * math.pi * freq * i / RATE))) for i in range(n)
     )
-
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000

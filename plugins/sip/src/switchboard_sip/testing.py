@@ -15,11 +15,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import attrs
 
@@ -192,15 +189,6 @@ class Kamailio:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
         self.process = None
-
-
-@contextmanager
-def kamailio(folder: Path, **kwargs: Any) -> Iterator[Kamailio]:
-    k = Kamailio(folder, **kwargs).start()
-    try:
-        yield k
-    finally:
-        k.stop()
 
 
 # -- SIPp scenarios -------------------------------------------------------------------------

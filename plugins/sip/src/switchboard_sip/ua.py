@@ -28,7 +28,7 @@ import enum
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from switchboard_sip import message as sipmsg
@@ -254,7 +254,9 @@ class UserAgent(asyncio.DatagramProtocol):
         self.registered = asyncio.Event()
         self.register_error: str | None = "not registered yet"
         self.malformed = 0
-        self.handled: dict[str, int] = {}
+        self._reg_call_id = sipmsg.new_call_id(ip)  # one registration dialog, kept
+        self._reg_tag = sipmsg.new_tag()
+        self._reg_cseq = 0
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -425,8 +427,8 @@ class UserAgent(asyncio.DatagramProtocol):
         from_: str,
         to: str,
         cseq: int,
-        routes: list[str] = (),  # type: ignore[assignment]
-        extra: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        routes: Sequence[str] = (),
+        extra: Sequence[tuple[str, str]] = (),
         body: bytes = b"",
         branch: str | None = None,
     ) -> tuple[bytes, str]:
@@ -473,12 +475,8 @@ class UserAgent(asyncio.DatagramProtocol):
     async def register(self, expires: int | None = None) -> int:
         """One REGISTER (with digest auth); returns the expiry the registrar granted."""
         expires = self.expires if expires is None else expires
-        call_id = getattr(self, "_reg_call_id", None) or sipmsg.new_call_id(self.ip)
-        self._reg_call_id = call_id
-        self._reg_cseq = getattr(self, "_reg_cseq", 0)
+        call_id, from_tag = self._reg_call_id, self._reg_tag
         uri = f"sip:{self.domain}"
-        from_tag = getattr(self, "_reg_tag", None) or sipmsg.new_tag()
-        self._reg_tag = from_tag
 
         def build(auth: list[tuple[str, str]]) -> tuple[bytes, str]:
             self._reg_cseq += 1
@@ -546,7 +544,6 @@ class UserAgent(asyncio.DatagramProtocol):
 
     def _on_request(self, msg: SipMessage, addr: tuple[str, int]) -> None:
         method = msg.method or ""
-        self.handled[method] = self.handled.get(method, 0) + 1
         if method == "INVITE":
             self._on_invite(msg, addr)
         elif method == "ACK":
