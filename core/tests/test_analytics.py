@@ -12,6 +12,7 @@ from switchboard import Direction, Disposition
 from switchboard.analytics import call_stats
 from switchboard.calls import ivr_step_t
 from switchboard.store import call_t
+from switchboard.testing import record_call
 
 AGENTS = {
     "switchboard": {
@@ -23,57 +24,12 @@ DAY1 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
 
 
-async def call(
-    sb: Any,
-    call_id: str,
-    ringing: datetime,
-    *,
-    direction: Direction = Direction.INBOUND,
-    agent: str | None = None,
-    wait: float | None = None,
-    talk: float = 0.0,
-    path: list[tuple[str, str]] = (),  # type: ignore[assignment]
-    disposition: Disposition | None = None,
-) -> None:
-    customer = f"+7495{abs(hash(call_id)) % 10_000_000:07d}"
-    await sb.calls.ringing(
-        "sip",
-        call_id,
-        direction=direction,
-        from_address=customer if direction is Direction.INBOUND else "101",
-        to_address="100" if direction is Direction.INBOUND else customer,
-    )
-    for node, digits in path:
-        await sb.calls.ivr_step("sip", call_id, node, digits)
-    if wait is not None:
-        await sb.calls.answered("sip", call_id, sb.store.get_agent(agent))
-    await sb.calls.ended("sip", call_id, disposition)
-    # the calls happened on DAY1/DAY2: move their times (and what is derived from them)
-    values: dict[str, Any] = {"ringing_at": ringing}
-    if wait is not None:
-        values["answered_at"] = ringing + timedelta(seconds=wait)
-        values["ended_at"] = ringing + timedelta(seconds=wait + talk)
-        values["wait_s"], values["talk_s"] = wait, talk
-    else:
-        values["ended_at"] = ringing + timedelta(seconds=30)
-    with sb.store.write() as conn:
-        conn.execute(sa.update(call_t).where(call_t.c.call_id == call_id).values(**values))
-        record_id = conn.execute(
-            sa.select(call_t.c.id).where(call_t.c.call_id == call_id)
-        ).scalar_one()
-        conn.execute(
-            sa.update(ivr_step_t)
-            .where(ivr_step_t.c.call_record_id == record_id)
-            .values(ringing_at=ringing)
-        )
-
-
 async def seeded(open_sb: Any) -> Any:
     sb = await open_sb(config=AGENTS)
-    await call(sb, "c1", DAY1, agent="anna", wait=5, talk=60)
-    await call(sb, "c2", DAY1 + timedelta(hours=1), agent="anna", wait=30, talk=60)
-    await call(sb, "c3", DAY1 + timedelta(hours=2))  # missed
-    await call(
+    await record_call(sb, "c1", DAY1, agent="anna", wait=5, talk=60)
+    await record_call(sb, "c2", DAY1 + timedelta(hours=1), agent="anna", wait=30, talk=60)
+    await record_call(sb, "c3", DAY1 + timedelta(hours=2))  # missed
+    await record_call(
         sb,
         "c4",
         DAY1 + timedelta(hours=3),
@@ -82,14 +38,14 @@ async def seeded(open_sb: Any) -> Any:
         wait=10,
         talk=120,
     )
-    await call(
+    await record_call(
         sb,
         "c5",
         DAY2,
         path=[("greeting", ""), ("greeting", "7")],
         disposition=Disposition.ABANDONED,
     )
-    await call(
+    await record_call(
         sb,
         "c6",
         DAY2 + timedelta(hours=1),

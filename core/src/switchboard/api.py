@@ -13,6 +13,7 @@ import base64
 import csv
 import io
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +30,7 @@ from switchboard.channels import VoiceChannel
 from switchboard.core import ChannelState, Switchboard
 from switchboard.events import Event, to_json
 from switchboard.mailings import MailingError
-from switchboard.models import Agent, CallRecord, Contact, InteractionKind
+from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
 from switchboard.store import AddressTaken, StoreError
 from switchboard.templates import TemplateError
 
@@ -293,7 +294,7 @@ async def timeline(
     for item in items:
         data = to_json(item)
         if item.id in calls:
-            data["call"] = _call_json(calls[item.id], who)
+            data["call"] = call_json(calls[item.id], who)
         out.append(data)
     return {"items": out, "next_before": items[-1].id if len(items) == limit else None}
 
@@ -304,6 +305,15 @@ async def timeline(
 @router.post("/messages", status_code=202)
 async def send_message(body: MessageIn, sb: Core, who: Caller, request: Request) -> Accepted:
     """Queue a message (the outbox sends it, with retries); 202 with the interaction id."""
+    interaction = await queue_message(sb, who, request, body)
+    return Accepted(id=interaction.id, status=interaction.status.value)
+
+
+async def queue_message(
+    sb: Switchboard, who: Principal, request: Request, body: MessageIn
+) -> Interaction:
+    """Render the template (if any) and queue the message; HTTPException on bad input (also
+    used by the console's pages)."""
     text, subject = body.text, body.subject
     payload: dict[str, Any] = {}
     if body.template is not None:
@@ -338,7 +348,7 @@ async def send_message(body: MessageIn, sb: Core, who: Caller, request: Request)
     except StoreError as exc:
         status = 404 if "no contact with id" in str(exc) else 422
         raise HTTPException(status, str(exc)) from None
-    return Accepted(id=interaction.id, status=interaction.status.value)
+    return interaction
 
 
 async def _render(
@@ -409,7 +419,7 @@ def _can_hear(call: CallRecord, who: Principal) -> bool:
     return who.sees_all or (who.agent_id is not None and call.agent_id == who.agent_id)
 
 
-def _call_json(call: CallRecord, who: Principal) -> dict[str, Any]:
+def call_json(call: CallRecord, who: Principal) -> dict[str, Any]:
     data: dict[str, Any] = to_json(call)
     if call.recording is not None:
         data["recording"] = {
@@ -424,6 +434,12 @@ def _call_json(call: CallRecord, who: Principal) -> dict[str, Any]:
 @router.post("/calls", status_code=202)
 async def click_to_call(body: CallIn, sb: Core, who: Caller) -> Accepted:
     """Ring the agent's phone; when the agent answers, call the customer and bridge."""
+    return Accepted(id=await place_call(sb, who, body), status="ringing")
+
+
+async def place_call(sb: Switchboard, who: Principal, body: CallIn) -> str:
+    """Click-to-call through the first running voice channel: its call id; HTTPException
+    when not allowed or not possible (also used by the console's pages)."""
     agent = await agent_by_name(sb, body.agent, "body.agent")
     if not who.sees_all and who.agent_id != agent.id:
         raise HTTPException(403, "agents may place calls only from their own extension")
@@ -445,8 +461,8 @@ async def click_to_call(body: CallIn, sb: Core, who: Caller) -> Accepted:
         raise HTTPException(503, "no voice channel is running")
     channel = voice[0]
     assert isinstance(channel, VoiceChannel)
-    call_id = await channel.dial(agent, target)
-    return Accepted(id=call_id, status="ringing")
+    call_id: str = await channel.dial(agent, target)
+    return call_id
 
 
 @router.get("/calls")
@@ -468,7 +484,7 @@ async def list_calls(
         until=until,
         limit=limit,
     )
-    return {"items": [_call_json(c, who) for c in calls]}
+    return {"items": [call_json(c, who) for c in calls]}
 
 
 async def _call_or_404(sb: Switchboard, call_id: str) -> CallRecord:
@@ -504,7 +520,7 @@ async def task_done(task_id: int, sb: Core, who: Caller) -> dict[str, Any]:
 
 @router.get("/calls/{call_id}")
 async def get_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
-    return _call_json(await _call_or_404(sb, call_id), who)
+    return call_json(await _call_or_404(sb, call_id), who)
 
 
 @router.get("/calls/{call_id}/recording", response_class=FileResponse)
@@ -532,6 +548,17 @@ async def events(request: Request, sb: Core, who: Caller) -> EventSourceResponse
     """Server-Sent Events. Each event has an ``id``; reconnect with ``Last-Event-ID`` (or
     ``?last_event_id=``) to get what was missed. Agents get the screen pops meant for them
     and every event that is not agent-specific; supervisors and admins get all."""
+    return stream_events(request, sb, who, _sse)
+
+
+def stream_events(
+    request: Request,
+    sb: Switchboard,
+    who: Principal,
+    render: Callable[[Event], ServerSentEvent | None],
+) -> EventSourceResponse:
+    """The live stream of the events ``who`` may see, each turned into an SSE by ``render``
+    (None: skipped); resumes after ``Last-Event-ID``. Also serves the console's screen pop."""
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     try:
         after = int(last) if last else None
@@ -551,8 +578,8 @@ async def events(request: Request, sb: Core, who: Caller) -> EventSourceResponse
                 while True:
                     missed = await run(sb.events.read_since, sent)
                     for e in missed:
-                        if accepts(e):
-                            yield _sse(e)
+                        if accepts(e) and (out := render(e)) is not None:
+                            yield out
                         sent = e.id
                     if len(missed) < 1000:
                         break
@@ -567,16 +594,15 @@ async def events(request: Request, sb: Core, who: Caller) -> EventSourceResponse
                     continue
                 if e.id > sent:
                     sent = e.id
-                    yield _sse(e)
+                    if (out := render(e)) is not None:
+                        yield out
         finally:
             sb.events.unsubscribe(sub)
 
     return EventSourceResponse(stream(), ping=int(http.sse_keepalive), send_timeout=10)
 
 
-def _sse(e: Event) -> ServerSentEvent:
-    import json
-
+def _sse(e: Event) -> ServerSentEvent | None:
     return ServerSentEvent(id=str(e.id), event=e.type, data=json.dumps(e.payload()))
 
 
@@ -738,18 +764,23 @@ async def call_analytics(
         sb.config.core.analytics.service_level_seconds,
     )
     if format == "csv":
-        out = io.StringIO()
-        if rows:
-            flat = [
-                {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()}
-                for r in rows
-            ]
-            writer = csv.DictWriter(out, fieldnames=list(flat[0]))
-            writer.writeheader()
-            writer.writerows(flat)
-        return Response(
-            out.getvalue(),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="calls-by-{group_by}.csv"'},
-        )
+        return csv_response(rows, f"calls-by-{group_by}.csv")
     return {"from": since.isoformat(), "to": until.isoformat(), "group_by": group_by, "rows": rows}
+
+
+def csv_response(rows: list[dict[str, Any]], filename: str) -> Response:
+    """Rows as a CSV download (header from the first row; nested values as JSON)."""
+    out = io.StringIO()
+    if rows:
+        flat = [
+            {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in r.items()}
+            for r in rows
+        ]
+        writer = csv.DictWriter(out, fieldnames=list(flat[0]))
+        writer.writeheader()
+        writer.writerows(flat)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

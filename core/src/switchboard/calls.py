@@ -83,9 +83,14 @@ def call_agents(record: CallRecord) -> set[int]:
 
 
 def contact_card(
-    conn: Connection, contact: Contact, exclude_interaction: int | None = None, recent: int = 5
+    conn: Connection,
+    contact: Contact,
+    exclude_interaction: int | None = None,
+    recent: int = 5,
+    new: bool = False,
 ) -> dict[str, Any]:
-    """What a screen pop shows: the contact, its owner agent and its latest interactions."""
+    """What a screen pop shows: the contact, its owner agent, its latest interactions and
+    whether the call just created it (``new``: an unknown caller)."""
     owner = None
     if contact.owner_agent_id is not None:
         row = conn.execute(
@@ -102,6 +107,7 @@ def contact_card(
         stmt = stmt.where(interaction_t.c.id != exclude_interaction)
     return {
         **to_json(contact),
+        "new": new,
         "owner_agent": owner,
         "recent_interactions": [to_json(interaction_from_row(r)) for r in conn.execute(stmt)],
     }
@@ -187,7 +193,7 @@ class CallLog:
                         "call.ringing",
                         {
                             "call": to_json(record),
-                            "contact": contact_card(conn, contact, interaction_id),
+                            "contact": contact_card(conn, contact, interaction_id, new=created),
                         },
                         call_agents(record),
                     )

@@ -16,16 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+import uuid
+import zlib
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import sqlalchemy as sa
 
 try:
     import pytest_asyncio
@@ -33,12 +46,13 @@ except ImportError:  # pragma: no cover - the async fixture needs pytest-asyncio
     pytest_asyncio = None  # type: ignore[assignment]
 
 from switchboard.address import Address
+from switchboard.calls import ivr_step_t
 from switchboard.channels import ChannelContext, InboundMessage, OutboundMessage, Receipt, Received
 from switchboard.config import Config, config_from_dict
 from switchboard.core import Switchboard, settings_classes
-from switchboard.models import Agent, Direction
+from switchboard.models import Agent, Direction, Disposition
 from switchboard.plugins import Plugins, hookimpl
-from switchboard.store import Store
+from switchboard.store import Store, call_t
 
 T = TypeVar("T")
 
@@ -321,23 +335,36 @@ def switchboard_store(tmp_path: Path) -> Iterator[Store]:
         store.close()
 
 
-async def _make_switchboard(
-    tmp_path: Path,
+async def _opener(
+    tmp_path: Path, database_url: str | None = None
 ) -> AsyncIterator[Callable[..., Awaitable[Switchboard]]]:
+    """``await factory(*plugins, config=..., start=True)`` opens a Switchboard in a new
+    folder (on ``database_url`` when given, else a SQLite file there); all are closed at
+    the end."""
     opened: list[Switchboard] = []
 
     async def factory(
         *plugin_objects: object, config: Mapping[str, Any] | None = None, start: bool = True
     ) -> Switchboard:
+        cfg = {k: dict(v) for k, v in (config or {}).items()}
+        if database_url is not None:
+            cfg.setdefault("switchboard", {}).setdefault("database_url", database_url)
         folder = tmp_path / f"sb{len(opened)}"
         folder.mkdir()
-        sb = await open_switchboard(folder, *plugin_objects, config=config, start=start)
+        sb = await open_switchboard(folder, *plugin_objects, config=cfg, start=start)
         opened.append(sb)
         return sb
 
     yield factory
     for sb in opened:
         await sb.close()
+
+
+async def _make_switchboard(
+    tmp_path: Path,
+) -> AsyncIterator[Callable[..., Awaitable[Switchboard]]]:
+    async for factory in _opener(tmp_path):
+        yield factory
 
 
 if pytest_asyncio is not None:
@@ -370,3 +397,112 @@ def switchboard_service(tmp_path: Path) -> Iterator[Callable[..., RunningService
 
     with stack:
         yield start
+
+
+async def record_call(
+    sb: Any,
+    call_id: str,
+    ringing: datetime,
+    *,
+    direction: Direction = Direction.INBOUND,
+    agent: str | None = None,
+    wait: float | None = None,
+    talk: float = 0.0,
+    path: Sequence[tuple[str, str]] = (),
+    disposition: Disposition | None = None,
+    customer: str | None = None,
+) -> None:
+    """A call as the voice channel reports it (ringing, IVR steps, answered by ``agent``
+    after ``wait`` seconds, ``talk`` seconds long, ended), then moved to ``ringing``: seeds
+    the call analytics. ``customer`` defaults to a Moscow number made from the call id."""
+    customer = customer or f"+7495{zlib.crc32(call_id.encode()) % 10_000_000:07d}"
+    await sb.calls.ringing(
+        "sip",
+        call_id,
+        direction=direction,
+        from_address=customer if direction is Direction.INBOUND else "101",
+        to_address="100" if direction is Direction.INBOUND else customer,
+    )
+    for node, digits in path:
+        await sb.calls.ivr_step("sip", call_id, node, digits)
+    if wait is not None:
+        await sb.calls.answered("sip", call_id, sb.store.get_agent(agent))
+    await sb.calls.ended("sip", call_id, disposition)
+    # the calls happened on DAY1/DAY2: move their times (and what is derived from them)
+    values: dict[str, Any] = {"ringing_at": ringing}
+    if wait is not None:
+        values["answered_at"] = ringing + timedelta(seconds=wait)
+        values["ended_at"] = ringing + timedelta(seconds=wait + talk)
+        values["wait_s"], values["talk_s"] = wait, talk
+    else:
+        values["ended_at"] = ringing + timedelta(seconds=30)
+    with sb.store.write() as conn:
+        conn.execute(sa.update(call_t).where(call_t.c.call_id == call_id).values(**values))
+        record_id = conn.execute(
+            sa.select(call_t.c.id).where(call_t.c.call_id == call_id)
+        ).scalar_one()
+        conn.execute(
+            sa.update(ivr_step_t)
+            .where(ivr_step_t.c.call_record_id == record_id)
+            .values(ringing_at=ringing)
+        )
+
+
+# -- store backends: SQLite and a throwaway PostgreSQL database ---------------------------
+
+PG_ADMIN_DSN = os.environ.get(
+    "SWITCHBOARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _pg_unavailable(reason: str) -> None:
+    message = (
+        f"PostgreSQL not reachable at {PG_ADMIN_DSN} ({reason}); "
+        "install it with: apt-get install postgresql"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"switchboard_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        _pg_unavailable(str(exc).strip())
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL: a SQLite file, then (the second run of the test) a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+async def _open_sb(
+    db_url: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Switchboard]]]:
+    """``await open_sb(*plugins, config=...)``: a Switchboard on this test's backend
+    (``db_url``: SQLite, then PostgreSQL)."""
+    async for factory in _opener(tmp_path, db_url):
+        yield factory
+
+
+if pytest_asyncio is not None:
+    open_sb = pytest_asyncio.fixture(_open_sb, name="open_sb")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres: needs the PostgreSQL server (db_url, pg_url)")
