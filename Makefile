@@ -35,3 +35,4 @@ bench: sync
 	$(UV) run --frozen python bench/sip_bench.py
 	$(UV) run --frozen python bench/ivr_check.py
 	$(UV) run --frozen python bench/mailing_bench.py
+	$(UV) run --frozen python bench/analytics_bench.py

@@ -110,6 +110,17 @@ def test_every_ivr_setting_is_in_its_doc() -> None:
             assert f"`{field.name}`" in text, f"docs/ivr.md lacks {field.name}"
 
 
+def test_every_console_setting_is_in_its_doc() -> None:
+    from switchboard_console import ConsoleSettings, Rate, TariffSettings
+
+    text = (DOCS / "console.md").read_text()
+    for cls in (ConsoleSettings, TariffSettings):
+        for field in attrs.fields(cls):
+            assert f"| `{field.name}` |" in text, f"docs/console.md lacks {field.name}"
+    for field in attrs.fields(Rate):
+        assert f"`{field.name}`" in text, f"docs/console.md lacks rates' {field.name}"
+
+
 def test_the_ivr_doc_shows_the_example_flow_as_it_is() -> None:
     example = (DOCS.parent / "examples" / "ivr" / "sales-support.toml").read_text()
     body = example.split("\n", 3)[3]  # the flow, after its comment header

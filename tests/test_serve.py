@@ -29,7 +29,8 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
     config = tmp_path / "switchboard.toml"
     shutil.copy(ROOT / "switchboard.example.toml", config)
     port = free_port()
-    env = {**os.environ, "SWITCHBOARD_PLUGINS": ""}
+    # the console (configured in the example); channel plugins need their servers
+    env = {**os.environ, "SWITCHBOARD_PLUGINS": "console"}
     proc = subprocess.Popen(
         [SWITCHBOARD, "serve", "--config", str(config), "--port", str(port)],
         env=env,
@@ -60,6 +61,9 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["info"]["title"] == (
             "Switchboard"
         )
+        assert [p["name"] for p in health["plugins"]] == ["console"]
+        console = httpx.get(f"http://127.0.0.1:{port}/console/login", timeout=5)
+        assert console.status_code == 200 and "Your agent token" in console.text
         # An open event stream must not hold the shutdown up.
         with (
             httpx.Client(timeout=httpx.Timeout(5, read=None)) as client,

@@ -1,0 +1,607 @@
+"""The console's pages under ``/console``: server-rendered HTML, forms with CSRF tokens, one
+small packaged script for the screen pop. Every action goes through the same functions as
+the HTTP API (:mod:`switchboard.api`), so the same rules and errors apply.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations,
+which name dependencies local to :func:`build_router`.)"""
+
+import hmac
+import json
+import secrets
+from datetime import UTC, date, datetime, time, timedelta
+from importlib.resources import files
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import attrs
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from switchboard import api
+from switchboard.analytics import call_stats
+from switchboard.auth import Principal, fingerprint
+from switchboard.channels import VoiceChannel
+from switchboard.core import ChannelState, Switchboard
+from switchboard.events import Event
+from switchboard_console.charts import bar_chart
+from switchboard_console.i18n import Formats, choose, translations
+from switchboard_console.settings import LANGUAGES, ConsoleSettings
+from switchboard_console.tariff import call_costs
+
+SESSION_COOKIE = "switchboard_console"
+LOGIN_COOKIE = "switchboard_console_login"  # the sign-in form's CSRF token
+LANG_COOKIE = "switchboard_console_lang"
+FLASH_COOKIE = "switchboard_console_flash"
+TABLES = ("agent", "day", "ivr_node", "costs", "mailings")
+STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+
+
+@attrs.frozen
+class Session:
+    who: Principal
+    csrf: str
+    lang: str
+
+
+class Console:
+    """The settings, the signer of session cookies and a template set per language."""
+
+    def __init__(self, settings: ConsoleSettings) -> None:
+        self.settings = settings
+        self.signer = URLSafeTimedSerializer(
+            settings.secret or secrets.token_urlsafe(32), salt="switchboard-console-session"
+        )
+        self.envs = {lang: self._environment(lang) for lang in LANGUAGES}
+        self.formats = {lang: Formats(lang, settings.timezone) for lang in LANGUAGES}
+
+    @staticmethod
+    def _environment(lang: str) -> Environment:
+        env = Environment(
+            loader=PackageLoader("switchboard_console", "templates"),
+            autoescape=select_autoescape(default=True),
+            extensions=["jinja2.ext.i18n"],
+        )
+        env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
+        return env
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def language(self, request: Request) -> str:
+        return choose(
+            request.headers.get("accept-language"),
+            self.settings.language,
+            request.cookies.get(LANG_COOKIE),
+        )
+
+    def session(self, request: Request) -> Session | None:
+        raw = request.cookies.get(SESSION_COOKIE)
+        if not raw:
+            return None
+        try:
+            data = self.signer.loads(raw, max_age=int(self.settings.session_hours * 3600))
+        except BadSignature:
+            return None
+        who = request.app.state.tokens.by_fingerprint(data.get("k", ""))
+        if who is None:  # the token was removed from the config
+            return None
+        return Session(who, data["c"], self.language(request))
+
+    def set_cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path="/console",
+            httponly=True,
+            samesite="lax",
+            secure=self.settings.secure_cookie,
+        )
+
+    # -- rendering ----------------------------------------------------------------------
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        lang: str,
+        session: Session | None = None,
+        status_code: int = 200,
+        **values: Any,
+    ) -> HTMLResponse:
+        flash = request.cookies.get(FLASH_COOKIE)
+        html = (
+            self.envs[lang]
+            .get_template(template)
+            .render(
+                lang=lang,
+                fmt=self.formats[lang],
+                who=session.who if session else None,
+                csrf=session.csrf if session else None,
+                path=request.url.path,
+                flash=json.loads(flash) if flash and flash.startswith("{") else None,
+                **values,
+            )
+        )
+        response = HTMLResponse(html, status_code=status_code)
+        if flash:
+            response.delete_cookie(FLASH_COOKIE, path="/console")
+        return response
+
+    def fragment(self, template: str, lang: str, **values: Any) -> str:
+        return (
+            self.envs[lang]
+            .get_template(template)
+            .render(lang=lang, fmt=self.formats[lang], **values)
+        )
+
+    def redirect(self, url: str, flash: tuple[str, str] | None = None) -> RedirectResponse:
+        """303 to ``url``; ``flash`` (kind, message) shows once on the next page."""
+        response = RedirectResponse(url, status_code=303)
+        if flash is not None:
+            kind, text = flash
+            self.set_cookie(response, FLASH_COOKIE, json.dumps({"kind": kind, "text": text}), 60)
+        return response
+
+
+def build_router(console: Console) -> APIRouter:
+    router = APIRouter(prefix="/console", include_in_schema=False)
+
+    def switchboard(request: Request) -> Switchboard:
+        sb: Switchboard = request.app.state.switchboard
+        return sb
+
+    async def signed_in(request: Request) -> Session:
+        session = console.session(request)
+        if session is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            raise HTTPException(
+                303,
+                "sign in first",
+                headers={"Location": f"/console/login?next={quote(target, safe='')}"},
+            )
+        return session
+
+    async def checked(request: Request, session: Annotated[Session, Depends(signed_in)]) -> Session:
+        """A signed-in session whose form (or ``X-CSRF-Token``) carries its CSRF token."""
+        given = request.headers.get("x-csrf-token")
+        if given is None:
+            form = await request.form()
+            value = form.get("csrf")
+            given = value if isinstance(value, str) else ""
+        if not hmac.compare_digest(given.encode(), session.csrf.encode()):
+            raise HTTPException(403, "the form's CSRF token is missing or stale: reload the page")
+        return session
+
+    Signed = Annotated[Session, Depends(signed_in)]
+    Checked = Annotated[Session, Depends(checked)]
+
+    # -- static files and language ------------------------------------------------------
+
+    @router.get("/static/{name}")
+    async def static(name: str) -> Response:
+        if name not in STATIC:
+            raise HTTPException(404, "no such file")
+        body = (files("switchboard_console") / "static" / name).read_bytes()
+        return Response(body, media_type=STATIC[name], headers={"Cache-Control": "max-age=300"})
+
+    @router.get("/lang/{lang}")
+    async def set_language(lang: str, next: str = "/console/contacts") -> Response:
+        if lang not in LANGUAGES:
+            raise HTTPException(404, f"no language {lang!r}: {', '.join(LANGUAGES)}")
+        response = console.redirect(_local(next))
+        console.set_cookie(response, LANG_COOKIE, lang, 365 * 86400)
+        return response
+
+    # -- sign-in ------------------------------------------------------------------------
+
+    @router.get("", include_in_schema=False)
+    async def home() -> Response:
+        return RedirectResponse("/console/contacts", status_code=303)
+
+    @router.get("/login")
+    async def login_page(request: Request, next: str = "/console/contacts") -> Response:
+        if console.session(request) is not None:
+            return console.redirect(_local(next))
+        return _login_form(request, next)
+
+    def _login_form(request: Request, next: str, error: str | None = None) -> Response:
+        token = secrets.token_urlsafe(16)
+        response = console.render(
+            request,
+            "login.html",
+            console.language(request),
+            status_code=401 if error else 200,
+            login_csrf=token,
+            next=_local(next),
+            error=error,
+        )
+        console.set_cookie(response, LOGIN_COOKIE, token, 3600)
+        return response
+
+    @router.post("/login")
+    async def login(
+        request: Request,
+        token: Annotated[str, Form()] = "",
+        csrf: Annotated[str, Form()] = "",
+        next: Annotated[str, Form()] = "/console/contacts",
+    ) -> Response:
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not expected or not hmac.compare_digest(csrf.encode(), expected.encode()):
+            return _login_form(request, next, "stale")
+        who = request.app.state.tokens.check(token.strip())
+        if who is None:
+            return _login_form(request, next, "token")
+        response = console.redirect(_local(next))
+        session = {"k": fingerprint(token.strip()), "c": secrets.token_urlsafe(24)}
+        value = console.signer.dumps(session)
+        console.set_cookie(
+            response, SESSION_COOKIE, value, int(console.settings.session_hours * 3600)
+        )
+        response.delete_cookie(LOGIN_COOKIE, path="/console")
+        return response
+
+    @router.post("/logout")
+    async def logout(session: Checked) -> Response:
+        response = console.redirect("/console/login")
+        response.delete_cookie(SESSION_COOKIE, path="/console")
+        return response
+
+    # -- contacts -----------------------------------------------------------------------
+
+    @router.get("/contacts")
+    async def contacts(
+        request: Request,
+        session: Signed,
+        sb: Annotated[Switchboard, Depends(switchboard)],
+        q: str = "",
+    ) -> Response:
+        found = await api.list_contacts(sb, session.who, q.strip() or None, 50, 0)
+        return console.render(
+            request,
+            "contacts.html",
+            session.lang,
+            session,
+            q=q,
+            found=found,
+            agents=await _agent_names(sb),
+        )
+
+    @router.get("/contacts/{contact_id}")
+    async def card(
+        request: Request,
+        contact_id: int,
+        session: Signed,
+        sb: Annotated[Switchboard, Depends(switchboard)],
+        before: int | None = None,
+    ) -> Response:
+        try:
+            contact = await api.get_contact(contact_id, sb, session.who)
+        except HTTPException as exc:
+            if exc.status_code != 404:
+                raise
+            return console.render(
+                request, "error.html", session.lang, session, status_code=404, status=404
+            )
+        timeline = await api.timeline(contact_id, sb, session.who, 50, before)
+        for item in timeline["items"]:
+            call = item.get("call")
+            if call is None:
+                continue
+            call["talk_s"] = None
+            if call.get("answered_at") and call.get("ended_at"):
+                talk = datetime.fromisoformat(call["ended_at"]) - datetime.fromisoformat(
+                    call["answered_at"]
+                )
+                call["talk_s"] = talk.total_seconds()
+            if call.get("recording"):
+                call["recording"]["url"] = f"/console/calls/{quote(call['call_id'])}/recording"
+        return console.render(
+            request,
+            "card.html",
+            session.lang,
+            session,
+            contact=contact,
+            timeline=timeline,
+            agents=await _agent_names(sb),
+            targets=_targets(sb, contact),
+            can_call=_voice_running(sb),
+            templates=list(request.app.state.templates.names),
+        )
+
+    @router.post("/contacts/{contact_id}")
+    async def edit(
+        contact_id: int,
+        session: Checked,
+        sb: Annotated[Switchboard, Depends(switchboard)],
+        name: Annotated[str, Form()],
+        company: Annotated[str, Form()] = "",
+        owner: Annotated[str, Form()] = "",
+    ) -> Response:
+        back = f"/console/contacts/{contact_id}"
+        patch = api.ContactPatch(
+            name=name.strip() or None, company=company.strip() or None, owner_agent=owner or None
+        )
+        try:
+            await api.patch_contact(contact_id, patch, sb, session.who)
+        except HTTPException as exc:
+            return console.redirect(back, ("error", _detail(exc)))
+        return console.redirect(back, ("ok", "saved"))
+
+    @router.post("/contacts/{contact_id}/call")
+    async def call(
+        contact_id: int,
+        session: Checked,
+        sb: Annotated[Switchboard, Depends(switchboard)],
+        address: Annotated[str, Form()],
+    ) -> Response:
+        back = f"/console/contacts/{contact_id}"
+        agent = session.who.agent
+        if agent is None:
+            return console.redirect(back, ("error", "no_extension"))
+        try:
+            body = api.CallIn(agent=agent.name, to=address)
+            call_id = await api.place_call(sb, session.who, body)
+        except HTTPException as exc:
+            return console.redirect(back, ("error", _detail(exc)))
+        return console.redirect(back, ("ok", f"calling:{call_id}"))
+
+    @router.post("/contacts/{contact_id}/message")
+    async def message(
+        request: Request,
+        contact_id: int,
+        session: Checked,
+        sb: Annotated[Switchboard, Depends(switchboard)],
+        target: Annotated[str, Form()],
+        text: Annotated[str, Form()] = "",
+        subject: Annotated[str, Form()] = "",
+        template: Annotated[str, Form()] = "",
+    ) -> Response:
+        back = f"/console/contacts/{contact_id}"
+        channel, _, address = target.partition("|")
+        try:
+            body = api.MessageIn(
+                channel=channel,
+                contact_id=contact_id,
+                address=address or None,
+                text=None if template else text,
+                subject=None if template else (subject.strip() or None),
+                template=template or None,
+            )
+        except ValueError as exc:
+            return console.redirect(back, ("error", str(exc)))
+        try:
+            await api.queue_message(sb, session.who, request, body)
+        except HTTPException as exc:
+            return console.redirect(back, ("error", _detail(exc)))
+        return console.redirect(back, ("ok", "queued"))
+
+    @router.get("/calls/{call_id}/recording")
+    async def recording(
+        call_id: str, session: Signed, sb: Annotated[Switchboard, Depends(switchboard)]
+    ) -> Response:
+        return await api.get_recording(call_id, sb, session.who)
+
+    # -- the screen pop -----------------------------------------------------------------
+
+    @router.get("/events")
+    async def events(
+        request: Request, session: Signed, sb: Annotated[Switchboard, Depends(switchboard)]
+    ) -> EventSourceResponse:
+        """Pops (``pop``: the card's HTML) for calls ringing for this agent, and the state
+        of those calls (``call``: answered, ended)."""
+        mine = session.who.agent_id
+
+        def render(e: Event) -> ServerSentEvent | None:
+            if mine is None or e.agents is None or mine not in e.agents:
+                return None
+            data = e.data
+            if e.type == "call.ringing":
+                html = console.fragment(
+                    "pop.html", session.lang, call=data["call"], contact=data["contact"], event=e
+                )
+                return ServerSentEvent(id=str(e.id), event="pop", data=html)
+            if e.type in ("call.answered", "call.ended"):
+                call = data["call"]
+                state = {"call_id": call["call_id"], "state": e.type.split(".")[1]}
+                return ServerSentEvent(id=str(e.id), event="call", data=json.dumps(state))
+            return None
+
+        return api.stream_events(request, sb, session.who, render)
+
+    # -- the dashboard ------------------------------------------------------------------
+
+    def period(start: date | None, end: date | None) -> tuple[date, date]:
+        today = datetime.now(UTC).date()
+        end = end or today
+        start = start or end - timedelta(days=console.settings.dashboard_days - 1)
+        if start > end:
+            start, end = end, start
+        return start, end
+
+    async def figures(
+        sb: Switchboard, start: date, end: date, tables: tuple[str, ...] = TABLES
+    ) -> dict[str, Any]:
+        """The dashboard's ``tables`` for the days ``start`` to ``end`` (UTC, included)."""
+        since = datetime.combine(start, time(), UTC)
+        until = datetime.combine(end + timedelta(days=1), time(), UTC)
+        sla = sb.config.core.analytics.service_level_seconds
+        out: dict[str, Any] = {"sla": sla}
+        for group in ("agent", "day", "ivr_node"):
+            if group in tables:
+                out[group] = await api.run(call_stats, sb.store, since, until, group, sla)
+        if "agent" in tables:
+            out["agent"].sort(key=lambda r: (r["agent"] == "unassigned", r["agent"]))
+        if "day" in tables:
+            out["totals"] = _totals(out["day"])
+        if "costs" in tables:
+            tariff = console.settings.tariff
+            out["costs"] = await api.run(call_costs, sb.store, since, until, tariff)
+        if "mailings" in tables:
+            mailings = await api.run(sb.mailings.list_mailings)
+            out["mailings"] = [  # those created in the period
+                m for m in mailings if since <= datetime.fromisoformat(m["created_at"]) < until
+            ]
+        return out
+
+    @router.get("/dashboard")
+    async def dashboard(
+        request: Request,
+        session: Signed,
+        sb: Annotated[Switchboard, Depends(switchboard)],
+        start: Annotated[date | None, Depends(_date("from"))],
+        end: Annotated[date | None, Depends(_date("to"))],
+    ) -> Response:
+        if not session.who.sees_all:
+            return console.render(
+                request, "error.html", session.lang, session, status_code=403, status=403
+            )
+        start, end = period(start, end)
+        data = await figures(sb, start, end)
+        return console.render(
+            request,
+            "dashboard.html",
+            session.lang,
+            session,
+            start=start,
+            end=end,
+            data=data,
+            charts=_charts(data),
+            query=f"from={start.isoformat()}&to={end.isoformat()}",
+        )
+
+    @router.get("/dashboard/{table}.csv")
+    async def dashboard_csv(
+        table: str,
+        session: Signed,
+        sb: Annotated[Switchboard, Depends(switchboard)],
+        start: Annotated[date | None, Depends(_date("from"))],
+        end: Annotated[date | None, Depends(_date("to"))],
+    ) -> Response:
+        if not session.who.sees_all:
+            raise HTTPException(403, "the dashboard is for supervisors and admins")
+        if table not in TABLES:
+            raise HTTPException(404, f"no table {table!r}: {', '.join(TABLES)}")
+        start, end = period(start, end)
+        rows = (await figures(sb, start, end, (table,)))[table]
+        if table == "costs":
+            rows = [*rows["rows"], {"prefix": "total", **rows["total"]}]
+        name = f"{table}-{start.isoformat()}-{end.isoformat()}.csv"
+        return api.csv_response(rows, name)
+
+    return router
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _date(name: str) -> Any:
+    def parse(request: Request) -> date | None:
+        raw = request.query_params.get(name)
+        if not raw:
+            return None
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise HTTPException(
+                422,
+                [{"loc": ["query", name], "msg": "a date as YYYY-MM-DD", "type": "value"}],
+            ) from None
+
+    return parse
+
+
+def _local(url: str) -> str:
+    """Only paths of the console: no redirect elsewhere."""
+    return url if url.startswith("/console") and not url.startswith("//") else "/console/contacts"
+
+
+def _detail(exc: HTTPException) -> str:
+    detail = exc.detail
+    if isinstance(detail, list):
+        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    return str(detail)
+
+
+async def _agent_names(sb: Switchboard) -> dict[int, str]:
+    return {a.id: a.name for a in await api.run(sb.store.list_agents)}
+
+
+def _voice_running(sb: Switchboard) -> bool:
+    return any(
+        h.state is ChannelState.RUNNING and isinstance(h.channel, VoiceChannel)
+        for h in sb.channels.values()
+    )
+
+
+def _targets(sb: Switchboard, contact: dict[str, Any]) -> list[dict[str, str]]:
+    """Each running channel paired with each of the contact's addresses it can send to."""
+    out = []
+    for name, handle in sorted(sb.channels.items()):
+        if handle.state is not ChannelState.RUNNING:
+            continue
+        kind = handle.channel.address_kind
+        for address in contact["addresses"]:
+            if address.startswith(kind + ":"):
+                value = address.partition(":")[2]
+                out.append(
+                    {"value": f"{name}|{address}", "channel": name, "address": value, "kind": kind}
+                )
+    return out
+
+
+def _totals(days: list[dict[str, Any]]) -> dict[str, Any]:
+    """The period's figures, from its days' (shares and averages weighted back)."""
+    calls_in = sum(r["calls_in"] for r in days)
+    answered = sum(r["answered"] for r in days)
+    answered_in = sum((r["answer_rate"] or 0) * r["calls_in"] for r in days)
+    in_sla = sum((r["service_level"] or 0) * r["calls_in"] for r in days)
+    wait = sum((r["avg_wait_s"] or 0) * r["answered"] for r in days)
+    talk = sum((r["avg_talk_s"] or 0) * r["answered"] for r in days)
+    return {
+        "calls": sum(r["calls"] for r in days),
+        "calls_in": calls_in,
+        "calls_out": sum(r["calls_out"] for r in days),
+        "answered": answered,
+        "missed": sum(r["missed"] + r["abandoned"] for r in days),
+        "answer_rate": answered_in / calls_in if calls_in else None,
+        "service_level": in_sla / calls_in if calls_in else None,
+        "avg_wait_s": wait / answered if answered else None,
+        "avg_talk_s": talk / answered if answered else None,
+    }
+
+
+def _charts(data: dict[str, Any]) -> dict[str, Any]:
+    agents = data["agent"]
+    days = data["day"]
+    nodes = data["ivr_node"]
+    costs = data["costs"]["rows"]
+    return {
+        "agents": bar_chart(
+            [r["agent"] for r in agents],
+            [
+                ("answered", [r["answered"] for r in agents]),
+                ("missed", [r["missed"] + r["abandoned"] for r in agents]),
+            ],
+        ),
+        "days": bar_chart(
+            [r["day"][5:] for r in days],
+            [("in", [r["calls_in"] for r in days]), ("out", [r["calls_out"] for r in days])],
+        ),
+        "ivr": bar_chart(
+            [r["ivr_node"] for r in nodes],
+            [
+                ("visits", [r["visits"] for r in nodes]),
+                ("abandoned", [r["abandoned"] for r in nodes]),
+            ],
+        ),
+        "costs": bar_chart(
+            [r["prefix"] for r in costs],
+            [
+                ("cost", [r["cost"] for r in costs]),
+                ("reference", [r["reference_cost"] for r in costs]),
+            ],
+        ),
+    }
