@@ -2,7 +2,9 @@
 
 Fills a fresh store (SQLite and PostgreSQL) with N calls spread over 90 days among 20
 agents — inbound and outbound, answered, missed, abandoned in an IVR with a path — then
-times `GET /api/analytics/calls`' three groupings over the last 30 days and over all 90.
+times `GET /api/analytics/calls`' three groupings over the last 30 days and over all 90,
+and the console dashboard's call-cost query (customer numbers in six countries, a tariff
+of eight prefixes).
 
     uv run python bench/analytics_bench.py [--calls 1000000] [--backends sqlite,postgresql]
 """
@@ -22,8 +24,22 @@ from switchboard.analytics import call_stats
 from switchboard.calls import ivr_step_t
 from switchboard.models import Agent
 from switchboard.store import Store, call_t, insert_many, interaction_t
+from switchboard_console import Rate, TariffSettings, call_costs
 
 START = datetime(2026, 8, 1, tzinfo=UTC)
+NUMBER_PREFIXES = ["+7495", "+7812", "+7916", "+1202", "+44207", "+4930"]
+TARIFF = TariffSettings(
+    rates=[
+        Rate("+7495", 0.01, 0.05),
+        Rate("+7812", 0.012, 0.08),
+        Rate("+79", 0.02, 0.12),
+        Rate("+7", 0.03, 0.15),
+        Rate("+1", 0.005, 0.1),
+        Rate("+44", 0.01, 0.2),
+        Rate("+49", 0.01, 0.2),
+        Rate("+86", 0.02, 0.3),
+    ]
+)
 
 
 def fill(store: Store, n: int) -> None:
@@ -42,6 +58,7 @@ def fill(store: Store, n: int) -> None:
             abandoned = inbound and 0.75 <= fate < 0.85
             wait = rng.uniform(2, 40)
             talk = rng.uniform(20, 600)
+            number = f"phone:{rng.choice(NUMBER_PREFIXES)}{rng.randrange(10**6, 10**7)}"
             path = []
             if inbound:
                 path = [
@@ -66,8 +83,8 @@ def fill(store: Store, n: int) -> None:
                     "call_id": f"bench-{i}",
                     "channel": "sip",
                     "direction": "inbound" if inbound else "outbound",
-                    "from_address": "phone:+74950000000",
-                    "to_address": "100",
+                    "from_address": number if inbound else "101",
+                    "to_address": "100" if inbound else number,
                     "agent_id": rng.choice(ids) if answered else None,
                     "ringing_at": ringing,
                     "answered_at": ringing + timedelta(seconds=wait) if answered else None,
@@ -136,6 +153,12 @@ def main() -> None:
                         f"{len(rows)} rows",
                         flush=True,
                     )
+                took, costs = timed(lambda st=store, s=since: call_costs(st, s, end, TARIFF))
+                print(
+                    f"    last {days} days call costs: {took * 1000:.0f} ms (median of 3), "
+                    f"{costs['total']['calls']:,} calls billed",
+                    flush=True,
+                )
             store.close()
 
 
