@@ -209,6 +209,29 @@ async def test_a_missed_call_becomes_a_callback_task_for_the_agent_it_rang_for(
     assert sb.store.finish_task(999_999) is None
 
 
+async def test_an_agents_tasks_are_not_cut_off_by_other_agents_tasks(open_sb: Any) -> None:
+    sb = await open_sb(config=AGENTS)
+    anna, boris = sb.store.get_agent("anna"), sb.store.get_agent("boris")
+    for i, agent in enumerate([anna, anna, anna, boris, boris]):
+        call_id = f"t{i}"
+        await sb.calls.ringing(
+            "sip",
+            call_id,
+            direction=Direction.INBOUND,
+            from_address=f"+7495111{i:04d}",
+            to_address="100",
+            agents=[agent.id],
+        )
+        await sb.calls.ended("sip", call_id)
+    # the limit counts the agent's own tasks, not the oldest of everyone's
+    assert [t.meta["call_id"] for t in sb.store.list_tasks(agent_id=boris.id, limit=2)] == [
+        "t3",
+        "t4",
+    ]
+    assert len(sb.store.list_tasks(agent_id=anna.id, limit=2)) == 2
+    assert len(sb.store.list_tasks(limit=4)) == 4
+
+
 async def test_answered_calls_make_no_task_and_callbacks_can_be_switched_off(
     open_sb: Any,
 ) -> None:

@@ -459,15 +459,24 @@ class Store:
             sa.select(interaction_t)
             .where(interaction_t.c.kind == InteractionKind.TASK.value)
             .order_by(interaction_t.c.created_at, interaction_t.c.id)
-            .limit(limit)
         )
         if status != "all":
             stmt = stmt.where(interaction_t.c.status == status)
+        if agent_id is None:
+            stmt = stmt.limit(limit)
         with self.read() as conn:
-            tasks = [interaction_from_row(r) for r in conn.execute(stmt)]
-        if agent_id is not None:  # the assignee is in meta (portable across backends)
-            tasks = [t for t in tasks if (t.meta or {}).get("agent_id") == agent_id]
-        return tasks
+            rows = conn.execute(stmt)
+            if agent_id is None:
+                return [interaction_from_row(r) for r in rows]
+            # the assignee is in meta (portable across backends): filter, then limit
+            tasks = []
+            for row in rows:
+                task = interaction_from_row(row)
+                if (task.meta or {}).get("agent_id") == agent_id:
+                    tasks.append(task)
+                    if len(tasks) == limit:
+                        break
+            return tasks
 
     def finish_task(self, task_id: int) -> Interaction | None:
         """Mark a task done (with a ``task.done`` event); None if there is no such task."""
