@@ -36,3 +36,4 @@ bench: sync
 	$(UV) run --frozen python bench/ivr_check.py
 	$(UV) run --frozen python bench/mailing_bench.py
 	$(UV) run --frozen python bench/analytics_bench.py
+	$(UV) run --frozen python bench/console_pop.py

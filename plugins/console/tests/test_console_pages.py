@@ -1,5 +1,5 @@
 """The console's pages over HTTP: sign-in, CSRF, permissions, search, languages, the
-dashboard's figures and CSV exports, call costs (on SQLite and PostgreSQL)."""
+dashboard's figures and CSV exports, call costs, callback tasks (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import httpx
 import pytest
 from console_peers import DAY1, DAY2, PERIOD, TARIFF, TOKENS, cells, console_service, seed_calls
 
+from switchboard import Direction
 from switchboard.config import ConfigError
 from switchboard.testing import RunningService, make_config, record_call
 from switchboard_console import ConsoleSettings, Rate, TariffSettings, call_costs
@@ -349,3 +350,44 @@ def test_recordings_only_for_the_agent_who_took_the_call_and_supervisors(
             else:
                 assert "only the agent who took the call and supervisors" in card
                 assert f'src="{url}"' not in card
+
+
+# -- callback tasks ------------------------------------------------------------------------
+
+
+def test_callbacks_page_lists_an_agents_open_tasks_and_marks_them_done(
+    service: RunningService,
+) -> None:
+    sb = service.switchboard
+    bob = sb.store.get_agent("bob")
+
+    async def missed_call() -> None:
+        await sb.calls.ringing(
+            "sip",
+            "m1",
+            direction=Direction.INBOUND,
+            from_address="+12025550177",
+            to_address="100",
+            agents=[bob.id],
+        )
+        await sb.calls.ended("sip", "m1")
+
+    service.call(missed_call())
+    task = sb.store.list_tasks()[0]
+    with client(service) as c:
+        sign_in(c, "alice")
+        assert "Nothing to call back." in c.get("/console/tasks").text
+    with client(service) as c:
+        token = sign_in(c, "bob")
+        page = c.get("/console/tasks").text
+        assert f'data-id="{task.id}"' in page and "Call back +12025550177" in page
+        assert f'href="/console/contacts/{task.contact_id}"' in page
+        done = f"/console/tasks/{task.id}/done"
+        assert c.post(done, data={}).status_code == 403
+        assert sb.store.list_tasks() == [task]
+        assert c.post(done, data={"csrf": token}).headers["location"] == "/console/tasks"
+        assert "Marked done." in c.get("/console/tasks").text
+        assert sb.store.list_tasks() == []
+        missing = c.post("/console/tasks/999999/done", data={"csrf": token})
+        assert missing.status_code == 303
+        assert "no task with id 999999" in c.get("/console/tasks").text

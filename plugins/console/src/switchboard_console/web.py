@@ -25,7 +25,8 @@ from switchboard.analytics import call_stats
 from switchboard.auth import Principal, fingerprint
 from switchboard.channels import VoiceChannel
 from switchboard.core import ChannelState, Switchboard
-from switchboard.events import Event
+from switchboard.events import Event, to_json
+from switchboard.store import load_contacts
 from switchboard_console.charts import bar_chart
 from switchboard_console.i18n import Formats, choose, translations
 from switchboard_console.settings import LANGUAGES, ConsoleSettings
@@ -384,6 +385,40 @@ def build_router(console: Console) -> APIRouter:
     ) -> Response:
         return await api.get_recording(call_id, sb, session.who)
 
+    # -- callback tasks -----------------------------------------------------------------
+
+    @router.get("/tasks")
+    async def tasks(
+        request: Request, session: Signed, sb: Annotated[Switchboard, Depends(switchboard)]
+    ) -> Response:
+        """Open callback tasks: an agent's own; everyone's for supervisors and admins."""
+        who = session.who
+        if who.sees_all or who.agent_id is not None:
+            mine = None if who.sees_all else who.agent_id
+            found = await api.run(sb.store.list_tasks, status="open", agent_id=mine, limit=500)
+        else:
+            found = []
+        names = await api.run(_contact_names, sb, {t.contact_id for t in found})
+        return console.render(
+            request,
+            "tasks.html",
+            session.lang,
+            session,
+            tasks=[to_json(t) for t in found],
+            contacts=names,
+            agents=await _agent_names(sb),
+        )
+
+    @router.post("/tasks/{task_id}/done")
+    async def task_done(
+        task_id: int, session: Checked, sb: Annotated[Switchboard, Depends(switchboard)]
+    ) -> Response:
+        try:
+            await api.task_done(task_id, sb, session.who)
+        except HTTPException as exc:
+            return console.redirect("/console/tasks", ("error", _detail(exc)))
+        return console.redirect("/console/tasks", ("ok", "task_done"))
+
     # -- the screen pop -----------------------------------------------------------------
 
     @router.get("/events")
@@ -523,6 +558,11 @@ def _detail(exc: HTTPException) -> str:
     if isinstance(detail, list):
         return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
     return str(detail)
+
+
+def _contact_names(sb: Switchboard, ids: set[int]) -> dict[int, str]:
+    with sb.store.read() as conn:
+        return {i: c.name for i, c in load_contacts(conn, list(ids)).items()}
 
 
 async def _agent_names(sb: Switchboard) -> dict[int, str]:
