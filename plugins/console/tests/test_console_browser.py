@@ -122,6 +122,19 @@ async def test_the_agent_console_in_chromium(
             assert sent["To"] == "olga@romashka.ru"
             assert "thank you for the call. alice" in sent.get_body().get_content()
 
+            # and a plain message, written on the card
+            await page.select_option(
+                "[data-testid=message-form] select[name=target]", "email|email:olga@romashka.ru"
+            )
+            await page.fill("[data-testid=message-form] input[name=subject]", "Prices")
+            await page.fill("[data-testid=message-form] textarea[name=text]", "As promised.")
+            await page.click("[data-testid=message-form] button[type=submit]")
+            assert "Message queued." in await page.inner_text(".flash.ok")
+            await eventually(lambda: len(recorder.messages) == 2, within=15)
+            sent = message_from_bytes(recorder.messages[1].content, policy=default_policy)
+            assert sent["Subject"] == "Prices"
+            assert sent.get_body().get_content().strip() == "As promised."
+
             # screen pop: a known caller rings alice; the card pops before she answers
             alice = await answering_phone(phones, tmp_path, "alice2", answer_after_ms=2500)
             kam.route("101", alice.port)

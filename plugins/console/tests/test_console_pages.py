@@ -96,6 +96,14 @@ def test_forms_need_the_session_csrf_token(service: RunningService) -> None:
         assert saved.status_code == 303
         assert service.switchboard.store.get_contact(contact.id).company == "Romashka"
         assert "Saved." in c.get(url).text
+        # a failed action says why on the page and changes nothing
+        refused = c.post(
+            f"{url}/message",
+            data={"target": "fax|phone:+12025550143", "text": "hello", "csrf": token},
+        )
+        assert refused.status_code == 303
+        assert "unknown channel &#39;fax&#39;" in c.get(url).text
+        assert service.switchboard.store.timeline(contact.id) == []
         # signing out ends the session
         assert c.post("/console/logout", data={"csrf": token}).status_code == 303
         assert c.get(url).status_code == 303
