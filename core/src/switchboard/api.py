@@ -624,7 +624,7 @@ class MailingIn(BaseModel):
     rate_per_minute: float | None = Field(default=None, gt=0)
 
 
-def _supervisor_only(who: Principal, what: str) -> None:
+def supervisor_only(who: Principal, what: str) -> None:
     if not who.sees_all:
         raise HTTPException(403, f"{what}: for supervisors and admins")
 
@@ -643,7 +643,7 @@ async def get_list(name: str, sb: Core, who: Caller) -> dict[str, Any]:
 @router.post("/lists/{name}")
 async def change_list(name: str, body: ListChange, sb: Core, who: Caller) -> dict[str, Any]:
     """Add contacts to a list (created on first use) and remove others."""
-    _supervisor_only(who, "lists and mailings")
+    supervisor_only(who, "lists and mailings")
     try:
         size = await run(sb.mailings.change_list, name, body.add, body.remove)
     except StoreError as exc:
@@ -655,7 +655,7 @@ async def change_list(name: str, body: ListChange, sb: Core, who: Caller) -> dic
 async def create_mailing(body: MailingIn, sb: Core, who: Caller) -> dict[str, Any]:
     """Queue a template to every contact on a list (unsubscribed ones and those without an
     address on the channel are skipped); statistics as ``GET /api/mailings/{id}``."""
-    _supervisor_only(who, "lists and mailings")
+    supervisor_only(who, "lists and mailings")
     try:
         stats = await run(
             sb.mailings.create,
@@ -742,7 +742,23 @@ async def call_analytics(
     format: str = Query(default="json", pattern="^(json|csv)$"),
 ) -> dict[str, Any] | Response:
     """Calls by agent, by (UTC) day or by IVR node, by SQL aggregates (supervisors, admins)."""
-    _supervisor_only(who, "call analytics")
+    supervisor_only(who, "call analytics")
+    require_zones(since, until)
+    rows = await run(
+        call_stats,
+        sb.store,
+        since,
+        until,
+        group_by,
+        sb.config.core.analytics.service_level_seconds,
+    )
+    if format == "csv":
+        return csv_response(rows, f"calls-by-{group_by}.csv")
+    return {"from": since.isoformat(), "to": until.isoformat(), "group_by": group_by, "rows": rows}
+
+
+def require_zones(since: datetime, until: datetime) -> None:
+    """422 unless both ends of a period (``from``, ``to``) name their time zone."""
     for value, name in ((since, "from"), (until, "to")):
         if value.tzinfo is None:
             raise HTTPException(
@@ -755,17 +771,6 @@ async def call_analytics(
                     }
                 ],
             )
-    rows = await run(
-        call_stats,
-        sb.store,
-        since,
-        until,
-        group_by,
-        sb.config.core.analytics.service_level_seconds,
-    )
-    if format == "csv":
-        return csv_response(rows, f"calls-by-{group_by}.csv")
-    return {"from": since.isoformat(), "to": until.isoformat(), "group_by": group_by, "rows": rows}
 
 
 def csv_response(rows: list[dict[str, Any]], filename: str) -> Response:

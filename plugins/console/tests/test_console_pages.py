@@ -399,3 +399,30 @@ def test_callbacks_page_lists_an_agents_open_tasks_and_marks_them_done(
         missing = c.post("/console/tasks/999999/done", data={"csrf": token})
         assert missing.status_code == 303
         assert "no task with id 999999" in c.get("/console/tasks").text
+
+
+def test_call_costs_in_the_http_api_for_supervisors(service: RunningService) -> None:
+    service.call(seed_calls(service.switchboard))
+    period = {"from": "2026-11-02T00:00:00Z", "to": "2026-11-04T00:00:00Z"}
+    with client(service, Authorization=f"Bearer {TOKENS['sue']}") as c:
+        got = c.get("/api/analytics/costs", params=period)
+        assert got.status_code == 200
+        body = got.json()
+        assert body["currency"] == "USD" and body["reference_name"] == "PSTN"
+        by = {r["prefix"]: r for r in body["rows"]}
+        assert (by["+7495"]["billed_minutes"], by["+7495"]["saving"]) == (3.0, 0.69)
+        assert body["total"]["saving"] == 0.94
+        rows = list(
+            csv.DictReader(
+                io.StringIO(c.get("/api/analytics/costs", params={**period, "format": "csv"}).text)
+            )
+        )
+        assert [r["prefix"] for r in rows] == ["+7", "+7495", "other", "total"]
+        naive = c.get(
+            "/api/analytics/costs", params={"from": "2026-11-02T00:00:00", "to": period["to"]}
+        )
+        assert naive.status_code == 422 and naive.json()["detail"][0]["loc"] == ["query", "from"]
+    with client(service, Authorization=f"Bearer {TOKENS['alice']}") as c:
+        assert c.get("/api/analytics/costs", params=period).status_code == 403
+    with client(service) as c:
+        assert c.get("/api/analytics/costs", params=period).status_code == 401

@@ -12,7 +12,7 @@ from typing import Any
 from switchboard import hookimpl
 from switchboard_console.settings import ConsoleSettings, Rate, TariffSettings
 from switchboard_console.tariff import call_costs
-from switchboard_console.web import Console, build_router
+from switchboard_console.web import Console, build_api_router, build_router
 
 __all__ = ["Console", "ConsolePlugin", "ConsoleSettings", "Rate", "TariffSettings", "call_costs"]
 
@@ -40,6 +40,7 @@ class ConsolePlugin:
     def register_routes(self, router: Any) -> None:
         if self.console is not None:
             router.include_router(build_router(self.console))
+            router.include_router(build_api_router(self.console))
 
 
 PLUGIN = ConsolePlugin()

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import attrs
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -522,7 +522,7 @@ def build_router(console: Console) -> APIRouter:
         start, end = period(start, end)
         rows = (await figures(sb, start, end, (table,)))[table]
         if table == "costs":
-            rows = [*rows["rows"], {"prefix": "total", **rows["total"]}]
+            rows = cost_rows(rows)
         name = f"{table}-{start.isoformat()}-{end.isoformat()}.csv"
         return api.csv_response(rows, name)
 
@@ -530,6 +530,11 @@ def build_router(console: Console) -> APIRouter:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def cost_rows(costs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cost table's rows and its total, as CSV rows."""
+    return [*costs["rows"], {"prefix": "total", **costs["total"]}]
 
 
 def _date(name: str) -> Any:
@@ -645,3 +650,27 @@ def _charts(data: dict[str, Any]) -> dict[str, Any]:
             ],
         ),
     }
+
+
+def build_api_router(console: Console) -> APIRouter:
+    """``GET /api/analytics/costs``: the dashboard's call costs for a CRM (bearer token)."""
+    router = APIRouter(prefix="/api/analytics", tags=["analytics"])
+
+    @router.get("/costs", response_model=None)
+    async def call_cost_analytics(
+        sb: api.Core,
+        who: api.Caller,
+        since: Annotated[datetime, Query(alias="from", description="start (ISO 8601, zone)")],
+        until: Annotated[datetime, Query(alias="to", description="end, excluded")],
+        format: str = Query(default="json", pattern="^(json|csv)$"),
+    ) -> dict[str, Any] | Response:
+        """What the period's answered calls cost per tariff prefix, beside the reference
+        tariff (``[plugins.console.tariff]``); supervisors and admins."""
+        api.supervisor_only(who, "call costs")
+        api.require_zones(since, until)
+        costs = await api.run(call_costs, sb.store, since, until, console.settings.tariff)
+        if format == "csv":
+            return api.csv_response(cost_rows(costs), "call-costs.csv")
+        return {"from": since.isoformat(), "to": until.isoformat(), **costs}
+
+    return router
