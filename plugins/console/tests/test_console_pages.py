@@ -426,3 +426,42 @@ def test_call_costs_in_the_http_api_for_supervisors(service: RunningService) -> 
         assert c.get("/api/analytics/costs", params=period).status_code == 403
     with client(service) as c:
         assert c.get("/api/analytics/costs", params=period).status_code == 401
+
+
+def test_an_agent_adds_a_contact_and_an_address_from_the_pages(service: RunningService) -> None:
+    sb = service.switchboard
+    with client(service) as c:
+        token = sign_in(c, "alice")
+        made = c.post(
+            "/console/contacts",
+            data={
+                "name": "Pavel Orlov",
+                "company": "Orlov & Sons",
+                "phone": "(202) 555-01 66",
+                "email": "",
+                "owner": "alice",
+                "csrf": token,
+            },
+        )
+        assert made.status_code == 303
+        contact = sb.store.find_contact(sb.addresses.parse("+12025550166"))
+        assert contact is not None and contact.name == "Pavel Orlov"
+        assert made.headers["location"] == f"/console/contacts/{contact.id}"
+        assert contact.owner_agent_id == sb.store.get_agent("alice").id
+        # the same number again: refused with the reason, nothing stored
+        again = c.post(
+            "/console/contacts", data={"name": "Pasha", "phone": "+12025550166", "csrf": token}
+        )
+        assert again.headers["location"] == "/console/contacts"
+        assert "+12025550166" in c.get("/console/contacts").text
+        assert sb.store.search_contacts("Pasha", None)[1] == 0
+        bad = c.post("/console/contacts", data={"name": "X", "phone": "12", "csrf": token})
+        assert bad.status_code == 303 and sb.store.search_contacts("X", None)[1] == 0
+        # an address added on the card
+        url = f"/console/contacts/{contact.id}"
+        c.post(
+            url, data={"name": "Pavel Orlov", "add_address": "pavel@orlov.example", "csrf": token}
+        )
+        assert "email:pavel@orlov.example" in [
+            str(a) for a in sb.store.get_contact(contact.id).addresses
+        ]

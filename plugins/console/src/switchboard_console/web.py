@@ -270,6 +270,31 @@ def build_router(console: Console) -> APIRouter:
             agents=await _agent_names(sb),
         )
 
+    @router.post("/contacts")
+    async def new_contact(
+        session: Checked,
+        sb: Annotated[Switchboard, Depends(switchboard)],
+        name: Annotated[str, Form()],
+        company: Annotated[str, Form()] = "",
+        phone: Annotated[str, Form()] = "",
+        email: Annotated[str, Form()] = "",
+        owner: Annotated[str, Form()] = "",
+    ) -> Response:
+        """A contact typed in by an agent (a prospect to call); the API's rules apply."""
+        try:
+            body = api.ContactIn(
+                name=name.strip(),
+                company=company.strip() or None,
+                addresses=[a.strip() for a in (phone, email) if a.strip()],
+                owner_agent=owner or None,
+            )
+            created = await api.create_contact(body, sb, session.who)
+        except ValueError as exc:
+            return console.redirect("/console/contacts", ("error", str(exc)))
+        except HTTPException as exc:
+            return console.redirect("/console/contacts", ("error", _detail(exc)))
+        return console.redirect(f"/console/contacts/{created['id']}", ("ok", "saved"))
+
     @router.get("/contacts/{contact_id}")
     async def card(
         request: Request,
@@ -320,10 +345,14 @@ def build_router(console: Console) -> APIRouter:
         name: Annotated[str, Form()],
         company: Annotated[str, Form()] = "",
         owner: Annotated[str, Form()] = "",
+        add_address: Annotated[str, Form()] = "",
     ) -> Response:
         back = f"/console/contacts/{contact_id}"
         patch = api.ContactPatch(
-            name=name.strip() or None, company=company.strip() or None, owner_agent=owner or None
+            name=name.strip() or None,
+            company=company.strip() or None,
+            owner_agent=owner or None,
+            add_addresses=[add_address.strip()] if add_address.strip() else [],
         )
         try:
             await api.patch_contact(contact_id, patch, sb, session.who)
