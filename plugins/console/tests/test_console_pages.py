@@ -369,16 +369,16 @@ def test_callbacks_page_lists_an_agents_open_tasks_and_marks_them_done(
     sb = service.switchboard
     bob = sb.store.get_agent("bob")
 
-    async def missed_call() -> None:
+    async def missed_call(call_id: str = "m1") -> None:
         await sb.calls.ringing(
             "sip",
-            "m1",
+            call_id,
             direction=Direction.INBOUND,
             from_address="+12025550177",
             to_address="100",
             agents=[bob.id],
         )
-        await sb.calls.ended("sip", "m1")
+        await sb.calls.ended("sip", call_id)
 
     service.call(missed_call())
     task = sb.store.list_tasks()[0]
@@ -396,6 +396,14 @@ def test_callbacks_page_lists_an_agents_open_tasks_and_marks_them_done(
         assert c.post(done, data={"csrf": token}).headers["location"] == "/console/tasks"
         assert "Marked done." in c.get("/console/tasks").text
         assert sb.store.list_tasks() == []
+        # the card shows an open task with its own Done button, which comes back to it
+        service.call(missed_call("m2"))
+        again = sb.store.list_tasks()[0]
+        card = f"/console/contacts/{again.contact_id}"
+        assert f'action="/console/tasks/{again.id}/done"' in c.get(card).text
+        back = c.post(f"/console/tasks/{again.id}/done", data={"csrf": token, "back": card})
+        assert back.headers["location"] == card and sb.store.list_tasks() == []
+        assert f'action="/console/tasks/{again.id}/done"' not in c.get(card).text
         missing = c.post("/console/tasks/999999/done", data={"csrf": token})
         assert missing.status_code == 303
         assert "no task with id 999999" in c.get("/console/tasks").text

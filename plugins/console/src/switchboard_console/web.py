@@ -440,13 +440,17 @@ def build_router(console: Console) -> APIRouter:
 
     @router.post("/tasks/{task_id}/done")
     async def task_done(
-        task_id: int, session: Checked, sb: Annotated[Switchboard, Depends(switchboard)]
+        task_id: int,
+        session: Checked,
+        sb: Annotated[Switchboard, Depends(switchboard)],
+        back: Annotated[str, Form()] = "/console/tasks",
     ) -> Response:
+        back = _local(back)
         try:
             await api.task_done(task_id, sb, session.who)
         except HTTPException as exc:
-            return console.redirect("/console/tasks", ("error", _detail(exc)))
-        return console.redirect("/console/tasks", ("ok", "task_done"))
+            return console.redirect(back, ("error", _detail(exc)))
+        return console.redirect(back, ("ok", "task_done"))
 
     # -- the screen pop -----------------------------------------------------------------
 
