@@ -18,7 +18,6 @@ from switchboard import Direction, Disposition
 from switchboard.app import create_app
 from switchboard.plugins import Plugins
 from switchboard.testing import (
-    LoopbackPlugin,
     RunningService,
     make_config,
     record_call,
@@ -117,10 +116,6 @@ def console_service(folder: Path, *plugin_objects: Any, **kwargs: Any) -> Iterat
     folder.mkdir(parents=True, exist_ok=True)
     with serve_in_thread(console_app(folder, *plugin_objects, **kwargs)) as service:
         yield service
-
-
-def loopback(*channels: Any) -> tuple[object, str, None]:
-    return (LoopbackPlugin(*channels), "loopback", None)
 
 
 @asynccontextmanager
