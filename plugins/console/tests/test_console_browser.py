@@ -76,6 +76,10 @@ async def test_the_agent_console_in_chromium(
         )
         await eventually(lambda: sb.channels["sip"].state.value == "running", within=15)
         async with chromium() as browser:
+            login = await browser.new_page()
+            await login.goto(f"{svc.url}/console/contacts")
+            assert "/console/login" in login.url  # signed out: to the sign-in form
+            await screenshot(login, "00-sign-in")
             page = await signed_in(browser, svc.url, "alice")
             await screenshot(page, "01-contacts")
 
@@ -167,6 +171,11 @@ async def test_the_agent_console_in_chromium(
             assert "New contact" in await new.inner_text()
             await screenshot(page, "05-screen-pop-new-contact")
             await call
+
+            # the callbacks page (the calls above were all answered: nothing to call back)
+            await page.goto(f"{svc.url}/console/tasks")
+            assert "Nothing to call back." in await page.inner_text("[data-testid=tasks]")
+            await screenshot(page, "05b-callbacks")
 
             # bob may not hear alice's call
             bob = await signed_in(browser, svc.url, "bob")
