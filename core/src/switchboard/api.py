@@ -452,17 +452,19 @@ async def place_call(sb: Switchboard, who: Principal, body: CallIn) -> str:
     else:
         assert body.to is not None
         target = parse_address(sb, body.to, "body.to")
-    voice = [
-        h.channel
-        for name, h in sb.channels.items()
-        if h.state is ChannelState.RUNNING and isinstance(h.channel, VoiceChannel)
-    ]
-    if not voice:
+    channel = voice_channel(sb)
+    if channel is None:
         raise HTTPException(503, "no voice channel is running")
-    channel = voice[0]
-    assert isinstance(channel, VoiceChannel)
     call_id: str = await channel.dial(agent, target)
     return call_id
+
+
+def voice_channel(sb: Switchboard) -> VoiceChannel | None:
+    """The first running channel that can place calls, if any."""
+    for handle in sb.channels.values():
+        if handle.state is ChannelState.RUNNING and isinstance(handle.channel, VoiceChannel):
+            return handle.channel
+    return None
 
 
 @router.get("/calls")

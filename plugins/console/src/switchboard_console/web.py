@@ -23,7 +23,6 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from switchboard import api
 from switchboard.analytics import call_stats
 from switchboard.auth import Principal, fingerprint
-from switchboard.channels import VoiceChannel
 from switchboard.core import ChannelState, Switchboard
 from switchboard.events import Event, to_json
 from switchboard.store import load_contacts
@@ -150,10 +149,6 @@ class Console:
 def build_router(console: Console) -> APIRouter:
     router = APIRouter(prefix="/console", include_in_schema=False)
 
-    def switchboard(request: Request) -> Switchboard:
-        sb: Switchboard = request.app.state.switchboard
-        return sb
-
     async def signed_in(request: Request) -> Session:
         session = console.session(request)
         if session is None:
@@ -256,7 +251,7 @@ def build_router(console: Console) -> APIRouter:
     async def contacts(
         request: Request,
         session: Signed,
-        sb: Annotated[Switchboard, Depends(switchboard)],
+        sb: api.Core,
         q: str = "",
     ) -> Response:
         found = await api.list_contacts(sb, session.who, q.strip() or None, 50, 0)
@@ -273,7 +268,7 @@ def build_router(console: Console) -> APIRouter:
     @router.post("/contacts")
     async def new_contact(
         session: Checked,
-        sb: Annotated[Switchboard, Depends(switchboard)],
+        sb: api.Core,
         name: Annotated[str, Form()],
         company: Annotated[str, Form()] = "",
         phone: Annotated[str, Form()] = "",
@@ -300,7 +295,7 @@ def build_router(console: Console) -> APIRouter:
         request: Request,
         contact_id: int,
         session: Signed,
-        sb: Annotated[Switchboard, Depends(switchboard)],
+        sb: api.Core,
         before: int | None = None,
     ) -> Response:
         try:
@@ -333,7 +328,7 @@ def build_router(console: Console) -> APIRouter:
             timeline=timeline,
             agents=await _agent_names(sb),
             targets=_targets(sb, contact),
-            can_call=_voice_running(sb),
+            can_call=api.voice_channel(sb) is not None,
             templates=list(request.app.state.templates.names),
         )
 
@@ -341,7 +336,7 @@ def build_router(console: Console) -> APIRouter:
     async def edit(
         contact_id: int,
         session: Checked,
-        sb: Annotated[Switchboard, Depends(switchboard)],
+        sb: api.Core,
         name: Annotated[str, Form()],
         company: Annotated[str, Form()] = "",
         owner: Annotated[str, Form()] = "",
@@ -364,7 +359,7 @@ def build_router(console: Console) -> APIRouter:
     async def call(
         contact_id: int,
         session: Checked,
-        sb: Annotated[Switchboard, Depends(switchboard)],
+        sb: api.Core,
         address: Annotated[str, Form()],
     ) -> Response:
         back = f"/console/contacts/{contact_id}"
@@ -383,7 +378,7 @@ def build_router(console: Console) -> APIRouter:
         request: Request,
         contact_id: int,
         session: Checked,
-        sb: Annotated[Switchboard, Depends(switchboard)],
+        sb: api.Core,
         target: Annotated[str, Form()],
         text: Annotated[str, Form()] = "",
         subject: Annotated[str, Form()] = "",
@@ -409,17 +404,13 @@ def build_router(console: Console) -> APIRouter:
         return console.redirect(back, ("ok", "queued"))
 
     @router.get("/calls/{call_id}/recording")
-    async def recording(
-        call_id: str, session: Signed, sb: Annotated[Switchboard, Depends(switchboard)]
-    ) -> Response:
+    async def recording(call_id: str, session: Signed, sb: api.Core) -> Response:
         return await api.get_recording(call_id, sb, session.who)
 
     # -- callback tasks -----------------------------------------------------------------
 
     @router.get("/tasks")
-    async def tasks(
-        request: Request, session: Signed, sb: Annotated[Switchboard, Depends(switchboard)]
-    ) -> Response:
+    async def tasks(request: Request, session: Signed, sb: api.Core) -> Response:
         """Open callback tasks: an agent's own; everyone's for supervisors and admins."""
         who = session.who
         if who.sees_all or who.agent_id is not None:
@@ -442,7 +433,7 @@ def build_router(console: Console) -> APIRouter:
     async def task_done(
         task_id: int,
         session: Checked,
-        sb: Annotated[Switchboard, Depends(switchboard)],
+        sb: api.Core,
         back: Annotated[str, Form()] = "/console/tasks",
     ) -> Response:
         back = _local(back)
@@ -455,9 +446,7 @@ def build_router(console: Console) -> APIRouter:
     # -- the screen pop -----------------------------------------------------------------
 
     @router.get("/events")
-    async def events(
-        request: Request, session: Signed, sb: Annotated[Switchboard, Depends(switchboard)]
-    ) -> EventSourceResponse:
+    async def events(request: Request, session: Signed, sb: api.Core) -> EventSourceResponse:
         """Pops (``pop``: the card's HTML) for calls ringing for this agent, and the state
         of those calls (``call``: answered, ended)."""
         mine = session.who.agent_id
@@ -518,7 +507,7 @@ def build_router(console: Console) -> APIRouter:
     async def dashboard(
         request: Request,
         session: Signed,
-        sb: Annotated[Switchboard, Depends(switchboard)],
+        sb: api.Core,
         start: Annotated[date | None, Depends(_date("from"))],
         end: Annotated[date | None, Depends(_date("to"))],
     ) -> Response:
@@ -544,7 +533,7 @@ def build_router(console: Console) -> APIRouter:
     async def dashboard_csv(
         table: str,
         session: Signed,
-        sb: Annotated[Switchboard, Depends(switchboard)],
+        sb: api.Core,
         start: Annotated[date | None, Depends(_date("from"))],
         end: Annotated[date | None, Depends(_date("to"))],
     ) -> Response:
@@ -605,13 +594,6 @@ def _contact_names(sb: Switchboard, ids: set[int]) -> dict[int, str]:
 
 async def _agent_names(sb: Switchboard) -> dict[int, str]:
     return {a.id: a.name for a in await api.run(sb.store.list_agents)}
-
-
-def _voice_running(sb: Switchboard) -> bool:
-    return any(
-        h.state is ChannelState.RUNNING and isinstance(h.channel, VoiceChannel)
-        for h in sb.channels.values()
-    )
 
 
 def _targets(sb: Switchboard, contact: dict[str, Any]) -> list[dict[str, str]]:
