@@ -1,8 +1,13 @@
 # The two commands a newcomer needs: `make run` and `make test`.
+# scripts/ensure-uv finds uv or installs it into .tools/; it says why on stderr when it can't.
 UV := $(shell ./scripts/ensure-uv)
+ifeq ($(strip $(UV)),)
+$(error uv is needed and could not be found or installed (see the line above); install uv and run make again)
+endif
+export UV
 CONFIG ?= switchboard.example.toml
 
-.PHONY: run test lint sync bench build
+.PHONY: run test lint sync bench build system-deps
 
 sync:
 	$(UV) sync --all-packages --frozen
@@ -11,8 +16,14 @@ sync:
 run: sync
 	$(UV) run --frozen switchboard serve --config $(CONFIG)
 
-## Run every test (PostgreSQL at 127.0.0.1:5432 is used when it is there; under CI=true it must be).
-test: sync
+## The Debian packages the tests use (scripts/system-deps is their one list): installed
+## when missing (as root or with password-less sudo), else the command to run is printed.
+system-deps:
+	./scripts/system-deps
+
+## Install what the tests need, then run every test (PostgreSQL at 127.0.0.1:5432 is used
+## when it is there; under CI=true it must be, and any skipped test is a failure).
+test: system-deps sync
 	$(UV) run --frozen pytest
 
 ## ruff (lint + format) and mypy over the core and the plugins.

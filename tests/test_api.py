@@ -326,6 +326,12 @@ def test_missed_calls_are_callback_tasks(service: Service) -> None:
             "missed-1",
         )
         assert anna.get("/api/tasks", params={"agent": "anna"}).json()["items"] == []
+        # an agent sees and closes only their own tasks (found by an outside review)
+        assert anna.get("/api/tasks").json()["items"] == []
+        assert anna.get("/api/tasks", params={"agent": "boris"}).status_code == 403
+        assert anna.post(f"/api/tasks/{task['id']}/done").status_code == 403
+        with service.client("sue") as sue:
+            assert [t["id"] for t in sue.get("/api/tasks").json()["items"]] == [task["id"]]
         assert b.get("/api/tasks", params={"status": "bogus"}).status_code == 422
         done = b.post(f"/api/tasks/{task['id']}/done")
         assert (done.status_code, done.json()["status"]) == (200, "done")
@@ -383,3 +389,19 @@ def test_call_analytics_json_and_csv(service: Service) -> None:
             sue.get("/api/analytics/calls", params={**period, "group_by": "week"}).status_code
             == 422
         )
+
+
+def test_quarantine_lists_what_a_channel_could_not_store(service: Service) -> None:
+    sms = service.channels["sms"]
+    bad = InboundMessage("q-1", "not a number at all", text="hostile")
+    assert service.running.call(sms.accept(bad)) is None
+    assert service.running.call(sms.accept(bad)) is None  # kept once
+    with service.client("admin") as admin, service.client("anna") as anna:
+        [item] = admin.get("/api/quarantine").json()["items"]
+        assert (item["channel"], item["external_id"]) == ("sms", "q-1")
+        assert item["reason"].startswith("sender: not a valid phone address")
+        assert "hostile" in item["raw"]
+        assert admin.get("/api/quarantine", params={"channel": "mail"}).json()["items"] == []
+        assert anna.get("/api/quarantine").status_code == 403
+    types = [e.type for e in service.sb.events.read_since(0)]
+    assert types.count("message.quarantined") == 1

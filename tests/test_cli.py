@@ -53,6 +53,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         {"sb_cli_echo": PLUGIN, "sb_cli_broken": "import not_installed_anywhere\n"},
         version="0.3.1",
         entry_points={"echo": "sb_cli_echo", "broken": "sb_cli_broken"},
+        docs="https://docs.example.com/echo",
     )
     clean = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_PLUGINS"}
     return {**clean, "PYTHONPATH": str(site)}
@@ -74,6 +75,7 @@ def test_plugins_json_lists_plugins_channels_and_errors(env: dict[str, str]) -> 
         "version": "0.3.1",
         "hooks": ["message_received", "register_channels"],
         "channels": ["echo"],
+        "docs": "https://docs.example.com/echo",
     }
     [error] = data["errors"]
     assert error["plugin"] == "broken" and error["stage"] == "import"
@@ -85,6 +87,7 @@ def test_plugins_text_output(env: dict[str, str]) -> None:
     assert result.returncode == 0
     assert "echo  (switchboard-echo 0.3.1)" in result.stdout
     assert "channels: echo" in result.stdout
+    assert "docs:     https://docs.example.com/echo" in result.stdout
     assert "ERROR broken (import): ModuleNotFoundError" in result.stderr
 
 

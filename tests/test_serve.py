@@ -29,8 +29,9 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
     config = tmp_path / "switchboard.toml"
     shutil.copy(ROOT / "switchboard.example.toml", config)
     port = free_port()
-    # the console (configured in the example); channel plugins need their servers
-    env = {**os.environ, "SWITCHBOARD_PLUGINS": "console"}
+    # every installed plugin: the console is configured in the example, the channels are
+    # not (they stay off, and start-up says where their docs are)
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_PLUGINS"}
     proc = subprocess.Popen(
         [SWITCHBOARD, "serve", "--config", str(config), "--port", str(port)],
         env=env,
@@ -61,7 +62,18 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["info"]["title"] == (
             "Switchboard"
         )
-        assert [p["name"] for p in health["plugins"]] == ["console"]
+        assert {p["name"] for p in health["plugins"]} == {
+            "console",
+            "email",
+            "ivr",
+            "sip",
+            "telegram",
+        }
+        assert {n: c["state"] for n, c in health["channels"].items()} == {
+            "email": "not configured",
+            "sip": "not configured",
+            "telegram": "not configured",
+        }
         console = httpx.get(f"http://127.0.0.1:{port}/console/login", timeout=5)
         assert console.status_code == 200 and "Your agent token" in console.text
         # An open event stream must not hold the shutdown up.
@@ -82,6 +94,12 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
         # systemd); what matters is that the lifespan shutdown ran to the end.
         assert proc.returncode in (0, -signal.SIGTERM), output
         assert "Application shutdown complete." in output
+        for plugin in ("email", "sip", "telegram"):
+            assert (
+                f"plugin {plugin} is installed but not configured (channel {plugin} stays off):"
+                f" add a [plugins.{plugin}] table to {config}; docs: docs/{plugin}.md"
+            ) in output
+        assert "plugin console is installed but not configured" not in output
     finally:
         if proc.poll() is None:
             proc.kill()

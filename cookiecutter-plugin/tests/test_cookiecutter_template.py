@@ -4,7 +4,7 @@ environment, run its own tests there, and find it through its entry point."""
 from __future__ import annotations
 
 import json
-import shutil
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -51,26 +51,17 @@ def test_bad_plugin_name_is_refused(tmp_path: Path) -> None:
 
 
 def find_uv() -> list[str] | None:
-    """uv as scripts/ensure-uv finds it: on PATH, in ~/.local/bin, or as a module."""
-    found = shutil.which("uv")
-    if found:
-        return [found]
-    local = Path.home() / ".local" / "bin" / "uv"
-    if local.is_file():
-        return [str(local)]
-    python3 = shutil.which("python3")
-    if (
-        python3
-        and subprocess.run([python3, "-m", "uv", "--version"], capture_output=True).returncode == 0
-    ):
-        return [python3, "-m", "uv"]
-    return None
+    """uv by the repo's one lookup, scripts/ensure-uv (the Makefile uses it too)."""
+    found = subprocess.run(
+        [str(ROOT / "scripts" / "ensure-uv"), "--find"], capture_output=True, text=True
+    )
+    return shlex.split(found.stdout) if found.returncode == 0 else None
 
 
 def test_generated_plugin_installs_passes_its_tests_and_is_found(tmp_path: Path) -> None:
     uv = find_uv()
     if uv is None:
-        pytest.fail("uv is needed (the Makefile installs it)")
+        pytest.fail("uv is needed: scripts/ensure-uv installs it")
     project = generate(tmp_path, plugin_name="acme-mail", address_kind="email")
     # Defects only (unused and undefined names, likely bugs, long lines): formatting and
     # import order depend on the plugin's name and the author's own settings.

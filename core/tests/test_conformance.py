@@ -24,6 +24,11 @@ class Blocking(LoopbackChannel):
         return await super().send(message)
 
 
+class Fragile(LoopbackChannel):
+    async def accept(self, message):
+        return await self.inject(message)  # a bad item raises out of the channel
+
+
 class TestConformance(ChannelConformance):
     channel_class = {channel_class}
 
@@ -32,7 +37,10 @@ class TestConformance(ChannelConformance):
         return await open_switchboard(folder, LoopbackPlugin(self.ch))
 
     async def deliver_inbound(self, sb, external_id, text):
-        await self.ch.inject(InboundMessage(external_id, "+12025550143", text=text))
+        await self.ch.accept(InboundMessage(external_id, "+12025550143", text=text))
+
+    async def deliver_hostile(self, sb, external_id):
+        await self.ch.accept(InboundMessage(external_id, "not an address", text="x"))
 
     def address(self):
         return "phone:+12025550143"
@@ -49,12 +57,18 @@ def run_suite(pytester: pytest.Pytester, channel_class: str) -> pytest.RunResult
 
 def test_the_loopback_channel_conforms(pytester: pytest.Pytester) -> None:
     result = run_suite(pytester, "LoopbackChannel")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
+
+
+def test_a_channel_that_lets_a_bad_item_raise_does_not(pytester: pytest.Pytester) -> None:
+    result = run_suite(pytester, "Fragile")
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(["*test_conformance_hostile_inbound_is_kept*"])
 
 
 def test_a_blocking_channel_that_raises_raw_errors_does_not(pytester: pytest.Pytester) -> None:
     result = run_suite(pytester, "Blocking")
-    result.assert_outcomes(passed=4, failed=2)
+    result.assert_outcomes(passed=5, failed=2)
     result.stdout.fnmatch_lines(
         [
             "*test_conformance_refused_send_raises_a_send_error*",

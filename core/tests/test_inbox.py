@@ -15,6 +15,7 @@ from switchboard import (
     InboundMessage,
     Interaction,
     InteractionStatus,
+    InvalidInbound,
     hookimpl,
 )
 from switchboard.store import contact_t, interaction_t
@@ -148,7 +149,9 @@ async def test_bad_sender_is_a_clear_error_and_the_rest_go_on(open_sb: Any) -> N
         ch.inject(InboundMessage("3", "+12025550144")),
         return_exceptions=True,
     )
-    assert isinstance(results[1], AddressError)
+    # the channel's door says "never storable" (quarantine it); the cause is the address
+    assert isinstance(results[1], InvalidInbound)
+    assert isinstance(results[1].__cause__, AddressError)
     assert "'not a number'" in str(results[1])
     assert sb.store.count(interaction_t) == 2
 

@@ -112,6 +112,9 @@ class Test{{ cookiecutter.class_name }}Conformance(ChannelConformance):
     async def deliver_inbound(self, sb: Switchboard, external_id: str, text: str) -> None:
         await self.plugin.channel.accept({"id": external_id, "from": ADDRESS, "text": text})
 
+    async def deliver_hostile(self, sb: Switchboard, external_id: str) -> None:
+        await self.plugin.channel.accept({"id": external_id, "from": "\x00 no address", "text": "x"})
+
     def address(self) -> str:
         return "{{ cookiecutter.address_kind }}:" + ADDRESS
 

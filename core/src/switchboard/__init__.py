@@ -10,6 +10,7 @@ from switchboard.channels import (
     Channel,
     ChannelContext,
     InboundMessage,
+    InvalidInbound,
     OutboundMessage,
     PermanentSendError,
     Receipt,
@@ -20,6 +21,7 @@ from switchboard.channels import (
 )
 from switchboard.config import Config, ConfigError, CoreSettings, load_config
 from switchboard.core import Switchboard
+from switchboard.files import new_file_path, safe_filename
 from switchboard.models import (
     Agent,
     CallRecord,
@@ -57,6 +59,7 @@ __all__ = [
     "Interaction",
     "InteractionKind",
     "InteractionStatus",
+    "InvalidInbound",
     "IvrStep",
     "OutboundMessage",
     "PermanentSendError",
@@ -70,4 +73,6 @@ __all__ = [
     "VoiceChannel",
     "hookimpl",
     "load_config",
+    "new_file_path",
+    "safe_filename",
 ]

@@ -97,6 +97,22 @@ class CountRequests:
                 counter.labels(scope["method"], route, str(status)).inc()
 
 
+def _say_what_is_not_configured(sb: Switchboard) -> None:
+    """One line per installed plugin left unconfigured (its required settings have no
+    ``[plugins.NAME]`` table), with the channels it would run and where its docs are."""
+    docs = {p.name: p.docs for p in sb.plugins.info()}
+    for name in sb.config.unconfigured:
+        channels = [c for c, h in sb.channels.items() if h.plugin == name]
+        log.info(
+            "plugin %s is installed but not configured%s: add a [plugins.%s] table to %s%s",
+            name,
+            f" (channel {', '.join(channels)} stays off)" if channels else "",
+            name,
+            sb.config.source,
+            f"; docs: {docs[name]}" if docs.get(name) else "",
+        )
+
+
 def create_app(
     config: Config | str | Path | None,
     channels: Iterable[str] | None = None,
@@ -134,6 +150,7 @@ def create_app(
         await sb.supervise_channels(
             wanted, backoff_initial=supervise_backoff[0], backoff_max=supervise_backoff[1]
         )
+        _say_what_is_not_configured(sb)
         log.info(
             "Switchboard %s running: channels %s",
             __version__,

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
-from switchboard.address import Address
+from switchboard.address import Address, AddressError
 from switchboard.models import Agent, CallRecord, Contact, Disposition, Interaction, InteractionKind
 
 if TYPE_CHECKING:
@@ -75,6 +75,13 @@ class Received:
     contact: Contact
     duplicate: bool
     contact_created: bool = False
+
+
+class InvalidInbound(ValueError):
+    """``ctx.receive`` cannot store this item as it is, and never will (a sender no address
+    book reads, a value the database refuses): quarantine it (``ctx.quarantine``),
+    acknowledge it upstream and go on. Any other exception from ``ctx.receive`` is
+    transient (the store is down): do not acknowledge, the item comes again."""
 
 
 class SendError(Exception):
@@ -212,12 +219,19 @@ class ChannelContext:
         return self._core.addresses.parse(raw)
 
     async def receive(self, message: InboundMessage) -> Received:
-        """Store an inbound message on its contact's timeline (idempotent)."""
-        return await self._core.inbox.receive(self.channel, message)
+        """Store an inbound message on its contact's timeline (idempotent). Raises
+        :class:`InvalidInbound` for an item that can never be stored."""
+        try:
+            return await self._core.inbox.receive(self.channel, message)
+        except AddressError as exc:
+            raise InvalidInbound(f"sender: {exc}") from exc
 
     async def edit(self, message: InboundMessage) -> Received:
         """A message was edited at its source: update the stored one (same external id)."""
-        return await self._core.inbox.edit(self.channel, message)
+        try:
+            return await self._core.inbox.edit(self.channel, message)
+        except AddressError as exc:
+            raise InvalidInbound(f"sender: {exc}") from exc
 
     async def link_addresses(self, known: Address | str, new: Address | str) -> Contact:
         """Two addresses belong to one person: make them one contact (merging if needed)."""
@@ -227,6 +241,17 @@ class ChannelContext:
         """A message this channel sent (``Receipt.external_id``) was not delivered after
         all (a bounce): it becomes ``failed`` with the reason. None if unknown."""
         return await self._core.outbox.failed_later(self.channel, external_id, reason)
+
+    async def quarantine(
+        self,
+        external_id: str,
+        reason: str,
+        raw: str | bytes | Mapping[str, Any] | None = None,
+    ) -> bool:
+        """An inbound item this channel cannot store: keep it with the reason (and its raw
+        form, bounded) for a person to look at, so the channel can acknowledge it upstream
+        and move on. False if the same item was quarantined before."""
+        return await self._core.quarantine.put(self.channel, external_id, reason, raw)
 
     def find_sent(self, external_id: str) -> Interaction | None:
         """The interaction this channel stored under ``external_id`` (e.g. the email a

@@ -104,6 +104,7 @@ def plugins_cmd(as_json: bool) -> None:
                     "version": p.version,
                     "hooks": list(p.hooks),
                     "channels": channels.get(p.name, []),
+                    "docs": p.docs,
                 }
                 for p in plugins.info()
             ],
@@ -123,6 +124,8 @@ def plugins_cmd(as_json: bool) -> None:
         click.echo(f"{p['name']}  ({p['distribution']} {p['version']})")
         click.echo(f"  hooks:    {', '.join(p['hooks']) or '-'}")
         click.echo(f"  channels: {', '.join(p['channels']) or '-'}")
+        if p["docs"]:
+            click.echo(f"  docs:     {p['docs']}")
     for e in data["errors"]:
         click.echo(f"ERROR {e['plugin']} ({e['stage']}): {e['error']}", err=True)
 

@@ -296,6 +296,8 @@ EVENT_TYPES = (
     "call.answered",
     "call.ended",
     "message.received",
+    "message.edited",
+    "message.quarantined",
     "message.sent",
     "message.failed",
     "contact.created",

@@ -6,16 +6,20 @@ It checks the contract of :class:`switchboard.Channel` the same way for every pl
   descriptors), and a stopped channel starts again;
 - ``send`` returns a :class:`~switchboard.Receipt` with the far side's id;
 - a message delivered twice by the far side is stored once;
+- a hostile item (whatever this channel's worst input is: a file name that is a path, a
+  sender nobody can read...) is stored as far as possible or quarantined, and the
+  messages after it still arrive: one bad item never stops a channel;
 - a send the far side refuses raises a :class:`~switchboard.SendError` (permanent or
   transient), never another exception;
 - nothing the channel does blocks the event loop for more than ``max_block_seconds``.
 
 Subclass it in your plugin's tests (the class name must start with ``Test``) and implement
-the four methods that speak to your far side (usually a loopback stand-in)::
+the five methods that speak to your far side (usually a loopback stand-in)::
 
     class TestMyChannelConformance(ChannelConformance):
         async def open(self, folder):              # a Switchboard with the channel started
         async def deliver_inbound(self, sb, external_id, text):  # the far side sends one
+        async def deliver_hostile(self, sb, external_id):  # ... and one meant to hurt
         def address(self):                          # an address the channel can send to
         async def refuse_next_send(self):           # the far side refuses the next send
 """
@@ -31,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from switchboard.channels import Channel, OutboundMessage, Receipt, SendError
 from switchboard.core import ChannelState, Switchboard
+from switchboard.quarantine import quarantine_t
 from switchboard.store import interaction_t
 
 try:
@@ -96,6 +102,14 @@ class ChannelConformance:
         """Make the far side send the channel a message whose channel-level id is derived
         from ``external_id`` (the same ``external_id`` twice: the same message twice)."""
         raise NotImplementedError
+
+    async def deliver_hostile(self, sb: Switchboard, external_id: str) -> None:
+        """Make the far side send an item this channel cannot store as it is: the worst
+        input it can meet (a sender no address book reads, an attachment named ``..``...),
+        its channel-level id derived from ``external_id`` where the item has one."""
+        raise NotImplementedError(
+            "implement deliver_hostile: every channel is held to the hostile-inbound case"
+        )
 
     def address(self) -> str:
         """An address the channel can send to (``kind:value``)."""
@@ -188,6 +202,33 @@ class ChannelConformance:
         await self._until(lambda: sb.store.count(interaction_t) >= 2, self.inbound_timeout)
         await asyncio.sleep(0.3)
         assert sb.store.count(interaction_t) == 2
+
+    async def test_conformance_hostile_inbound_is_kept_and_the_channel_goes_on(
+        self, sb: Switchboard
+    ) -> None:
+        name = self._name(sb)
+        await self.deliver_hostile(sb, "conformance-hostile")
+        await self.deliver_inbound(sb, "conformance-after", "after the hostile one")
+
+        def arrived() -> bool:
+            with sb.store.read() as conn:
+                return (
+                    conn.execute(
+                        sa.select(interaction_t.c.id).where(
+                            interaction_t.c.text == "after the hostile one"
+                        )
+                    ).first()
+                    is not None
+                )
+
+        await self._until(arrived, self.inbound_timeout)
+        await self._until(
+            lambda: sb.store.count(interaction_t) + sb.store.count(quarantine_t) >= 2,
+            self.inbound_timeout,
+        )
+        assert sb.channels[name].state is ChannelState.RUNNING, sb.channels[name].last_error
+        # the hostile item is on a timeline or in the quarantine: not lost, not doubled
+        assert sb.store.count(interaction_t) + sb.store.count(quarantine_t) == 2
 
     async def test_conformance_refused_send_raises_a_send_error(self, sb: Switchboard) -> None:
         await self.refuse_next_send()

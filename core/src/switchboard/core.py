@@ -28,6 +28,7 @@ from switchboard.mailings import Mailings
 from switchboard.models import Contact
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
+from switchboard.quarantine import Quarantine
 from switchboard.store import AddressTaken, Store, load_contacts
 
 log = logging.getLogger("switchboard")
@@ -85,6 +86,7 @@ class Switchboard:
         self.calls = CallLog(self)
         self.mailings = Mailings(self)
         self.events = EventHub(self)
+        self.quarantine = Quarantine(self)
         self.channels: dict[str, ChannelHandle] = {}
 
     @classmethod

@@ -13,12 +13,14 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from switchboard import limits
 from switchboard.address import Address
-from switchboard.channels import InboundMessage, Received
+from switchboard.channels import InboundMessage, InvalidInbound, Received
 from switchboard.contacts import ContactResolver
 from switchboard.events import contact_created_events, record, to_json
 from switchboard.groupcommit import GroupCommit
@@ -36,6 +38,22 @@ if TYPE_CHECKING:
     from switchboard.core import Switchboard
 
 log = logging.getLogger("switchboard.inbox")
+
+
+def bounded(message: InboundMessage) -> InboundMessage:
+    """``message`` within the store's limits (see :mod:`switchboard.limits`)."""
+    text, cut = limits.text(message.text)
+    meta = limits.json_safe(message.meta) if message.meta else {}
+    if cut:
+        meta["truncated"] = f"text cut to {limits.MAX_TEXT} characters"
+    return attrs.evolve(
+        message,
+        external_id=limits.external_id(message.external_id),
+        text=text,
+        subject=limits.one_line(message.subject, limits.MAX_SUBJECT),
+        sender_name=limits.one_line(message.sender_name, limits.MAX_NAME),
+        meta=meta,
+    )
 
 
 class _Pending:
@@ -57,9 +75,13 @@ class Inbox:
         )
 
     async def receive(self, channel: str, message: InboundMessage) -> Received:
-        """Store one inbound message; raises :class:`AddressError` for a bad sender."""
+        """Store one inbound message; raises :class:`AddressError` for a bad sender.
+
+        The message is bounded first (:mod:`switchboard.limits`): NULs dropped, names and
+        subjects on one line and cut to their columns, a long external id digested."""
         if not message.external_id:
             raise ValueError(f"{channel}: an inbound message needs an external_id")
+        message = bounded(message)
         address = self.core.addresses.parse(message.sender)
         return await self._batches.submit(_Pending(channel, message, address))
 
@@ -69,7 +91,9 @@ class Inbox:
     async def edit(self, channel: str, message: InboundMessage) -> Received:
         """A message was edited at its source: update its text, subject and meta (the
         interaction keeps its id and place on the timeline). An edit of a message never
-        received is stored as a new message."""
+        received is stored as a new message; one whose original is being stored at the same
+        moment (both in one batch from the channel) is applied to it once it is stored."""
+        message = bounded(message)
 
         def store() -> Received | None:
             with self.core.store.write() as conn:
@@ -113,7 +137,13 @@ class Inbox:
 
         edited = await asyncio.to_thread(store)
         if edited is None:
-            return await self.receive(channel, message)
+            received = await self.receive(channel, message)
+            if not received.duplicate:
+                return received
+            # The original was stored meanwhile (and won): the edit still applies to it.
+            edited = await asyncio.to_thread(store)
+            if edited is None:  # pragma: no cover - stored rows are never deleted
+                return received
         self.core.events.notify()
         return edited
 
@@ -127,16 +157,27 @@ class Inbox:
             answers = await self.resolver.ask_plugins(p.address for p in fresh)
             for p in fresh:
                 p.answer = answers.get(p.address)
+        outcomes: list[Received | BaseException]
         try:
-            results = await asyncio.to_thread(self._store, batch)
-        except IntegrityError:
-            # Another process stored one of these keys or addresses meanwhile:
-            # store each message on its own so only the clash is retried.
-            results = []
+            outcomes = list(await asyncio.to_thread(self._store, batch))
+        except SQLAlchemyError as exc:
+            # Another process stored one of these keys meanwhile (IntegrityError), or one
+            # item is something the database refuses: store each message on its own, so
+            # only the item at fault fails and the others' senders are not affected.
+            if not isinstance(exc, IntegrityError):
+                log.warning("a batch of %d failed (%s); storing one by one", len(batch), exc)
+            outcomes = []
             for p in batch:
-                results += await asyncio.to_thread(self._store, [p])
+                try:
+                    outcomes += await asyncio.to_thread(self._store, [p])
+                except DataError as one:  # this item's values: it will never be stored
+                    outcomes.append(InvalidInbound(f"the database refused it: {one.orig}"))
+                except SQLAlchemyError as one:
+                    outcomes.append(one)
         self.core.events.notify()
-        for received in results:
+        for received in outcomes:
+            if isinstance(received, BaseException):
+                continue
             if received.contact_created:
                 await self.core.plugins.call("contact_created", contact=received.contact)
             if not received.duplicate:
@@ -145,7 +186,7 @@ class Inbox:
                     interaction=received.interaction,
                     contact=received.contact,
                 )
-        return list(results)
+        return outcomes
 
     def _existing(self, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
         with self.core.store.read() as conn:

@@ -55,12 +55,24 @@ class PluginInfo:
     distribution: str | None
     version: str | None
     hooks: tuple[str, ...]
+    #: The distribution's ``Project-URL: Documentation`` (``[project.urls]`` in its
+    #: pyproject.toml), shown when the plugin is installed but not configured.
+    docs: str | None = None
 
 
 @attrs.define
 class _Source:
     distribution: str | None = None
     version: str | None = None
+    docs: str | None = None
+
+
+def _documentation_url(dist: Any) -> str | None:
+    for entry in dist.metadata.get_all("Project-URL") or ():
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "documentation" and url.strip():
+            return str(url.strip())
+    return None
 
 
 async def await_me_maybe(value: Any) -> Any:
@@ -99,7 +111,9 @@ class Plugins:
             if wanted is not None and ep.name not in wanted:
                 continue
             dist = getattr(ep, "dist", None)
-            source = _Source(dist.name if dist else None, dist.version if dist else None)
+            source = (
+                _Source(dist.name, dist.version, _documentation_url(dist)) if dist else _Source()
+            )
             if ep.name in self._sources:
                 self._error(
                     ep.name,
@@ -171,7 +185,9 @@ class Plugins:
             plugin = self.pm.get_plugin(name)
             hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or ())
             source = self._sources[name]
-            out.append(PluginInfo(name, source.distribution, source.version, tuple(hooks)))
+            out.append(
+                PluginInfo(name, source.distribution, source.version, tuple(hooks), source.docs)
+            )
         return out
 
     # -- calling --------------------------------------------------------------------------

@@ -277,3 +277,19 @@ class CallIvrStepRow(SQLModel, table=True):
     ringing_at: datetime | None = _ts(nullable=False)
     node: str = Field(max_length=100)
     digits: str = Field(default="", max_length=32)
+
+
+class QuarantineRow(SQLModel, table=True):
+    """An inbound item a channel could not store (a sender no address book reads, a
+    database that refuses it...): kept with the reason for a person to look at, while the
+    channel acknowledged it and moved on. One row per (channel, external id)."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (sa.UniqueConstraint("channel", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=64)
+    external_id: str = Field(max_length=255)
+    reason: str = Field(sa_type=sa.Text)
+    raw: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime | None = _ts(nullable=False, index=True)

@@ -47,7 +47,14 @@ except ImportError:  # pragma: no cover - the async fixture needs pytest-asyncio
 
 from switchboard.address import Address
 from switchboard.calls import ivr_step_t
-from switchboard.channels import ChannelContext, InboundMessage, OutboundMessage, Receipt, Received
+from switchboard.channels import (
+    ChannelContext,
+    InboundMessage,
+    InvalidInbound,
+    OutboundMessage,
+    Receipt,
+    Received,
+)
 from switchboard.config import Config, config_from_dict
 from switchboard.core import Switchboard, settings_classes
 from switchboard.models import Agent, Direction, Disposition
@@ -63,6 +70,7 @@ __all__ = [
     "RunningService",
     "free_port",
     "make_config",
+    "missing_tool",
     "open_switchboard",
     "registered",
     "serve_in_thread",
@@ -90,11 +98,13 @@ def write_distribution(
     *,
     version: str = "1.0.0",
     entry_points: Mapping[str, str] | None = None,
+    docs: str | None = None,
 ) -> Path:
     """Write an installed-looking distribution into ``folder`` (put it on ``sys.path``).
 
     ``modules`` maps module names to their source; ``entry_points`` maps plugin names to
-    modules (default: one entry point per module, named like it). ``importlib.metadata``
+    modules (default: one entry point per module, named like it); ``docs`` is its
+    ``Project-URL: Documentation``. ``importlib.metadata``
     finds it like any installed package, so plugin loading can be tested for real.
     """
     root = Path(folder)
@@ -104,9 +114,10 @@ def write_distribution(
     eps = entry_points if entry_points is not None else {m: m for m in modules}
     info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8"
-    )
+    metadata = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
+    if docs:
+        metadata += f"Project-URL: Documentation, {docs}\n"
+    (info / "METADATA").write_text(metadata, encoding="utf-8")
     lines = ["[switchboard]", *(f"{name} = {module}" for name, module in eps.items())]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
@@ -271,6 +282,16 @@ class LoopbackChannel:
         if self.ctx is None:
             raise RuntimeError(f"channel {self.name} is not started")
         return await self.ctx.receive(message)
+
+    async def accept(self, message: InboundMessage) -> Received | None:
+        """What a well-behaved channel does with an item from its far side: store it, or
+        quarantine it when it can never be stored (None then)."""
+        try:
+            return await self.inject(message)
+        except InvalidInbound as exc:
+            assert self.ctx is not None
+            await self.ctx.quarantine(message.external_id, str(exc), repr(message))
+            return None
 
 
 class LoopbackVoiceChannel(LoopbackChannel):
@@ -455,14 +476,19 @@ PG_ADMIN_DSN = os.environ.get(
 )
 
 
+def missing_tool(message: str) -> None:
+    """Skip the test because a tool it needs is missing; under ``CI=true`` fail instead
+    (a CI machine must have every tool its tests use). ``message`` says how to get it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: a missing tool is a failure, not a skip)")
+    pytest.skip(message)
+
+
 def _pg_unavailable(reason: str) -> None:
-    message = (
+    missing_tool(
         f"PostgreSQL not reachable at {PG_ADMIN_DSN} ({reason}); "
         "install it with: apt-get install postgresql"
     )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture

@@ -12,14 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from switchboard import Direction, Disposition
 from switchboard.app import create_app
 from switchboard.plugins import Plugins
 from switchboard.testing import (
     RunningService,
     make_config,
+    missing_tool,
     record_call,
     serve_in_thread,
 )
@@ -74,10 +73,7 @@ def need(tool: str, install: str) -> None:
     """Skip (fail under CI) when a system tool is missing."""
     if Path(tool).exists():
         return
-    reason = f"needs {tool}: {install}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing_tool(f"needs {tool}: {install}")
 
 
 def console_app(

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from switchboard.testing import free_port
+from switchboard.testing import free_port, missing_tool
 
 DOVECOT_CONF = """
 base_dir = {root}/run
@@ -52,13 +52,6 @@ service imap-login {{
   }}
 }}
 """
-
-
-def _missing(what: str, install: str) -> None:
-    message = f"{what} is needed: {install}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 class Dovecot:
@@ -131,13 +124,13 @@ class Dovecot:
 @contextmanager
 def dovecot_server() -> Iterator[Dovecot]:
     if shutil.which("dovecot") is None and not Path("/usr/sbin/dovecot").exists():
-        _missing("Dovecot", "apt-get install dovecot-imapd")
+        missing_tool("Dovecot is needed: scripts/system-deps (apt-get install dovecot-imapd)")
     if os.geteuid() != 0:
         pytest.skip("Dovecot switches to its own users: run the email tests as root")
     try:
         dovecot_uid = pwd.getpwnam("dovecot")
     except KeyError:
-        _missing("the dovecot user", "apt-get install dovecot-imapd")
+        missing_tool("the dovecot user is needed: apt-get install dovecot-imapd")
     # pytest's tmp folders are 0700: Dovecot's users must be able to traverse this one.
     root = Path(tempfile.mkdtemp(prefix="sb-dovecot-", dir="/tmp"))
     root.chmod(0o755)

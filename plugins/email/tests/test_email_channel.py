@@ -67,7 +67,7 @@ class Mail:
             )
         settings.update(extra)
         folder = self.tmp_path / f"sb{len(self.opened)}"
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
         sb = await open_switchboard(
             folder,
             email_plugin(),
@@ -366,3 +366,85 @@ async def test_a_mailing_carries_one_click_unsubscribe_and_counts_replies_and_bo
     assert "N1 (2 recipients)" in out.stdout
     assert "total 2, skipped 0, queued 0, sent 1, failed 1, bounced 1" in out.stdout
     assert "replied 1" in out.stdout
+
+
+def _attachment(name_header: str, body: bytes = b"PAYLOAD") -> bytes:
+    import base64
+
+    return (
+        b"--B\r\nContent-Type: application/octet-stream\r\n"
+        + name_header.encode()
+        + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.b64encode(body)
+        + b"\r\n"
+    )
+
+
+def _hostile_mail(message_id: str, sender: str, *parts: bytes) -> bytes:
+    return (
+        (
+            f"From: <{sender}>\r\nTo: sales@example.com\r\nSubject: hostile\r\n"
+            f"Message-ID: {message_id}\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=B\r\n\r\n"
+            "--B\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        ).encode()
+        + b"".join(parts)
+        + b"--B--\r\n"
+    )
+
+
+async def test_hostile_mail_writes_only_inside_its_folder_and_never_stops_the_reader(
+    mail: Mail, imap: Dovecot
+) -> None:
+    """Found by an outside review: Message-ID ``<..>`` made the attachment folder the
+    config folder, a file named ``switchboard.toml`` replaced the config, and a name the
+    file system refuses (``..``, over 255 bytes, a NUL) made the reader re-read one
+    message forever, so nobody's mail arrived."""
+    (mail.tmp_path / "sb0").mkdir()  # the folder of the service's config and files
+    config = mail.tmp_path / "sb0" / "switchboard.toml"
+    config.write_text("# the operator's config\n")
+    long_name = "Коммерческое предложение " * 12 + ".pdf"  # ~600 bytes in UTF-8
+    imap.append(
+        _hostile_mail(
+            "<..>",
+            "eve@evil.example",
+            _attachment('Content-Disposition: attachment; filename="switchboard.toml"', b"x=1"),
+            _attachment('Content-Disposition: attachment; filename=".."'),
+            _attachment("Content-Disposition: attachment; filename*=utf-8''" + "a%00b.txt"),
+            _attachment(
+                "Content-Disposition: attachment; filename*=utf-8''"
+                + "".join(f"%{b:02X}" for b in long_name.encode())
+            ),
+            _attachment('Content-Disposition: attachment; filename="../../../etc/passwd"'),
+        )
+    )
+    imap.append(_hostile_mail("<no-from@x>", "", _attachment("X-None: 1")))
+    imap.append(reply_to("<unrelated@x>", sender="olga@romashka.ru", body="after the hostile"))
+    sb = await mail.open(imap, attachments_dir="files")
+    await until(lambda: imap.flagged() == 3, timeout=20)
+    assert sb.channels["email"].state.value == "running"
+
+    assert config.read_text() == "# the operator's config\n"
+    eve = sb.store.find_contact(Address("email", "eve@evil.example"))
+    assert eve is not None
+    [hostile] = sb.store.timeline(eve.id or 0)
+    files_root = (mail.tmp_path / "sb0" / "files").resolve()
+    saved = hostile.meta["attachments"]
+    assert len(saved) == 5
+    for info in saved:
+        path = Path(info["path"]).resolve()
+        assert path.is_relative_to(files_root), path
+        assert len(path.name.encode()) <= 150 and "\x00" not in path.name
+        assert path.read_bytes() in (b"x=1", b"PAYLOAD")
+    assert {Path(i["path"]).name for i in saved} >= {"switchboard.toml", "attachment", "passwd"}
+    # everything written lies under the files folder (nothing new beside the config)
+    beside = {p.name for p in (mail.tmp_path / "sb0").iterdir()}
+    assert beside <= {"files", "recordings", "switchboard.toml"}, beside
+
+    [quarantined] = sb.quarantine.list("email")
+    assert quarantined.external_id == "<no-from@x>"
+    assert "no From address" in quarantined.reason and "see attached" in (quarantined.raw or "")
+
+    olga = sb.store.find_contact(Address("email", "olga@romashka.ru"))
+    assert olga is not None
+    assert [i.text for i in sb.store.timeline(olga.id or 0)] == ["after the hostile"]

@@ -52,6 +52,14 @@ class TestEmailConformance(ChannelConformance):
             f"Subject: conformance\r\n\r\n{text}\r\n".encode()
         )
 
+    async def deliver_hostile(self, sb: Switchboard, external_id: str) -> None:
+        # no From (nobody to attribute it to) and an attachment named "..": quarantined
+        self.imap.append(
+            f"Message-ID: <{external_id}@example.net>\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+            'Content-Disposition: attachment; filename=".."\r\n\r\nx\r\n--B--\r\n'.encode()
+        )
+
     def address(self) -> str:
         return "email:c@example.net"
 

@@ -16,7 +16,7 @@ import pytest
 from test_ivr_engine import flow_doc
 
 from switchboard.config import ConfigError
-from switchboard.testing import make_config
+from switchboard.testing import make_config, missing_tool
 from switchboard_ivr import IvrSettings
 from switchboard_ivr.flow import FlowError, build_flow, load_flow, to_dot
 from switchboard_ivr.tts import Speaker
@@ -133,7 +133,7 @@ def test_a_wav_that_is_not_a_wav_is_reported(tmp_path: Path) -> None:
 
 def test_text_prompts_are_spoken_by_espeak_ng_and_cached(tmp_path: Path) -> None:
     if shutil.which("espeak-ng") is None:
-        pytest.skip("needs espeak-ng: apt-get install espeak-ng")
+        missing_tool("needs espeak-ng: scripts/system-deps (apt-get install espeak-ng)")
     speak = Speaker(tmp_path / "cache")
     from switchboard_ivr.flow import Prompt
 
@@ -190,7 +190,9 @@ def big_flow(n: int) -> dict[str, Any]:
 
 def test_the_example_flow_checks_and_draws(tmp_path: Path) -> None:
     if shutil.which("espeak-ng") is None or shutil.which("dot") is None:
-        pytest.skip("needs espeak-ng and graphviz: apt-get install espeak-ng graphviz")
+        missing_tool(
+            "needs espeak-ng and dot: scripts/system-deps (apt-get install espeak-ng graphviz)"
+        )
     exe = Path(sys.executable).with_name("switchboard")
     config = ROOT / "switchboard.example.toml"
     out = subprocess.run(

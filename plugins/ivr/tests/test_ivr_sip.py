@@ -20,7 +20,7 @@ from sip_peers import (
 )
 
 from switchboard import Disposition, Switchboard
-from switchboard.testing import open_switchboard
+from switchboard.testing import missing_tool, open_switchboard
 from switchboard_ivr import IvrPlugin
 from switchboard_sip.testing import Kamailio, Sipp, caller_scenario
 
@@ -72,7 +72,7 @@ max_seconds = 20
 @pytest.fixture(autouse=True)
 def _needs_espeak() -> None:
     if shutil.which("espeak-ng") is None:
-        pytest.skip("needs espeak-ng: apt-get install espeak-ng")
+        missing_tool("needs espeak-ng: scripts/system-deps (apt-get install espeak-ng)")
 
 
 async def open_flow(

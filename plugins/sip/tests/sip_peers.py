@@ -14,12 +14,10 @@ from switchboard import InteractionStatus, Switchboard
 from switchboard.testing import LoopbackPlugin, open_switchboard
 from switchboard_sip import SipChannel, SipSettings
 from switchboard_sip.testing import (
-    INSTALL,
     Kamailio,
     Sipp,
     agent_scenario,
     free_udp_port,
-    missing_tools,
 )
 
 AGENTS = [
@@ -27,15 +25,6 @@ AGENTS = [
     {"name": "bob", "extension": "102", "email": "bob@example.com"},
 ]
 CALLER = "12025550143"
-
-
-def need_sip_tools() -> None:
-    missing = missing_tools()
-    if missing:
-        reason = f"needs {', '.join(missing)}: {INSTALL}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def sip_plugin() -> LoopbackPlugin:
@@ -62,7 +51,6 @@ def sip_settings(kam: Kamailio, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def kam(tmp_path: Path) -> Iterator[Kamailio]:
-    need_sip_tools()
     k = Kamailio(tmp_path / "kamailio").start()
     try:
         yield k

@@ -7,11 +7,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sip_peers import need_sip_tools, open_sip
+from sip_peers import open_sip
 
 from switchboard import Switchboard
 from switchboard.conformance import ChannelConformance
-from switchboard_sip.testing import Kamailio, Sipp, message_phone_scenario, message_sender_scenario
+from switchboard_sip.testing import (
+    Kamailio,
+    Sipp,
+    message_phone_scenario,
+    message_sender_scenario,
+    need_sip_tools,
+)
 
 NUMBER = "+12025550143"
 
@@ -44,6 +50,18 @@ class TestSipConformance(ChannelConformance):
 
     async def deliver_inbound(self, sb: Switchboard, external_id: str, text: str) -> None:
         sender = Sipp(self.folder / "sipp", "sender", message_sender_scenario("12025550188", text))
+        result = await sender.run(
+            f"127.0.0.1:{self.kam.port}", "-s", self.kam.user, "-m", "1", "-cid_str", external_id
+        )
+        assert result.ok, result.errors
+
+    async def deliver_hostile(self, sb: Switchboard, external_id: str) -> None:
+        # a sender whose user part is no phone number: quarantined, and the sender told 400
+        sender = Sipp(
+            self.folder / "sipp",
+            "hostile",
+            message_sender_scenario("evil-caller", "payload", response=400),
+        )
         result = await sender.run(
             f"127.0.0.1:{self.kam.port}", "-s", self.kam.user, "-m", "1", "-cid_str", external_id
         )

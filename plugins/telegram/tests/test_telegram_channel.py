@@ -357,3 +357,74 @@ async def test_wrong_token_fails_the_channel_with_a_clear_error(tg: Harness) -> 
     handle = sb.channels["telegram"]
     assert handle.state.value == "failing"
     assert "Telegram refused the bot token" in (handle.last_error or "")
+
+
+async def test_hostile_updates_never_stop_the_poller(tg: Harness) -> None:
+    """Found by an outside review: a document named ``..`` or with a name over 255 bytes,
+    and a shared phone number ``default_region`` cannot read, killed the poller, which then
+    restarted into the same batch forever: nobody's messages arrived."""
+    api = tg.api
+    names = ["..", "Договор поставки " * 20 + ".pdf", "../../switchboard.toml", "a\x00b"]
+    for i, name in enumerate(names):
+        file_id = api.add_file(b"%PDF hostile", f"documents/h{i}.pdf")
+        api.push(
+            {
+                "message": api.message(
+                    601,
+                    None,
+                    document={
+                        "file_id": file_id,
+                        "file_unique_id": f"h{i}",
+                        "file_name": name,
+                        "file_size": 12,
+                    },
+                )
+            }
+        )
+    # a number without "+" that region RU cannot read as a phone number
+    api.push(
+        {
+            "message": api.message(
+                602,
+                None,
+                contact={"phone_number": "14155552671", "first_name": "Ann", "user_id": 602},
+            )
+        }
+    )
+    # a message and its edit in one batch (after downtime): the edit must win
+    original = api.message(603, "I want 2 chairs")
+    api.push({"message": original})
+    api.push(
+        {
+            "edited_message": {
+                **original,
+                "text": "I want 3 chairs",
+                "edit_date": int(time.time()),
+            }
+        }
+    )
+    last = api.push({"message": api.message(604, "after the hostile ones")})
+    sb, _ = await tg.open(files_dir="files")
+    await until(lambda: api.confirmed == last + 1)
+    assert sb.channels["telegram"].state.value == "running"
+    assert sb.store.count(interaction_t) == 7
+
+    files_root = (tg.tmp_path / "sb0" / "files").resolve()
+    sender = sb.store.find_contact(Address("telegram", "601"))
+    assert sender is not None
+    docs = sb.store.timeline(sender.id or 0)
+    assert len(docs) == 4
+    for item in docs:
+        path = Path(item.meta["attachment"]["path"]).resolve()
+        assert path.is_relative_to(files_root) and path.read_bytes() == b"%PDF hostile"
+        assert len(path.name.encode()) <= 150
+    assert not (tg.tmp_path / "switchboard.toml").exists()
+
+    ann = sb.store.find_contact(Address("telegram", "602"))
+    assert ann is not None
+    [shared] = sb.store.timeline(ann.id or 0)
+    assert "shared_phone_not_linked" in shared.meta
+
+    buyer = sb.store.find_contact(Address("telegram", "603"))
+    assert buyer is not None
+    assert [i.text for i in sb.store.timeline(buyer.id or 0)] == ["I want 3 chairs"]

@@ -42,6 +42,20 @@ class TestTelegramConformance(ChannelConformance):
         message_id = int.from_bytes(external_id.encode()[-4:], "big")
         self.api.push({"message": self.api.message(801, text, message_id=message_id)})
 
+    async def deliver_hostile(self, sb: Switchboard, external_id: str) -> None:
+        # a document named "..", and a shared phone number region RU cannot read
+        message_id = int.from_bytes(external_id.encode()[-4:], "big")
+        file_id = self.api.add_file(b"data", "documents/x.bin")
+        document = {"file_id": file_id, "file_unique_id": "u", "file_name": "..", "file_size": 4}
+        contact = {"phone_number": "14155552671", "first_name": "X", "user_id": 801}
+        self.api.push(
+            {
+                "message": self.api.message(
+                    801, None, message_id=message_id, document=document, contact=contact
+                )
+            }
+        )
+
     def address(self) -> str:
         return "telegram:801"
 

@@ -12,6 +12,7 @@ import httpx
 from switchboard import (
     ChannelContext,
     InboundMessage,
+    InvalidInbound,
     OutboundMessage,
     PermanentSendError,
     Receipt,
@@ -82,8 +83,13 @@ class {{ cookiecutter.class_name }}Channel:
         """Store one inbound message from the gateway (the route calls this)."""
         if self.ctx is None:
             raise ValueError("the channel is not running")
-        await self.ctx.receive(InboundMessage(
+        message = InboundMessage(
             external_id=str(payload["id"]),
             sender=f"{self.address_kind}:{payload['from']}",
             text=payload.get("text"),
-        ))
+        )
+        try:
+            await self.ctx.receive(message)
+        except InvalidInbound as exc:
+            # it can never be stored as it is: keep it with the reason and go on
+            await self.ctx.quarantine(message.external_id, str(exc), payload)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import ssl
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
@@ -33,10 +32,12 @@ from switchboard import (
     ChannelContext,
     InboundMessage,
     InteractionKind,
+    InvalidInbound,
     OutboundMessage,
     PermanentSendError,
     Receipt,
     TransientSendError,
+    new_file_path,
 )
 from switchboard.models import utcnow
 from switchboard_email.mime import parse
@@ -312,9 +313,17 @@ class EmailChannel:
         return len(uids)
 
     async def _store(self, uid: str, raw: bytes) -> None:
+        """Store one message; one that cannot be stored is quarantined with the reason.
+        Only a failure of the store itself (``ctx.receive`` raising anything but
+        :class:`InvalidInbound`) propagates: the message stays unflagged and comes again."""
         assert self.ctx is not None
         assert self.s is not None
-        parsed = parse(raw)
+        fallback_id = f"imap-uid:{self.s.imap_mailbox}:{uid}"
+        try:
+            parsed = await asyncio.to_thread(parse, raw)
+        except Exception as exc:  # a message our parser cannot read must not stop the reader
+            await self.ctx.quarantine(fallback_id, f"unreadable: {type(exc).__name__}: {exc}", raw)
+            return
         if parsed.bounce_of:
             failed = await self.ctx.failed_later(
                 parsed.bounce_of, f"bounced: {parsed.bounce_reason}"
@@ -325,15 +334,14 @@ class EmailChannel:
                 "marked failed" if failed else "no such message sent here",
             )
             return
+        external_id = parsed.message_id or fallback_id
         if not parsed.sender:
-            log.error(
-                "IMAP UID %s: a message without a From address (Message-ID %s) is not "
-                "stored: nobody to attribute it to",
-                uid,
-                parsed.message_id,
+            await self.ctx.quarantine(
+                external_id, "no From address: nobody to attribute it to", raw
             )
             return
-        external_id = parsed.message_id or f"imap-uid:{self.s.imap_mailbox}:{uid}"
+        if await asyncio.to_thread(self.ctx.find_sent, external_id) is not None:
+            return  # stored before (read again after a crash): no second copy of its files
         meta: dict[str, Any] = {"imap_uid": uid}
         if parsed.problems:
             meta["problems"] = list(parsed.problems)
@@ -343,7 +351,7 @@ class EmailChannel:
                 meta["in_reply_to_interaction"] = original.id
                 break
         if parsed.attachments:
-            meta["attachments"] = await asyncio.to_thread(self._save, external_id, parsed)
+            meta["attachments"] = await asyncio.to_thread(self._save, parsed)
         try:
             await self.ctx.receive(
                 InboundMessage(
@@ -356,16 +364,17 @@ class EmailChannel:
                     meta=meta,
                 )
             )
-        except AddressError as exc:
-            log.error("IMAP UID %s: not stored: %s", uid, exc)
+        except InvalidInbound as exc:
+            await self.ctx.quarantine(external_id, str(exc), raw)
 
-    def _save(self, external_id: str, parsed: Any) -> list[dict[str, Any]]:
+    def _save(self, parsed: Any) -> list[dict[str, Any]]:
+        """Keep the attachments: each under a fresh folder of our own, with a cleaned name
+        (the sender's file name is never a path)."""
         assert self.s is not None
         assert self.ctx is not None
         folder = Path(self.s.attachments_dir)
         if not folder.is_absolute():
             folder = Path(self.ctx.recordings_dir).parent / folder
-        folder = folder / re.sub(r"[^A-Za-z0-9._-]", "_", external_id.strip("<>"))[:100]
         saved = []
         for a in parsed.attachments:
             info: dict[str, Any] = {
@@ -378,10 +387,12 @@ class EmailChannel:
                     f"larger than max_attachment_bytes ({self.s.max_attachment_bytes})"
                 )
             else:
-                folder.mkdir(parents=True, exist_ok=True)
-                path = folder / a.filename
-                path.write_bytes(a.data)
-                info["path"] = str(path)
+                try:
+                    path = new_file_path(folder, a.filename, fallback="attachment")
+                    path.write_bytes(a.data)
+                    info["path"] = str(path)
+                except (OSError, ValueError) as exc:  # disk full, a refused path: keep the mail
+                    info["error"] = f"not saved: {exc}"
             saved.append(info)
         return saved
 

@@ -24,6 +24,7 @@ from switchboard import (
     Direction,
     Disposition,
     InboundMessage,
+    InvalidInbound,
     OutboundMessage,
     PermanentSendError,
     Receipt,
@@ -614,6 +615,7 @@ class SipChannel:
         assert ctx is not None
         sender = sipmsg.user_of(sipmsg.uri_of(msg.first("From")))
         if not sender:
+            await ctx.quarantine(msg.call_id, "no user in the From URI: nobody to attribute it to")
             return 400
         ctype = (msg.get("Content-Type") or "text/plain").lower()
         if not ctype.startswith("text/"):
@@ -631,7 +633,7 @@ class SipChannel:
                     sender_name=sipmsg.display_name(msg.first("From")),
                 )
             )
-        except ValueError as exc:
-            log.warning("MESSAGE from %s refused: %s", sender, exc)
+        except InvalidInbound as exc:  # kept with the reason; the sender is told 400
+            await ctx.quarantine(msg.call_id, str(exc), msg.body)
             return 400
         return 200

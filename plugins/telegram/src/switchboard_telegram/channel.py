@@ -36,12 +36,15 @@ from telegram.helpers import escape_markdown
 from telegram.warnings import PTBDeprecationWarning
 
 from switchboard import (
+    AddressError,
     ChannelContext,
     InboundMessage,
+    InvalidInbound,
     OutboundMessage,
     PermanentSendError,
     Receipt,
     TransientSendError,
+    new_file_path,
 )
 
 log = logging.getLogger("switchboard.channel.telegram")
@@ -205,23 +208,48 @@ class TelegramChannel:
             # Prepare all (downloads, phone links) at once, then store all: submitted in
             # order, so the core group-commits them. If storing fails, the offset stays
             # and Telegram delivers the batch again (stored once: same external ids).
-            prepared = await asyncio.gather(*(self.prepare(u) for u in updates))
-            await asyncio.gather(*(self.store(p) for p in prepared if p is not None))
+            # An update that cannot be stored is quarantined, so the offset moves on.
+            prepared = await asyncio.gather(*(self._prepare(u) for u in updates))
+            await asyncio.gather(
+                *(self.store(p, u) for p, u in zip(prepared, updates, strict=True) if p)
+            )
             self.offset = updates[-1].update_id + 1
 
     async def handle(self, update: telegram.Update) -> None:
         """Store one update (from the webhook)."""
-        prepared = await self.prepare(update)
+        prepared = await self._prepare(update)
         if prepared is not None:
-            await self.store(prepared)
+            await self.store(prepared, update)
 
-    async def store(self, prepared: tuple[bool, InboundMessage]) -> None:
+    async def _prepare(self, update: telegram.Update) -> tuple[bool, InboundMessage] | None:
+        """:meth:`prepare`, with an update it fails on quarantined instead of raised: one
+        hostile update must not keep the others from arriving."""
+        assert self.ctx is not None
+        try:
+            return await self.prepare(update)
+        except Exception as exc:
+            log.exception("update %s could not be read", update.update_id)
+            await self.ctx.quarantine(
+                f"update:{update.update_id}", f"{type(exc).__name__}: {exc}", update.to_dict()
+            )
+            return None
+
+    async def store(
+        self, prepared: tuple[bool, InboundMessage], update: telegram.Update | None = None
+    ) -> None:
+        """Store a prepared update; one the core can never store is quarantined. Other
+        errors (the store is down) propagate: the update is not acknowledged."""
         assert self.ctx is not None
         edited, inbound = prepared
-        if edited:
-            await self.ctx.edit(inbound)
-        else:
-            await self.ctx.receive(inbound)
+        try:
+            if edited:
+                await self.ctx.edit(inbound)
+            else:
+                await self.ctx.receive(inbound)
+        except InvalidInbound as exc:
+            await self.ctx.quarantine(
+                inbound.external_id, str(exc), update.to_dict() if update else None
+            )
 
     async def prepare(self, update: telegram.Update) -> tuple[bool, InboundMessage] | None:
         """What to store for an update: (is an edit, the message), or None to skip it."""
@@ -240,17 +268,21 @@ class TelegramChannel:
         user = message.from_user
         if user is None or user.is_bot:
             return None
+        meta = await self._meta(message)
         if message.contact is not None and message.contact.user_id == user.id:
             # The user shared their own phone number: same person as that phone's contact.
-            await self.ctx.link_addresses(
-                f"phone:{message.contact.phone_number}", f"telegram:{user.id}"
-            )
+            try:
+                await self.ctx.link_addresses(
+                    f"phone:{message.contact.phone_number}", f"telegram:{user.id}"
+                )
+            except AddressError as exc:  # a number default_region cannot read: keep the text
+                meta["shared_phone_not_linked"] = str(exc)
         inbound = InboundMessage(
             external_id=f"{message.chat.id}:{message.message_id}",
             sender=f"telegram:{user.id}",
             text=message.text or message.caption,
             sender_name=user.full_name,
-            meta=await self._meta(message),
+            meta=meta,
             received_at=message.date,
         )
         return update.edited_message is not None, inbound
@@ -297,13 +329,12 @@ class TelegramChannel:
         folder = Path(self.settings.files_dir)
         if not folder.is_absolute():
             folder = Path(self.ctx.recordings_dir).parent / folder
-        name = info["file_name"] or f"{kind}-{media.file_unique_id}"
-        target = folder / str(message.chat.id) / f"{message.message_id}-{Path(name).name}"
         try:
+            # our own folder and id; the sender's file name only as a cleaned last part
+            target = await asyncio.to_thread(new_file_path, folder, info["file_name"], kind)
             file = await self.bot.get_file(media.file_id)
-            await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
             await file.download_to_drive(target)
-        except TelegramError as exc:
+        except (TelegramError, OSError, ValueError) as exc:
             info["error"] = f"download failed: {exc}"
             return info
         size = (await asyncio.to_thread(target.stat)).st_size
