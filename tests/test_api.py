@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import wave
 from pathlib import Path
 
-from sbservice import Service
+import httpx
+from sbservice import TOKENS, Service, service_config
 
 from switchboard import Direction, InboundMessage
 
@@ -405,3 +407,70 @@ def test_quarantine_lists_what_a_channel_could_not_store(service: Service) -> No
         assert anna.get("/api/quarantine").status_code == 403
     types = [e.type for e in service.sb.events.read_since(0)]
     assert types.count("message.quarantined") == 1
+
+
+def test_unknown_fields_and_line_breaks_are_refused(service: Service) -> None:
+    """Found by an outside review: unknown fields were dropped (a documented ``file`` sent
+    plain text), and a subject or name with a line break was accepted, then failed every
+    send attempt for minutes."""
+    with service.client() as c:
+        r = c.post("/api/messages", json={"channel": "sms", "to": "+74951234567", "text": "x"})
+        assert r.status_code == 422 and "Extra inputs are not permitted" in r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "to"]
+        r = c.post(
+            "/api/messages",
+            json={"channel": "mail", "address": "a@example.com", "text": "x", "subject": "a\r\nb"},
+        )
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "subject"]
+        assert c.post("/api/contacts", json={"name": "Eve\nBcc: x"}).status_code == 422
+        assert c.post("/api/contacts", json={"name": "Eve", "nick": "x"}).status_code == 422
+        r = c.post(
+            "/api/messages",
+            json={
+                "channel": "mail",
+                "address": "a@example.com",
+                "text": "x",
+                "subject": "Re",
+                "in_reply_to": "<m1@example.com>",
+                "references": "<m0@x> <m1@example.com>",
+                "html": "<p>x</p>",
+            },
+        )
+        assert r.status_code == 202, r.text
+    wait_for(lambda: service.channels["mail"].sent)
+    sent = service.channels["mail"].sent[-1]
+    assert sent.payload == {
+        "html": "<p>x</p>",
+        "in_reply_to": "<m1@example.com>",
+        "references": "<m0@x> <m1@example.com>",
+    }
+
+
+def test_a_channel_installed_but_not_configured_refuses_messages(tmp_path: Path) -> None:
+    """Found by an outside review: 202, then queued forever."""
+    import attrs
+
+    from switchboard.app import create_app
+    from switchboard.core import settings_classes
+    from switchboard.plugins import Plugins
+    from switchboard.testing import LoopbackChannel, LoopbackPlugin, make_config, serve_in_thread
+
+    @attrs.define
+    class NeedsToken:
+        token: str
+
+    plugins = Plugins()
+    plugins.register(
+        LoopbackPlugin(LoopbackChannel("fax"), plugin_name="fax", settings=NeedsToken), "fax"
+    )
+    classes = asyncio.run(settings_classes(plugins))
+    app = create_app(make_config(tmp_path, service_config(tmp_path), classes), plugins=plugins)
+    with serve_in_thread(app) as running:
+        assert running.switchboard.channels["fax"].state.value == "not configured"
+        r = httpx.post(
+            f"{running.url}/api/messages",
+            json={"channel": "fax", "address": "+74951234567", "text": "x"},
+            headers={"Authorization": f"Bearer {TOKENS['admin']}"},
+        )
+        assert r.status_code == 422
+        assert "installed but not configured" in r.text and "[plugins.fax]" in r.text

@@ -93,3 +93,61 @@ def test_failing_channels_are_restarted_with_backoff(tmp_path: Path) -> None:
         assert again["crashes"]["restarts"] == 1  # ...and it was started again
         assert httpx.get(f"{running.url}/api/health").json()["status"] == "ok"
     assert (fine.stopped, down.stopped, crashes.stopped) == (1, 3, 2)
+
+
+def test_outbox_and_event_hub_failures_show_in_health_and_recover(tmp_path: Path) -> None:
+    """Found by an outside review: a database error in the outbox's claim ended the
+    worker for good, /api/health still said ok, and every later message stayed queued.
+    Here the real SQLite file loses its outbox and event tables (renamed by another
+    connection) while the service runs, then gets them back."""
+    import sqlite3
+
+    sms = LoopbackChannel("sms")
+    plugins = Plugins()
+    plugins.register(LoopbackPlugin(sms), "loopback")
+    config = make_config(tmp_path, service_config(tmp_path))
+    app = create_app(config, plugins=plugins, supervise_backoff=(0.2, 0.5))
+    db = config.core.database_url.removeprefix("sqlite:///")
+    admin = {"Authorization": "Bearer admin-token-0123456789"}
+
+    def health() -> dict[str, Any]:
+        return dict(httpx.get(f"{running.url}/api/health", timeout=5).json())
+
+    def rename(old: str, new: str) -> None:
+        with sqlite3.connect(db, timeout=30) as conn:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+    with serve_in_thread(app) as running:
+        assert {n: v["state"] for n, v in health()["loops"].items()} == {
+            "events": "running",
+            "outbox": "running",
+        }
+        rename("outbox", "outbox_away")
+        rename("event", "event_away")
+        failing = wait_until(
+            lambda: (
+                (h := health())["loops"]["outbox"]["state"] == "failing"
+                and h["loops"]["events"]["state"] == "failing"
+                and h
+            )
+        )
+        assert failing["status"] == "degraded"
+        assert "no such table: outbox" in failing["loops"]["outbox"]["last_error"]
+        assert "no such table: event" in failing["loops"]["events"]["last_error"]
+        metrics = httpx.get(f"{running.url}/metrics").text
+        assert 'switchboard_loop_state{loop="outbox",state="failing"} 1.0' in metrics
+
+        rename("outbox_away", "outbox")
+        rename("event_away", "event")
+        wait_until(lambda: health()["status"] == "ok", timeout=15)
+        loops = health()["loops"]
+        assert loops["outbox"]["restarts"] >= 1 and loops["events"]["restarts"] >= 1
+        # the worker is back: a message accepted now is sent
+        accepted = httpx.post(
+            f"{running.url}/api/messages",
+            json={"channel": "sms", "address": "+74951234567", "text": "after the outage"},
+            headers=admin,
+            timeout=5,
+        )
+        assert accepted.status_code == 202, accepted.text
+        wait_until(lambda: [m.text for m in sms.sent] == ["after the outage"])

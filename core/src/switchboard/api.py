@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from switchboard.address import Address, AddressError
@@ -89,28 +89,51 @@ async def agent_by_name(sb: Switchboard, name: str, field: str) -> Agent:
 
 # -- models ---------------------------------------------------------------------------------
 
+#: One line: a name, a subject or a header value with a line break is refused with 422
+#: (it could never be sent: mail headers cannot hold one).
+ONE_LINE = r"^[^\r\n\x00]*$"
 
-class ContactIn(BaseModel):
-    name: str = Field(min_length=1, max_length=300)
-    company: str | None = Field(default=None, max_length=300)
+
+class Body(BaseModel):
+    """Request bodies refuse fields they do not know (422 names them): a misspelled or
+    unsupported field is never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContactIn(Body):
+    name: str = Field(min_length=1, max_length=300, pattern=ONE_LINE)
+    company: str | None = Field(default=None, max_length=300, pattern=ONE_LINE)
     addresses: list[str] = Field(default_factory=list, description="phone:, email:, telegram:")
     owner_agent: str | None = Field(default=None, description="agent name")
 
 
-class ContactPatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=300)
-    company: str | None = Field(default=None, max_length=300)
+class ContactPatch(Body):
+    name: str | None = Field(default=None, min_length=1, max_length=300, pattern=ONE_LINE)
+    company: str | None = Field(default=None, max_length=300, pattern=ONE_LINE)
     owner_agent: str | None = None
     add_addresses: list[str] = Field(default_factory=list)
     remove_addresses: list[str] = Field(default_factory=list)
 
 
-class MessageIn(BaseModel):
+class MessageIn(Body):
     channel: str
     contact_id: int | None = None
     address: str | None = None
     text: str | None = Field(default=None, max_length=100_000)
-    subject: str | None = Field(default=None, max_length=998)
+    subject: str | None = Field(default=None, max_length=998, pattern=ONE_LINE)
+    html: str | None = Field(
+        default=None, max_length=1_000_000, description="an HTML alternative (email)"
+    )
+    in_reply_to: str | None = Field(
+        default=None,
+        max_length=998,
+        pattern=r"^<[^<>\s]+>$",
+        description="the Message-ID this email answers (email threading)",
+    )
+    references: str | None = Field(
+        default=None, max_length=8000, pattern=ONE_LINE, description="Message-IDs (email)"
+    )
     template: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
     call_id: str | None = Field(
@@ -126,7 +149,7 @@ class MessageIn(BaseModel):
         return self
 
 
-class CallIn(BaseModel):
+class CallIn(Body):
     agent: str = Field(description="agent name or extension")
     to: str | None = None
     contact_id: int | None = None
@@ -163,7 +186,15 @@ async def health(sb: Core) -> dict[str, Any]:
         }
         for name, h in sb.channels.items()
     }
-    failing = any(h.state is ChannelState.FAILING for h in sb.channels.values())
+    try:
+        depth: int | None = await run(sb.outbox.depth)
+    except Exception:  # health answers whatever broke; the loops say what
+        depth = None
+    failing = (
+        depth is None
+        or sb.loops.failing
+        or any(h.state is ChannelState.FAILING for h in sb.channels.values())
+    )
     errors = [str(e) for e in sb.plugins.errors]
     from switchboard import __version__
 
@@ -178,7 +209,8 @@ async def health(sb: Core) -> dict[str, Any]:
         "plugin_errors": errors,
         "hook_errors": [str(e) for e in sb.plugins.hook_errors[-10:]],
         "channels": channels,
-        "outbox_depth": await run(sb.outbox.depth),
+        "loops": sb.loops.health(),
+        "outbox_depth": depth,
         "event_subscribers": sb.events.subscribers,
     }
 
@@ -315,7 +347,15 @@ async def queue_message(
     """Render the template (if any) and queue the message; HTTPException on bad input (also
     used by the console's pages)."""
     text, subject = body.text, body.subject
-    payload: dict[str, Any] = {}
+    payload: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("html", body.html),
+            ("in_reply_to", body.in_reply_to),
+            ("references", body.references),
+        )
+        if v is not None
+    }
     if body.template is not None:
         rendered = await _render(
             sb,
@@ -328,7 +368,7 @@ async def queue_message(
             body.call_id,
         )
         text, subject = rendered.text, subject or rendered.subject
-        payload = {"template": body.template}
+        payload["template"] = body.template
         if rendered.html is not None:
             payload["html"] = rendered.html
     try:
@@ -380,7 +420,7 @@ async def _render(
         ) from None
 
 
-class PreviewIn(BaseModel):
+class PreviewIn(Body):
     contact_id: int | None = None
     address: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
@@ -637,13 +677,13 @@ def _sse(e: Event) -> ServerSentEvent | None:
 # -- lists and mailings -------------------------------------------------------------------
 
 
-class ListChange(BaseModel):
+class ListChange(Body):
     add: list[int] = Field(default_factory=list)
     remove: list[int] = Field(default_factory=list)
 
 
-class MailingIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+class MailingIn(Body):
+    name: str = Field(min_length=1, max_length=200, pattern=ONE_LINE)
     channel: str
     template: str
     audience: str = Field(min_length=1, max_length=100, description="a list's name")

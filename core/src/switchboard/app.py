@@ -70,6 +70,10 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+# any other method is counted as "other": a client cannot grow the label set
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class CountRequests:
     """Counts requests by method, route template and status, for /metrics."""
 
@@ -94,7 +98,8 @@ class CountRequests:
             counter = getattr(scope["app"].state, "requests", None)
             if counter is not None:
                 route = getattr(scope.get("route"), "path", "unmatched")
-                counter.labels(scope["method"], route, str(status)).inc()
+                method = scope["method"] if scope["method"] in _METHODS else "other"
+                counter.labels(method, route, str(status)).inc()
 
 
 def _say_what_is_not_configured(sb: Switchboard) -> None:
@@ -142,10 +147,9 @@ def create_app(
         await sb.plugins.call("register_routes", router=router)
         app.include_router(router)
         await sb.plugins.call("startup", app=app)
-        tasks = [
-            asyncio.create_task(sb.events.run(), name="switchboard-events"),
-            asyncio.create_task(sb.outbox.run(), name="switchboard-outbox"),
-        ]
+        sb.loops.backoff_initial, sb.loops.backoff_max = supervise_backoff
+        sb.loops.start("events", sb.events.run)
+        sb.loops.start("outbox", sb.outbox.run)
         await webhooks.start()
         await sb.supervise_channels(
             wanted, backoff_initial=supervise_backoff[0], backoff_max=supervise_backoff[1]
@@ -160,13 +164,10 @@ def create_app(
             yield
         finally:
             sb.outbox.stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(tasks[1], sb.config.core.http.shutdown_timeout)
+            await sb.loops.wait("outbox", sb.config.core.http.shutdown_timeout)
             await sb.stop_channels()
             await webhooks.stop()
-            tasks[0].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tasks[0]
+            await sb.loops.stop()
             await sb.plugins.call("shutdown", app=app)
             await sb.close()
 

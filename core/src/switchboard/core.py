@@ -30,6 +30,7 @@ from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
 from switchboard.quarantine import Quarantine
 from switchboard.store import AddressTaken, Store, load_contacts
+from switchboard.supervisor import Supervisor
 
 log = logging.getLogger("switchboard")
 
@@ -87,6 +88,8 @@ class Switchboard:
         self.mailings = Mailings(self)
         self.events = EventHub(self)
         self.quarantine = Quarantine(self)
+        #: The supervised background loops (outbox, event hub, webhooks...).
+        self.loops = Supervisor()
         self.channels: dict[str, ChannelHandle] = {}
 
     @classmethod

@@ -126,6 +126,7 @@ class EventHub:
         self.core = core
         self.poll_interval = poll_interval
         self.last_id = 0
+        self._started = False
         self._subs: set[Subscription] = set()
         self._wakeup = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
@@ -174,14 +175,15 @@ class EventHub:
     # -- tailing --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.last_id = await asyncio.to_thread(self.current_id)
+        """Tail the event log until cancelled. A read that fails raises: the runner's
+        supervisor shows the hub failing and starts it again, and it resumes after the
+        last event it handed out (none is skipped)."""
+        if not self._started:
+            self.last_id = await asyncio.to_thread(self.current_id)
+            self._started = True
         while True:
             self._wakeup.clear()
-            try:
-                events = await asyncio.to_thread(self.read_since, self.last_id)
-            except Exception:
-                log.exception("reading the event log failed; retrying")
-                events = []
+            events = await asyncio.to_thread(self.read_since, self.last_id)
             if events:
                 self.last_id = events[-1].id
                 self._dispatch(events)

@@ -26,8 +26,13 @@ class SwitchboardCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         sb = self.core
+        try:
+            yield from self._from_store()
+            up = 1.0
+        except Exception:  # the figures that do not need the store still go out
+            up = 0.0
         yield GaugeMetricFamily(
-            "switchboard_outbox_depth", "Messages waiting to be sent.", value=sb.outbox.depth()
+            "switchboard_store_up", "1 when the store answered this scrape.", value=up
         )
         states = GaugeMetricFamily(
             "switchboard_channel_state",
@@ -40,18 +45,22 @@ class SwitchboardCollector(Collector):
             for state in ChannelState:
                 states.add_metric([name, state.value], 1.0 if handle.state is state else 0.0)
         yield states
-        calls = GaugeMetricFamily("switchboard_calls", "Call records by state.", labels=["state"])
-        with sb.store.read() as conn:
-            rows = conn.execute(
-                sa.select(interaction_t.c.status, sa.func.count())
-                .select_from(
-                    call_t.join(interaction_t, interaction_t.c.id == call_t.c.interaction_id)
-                )
-                .group_by(interaction_t.c.status)
-            ).all()
-        for status, count in rows:
-            calls.add_metric([status], float(count))
-        yield calls
+        from switchboard.supervisor import LoopState
+
+        loops = GaugeMetricFamily(
+            "switchboard_loop_state",
+            "1 for the state each background loop is in (outbox, events, webhooks).",
+            labels=["loop", "state"],
+        )
+        restarts = CounterMetricFamily(
+            "switchboard_loop_restarts", "Restarts of each background loop.", labels=["loop"]
+        )
+        for name, loop in sb.loops.loops.items():
+            for loop_state in LoopState:
+                loops.add_metric([name, loop_state.value], 1.0 if loop.state is loop_state else 0.0)
+            restarts.add_metric([name], float(loop.restarts))
+        yield loops
+        yield restarts
         events = CounterMetricFamily(
             "switchboard_events", "Events delivered to the stream.", labels=["type"]
         )
@@ -70,6 +79,25 @@ class SwitchboardCollector(Collector):
             hooks.add_metric([hook.s.name, "delivered"], float(hook.delivered))
             hooks.add_metric([hook.s.name, "failed"], float(hook.failed))
         yield hooks
+
+    def _from_store(self) -> Iterator[Metric]:
+        sb = self.core
+        depth = sb.outbox.depth()
+        calls = GaugeMetricFamily("switchboard_calls", "Call records by state.", labels=["state"])
+        with sb.store.read() as conn:
+            rows = conn.execute(
+                sa.select(interaction_t.c.status, sa.func.count())
+                .select_from(
+                    call_t.join(interaction_t, interaction_t.c.id == call_t.c.interaction_id)
+                )
+                .group_by(interaction_t.c.status)
+            ).all()
+        for status, count in rows:
+            calls.add_metric([status], float(count))
+        yield GaugeMetricFamily(
+            "switchboard_outbox_depth", "Messages waiting to be sent.", value=depth
+        )
+        yield calls
 
 
 def make_registry(core: Switchboard, webhooks: Webhooks) -> tuple[CollectorRegistry, Counter]:

@@ -19,7 +19,7 @@ import hmac
 import json
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import sqlalchemy as sa
@@ -166,7 +166,6 @@ class Webhooks:
         self.core = core
         self.client = httpx.AsyncClient(follow_redirects=False)
         self.hooks = [Webhook(core, s, self.client) for s in core.config.core.webhooks]
-        self._tasks: list[asyncio.Task[Any]] = []
         core.events.on_new_events(self._wake_all)
 
     def _wake_all(self) -> None:
@@ -174,30 +173,19 @@ class Webhooks:
             hook.wake()
 
     async def start(self) -> None:
-        """Create missing cursors (a new webhook gets the events from now on), then run.
-        Awaited during start-up, before the service takes requests, so "now" is well
-        defined."""
+        """Create missing cursors (a new webhook gets the events from now on), then run
+        each webhook as a supervised loop (``webhook:NAME`` in ``/api/health``). Awaited
+        during start-up, before the service takes requests, so "now" is well defined."""
         for hook in self.hooks:
             await asyncio.to_thread(hook._cursor)
         for hook in self.hooks:
-            self._tasks.append(
-                asyncio.create_task(self._keep_running(hook), name=f"webhook-{hook.s.name}")
-            )
-
-    async def _keep_running(self, hook: Webhook) -> None:
-        while True:
-            try:
-                await hook.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook %s crashed; restarting in 5 s", hook.s.name)
-                await asyncio.sleep(5)
+            self.core.loops.start(f"webhook:{hook.s.name}", hook.run)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for hook in self.hooks:
+            loop = self.core.loops.loops.get(f"webhook:{hook.s.name}")
+            if loop is not None and loop.task is not None:
+                loop.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop.task
         await self.client.aclose()

@@ -1,0 +1,116 @@
+"""Supervised background loops: the outbox worker, the event hub, each webhook.
+
+A loop that raises is logged, shown as ``failing`` with its last error in ``/api/health``
+and ``/metrics``, and started again after a backoff that doubles up to a maximum (reset
+once the loop has run for longer than that maximum). Nothing in the background can stop
+silently: a loop is ``running``, ``failing`` (waiting to restart) or ``stopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from switchboard.models import utcnow
+
+log = logging.getLogger("switchboard.supervisor")
+
+
+class LoopState(enum.Enum):
+    RUNNING = "running"
+    FAILING = "failing"
+    STOPPED = "stopped"
+
+
+@attrs.define
+class Loop:
+    name: str
+    run: Callable[[], Awaitable[None]]
+    state: LoopState = LoopState.STOPPED
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    restarts: int = 0
+    task: asyncio.Task[None] | None = None
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
+            "restarts": self.restarts,
+        }
+
+
+class Supervisor:
+    def __init__(self, backoff_initial: float = 1.0, backoff_max: float = 60.0) -> None:
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.loops: dict[str, Loop] = {}
+
+    def start(self, name: str, run: Callable[[], Awaitable[None]]) -> Loop:
+        """Run ``run()`` under supervision as ``name`` (it returns only when asked to stop)."""
+        if name in self.loops and self.loops[name].task is not None:
+            raise ValueError(f"a loop named {name!r} is already running")
+        loop = Loop(name, run)
+        loop.task = asyncio.create_task(self._keep(loop), name=f"switchboard-{name}")
+        self.loops[name] = loop
+        return loop
+
+    async def _keep(self, loop: Loop) -> None:
+        delay = self.backoff_initial
+        while True:
+            loop.state = LoopState.RUNNING
+            started = time.monotonic()
+            try:
+                await loop.run()
+            except asyncio.CancelledError:
+                loop.state = LoopState.STOPPED
+                raise
+            except Exception as exc:
+                loop.state = LoopState.FAILING
+                loop.last_error = f"{type(exc).__name__}: {exc}"
+                loop.last_error_at = utcnow()
+                if time.monotonic() - started > self.backoff_max:
+                    delay = self.backoff_initial  # it had been fine for a while
+                log.error("%s failed: %s; restarting in %.1fs", loop.name, loop.last_error, delay)
+                await asyncio.sleep(delay)
+                delay = min(self.backoff_max, delay * 2)
+                loop.restarts += 1
+            else:
+                loop.state = LoopState.STOPPED  # it finished because it was asked to
+                return
+
+    async def wait(self, name: str, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a loop told to stop to finish; then cancel it."""
+        loop = self.loops.get(name)
+        if loop is None or loop.task is None:
+            return
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(loop.task, timeout)
+        loop.state = LoopState.STOPPED
+
+    async def stop(self) -> None:
+        """Cancel every loop still running."""
+        for loop in self.loops.values():
+            if loop.task is not None and not loop.task.done():
+                loop.task.cancel()
+        for loop in self.loops.values():
+            if loop.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop.task
+            loop.state = LoopState.STOPPED
+
+    @property
+    def failing(self) -> bool:
+        return any(loop.state is LoopState.FAILING for loop in self.loops.values())
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        return {name: loop.health() for name, loop in self.loops.items()}
