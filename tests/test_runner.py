@@ -43,8 +43,11 @@ class CrashesOnce(LoopbackChannel):
         raise ConnectionResetError("server closed the connection")
 
 
+ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
+
+
 def channels_of(url: str) -> dict[str, Any]:
-    return dict(httpx.get(f"{url}/api/health", timeout=5).json()["channels"])
+    return dict(httpx.get(f"{url}/api/health", headers=ADMIN, timeout=5).json()["channels"])
 
 
 def wait_until(check, timeout: float = 10.0) -> Any:  # type: ignore[no-untyped-def]
@@ -108,10 +111,9 @@ def test_outbox_and_event_hub_failures_show_in_health_and_recover(tmp_path: Path
     config = make_config(tmp_path, service_config(tmp_path))
     app = create_app(config, plugins=plugins, supervise_backoff=(0.2, 0.5))
     db = config.core.database_url.removeprefix("sqlite:///")
-    admin = {"Authorization": "Bearer admin-token-0123456789"}
 
     def health() -> dict[str, Any]:
-        return dict(httpx.get(f"{running.url}/api/health", timeout=5).json())
+        return dict(httpx.get(f"{running.url}/api/health", headers=ADMIN, timeout=5).json())
 
     def rename(old: str, new: str) -> None:
         with sqlite3.connect(db, timeout=30) as conn:
@@ -146,7 +148,7 @@ def test_outbox_and_event_hub_failures_show_in_health_and_recover(tmp_path: Path
         accepted = httpx.post(
             f"{running.url}/api/messages",
             json={"channel": "sms", "address": "+74951234567", "text": "after the outage"},
-            headers=admin,
+            headers=ADMIN,
             timeout=5,
         )
         assert accepted.status_code == 202, accepted.text

@@ -44,7 +44,11 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
         while True:
             assert proc.poll() is None, proc.communicate()[0]
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/api/health",
+                    headers={"Authorization": "Bearer dev-admin-token-change-me"},
+                    timeout=1,
+                )
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "service did not come up"

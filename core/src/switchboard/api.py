@@ -60,6 +60,15 @@ async def principal(request: Request) -> Principal:
     return found
 
 
+def _has_valid_token(request: Request) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (
+        scheme.lower() == "bearer"
+        and bool(token.strip())
+        and request.app.state.tokens.check(token.strip()) is not None
+    )
+
+
 Core = Annotated[Switchboard, Depends(core)]
 Caller = Annotated[Principal, Depends(principal)]
 
@@ -170,8 +179,10 @@ class Accepted(BaseModel):
 
 
 @router.get("/health")
-async def health(sb: Core) -> dict[str, Any]:
-    """Service, store, plugins and channels. Needs no token (for load balancers)."""
+async def health(sb: Core, request: Request) -> dict[str, Any]:
+    """Service, store, plugins, channels and background loops. Needs no token (for load
+    balancers), and then answers states only: error texts, plugins and versions need a
+    token (they can name files, hosts and, through a library's message, a secret)."""
     try:
         revision = await run(sb.store.current_revision)
         store: dict[str, Any] = {"ok": True, "backend": sb.store.dialect, "revision": revision}
@@ -198,18 +209,33 @@ async def health(sb: Core) -> dict[str, Any]:
     errors = [str(e) for e in sb.plugins.errors]
     from switchboard import __version__
 
+    status = "ok" if store["ok"] and not errors and not failing else "degraded"
+    if not _has_valid_token(request):
+        return {
+            "status": status,
+            "store": {"ok": store["ok"]},
+            "channels": {n: {"state": c["state"]} for n, c in channels.items()},
+            "loops": {n: {"state": v["state"]} for n, v in sb.loops.health().items()},
+            "details": "send a bearer token for error texts, plugins and versions",
+        }
+    redact = request.app.state.redactor.redact
+    for c in channels.values():
+        c["last_error"] = c["last_error"] and redact(c["last_error"])
+    loops = sb.loops.health()
+    for v in loops.values():
+        v["last_error"] = v["last_error"] and redact(v["last_error"])
     return {
-        "status": "ok" if store["ok"] and not errors and not failing else "degraded",
+        "status": status,
         "version": __version__,
         "store": store,
         "plugins": [
             {"name": p.name, "version": p.version, "hooks": list(p.hooks)}
             for p in sb.plugins.info()
         ],
-        "plugin_errors": errors,
-        "hook_errors": [str(e) for e in sb.plugins.hook_errors[-10:]],
+        "plugin_errors": [redact(e) for e in errors],
+        "hook_errors": [redact(str(e)) for e in sb.plugins.hook_errors[-10:]],
         "channels": channels,
-        "loops": sb.loops.health(),
+        "loops": loops,
         "outbox_depth": depth,
         "event_subscribers": sb.events.subscribers,
     }

@@ -28,6 +28,7 @@ from switchboard.config import Config
 from switchboard.core import Switchboard
 from switchboard.metrics import make_registry
 from switchboard.plugins import Plugins
+from switchboard.secrets import Redactor, secret_values
 from switchboard.templates import Templates
 from switchboard.webhooks import Webhooks
 
@@ -132,6 +133,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sb = await Switchboard.open(config, plugins=plugins)
+        redactor = Redactor(secret_values(sb.config.core, sb.config.plugins))
+        redactor.install()
+        app.state.redactor = redactor
         state["max_body"] = sb.config.core.http.max_body_bytes
         app.state.switchboard = sb
         app.state.tokens = TokenBook(sb.config.core.tokens, sb.store.list_agents())
@@ -170,6 +174,7 @@ def create_app(
             await sb.loops.stop()
             await sb.plugins.call("shutdown", app=app)
             await sb.close()
+            redactor.uninstall()
 
     app = FastAPI(
         title="Switchboard",

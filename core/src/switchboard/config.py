@@ -73,7 +73,7 @@ class TokenSettings:
     Bound to an agent (who then acts with the agent's role) or to a role alone (for an
     integration such as a CRM)."""
 
-    token: str
+    token: str = attrs.field(repr=False)
     agent: str | None = None
     role: Role | None = None
     name: str | None = None
@@ -85,7 +85,7 @@ class WebhookSettings:
 
     name: str
     url: str
-    secret: str
+    secret: str = attrs.field(repr=False)
     events: list[str] = attrs.Factory(list)
     timeout: float = 10.0
     max_attempts: int = 12

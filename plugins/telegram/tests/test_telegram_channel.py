@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -428,3 +429,52 @@ async def test_hostile_updates_never_stop_the_poller(tg: Harness) -> None:
     buyer = sb.store.find_contact(Address("telegram", "603"))
     assert buyer is not None
     assert [i.text for i in sb.store.timeline(buyer.id or 0)] == ["I want 3 chairs"]
+
+
+def test_the_bot_token_never_reaches_logs_or_health(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an outside review: httpx logged every Bot API URL (the token is in it) at
+    INFO, and the unauthenticated /api/health showed error texts."""
+    import httpx
+
+    from switchboard.app import create_app
+    from switchboard.core import settings_classes
+    from switchboard.plugins import Plugins
+    from switchboard.testing import make_config, serve_in_thread
+
+    token = "4242:TEST-TOKEN"
+    admin = "admin-token-0123456789"
+    caplog.set_level(logging.INFO)
+    with bot_api(token) as (api, url):
+        api.fail_next("getMe", 401, f"Unauthorized: bad token {token}", times=1000)
+        plugins = Plugins()
+        plugins.register(telegram_plugin(), "telegram")
+        config = make_config(
+            tmp_path,
+            {
+                "switchboard": {"tokens": [{"token": admin, "role": "admin"}]},
+                "plugins": {
+                    "telegram": {"token": token, "base_url": f"{url}/bot", "poll_timeout": 1}
+                },
+            },
+            asyncio.run(settings_classes(plugins)),
+        )
+        app = create_app(config, plugins=plugins, supervise_backoff=(0.2, 0.5))
+        with serve_in_thread(app) as running:
+            deadline = time.monotonic() + 10
+            while True:
+                full = httpx.get(
+                    f"{running.url}/api/health", headers={"Authorization": f"Bearer {admin}"}
+                ).json()
+                if full["channels"]["telegram"]["last_error"]:
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            anonymous = httpx.get(f"{running.url}/api/health").text
+    error = full["channels"]["telegram"]["last_error"]
+    assert "***" in error and token not in error, error
+    assert token not in anonymous and "last_error" not in anonymous
+    assert "HTTP Request" in caplog.text and "/bot***/getMe" in caplog.text
+    assert token not in caplog.text
+    assert token not in repr(TelegramSettings(token=token))  # repr=False: a secret

@@ -41,7 +41,7 @@ class ConsoleSettings:
 
     enabled: bool = True
     # signs the session cookies; unset: a random one per start (everyone signs in again)
-    secret: str | None = None
+    secret: str | None = attrs.field(default=None, repr=False)
     language: str = "auto"  # auto (the browser's), en or ru
     timezone: str = "UTC"  # the times shown on the pages (an IANA name: Europe/Moscow)
     session_hours: float = 12.0

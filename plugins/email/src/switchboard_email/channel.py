@@ -57,7 +57,7 @@ class EmailSettings:
     smtp_port: int = 587
     smtp_security: str = attrs.field(default="starttls")
     smtp_username: str | None = None
-    smtp_password: str | None = None
+    smtp_password: str | None = attrs.field(default=None, repr=False)
     smtp_timeout: float = 30.0
     smtp_pool_size: int = 4
     tls_verify: bool = True
@@ -66,7 +66,7 @@ class EmailSettings:
     imap_port: int = 993
     imap_security: str = attrs.field(default="tls")
     imap_username: str | None = None
-    imap_password: str | None = None
+    imap_password: str | None = attrs.field(default=None, repr=False)
     imap_mailbox: str = "INBOX"
     imap_poll_interval: float = 30.0
     attachments_dir: str = "email-files"

@@ -56,10 +56,10 @@ CHAT_TYPES = ("private", "group", "supergroup", "channel")
 class TelegramSettings:
     """``[plugins.telegram]``."""
 
-    token: str
+    token: str = attrs.field(repr=False)
     mode: str = attrs.field(default="polling")
     webhook_url: str | None = None
-    webhook_secret: str | None = None
+    webhook_secret: str | None = attrs.field(default=None, repr=False)
     allowed_chat_types: list[str] = attrs.Factory(lambda: ["private"])
     parse_mode: str | None = None
     files_dir: str = "telegram-files"
