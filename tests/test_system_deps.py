@@ -17,6 +17,7 @@ PROGRAMS = {
     "espeak-ng": "espeak-ng",
     "graphviz": "dot",
     "chromium": "chromium",
+    "libatomic1": "@libatomic.so.1",
 }
 
 
@@ -39,8 +40,14 @@ def run(
     bin_dir.mkdir()
     calls = tmp_path / "calls"
     calls.touch()
+    libraries = []
     for package in present:
-        stub(bin_dir, PROGRAMS[package])
+        if PROGRAMS[package].startswith("@"):
+            libraries.append(PROGRAMS[package][1:])
+        else:
+            stub(bin_dir, PROGRAMS[package])
+    listing = "".join(f"\t{lib} (libc6,x86-64) => /lib/{lib}\n" for lib in libraries)
+    stub(bin_dir, "ldconfig", f"printf '{listing}'")
     stub(bin_dir, "id", f'[ "$1" = -u ] && echo {uid}')
     if apt:
         stub(bin_dir, "apt-get", f'echo "apt-get $*" >> {calls}')
@@ -109,6 +116,7 @@ def test_missing_with_passwordless_sudo_installs_through_sudo(tmp_path: Path) ->
 def test_missing_without_root_or_sudo_says_the_command_and_fails(tmp_path: Path) -> None:
     result, calls = run(tmp_path, ["kamailio", "dovecot-imapd", "graphviz"], uid=1000)
     missing = [p for p in PROGRAMS if p not in ("kamailio", "dovecot-imapd", "graphviz")]
+    assert "libatomic1" in missing  # a library is looked up with ldconfig, not on PATH
     assert result.returncode == 1
     assert calls == []
     assert result.stderr.count("\n") == 1  # one clear line
@@ -128,7 +136,10 @@ def test_without_apt_get_says_so_and_fails(tmp_path: Path) -> None:
 def test_check_only_reports(tmp_path: Path) -> None:
     result, calls = run(tmp_path, ["kamailio", "dovecot-imapd"], args=("--check",))
     assert result.returncode == 1 and calls == []
-    assert "system packages missing: sip-tester espeak-ng graphviz chromium" in result.stderr
+    assert (
+        "system packages missing: sip-tester espeak-ng graphviz chromium libatomic1"
+        in result.stderr
+    )
 
 
 def test_ci_and_the_makefile_keep_no_package_list_of_their_own() -> None:

@@ -260,8 +260,9 @@ async def test_inbound_replies_bounces_and_bad_mail(mail: Mail, imap: Dovecot, c
     bounced = sb.store.get_interaction(lost.id)
     assert bounced is not None and bounced.status is InteractionStatus.FAILED
     assert bounced.error == "bounced: status 5.1.1 smtp; 550 5.1.1 User unknown"
-    assert "without a From address" in caplog.text
+    assert "<nofrom@example.net> quarantined: no From address" in caplog.text
     assert sb.store.find_interaction("email", "<nofrom@example.net>") is None
+    assert [q.external_id for q in sb.quarantine.list("email")] == ["<nofrom@example.net>"]
 
     count = sb.store.count(interaction_t)
     await sb.stop_channels()  # a restart does not read the mailbox again
