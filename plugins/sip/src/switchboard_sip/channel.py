@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import re
@@ -72,6 +73,14 @@ class SipSettings:
     voicemail_prompt: str | None = None
     voicemail_max_seconds: float = 120.0
     max_message_size: int = 65_535
+    # requests only from the registrar (always trusted) and these networks (CIDR); others 403
+    trusted_networks: list[str] = attrs.field(factory=list)
+    max_calls: int = 200  # calls at once; an INVITE beyond is answered 503
+
+    @trusted_networks.validator
+    def _networks(self, _: Any, value: list[str]) -> None:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
 
     @dial_format.validator
     def _dial_format(self, _: Any, value: str) -> None:
@@ -358,6 +367,8 @@ class SipChannel:
             max_message_size=settings.max_message_size,
             on_invite=self._incoming,
             on_message=self._message,
+            trusted_networks=settings.trusted_networks,
+            max_calls=settings.max_calls,
         )
         self.ua = ua
         try:

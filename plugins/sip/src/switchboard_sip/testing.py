@@ -514,8 +514,9 @@ class SippResult:
 class Sipp:
     """One SIPp process with a scenario written into ``folder``."""
 
-    def __init__(self, folder: Path, name: str, scenario: str) -> None:
+    def __init__(self, folder: Path, name: str, scenario: str, ip: str = "127.0.0.1") -> None:
         need_sip_tools()
+        self.ip = ip  # another loopback address (127.0.0.2) plays a host on another network
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.name = name
@@ -531,11 +532,11 @@ class Sipp:
             "-sf",
             str(self.path),
             "-i",
-            "127.0.0.1",
+            self.ip,
             "-p",
             str(self.port),
             "-mi",
-            "127.0.0.1",
+            self.ip,
             "-mp",
             str(self.media_port),
             "-trace_err",

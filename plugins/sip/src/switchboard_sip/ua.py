@@ -26,9 +26,11 @@ import asyncio
 import contextlib
 import enum
 import hashlib
+import ipaddress
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from switchboard_sip import message as sipmsg
@@ -229,8 +231,16 @@ class UserAgent(asyncio.DatagramProtocol):
         max_message_size: int = 65_535,
         on_invite: Callable[[Leg], Awaitable[None]] | None = None,
         on_message: Callable[[SipMessage], Awaitable[int]] | None = None,
+        trusted_networks: Iterable[str] = (),
+        max_calls: int = 200,
     ) -> None:
         self.server = server
+        # Requests are taken only from the registrar/proxy (its addresses, resolved at
+        # start) and these networks: anyone else who reaches the port gets 403.
+        self.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
+        self.trusted_ips: set[str] = set()
+        self.refused: dict[str, int] = {}  # untrusted source -> requests refused
+        self.max_calls = max_calls
         self.port = port
         self.username = username
         self.password = password
@@ -270,6 +280,8 @@ class UserAgent(asyncio.DatagramProtocol):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.server, self.port, type=socket.SOCK_DGRAM)
+        self.trusted_ips = {str(info[4][0]) for info in infos}
         self.transport, _ = await loop.create_datagram_endpoint(
             lambda: self, local_addr=(self.ip, self.local_port)
         )
@@ -346,6 +358,9 @@ class UserAgent(asyncio.DatagramProtocol):
             if answer is not None:
                 self.send(answer, addr)
             return
+        if msg.is_request and not self.trusts(addr[0]):
+            self._refuse(msg, addr)
+            return
         try:
             if msg.is_request:
                 self._on_request(msg, addr)
@@ -353,6 +368,33 @@ class UserAgent(asyncio.DatagramProtocol):
                 self._on_response(msg)
         except Exception:  # a bug in handling one message must not stop the UA
             log.exception("failed to handle %s", (msg.method or msg.status))
+
+    def trusts(self, host: str) -> bool:
+        """Whether requests from ``host`` are taken (the registrar, trusted networks)."""
+        if host in self.trusted_ips:
+            return True
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted_networks)
+
+    def _refuse(self, msg: SipMessage, addr: tuple[str, int]) -> None:
+        """403 to a request from an untrusted source, with no state kept for it; one log
+        line per source, not per packet."""
+        host = addr[0]
+        if host not in self.refused:
+            if len(self.refused) >= 10_000:  # a sweep of spoofed sources: keep it bounded
+                self.refused.clear()
+            log.warning(
+                "refusing SIP requests from %s (not the registrar nor in trusted_networks); "
+                "first: %s",
+                host,
+                msg.method,
+            )
+        self.refused[host] = self.refused.get(host, 0) + 1
+        if msg.method != "ACK":
+            self.send(sipmsg.response(msg, 403, to_tag=sipmsg.new_tag()), addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("SIP socket: %s", exc)
@@ -624,6 +666,12 @@ class UserAgent(asyncio.DatagramProtocol):
             return
         if msg.to_tag:
             self.send(sipmsg.response(msg, 481), addr)
+            return
+        if len(self.legs) >= self.max_calls:  # not kept in sent_final: no state at all
+            log.warning(
+                "refused call %s: %d calls already (max_calls)", msg.call_id, self.max_calls
+            )
+            self.send(sipmsg.response(msg, 503, to_tag=sipmsg.new_tag()), addr)
             return
         self.send(sipmsg.response(msg, 100), addr)
         if self.on_invite is None:
