@@ -14,8 +14,10 @@ import pytest
 from switchboard_sip import message as sipmsg
 from switchboard_sip.media import (
     FRAME_BYTES,
+    MAX_QUEUED_DIGITS,
     MediaError,
     RtpStream,
+    Sdp,
     decode,
     encode,
     load_prompt,
@@ -118,6 +120,8 @@ async def test_rtp_digits_count_once_without_marker_bit_and_csrc_headers_are_ski
     await stream.open()
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            stream.set_remote(Sdp("127.0.0.1", s.getsockname()[1], 0, 101))
             # digit 5, three packets of one event (same timestamp), no marker bit
             for end in (0, 0, 0x80):
                 s.sendto(
@@ -160,3 +164,44 @@ def test_prompts_are_converted_to_8k_mono_and_bad_files_are_errors(tmp_path: Pat
     (tmp_path / "bad.wav").write_bytes(b"not a wav")
     with pytest.raises(MediaError, match="not a readable WAV"):
         load_prompt(tmp_path / "bad.wav")
+
+
+async def test_rtp_from_anyone_but_the_negotiated_peer_is_dropped() -> None:
+    """Found by an outside review: packets from any address were taken as digits and
+    audio (IVR navigation and audio injected into recordings by sweeping the ports)."""
+    port = free_udp_port()
+    stream = RtpStream("127.0.0.1", port)
+    await stream.open()
+    try:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder,
+        ):
+            peer.bind(("127.0.0.1", 0))
+            intruder.bind(("127.0.0.2", 0))  # another host
+            stream.set_remote(Sdp("127.0.0.1", peer.getsockname()[1], 0, 101))
+            audio = encode(tone(0.02, 440), 0)
+            for i in range(40):  # digits and audio from the intruder, more digits than fit
+                digit = struct.pack("!BBHII", 0x80, 101, i, 1000 * i, 9) + bytes(
+                    [i % 10, 0x80, 0, 1]
+                )
+                intruder.sendto(digit, ("127.0.0.1", port))
+                intruder.sendto(
+                    struct.pack("!BBHII", 0x80, 0, i, 160 * i, 9) + audio, ("127.0.0.1", port)
+                )
+            for i in range(40):  # the peer presses 40 digits nobody collects: bounded
+                digit = struct.pack("!BBHII", 0x80, 101, i, 5000 + i, 7) + bytes(
+                    [i % 10, 0x80, 0, 1]
+                )
+                peer.sendto(digit, ("127.0.0.1", port))
+        for _ in range(200):
+            if stream.foreign_packets >= 80 and stream.digits.full():
+                break
+            await asyncio.sleep(0.01)
+        assert stream.foreign_packets == 80
+        assert not stream.inbound
+        kept = [stream.digits.get_nowait() for _ in range(stream.digits.qsize())]
+        assert len(kept) == MAX_QUEUED_DIGITS
+        assert kept == [str(i % 10) for i in range(40 - MAX_QUEUED_DIGITS, 40)]  # the newest
+    finally:
+        stream.close()

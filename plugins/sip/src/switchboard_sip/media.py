@@ -152,6 +152,10 @@ class PortPool:
         return self._size - len(self._free)
 
 
+#: Digits kept for a collector that has not asked yet; older ones are dropped beyond it.
+MAX_QUEUED_DIGITS = 32
+
+
 class RtpStream(asyncio.DatagramProtocol):
     """One RTP stream (one call leg's audio), bound to a local port.
 
@@ -168,7 +172,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.event_payload: int | None = 101
         self.transport: asyncio.DatagramTransport | None = None
         self.inbound: collections.deque[bytes] = collections.deque(maxlen=50)
-        self.digits: asyncio.Queue[str] = asyncio.Queue()
+        self.digits: asyncio.Queue[str] = asyncio.Queue(maxsize=MAX_QUEUED_DIGITS)
         self._outbound: collections.deque[bytes] = collections.deque()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -179,6 +183,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self._last_event_ended = False
         self._rx_rest = b""
         self.bad_packets = 0
+        self.foreign_packets = 0  # from another address than the negotiated peer: dropped
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -201,6 +206,11 @@ class RtpStream(asyncio.DatagramProtocol):
     # -- receiving ------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # Only the peer the SDP named may speak on this port (symmetric RTP): anyone
+        # sweeping the even ports must not inject digits or audio into a call or recording.
+        if addr[:2] != self.remote:
+            self.foreign_packets += 1
+            return
         if len(data) < 12 or data[0] >> 6 != 2:
             self.bad_packets += 1
             return
@@ -242,6 +252,8 @@ class RtpStream(asyncio.DatagramProtocol):
             return
         self._last_event = key
         self._last_event_ended = bool(payload[1] & 0x80)
+        if self.digits.full():  # nobody collects them (no IVR listening): keep the newest
+            self.digits.get_nowait()
         self.digits.put_nowait(DTMF_KEYS[payload[0]])
 
     def take_frame(self) -> bytes | None:
