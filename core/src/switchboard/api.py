@@ -45,28 +45,24 @@ async def core(request: Request) -> Switchboard:
     return sb
 
 
+def _bearer(request: Request) -> str | None:
+    """The bearer token of the request, if it has one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 async def principal(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    token = _bearer(request)
     challenge = {"WWW-Authenticate": "Bearer"}
-    if scheme.lower() != "bearer" or not token.strip():
+    if token is None:
         raise HTTPException(
             401, "missing bearer token (Authorization: Bearer TOKEN)", headers=challenge
         )
-    found: Principal | None = request.app.state.tokens.check(token.strip())
+    found: Principal | None = request.app.state.tokens.check(token)
     if found is None:
         raise HTTPException(401, "invalid token", headers=challenge)
     request.state.principal = found
     return found
-
-
-def _has_valid_token(request: Request) -> bool:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return (
-        scheme.lower() == "bearer"
-        and bool(token.strip())
-        and request.app.state.tokens.check(token.strip()) is not None
-    )
 
 
 Core = Annotated[Switchboard, Depends(core)]
@@ -210,7 +206,8 @@ async def health(sb: Core, request: Request) -> dict[str, Any]:
     from switchboard import __version__
 
     status = "ok" if store["ok"] and not errors and not failing else "degraded"
-    if not _has_valid_token(request):
+    token = _bearer(request)
+    if token is None or request.app.state.tokens.check(token) is None:
         return {
             "status": status,
             "store": {"ok": store["ok"]},

@@ -98,11 +98,12 @@ class Outbox:
         if ch is None:
             known = ", ".join(sorted(self.core.channel_objects)) or "none"
             raise StoreError(f"unknown channel {channel!r} (channels: {known})")
-        if self.core.channels[channel].state.value == "not configured":
+        handle = self.core.channels[channel]
+        if handle.state == "not configured":  # ChannelState.NOT_CONFIGURED (a StrEnum)
             # installed, but it would never send: refuse now rather than queue forever
             raise StoreError(
                 f"channel {channel!r} is installed but not configured "
-                f"(add [plugins.{self.core.channels[channel].plugin}] to the configuration)"
+                f"(add [plugins.{handle.plugin}] to the configuration)"
             )
         addr = self.core.addresses.parse(address) if address is not None else None
         if addr is not None and addr.kind != ch.address_kind:

@@ -97,12 +97,13 @@ class Supervisor:
             await asyncio.wait_for(loop.task, timeout)
         loop.state = LoopState.STOPPED
 
-    async def stop(self) -> None:
-        """Cancel every loop still running."""
-        for loop in self.loops.values():
+    async def stop(self, *names: str) -> None:
+        """Cancel the named loops (every loop, without names) and wait for them."""
+        chosen = [self.loops[n] for n in names if n in self.loops] if names else self.loops.values()
+        for loop in chosen:
             if loop.task is not None and not loop.task.done():
                 loop.task.cancel()
-        for loop in self.loops.values():
+        for loop in chosen:
             if loop.task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop.task

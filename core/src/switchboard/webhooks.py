@@ -182,10 +182,5 @@ class Webhooks:
             self.core.loops.start(f"webhook:{hook.s.name}", hook.run)
 
     async def stop(self) -> None:
-        for hook in self.hooks:
-            loop = self.core.loops.loops.get(f"webhook:{hook.s.name}")
-            if loop is not None and loop.task is not None:
-                loop.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop.task
+        await self.core.loops.stop(*(f"webhook:{hook.s.name}" for hook in self.hooks))
         await self.client.aclose()
