@@ -316,6 +316,33 @@ def test_click_to_call_and_recordings(service: Service, tmp_path: Path) -> None:
         assert len(by_contact["items"]) == 2
 
 
+def test_a_call_id_with_a_slash_is_served(service: Service, tmp_path: Path) -> None:
+    """Call ids are the channels' own: a SIP Call-ID may hold "/", "?" or "#"."""
+    from switchboard import Direction
+
+    call_id = "a/b?c#d@203.0.113.5"
+    service.running.call(
+        service.sb.calls.ringing(
+            "voice",
+            call_id,
+            direction=Direction.INBOUND,
+            from_address="+74951234599",
+            to_address="1",
+        )
+    )
+    service.running.call(service.sb.calls.ended("voice", call_id))
+    wav = tmp_path / "rec.wav"
+    make_wav(wav)
+    service.running.call(service.sb.calls.recording_saved("voice", call_id, wav))
+    with service.client("sue") as sue:
+        [listed] = sue.get("/api/calls").json()["items"]
+        assert listed["call_id"] == call_id
+        url = listed["recording"]["url"]
+        assert sue.get(url).content == wav.read_bytes()
+        assert sue.get(url).headers["content-disposition"].endswith("a_b_c%23d%40203.0.113.5.wav")
+        assert sue.get(url.removesuffix("/recording")).json()["call_id"] == call_id
+
+
 def test_missed_calls_are_callback_tasks(service: Service) -> None:
     boris = service.sb.store.get_agent("boris")
     service.running.call(

@@ -107,3 +107,30 @@ def test_vcard_import_and_export(config: Path, tmp_path: Path) -> None:
     assert "FN:Petr Smirnov" in text and "TEL:+79031112244" in text
     again = run("contacts", "import", "--config", str(config), str(out))
     assert "0 created, 0 updated, 2 unchanged, 0 rejected" in again.stdout
+
+
+def test_csv_from_outsiders_is_safe_both_ways(config: Path, tmp_path: Path) -> None:
+    """A name that a spreadsheet would run as a formula is exported as text (a leading
+    ``'``) and imported back as it was; a cell over the csv module's 128 KiB limit is
+    reported and the rows after it are still imported."""
+    source = tmp_path / "contacts.csv"
+    huge = "x" * 200_000
+    source.write_text(
+        "name,company,phone\n"
+        '"=HYPERLINK(""http://evil.example"",""click"")",@SUM(A1),+74951234567\n'
+        f"{huge},,+74951234568\n"
+        "-2+3,,+74951234569\n"
+    )
+    first = run("contacts", "import", "--config", str(config), str(source))
+    assert "2 created, 0 updated, 0 unchanged, 1 rejected" in first.stdout, first.stdout
+    assert "field larger than field limit" in first.stderr
+    exported = run("contacts", "export", "--config", str(config)).stdout
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert sorted((r["name"], r["company"], r["phone"]) for r in rows) == [
+        ("'-2+3", "", "+74951234569"),
+        ('\'=HYPERLINK("http://evil.example","click")', "'@SUM(A1)", "+74951234567"),
+    ]
+    back = tmp_path / "back.csv"
+    back.write_text(exported)
+    again = run("contacts", "import", "--config", str(config), str(back))
+    assert "0 created, 0 updated, 2 unchanged, 0 rejected" in again.stdout, again.stdout

@@ -3,6 +3,7 @@ links served under /t/, statistics; an unsubscribed contact gets no further mail
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from collections.abc import Iterator
@@ -24,6 +25,12 @@ TEMPLATES = {
         "html": "<html><body><p>Hello {{ contact.name }}</p>"
         '<a href="https://shop.example.com/sale?x=1">Sale</a></body></html>',
     },
+}
+TEMPLATES["news"] = {
+    "subject": "News for {{ contact.company }}",
+    "text": "Hello {{ contact.name }} ({{ contact.addresses | length }} addresses, "
+    "this one {{ contact.address }})",
+    "html": '<a href="https://shop.example.com/p?a=1&amp;b=2">Sale</a>',
 }
 TEMPLATES["followup"] = {
     "subject": "About your call",
@@ -187,3 +194,82 @@ def test_a_template_sees_the_call_it_follows_up(service: Service) -> None:
             "/api/templates/followup/preview", json={"address": "a@example.com", "call_id": "nope"}
         )
         assert missing.status_code == 404
+
+
+def test_a_slow_mailing_is_not_sent_to_someone_who_unsubscribed_meanwhile(
+    service: Service,
+) -> None:
+    """Unsubscribing cancels the contact's messages still queued in other mailings on the
+    channel (a failure with the reason, at once); the send checks the list again."""
+    mail = service.channels["mail"]
+    with service.client("sue") as sue:
+        olga, ivan = (
+            sue.post("/api/contacts", json={"name": n, "addresses": [a]}).json()["id"]
+            for n, a in [("Olga", "olga@example.com"), ("Ivan", "ivan@example.com")]
+        )
+        sue.post("/api/lists/both", json={"add": [olga, ivan]})
+        sue.post("/api/lists/ivan", json={"add": [ivan]})
+        slow = sue.post(
+            "/api/mailings",
+            json={
+                "name": "Slow",
+                "channel": "mail",
+                "template": "welcome",
+                "audience": "both",
+                "rate_per_minute": 1,  # Olga now, Ivan in a minute
+            },
+        ).json()
+        wait_for(lambda: len(mail.sent) == 1)
+        fast = sue.post(
+            "/api/mailings",
+            json={"name": "Fast", "channel": "mail", "template": "welcome", "audience": "ivan"},
+        ).json()
+        [to_ivan] = wait_for(
+            lambda: [m for m in mail.sent if m.payload["mailing_id"] == fast["id"]]
+        )
+        with httpx.Client(timeout=10) as web:
+            done = web.post(local(to_ivan.payload["list_unsubscribe"], service))
+            assert done.status_code == 200
+        stats = wait_for(
+            lambda: (s := sue.get(f"/api/mailings/{slow['id']}").json())["finished"] and s
+        )
+        assert (stats["sent"], stats["failed"], stats["queued"]) == (1, 1, 0)
+        assert [m.address.value for m in mail.sent if m.payload["mailing_id"] == slow["id"]] == [
+            "olga@example.com"
+        ]
+        items = sue.get(f"/api/contacts/{ivan}/timeline").json()["items"]
+        failed = [m for m in items if m["status"] == "failed"]
+        assert [m["error"].split(":")[0] for m in failed] == ["unsubscribed"]
+
+
+def test_a_mailing_sees_the_same_contact_as_a_preview_and_links_keep_their_query(
+    service: Service,
+) -> None:
+    mail = service.channels["mail"]
+    with service.client("sue") as sue:
+        cid = sue.post(
+            "/api/contacts",
+            json={
+                "name": "Olga",
+                "company": "Romashka",
+                "addresses": ["olga@example.com", "+74951234567"],
+            },
+        ).json()["id"]
+        preview = sue.post(
+            "/api/templates/news/preview",
+            json={"contact_id": cid, "address": "olga@example.com"},
+        ).json()
+        sue.post("/api/lists/one", json={"add": [cid]})
+        r = sue.post(
+            "/api/mailings",
+            json={"name": "News", "channel": "mail", "template": "news", "audience": "one"},
+        )
+        assert r.status_code == 201, r.text
+        [sent] = wait_for(lambda: mail.sent)
+        assert (sent.subject, sent.text) == (preview["subject"], preview["text"])
+        assert preview["text"] == "Hello Olga (2 addresses, this one email:olga@example.com)"
+        assert sent.subject == "News for Romashka"
+        [click] = re.findall(r'href="([^"]+)"', sent.payload["html"])
+        with httpx.Client(timeout=10) as web:
+            hop = web.get(local(html.unescape(click), service), follow_redirects=False)
+        assert hop.headers["location"] == "https://shop.example.com/p?a=1&b=2"

@@ -267,3 +267,31 @@ def test_killed_processes_lose_no_accepted_message(db_url: str, tmp_path: Path) 
     delivered = {int(line.split()[0]) for line in sink.read_text().splitlines()}
     assert set(accepted) <= delivered
     assert len(delivered) == total  # everything committed was delivered (at least once)
+
+
+async def test_a_paced_batch_keeps_its_lease_so_no_other_runner_resends_it(
+    open_sb: Any,
+) -> None:
+    """A channel slower than the lease (a batch paced one message at a time): the worker
+    extends its lease while it sends, so a second runner on the same store claims none of
+    the rows still waiting their turn, and every message is sent once."""
+    config = {"switchboard": {"outbox": {"lease_seconds": 0.4, "poll_interval": 0.02}}}
+    first, second = LoopbackChannel("paced"), LoopbackChannel("paced")
+
+    async def paced(message: Any) -> None:
+        await asyncio.sleep(0.15)  # five messages: 0.75 s, almost twice the lease
+
+    first.on_send = second.on_send = paced
+    a = await open_sb(LoopbackPlugin(first), config=config)
+    b = await open_sb(LoopbackPlugin(second), config=config)
+    for n in range(5):
+        await a.outbox.enqueue("paced", address="+12025550143", text=f"m{n}")
+    sending = asyncio.create_task(a.outbox.process_due())
+    await asyncio.sleep(0.05)
+    while not sending.done():  # the second runner polls all the while
+        await b.outbox.process_due()
+        await asyncio.sleep(0.02)
+    assert await sending == 5
+    assert [m.text for m in first.sent] == [f"m{n}" for n in range(5)]
+    assert second.sent == []
+    assert a.outbox.depth() == 0

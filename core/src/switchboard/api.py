@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
@@ -29,10 +30,11 @@ from switchboard.auth import Principal
 from switchboard.channels import VoiceChannel
 from switchboard.core import ChannelState, Switchboard
 from switchboard.events import Event, to_json
+from switchboard.files import safe_filename
 from switchboard.mailings import MailingError
 from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
 from switchboard.store import AddressTaken, StoreError
-from switchboard.templates import TemplateError
+from switchboard.templates import TemplateError, template_values
 
 router = APIRouter(prefix="/api")
 
@@ -429,12 +431,8 @@ async def _render(
     template's error (unknown template, missing variable...)."""
     contact = await _contact_or_404(sb, contact_id) if contact_id is not None else None
     call = await _call_or_404(sb, call_id) if call_id is not None else None
-    values = {
-        **variables,
-        "contact": to_json(contact) if contact else {"address": address},
-        "agent": to_json(who.agent) if who.agent else None,
-        "call": to_json(call) if call else None,
-    }
+    to = str(parse_address(sb, address, "address")) if address is not None else None
+    values = template_values(variables, contact=contact, address=to, agent=who.agent, call=call)
     try:
         return request.app.state.templates.render(template, values)
     except TemplateError as exc:
@@ -488,7 +486,7 @@ def call_json(call: CallRecord, who: Principal) -> dict[str, Any]:
         data["recording"] = {
             "duration": call.recording.duration,
             "sha256": call.recording.sha256,
-            "url": f"/api/calls/{call.call_id}/recording",
+            "url": f"/api/calls/{quote(call.call_id)}/recording",
         }
         data["recording"]["allowed"] = _can_hear(call, who)
     return data
@@ -609,12 +607,9 @@ async def list_quarantine(
     return {"items": [to_json(i) for i in items]}
 
 
-@router.get("/calls/{call_id}")
-async def get_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
-    return call_json(await _call_or_404(sb, call_id), who)
-
-
-@router.get("/calls/{call_id}/recording", response_class=FileResponse)
+# Call ids are the channels' own (a SIP Call-ID may hold a "/"): the routes take the rest of
+# the path, the recording's route first.
+@router.get("/calls/{call_id:path}/recording", response_class=FileResponse)
 async def get_recording(call_id: str, sb: Core, who: Caller) -> FileResponse:
     """The call's recording as ``audio/wav``: for the agent who took the call, supervisors
     and admins."""
@@ -628,7 +623,14 @@ async def get_recording(call_id: str, sb: Core, who: Caller) -> FileResponse:
     path = Path(call.recording.path)
     if not await run(path.is_file):
         raise HTTPException(404, f"the recording of call {call_id!r} is missing from disk")
-    return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
+    return FileResponse(
+        path, media_type="audio/wav", filename=f"{safe_filename(call_id, 'call')}.wav"
+    )
+
+
+@router.get("/calls/{call_id:path}")
+async def get_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
+    return call_json(await _call_or_404(sb, call_id), who)
 
 
 # -- live events ----------------------------------------------------------------------------

@@ -74,8 +74,18 @@ def read_csv(f: TextIO) -> Iterator[Row | tuple[str, str]]:
     if "name" not in columns.values():
         yield ("header", f"no 'name' column (columns: {', '.join(reader.fieldnames)})")
         return
-    for n, raw in enumerate(reader, start=2):
-        row = {columns[k]: v for k, v in raw.items() if k is not None}
+    n = 1
+    while True:
+        try:
+            raw = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a field over the csv module's 128 KiB limit, say
+            n += 1
+            yield (f"line {reader.line_num}", f"cannot be read: {exc}")
+            continue
+        n += 1
+        row = {columns[k]: _unguard(v) for k, v in raw.items() if k is not None}
         if None in raw:
             yield (f"line {n}", "more cells than the header has columns")
             continue
@@ -212,7 +222,30 @@ def _import_one(
     return contact_id, "updated" if values or new else "unchanged"
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet take a cell for a formula (``=HYPERLINK(...)``)."""
+PHONES = re.compile(r"\+\d+(;\+\d+)*")
+
+
+def _guard(cell: str) -> str:
+    """A cell a spreadsheet shows as text: one that would start a formula gets a leading
+    ``'`` (the spreadsheets' own text marker). Phone numbers (``+74951234567``, stored in
+    E.164) are left as they are: digits after ``+`` are no formula."""
+    if cell.startswith(FORMULA_START) and not PHONES.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+def _unguard(cell: str | None) -> str | None:
+    """The cell as it was before :func:`_guard` (so an export imports back unchanged)."""
+    if cell and cell.startswith("'") and cell[1:].startswith(FORMULA_START):
+        return cell[1:]
+    return cell
+
+
 def export_csv(contacts: Iterable[Contact], agent_names: dict[int, str]) -> str:
+    """Contacts as CSV; names and other text from outsiders (SIP display names, email
+    From) cannot run as spreadsheet formulas (see :func:`_guard`)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_FIELDS)
@@ -221,7 +254,8 @@ def export_csv(contacts: Iterable[Contact], agent_names: dict[int, str]) -> str:
         for a in c.addresses:
             by_kind.setdefault(a.kind, []).append(a.value)
         writer.writerow(
-            [
+            _guard(cell)
+            for cell in [
                 c.name,
                 c.company or "",
                 ";".join(by_kind.get("phone", [])),

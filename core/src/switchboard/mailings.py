@@ -20,13 +20,13 @@ import hmac
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from html import escape, unescape
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
 
 from switchboard.events import record as record_events
-from switchboard.events import to_json
 from switchboard.models import InteractionKind, InteractionStatus, utcnow
 from switchboard.store import (
     Store,
@@ -35,6 +35,7 @@ from switchboard.store import (
     contact_t,
     insert_many,
     interaction_t,
+    load_contacts,
     outbox_t,
 )
 from switchboard.tables import ListMemberRow, MailingRecipientRow, MailingRow, UnsubscribeRow
@@ -47,6 +48,7 @@ unsubscribe_t: sa.Table = UnsubscribeRow.__table__  # type: ignore[attr-defined]
 mailing_t: sa.Table = MailingRow.__table__  # type: ignore[attr-defined]
 recipient_t: sa.Table = MailingRecipientRow.__table__  # type: ignore[attr-defined]
 
+UNSUBSCRIBED = "unsubscribed: the contact asked for no more mailings on this channel"
 CHUNK = 500  # recipients rendered and stored at a time
 HREF = re.compile(r'href="(https?://[^"]+)"', re.IGNORECASE)
 
@@ -89,8 +91,13 @@ class Links:
         return f"{self.base}/t/{token}/unsubscribe"
 
     def track_html(self, token: str, html: str) -> str:
-        """Links through the click redirect, and the open pixel before ``</body>``."""
-        html = HREF.sub(lambda m: f'href="{self.click_url(token, m.group(1))}"', html)
+        """Links through the click redirect, and the open pixel before ``</body>``.
+
+        An ``href`` is HTML: its entities (``&amp;``) are decoded before the target is
+        signed, and the redirect link is escaped again where it is written."""
+        html = HREF.sub(
+            lambda m: f'href="{escape(self.click_url(token, unescape(m.group(1))))}"', html
+        )
         pixel = f'<img src="{self.open_url(token)}" width="1" height="1" alt="">'
         if "</body>" in html:
             return html.replace("</body>", pixel + "</body>", 1)
@@ -184,7 +191,7 @@ class Mailings:
         """Render the template for every recipient, then store the mailing and its queued
         messages in one transaction. Raises :class:`MailingError` before anything is
         stored if any rendering fails."""
-        from switchboard.templates import TemplateError, Templates
+        from switchboard.templates import TemplateError, Templates, template_values
 
         if channel not in self.core.channels:
             raise MailingError(f"unknown channel {channel!r}")
@@ -221,40 +228,32 @@ class Mailings:
                 .order_by(address_t.c.id)
             ):
                 addresses.setdefault(r.contact_id, f"{kind}:{r.value}")
-            names = dict(
-                conn.execute(
-                    sa.select(contact_t.c.id, contact_t.c.name).where(
-                        contact_t.c.id.in_(
-                            sa.select(list_member_t.c.contact_id).where(
-                                list_member_t.c.list == audience
-                            )
-                        )
-                    )
-                ).all()
-            )
         recipients = [c for c in members if c not in out and c in addresses]
 
-        def render(contact_id: int) -> Any:
-            values = {
-                **(variables or {}),
-                "contact": {
-                    "id": contact_id,
-                    "name": names.get(contact_id),
-                    "address": addresses[contact_id],
-                },
-                "agent": to_json(agent) if agent else None,
-            }
-            try:
-                return templates.render(template, values)
-            except TemplateError as exc:
-                raise MailingError(f"contact {contact_id}: {exc}") from None
+        def rendered(conn: sa.Connection, chunk: list[int]) -> list[Any]:
+            """The chunk's messages, each rendered with the one template context."""
+            contacts = load_contacts(conn, chunk)
+            messages = []
+            for contact_id in chunk:
+                values = template_values(
+                    variables or {},
+                    contact=contacts[contact_id],
+                    address=addresses[contact_id],
+                    agent=agent,
+                )
+                try:
+                    messages.append(templates.render(template, values))
+                except TemplateError as exc:
+                    raise MailingError(f"contact {contact_id}: {exc}") from None
+            return messages
 
         # Render everyone once to find errors before anything is stored, keeping nothing:
         # memory stays flat in the number of recipients. Then render again, a chunk at a
         # time, inside the one transaction that stores the mailing.
         subject = None
-        for contact_id in recipients:
-            subject = render(contact_id).subject
+        for first in range(0, len(recipients), CHUNK):
+            with self.core.store.read() as conn:
+                subject = rendered(conn, recipients[first : first + CHUNK])[-1].subject
         kind_value = InteractionKind.EMAIL if subject else InteractionKind.MESSAGE
         now = utcnow()
         with self.core.store.write() as conn:
@@ -282,7 +281,7 @@ class Mailings:
                     template,
                     chunk,
                     first,
-                    [render(c) for c in chunk],
+                    rendered(conn, chunk),
                     addresses,
                     kind_value,
                     links,
@@ -434,6 +433,26 @@ class Mailings:
                         at=utcnow(),
                         source=f"mailing {row['mailing_id']}",
                     )
+                )
+                # this contact's messages of other mailings on the channel still waiting
+                # (a slow mailing's later rows) are due now: the outbox fails them at once
+                # as unsubscribed (see Outbox._send_one), with message.failed and the hook
+                waiting = (
+                    sa.select(recipient_t.c.interaction_id)
+                    .join(mailing_t, mailing_t.c.id == recipient_t.c.mailing_id)
+                    .where(
+                        recipient_t.c.contact_id == row["contact_id"],
+                        mailing_t.c.channel == channel,
+                    )
+                )
+                now = utcnow()
+                conn.execute(
+                    sa.update(outbox_t)
+                    .where(
+                        outbox_t.c.interaction_id.in_(waiting),
+                        sa.or_(outbox_t.c.locked_until.is_(None), outbox_t.c.locked_until < now),
+                    )
+                    .values(next_attempt_at=now)
                 )
                 record_events(
                     conn,

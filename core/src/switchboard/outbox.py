@@ -27,7 +27,7 @@ from switchboard.config import OutboxSettings
 from switchboard.contacts import ContactResolver
 from switchboard.events import EventSpec, contact_created_events, record, to_json
 from switchboard.groupcommit import GroupCommit
-from switchboard.mailings import Mailings
+from switchboard.mailings import UNSUBSCRIBED, Mailings, unsubscribe_t
 from switchboard.models import (
     Contact,
     Direction,
@@ -296,13 +296,43 @@ class Outbox:
         by_channel: dict[str, list[Any]] = {}
         for row in claimed:
             by_channel.setdefault(row.channel, []).append(row)
-        await asyncio.gather(
-            *(
-                self._send_all(self.core.channel_objects[name], rows)
-                for name, rows in by_channel.items()
+        held = {row.id for row in claimed}
+        holding = asyncio.create_task(self._hold(held))
+        try:
+            await asyncio.gather(
+                *(
+                    self._send_all(self.core.channel_objects[name], rows, held)
+                    for name, rows in by_channel.items()
+                )
             )
-        )
+        finally:
+            holding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holding
         return len(claimed)
+
+    async def _hold(self, held: set[int]) -> None:
+        """Extend the lease of the claimed rows not yet recorded, every third of the lease:
+        a paced channel (Telegram sends one message a second to a chat) may take longer
+        than one lease for a batch, and another runner must not take those rows."""
+        lease = self.settings.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            ids = list(held)
+            if not ids:
+                continue
+            try:
+                await asyncio.to_thread(self._extend, ids, lease)
+            except Exception as exc:  # the sends go on; the worst case is a second send
+                log.warning("outbox: could not extend the lease of %d rows: %s", len(ids), exc)
+
+    def _extend(self, ids: list[int], lease: float) -> None:
+        with self.core.store.write() as conn:
+            conn.execute(
+                sa.update(outbox_t)
+                .where(values_in(conn, outbox_t.c.id, ids), outbox_t.c.locked_until.is_not(None))
+                .values(locked_until=utcnow() + timedelta(seconds=lease))
+            )
 
     def _claim(self, channels: list[str]) -> list[Any]:
         now = utcnow()
@@ -337,14 +367,22 @@ class Outbox:
                         interaction_t.c.text,
                         interaction_t.c.subject,
                         interaction_t.c.contact_id,
+                        unsubscribe_t.c.at.label("unsubscribed_at"),
                     )
                     .join(interaction_t, interaction_t.c.id == outbox_t.c.interaction_id)
+                    .outerjoin(
+                        unsubscribe_t,
+                        sa.and_(
+                            unsubscribe_t.c.contact_id == interaction_t.c.contact_id,
+                            unsubscribe_t.c.channel == outbox_t.c.channel,
+                        ),
+                    )
                     .where(outbox_t.c.id.in_(ids))
                     .order_by(outbox_t.c.next_attempt_at, outbox_t.c.id)
                 ).all()
             )
 
-    async def _send_all(self, channel: Channel, rows: list[Any]) -> None:
+    async def _send_all(self, channel: Channel, rows: list[Any], held: set[int]) -> None:
         """Send, at most ``channel.max_concurrency`` at once (default 1: one by one, in
         order); record the outcomes in groups (one transaction per group)."""
         limit = max(1, int(getattr(channel, "max_concurrency", 1) or 1))
@@ -361,8 +399,13 @@ class Outbox:
 
                 group = list(await asyncio.gather(*(one(row) for row in chunk)))
             await self._record(group)
+            held.difference_update(o.row.id for o in group)
 
     async def _send_one(self, channel: Channel, row: Any) -> _Outcome:
+        if row.unsubscribed_at is not None and (row.payload or {}).get("mailing_id"):
+            # checked when sent, not only when the mailing was made: a slow mailing's
+            # later messages are not sent to someone who unsubscribed meanwhile
+            return _Outcome(row, failure=UNSUBSCRIBED)
         kind, _, value = row.address.partition(":")
         message = OutboundMessage(
             interaction_id=row.interaction_id,

@@ -1,7 +1,9 @@
 """Message templates (``[switchboard.templates.NAME]``), rendered with Jinja2 in a sandbox.
 
-Variables are the request's ``variables``, plus ``contact`` (name, company, addresses) and
-``agent`` (who sends). A variable the template uses but nobody gave is an error before
+Variables are the request's ``variables``, plus ``contact`` (id, name, company, addresses
+and ``address``, the one the message goes to), ``agent`` (who sends) and ``call``; the one
+context is built by :func:`template_values` for previews, single sends and mailings alike.
+A variable the template uses but nobody gave is an error before
 anything is queued, so no customer gets "Dear ,".
 """
 
@@ -15,6 +17,28 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from switchboard.config import TemplateSettings
+
+
+def template_values(
+    variables: Mapping[str, Any],
+    *,
+    contact: Any = None,
+    address: str | None = None,
+    agent: Any = None,
+    call: Any = None,
+) -> dict[str, Any]:
+    """The variables every template sees, whoever renders it (API preview and send, a
+    mailing): the caller's own variables, then ``contact`` (its card plus ``address``),
+    ``agent`` and ``call`` (None when not given)."""
+    from switchboard.events import to_json
+
+    card = to_json(contact) if contact is not None else {}
+    return {
+        **variables,
+        "contact": {**card, "address": address},
+        "agent": to_json(agent) if agent is not None else None,
+        "call": to_json(call) if call is not None else None,
+    }
 
 
 class TemplateError(ValueError):

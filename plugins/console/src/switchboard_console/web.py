@@ -403,7 +403,7 @@ def build_router(console: Console) -> APIRouter:
             return console.redirect(back, ("error", _detail(exc)))
         return console.redirect(back, ("ok", "queued"))
 
-    @router.get("/calls/{call_id}/recording")
+    @router.get("/calls/{call_id:path}/recording")
     async def recording(call_id: str, session: Signed, sb: api.Core) -> Response:
         return await api.get_recording(call_id, sb, session.who)
 
