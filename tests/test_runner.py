@@ -108,7 +108,9 @@ def test_outbox_and_event_hub_failures_show_in_health_and_recover(tmp_path: Path
     sms = LoopbackChannel("sms")
     plugins = Plugins()
     plugins.register(LoopbackPlugin(sms), "loopback")
-    config = make_config(tmp_path, service_config(tmp_path))
+    config = make_config(
+        tmp_path, service_config(tmp_path, events={"retention_days": 1, "prune_interval": 0.1})
+    )
     app = create_app(config, plugins=plugins, supervise_backoff=(0.2, 0.5))
     db = config.core.database_url.removeprefix("sqlite:///")
 
@@ -122,6 +124,7 @@ def test_outbox_and_event_hub_failures_show_in_health_and_recover(tmp_path: Path
     with serve_in_thread(app) as running:
         assert {n: v["state"] for n, v in health()["loops"].items()} == {
             "events": "running",
+            "events:prune": "running",
             "outbox": "running",
         }
         rename("outbox", "outbox_away")
@@ -130,6 +133,7 @@ def test_outbox_and_event_hub_failures_show_in_health_and_recover(tmp_path: Path
             lambda: (
                 (h := health())["loops"]["outbox"]["state"] == "failing"
                 and h["loops"]["events"]["state"] == "failing"
+                and h["loops"]["events:prune"]["state"] == "failing"
                 and h
             )
         )
@@ -153,3 +157,14 @@ def test_outbox_and_event_hub_failures_show_in_health_and_recover(tmp_path: Path
         )
         assert accepted.status_code == 202, accepted.text
         wait_until(lambda: [m.text for m in sms.sent] == ["after the outage"])
+
+        # the pruning loop is back too: events older than retention_days go
+        with sqlite3.connect(db, timeout=30) as conn:
+            assert conn.execute("SELECT count(*) FROM event").fetchone()[0] > 0
+            conn.execute("UPDATE event SET created_at = '2000-01-01 00:00:00.000000'")
+
+        def left() -> int:
+            with sqlite3.connect(db, timeout=30) as conn:
+                return int(conn.execute("SELECT count(*) FROM event").fetchone()[0])
+
+        wait_until(lambda: left() == 0)

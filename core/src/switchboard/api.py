@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -663,6 +664,7 @@ def stream_events(
         return e.visible_to(who.agent_id, who.sees_all)
 
     sub = sb.events.subscribe(accepts, http.sse_queue_size)
+    stopping = anyio.Event()  # set by sse-starlette when the server shuts down
 
     async def stream() -> Any:
         try:
@@ -681,8 +683,11 @@ def stream_events(
                     # Too slow a reader: end the stream; it resumes with Last-Event-ID.
                     yield ServerSentEvent(event="overflow", data="reconnect with Last-Event-ID")
                     return
+                if stopping.is_set():  # end the response properly, saying why
+                    yield ServerSentEvent(event="shutdown", data="reconnect with Last-Event-ID")
+                    return
                 try:
-                    e = await asyncio.wait_for(sub.queue.get(), 1.0)
+                    e = await asyncio.wait_for(sub.queue.get(), SSE_POLL)
                 except TimeoutError:
                     continue
                 if e.id > sent:
@@ -692,7 +697,18 @@ def stream_events(
         finally:
             sb.events.unsubscribe(sub)
 
-    return EventSourceResponse(stream(), ping=int(http.sse_keepalive), send_timeout=10)
+    return EventSourceResponse(
+        stream(),
+        ping=int(http.sse_keepalive),
+        send_timeout=10,
+        shutdown_event=stopping,
+        shutdown_grace_period=SSE_POLL * 3,
+    )
+
+
+SSE_POLL = 0.2
+"""How often an idle event stream looks whether the server is stopping (seconds); it ends
+with a ``shutdown`` event within this time, well inside the shortest graceful shutdown."""
 
 
 def _sse(e: Event) -> ServerSentEvent | None:

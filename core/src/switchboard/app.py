@@ -154,6 +154,7 @@ def create_app(
         sb.loops.backoff_initial, sb.loops.backoff_max = supervise_backoff
         sb.loops.start("events", sb.events.run)
         sb.loops.start("outbox", sb.outbox.run)
+        sb.loops.start("events:prune", sb.events.prune_forever)
         await webhooks.start()
         await sb.supervise_channels(
             wanted, backoff_initial=supervise_backoff[0], backoff_max=supervise_backoff[1]

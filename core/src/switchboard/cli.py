@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -287,6 +288,11 @@ def serve_cmd(config_path: str | None, host: str, port: int, channels: str | Non
         timeout = asyncio.run(_check_only(path, names))
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
+    # uvicorn shuts down cleanly on SIGTERM/SIGINT, then raises the signal again for the
+    # handler that was there before it: ours makes that a plain exit with status 0 (what
+    # process managers take for a clean stop), not 143 or a KeyboardInterrupt traceback.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped)
     uvicorn.run(
         create_app(path, names),
         host=host,
@@ -294,6 +300,10 @@ def serve_cmd(config_path: str | None, host: str, port: int, channels: str | Non
         log_config=None,
         timeout_graceful_shutdown=max(1, math.ceil(timeout)),
     )
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 async def _check_only(path: Path | None, channels: list[str] | None) -> float:

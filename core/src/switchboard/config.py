@@ -113,6 +113,14 @@ class HttpSettings:
 
 
 @attrs.define
+class EventSettings:
+    """``[switchboard.events]``: how long the event log keeps events."""
+
+    retention_days: float = 30.0
+    prune_interval: float = 3600.0
+
+
+@attrs.define
 class CallbackSettings:
     """``[switchboard.callbacks]``: missed calls become callback tasks."""
 
@@ -149,6 +157,7 @@ class CoreSettings:
     webhooks: list[WebhookSettings] = attrs.Factory(list)
     templates: dict[str, TemplateSettings] = attrs.Factory(dict)
     http: HttpSettings = attrs.Factory(HttpSettings)
+    events: EventSettings = attrs.Factory(EventSettings)
     callbacks: CallbackSettings = attrs.Factory(CallbackSettings)
     mailings: MailingSettings = attrs.Factory(MailingSettings)
     analytics: AnalyticsSettings = attrs.Factory(AnalyticsSettings)

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 from switchboard.address import Address
 from switchboard.models import Contact, utcnow
 from switchboard.store import insert_many
-from switchboard.tables import EventRow
+from switchboard.tables import EventRow, WebhookCursorRow
 
 if TYPE_CHECKING:
     from switchboard.core import Switchboard
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.events")
 
 event_t: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
+cursor_t: sa.Table = WebhookCursorRow.__table__  # type: ignore[attr-defined]
 
 _EVENT_LOCK_ID = 0x5B0A_2D00_0002
 
@@ -207,8 +208,43 @@ class EventHub:
         for listener in self._listeners:
             listener()
 
-    def prune(self, older_than_days: float) -> int:
-        """Delete events older than the retention period; return how many."""
+    # -- retention ------------------------------------------------------------------------
+
+    def prune(self, older_than_days: float, batch: int = 5000) -> int:
+        """Delete the events older than ``older_than_days`` that every configured webhook
+        has delivered (a webhook that is behind keeps its events); return how many. Deletes
+        in batches, so other writers wait at most one batch."""
         cutoff = utcnow() - timedelta(days=older_than_days)
-        with self.core.store.write() as conn:
-            return conn.execute(sa.delete(event_t).where(event_t.c.created_at < cutoff)).rowcount
+        hooks = [w.name for w in self.core.config.core.webhooks]
+        total = 0
+        while True:
+            with self.core.store.write() as conn:
+                old = sa.select(event_t.c.id).where(event_t.c.created_at < cutoff)
+                if hooks:
+                    floor = conn.execute(
+                        sa.select(sa.func.min(cursor_t.c.last_event_id)).where(
+                            cursor_t.c.name.in_(hooks)
+                        )
+                    ).scalar()
+                    old = old.where(event_t.c.id <= (floor or 0))
+                ids = list(conn.execute(old.order_by(event_t.c.id).limit(batch)).scalars())
+                if ids:
+                    conn.execute(sa.delete(event_t).where(event_t.c.id.in_(ids)))
+            total += len(ids)
+            if len(ids) < batch:
+                return total
+
+    async def prune_forever(self) -> None:
+        """The pruning loop (``[switchboard.events]``): at start, then every
+        ``prune_interval`` seconds; ``retention_days = 0`` keeps everything."""
+        settings = self.core.config.core.events
+        while True:
+            if settings.retention_days > 0:
+                pruned = await asyncio.to_thread(self.prune, settings.retention_days)
+                if pruned:
+                    log.info(
+                        "event log: %d events older than %g days pruned",
+                        pruned,
+                        settings.retention_days,
+                    )
+            await asyncio.sleep(settings.prune_interval)

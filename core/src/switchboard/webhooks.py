@@ -25,16 +25,15 @@ import httpx
 import sqlalchemy as sa
 
 from switchboard.config import WebhookSettings
-from switchboard.events import Event
+from switchboard.events import Event, cursor_t
 from switchboard.models import utcnow
-from switchboard.tables import WebhookCursorRow, WebhookFailureRow
+from switchboard.tables import WebhookFailureRow
 
 if TYPE_CHECKING:
     from switchboard.core import Switchboard
 
 log = logging.getLogger("switchboard.webhooks")
 
-cursor_t: sa.Table = WebhookCursorRow.__table__  # type: ignore[attr-defined]
 failure_t: sa.Table = WebhookFailureRow.__table__  # type: ignore[attr-defined]
 
 

@@ -104,9 +104,31 @@ def test_forms_need_the_session_csrf_token(service: RunningService) -> None:
         assert refused.status_code == 303
         assert "unknown channel &#39;fax&#39;" in c.get(url).text
         assert service.switchboard.store.timeline(contact.id) == []
-        # signing out ends the session
+        # signing out ends the session, on the server too: a copy of the cookie kept
+        # elsewhere (stolen, or another tab's) no longer works
+        kept = c.cookies["switchboard_console"]
         assert c.post("/console/logout", data={"csrf": token}).status_code == 303
         assert c.get(url).status_code == 303
+        c.cookies.set("switchboard_console", kept, path="/console")
+        assert c.get(url).status_code == 303
+
+
+def test_pages_refuse_frames_and_foreign_scripts_and_cookies_are_secure_over_https(
+    service: RunningService,
+) -> None:
+    with client(service) as c:
+        form = c.get("/console/login")
+        csp = form.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert form.headers["x-frame-options"] == "DENY"
+        assert form.headers["x-content-type-options"] == "nosniff"
+        assert "secure" not in form.headers["set-cookie"].lower()  # plain HTTP here
+        sign_in(c, "alice")
+        assert c.get("/console/contacts").headers["x-frame-options"] == "DENY"
+    # behind a TLS proxy (uvicorn trusts X-Forwarded-Proto from 127.0.0.1)
+    with client(service, **{"X-Forwarded-Proto": "https"}) as c:
+        form = c.get("/console/login")
+        assert "; Secure" in form.headers["set-cookie"]
 
 
 def test_a_tampered_or_foreign_session_cookie_is_refused(service: RunningService) -> None:

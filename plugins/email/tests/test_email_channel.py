@@ -228,7 +228,8 @@ async def test_inbound_replies_bounces_and_bad_mail(mail: Mail, imap: Dovecot, c
         b"--R\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
         b"--R\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; romashka.ru"
         b"\r\n\r\nFinal-Recipient: rfc822; gone@romashka.ru\r\nAction: failed\r\n"
-        b"Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n"
+        b"Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 <gone@romashka.ru>:\r\n"
+        b"    Recipient address rejected:\r\n\tUser unknown\r\n"  # folded, as Postfix does
         b"--R\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: "
         + lost_id.encode()
         + b"\r\nSubject: Offer\r\n--R--\r\n"
@@ -259,7 +260,10 @@ async def test_inbound_replies_bounces_and_bad_mail(mail: Mail, imap: Dovecot, c
 
     bounced = sb.store.get_interaction(lost.id)
     assert bounced is not None and bounced.status is InteractionStatus.FAILED
-    assert bounced.error == "bounced: status 5.1.1 smtp; 550 5.1.1 User unknown"
+    assert bounced.error == (
+        "bounced: status 5.1.1 smtp; 550 5.1.1 <gone@romashka.ru>: Recipient address "
+        "rejected: User unknown"
+    )
     assert "<nofrom@example.net> quarantined: no From address" in caplog.text
     assert sb.store.find_interaction("email", "<nofrom@example.net>") is None
     assert [q.external_id for q in sb.quarantine.list("email")] == ["<nofrom@example.net>"]

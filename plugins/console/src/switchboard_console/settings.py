@@ -46,7 +46,9 @@ class ConsoleSettings:
     timezone: str = "UTC"  # the times shown on the pages (an IANA name: Europe/Moscow)
     session_hours: float = 12.0
     dashboard_days: int = 7  # the dashboard's default period, up to today
-    secure_cookie: bool = False  # set behind HTTPS
+    # cookies only over HTTPS: unset, they are when the page came over HTTPS (directly, or
+    # from a proxy whose X-Forwarded-Proto uvicorn trusts)
+    secure_cookie: bool | None = None
     tariff: TariffSettings = attrs.Factory(TariffSettings)
 
     def check_config(self, core: CoreSettings, base_dir: Path | None) -> list[str]:

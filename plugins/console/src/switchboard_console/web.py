@@ -8,14 +8,17 @@ which name dependencies local to :func:`build_router`.)"""
 import hmac
 import json
 import secrets
+from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, time, timedelta
 from importlib.resources import files
+from time import monotonic
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import attrs
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -36,6 +39,15 @@ LOGIN_COOKIE = "switchboard_console_login"  # the sign-in form's CSRF token
 LANG_COOKIE = "switchboard_console_lang"
 FLASH_COOKIE = "switchboard_console_flash"
 TABLES = ("agent", "day", "ivr_node", "costs", "mailings")
+SECURITY_HEADERS = {
+    # our own scripts and styles only (style attributes allowed: the charts' legend colours)
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "style-src 'self'; style-src-attr 'unsafe-inline'; script-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 
 
@@ -56,6 +68,7 @@ class Console:
         )
         self.envs = {lang: self._environment(lang) for lang in LANGUAGES}
         self.formats = {lang: Formats(lang, settings.timezone) for lang in LANGUAGES}
+        self._revoked: dict[str, float] = {}  # session id (its CSRF token) → until
 
     @staticmethod
     def _environment(lang: str) -> Environment:
@@ -85,20 +98,40 @@ class Console:
         except BadSignature:
             return None
         who = request.app.state.tokens.by_fingerprint(data.get("k", ""))
-        if who is None:  # the token was removed from the config
+        if who is None or data["c"] in self._revoked:  # token removed, or signed out
             return None
         return Session(who, data["c"], self.language(request))
 
     def set_cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
+        """A console cookie (``Secure`` is added by :meth:`harden` where it applies)."""
         response.set_cookie(
-            name,
-            value,
-            max_age=max_age,
-            path="/console",
-            httponly=True,
-            samesite="lax",
-            secure=self.settings.secure_cookie,
+            name, value, max_age=max_age, path="/console", httponly=True, samesite="lax"
         )
+
+    def harden(self, request: Request, response: Response) -> None:
+        """What every console page gets: headers that keep it out of frames and its
+        scripts to our own files, and ``Secure`` cookies over HTTPS (or when
+        ``secure_cookie`` says so)."""
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        secure = self.settings.secure_cookie
+        if secure is None:
+            secure = request.url.scheme == "https"
+        if secure:
+            response.raw_headers[:] = [
+                (k, v + b"; Secure" if k == b"set-cookie" and b"; secure" not in v.lower() else v)
+                for k, v in response.raw_headers
+            ]
+
+    # -- sessions revoked by signing out --------------------------------------------------
+
+    def revoke(self, session_id: str) -> None:
+        """Sign-out: the session's cookie is refused from now on, even if kept elsewhere."""
+        now = monotonic()
+        for sid, until in list(self._revoked.items()):
+            if until < now:
+                del self._revoked[sid]
+        self._revoked[session_id] = now + self.settings.session_hours * 3600
 
     # -- rendering ----------------------------------------------------------------------
 
@@ -147,7 +180,20 @@ class Console:
 
 
 def build_router(console: Console) -> APIRouter:
-    router = APIRouter(prefix="/console", include_in_schema=False)
+    class Hardened(APIRoute):
+        """Every console route's response goes through :meth:`Console.harden`."""
+
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def hardened(request: Request) -> Response:
+                response = await handler(request)
+                console.harden(request, response)
+                return response
+
+            return hardened
+
+    router = APIRouter(prefix="/console", include_in_schema=False, route_class=Hardened)
 
     async def signed_in(request: Request) -> Session:
         session = console.session(request)
@@ -241,6 +287,7 @@ def build_router(console: Console) -> APIRouter:
 
     @router.post("/logout")
     async def logout(session: Checked) -> Response:
+        console.revoke(session.csrf)
         response = console.redirect("/console/login")
         response.delete_cookie(SESSION_COOKIE, path="/console")
         return response

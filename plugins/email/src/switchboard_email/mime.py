@@ -116,17 +116,26 @@ def _bounce(msg: EmailMessage) -> tuple[str | None, str | None]:
     for part in msg.walk():
         kind = part.get_content_type()
         if kind == "message/delivery-status":
-            text = part.as_string()
-            status = re.search(r"^Status:\s*(\S+)", text, flags=re.M | re.I)
-            diag = re.search(r"^Diagnostic-Code:\s*(.+)$", text, flags=re.M | re.I)
+            # the parser gives the report's field blocks as header sets: folded fields
+            # (a long Diagnostic-Code continues on indented lines) come whole
+            fields: dict[str, str] = {}
+            for block in part.get_payload():
+                if isinstance(block, Message):
+                    for field in ("Status", "Diagnostic-Code"):
+                        value = block.get(field)
+                        if value is not None and field not in fields:
+                            fields[field] = " ".join(str(value).split())
             reason = " ".join(
                 x
-                for x in (status and f"status {status.group(1)}", diag and diag.group(1).strip())
+                for x in (
+                    fields.get("Status") and f"status {fields['Status']}",
+                    fields.get("Diagnostic-Code"),
+                )
                 if x
             )
         elif kind in ("message/rfc822", "text/rfc822-headers"):
             text = part.as_string()
-            found = re.search(r"^Message-ID:\s*(<[^>]+>)", text, flags=re.M | re.I)
-            if found:
-                original = found.group(1)
+            header = re.search(r"^Message-ID:\s*(<[^>]+>)", text, flags=re.M | re.I)
+            if header:
+                original = header.group(1)
     return original, reason or "delivery failed"
