@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import queue
+import select
 import socket
 import threading
 import time
@@ -87,6 +89,37 @@ def test_screen_pop_reaches_the_agents_concerned(service: Service) -> None:
     assert boris.events.empty()
     for client in (anna, boris, sue):
         client.close()
+
+
+def test_the_screen_pop_has_left_when_ringing_returns(service: Service) -> None:
+    """Found by an outside review: the pop's bytes left 0.3-4.3 ms after the INVITE to the
+    agent's phone. ``calls.ringing()`` (after which a channel rings phones) now returns only
+    once the event is on its way: its bytes are in the agent's socket when it returns."""
+    host, port = service.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            f"GET /api/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+            f"Authorization: Bearer {TOKENS['anna']}\r\n\r\n".encode()
+        )
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200")
+        time.sleep(0.2)  # the stream is subscribed
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.recv(65536)  # whatever came before
+        for n in range(10):
+            ring(service, f"race-{n}", f"+7495123450{n}", ["anna"])
+            # no waiting here: the pop must already be in the socket
+            ready, _, _ = select.select([sock], [], [], 0)
+            assert ready, f"call {n}: ringing() returned before the screen pop left"
+            got = b""
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            assert f"race-{n}".encode() in got and b"call.ringing" in got
 
 
 def test_resume_with_last_event_id_misses_nothing(service: Service) -> None:

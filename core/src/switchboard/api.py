@@ -687,7 +687,7 @@ def stream_events(
                     yield ServerSentEvent(event="shutdown", data="reconnect with Last-Event-ID")
                     return
                 try:
-                    e = await asyncio.wait_for(sub.queue.get(), SSE_POLL)
+                    e = await asyncio.wait_for(sub.get(), SSE_POLL)
                 except TimeoutError:
                     continue
                 if e.id > sent:

@@ -128,7 +128,11 @@ class CallLog:
         agents: Iterable[int] = (),
         caller_name: str | None = None,
     ) -> tuple[CallRecord, Contact]:
-        """A call started ringing; the customer is the caller (inbound) or callee."""
+        """A call started ringing; the customer is the caller (inbound) or callee.
+
+        Returns once the ``call.ringing`` event (the screen pop) has reached the live event
+        streams (waiting 0.25 s at most) and the ``call_ringing`` hooks have run: a channel
+        rings the agents' phones after this, so the card is up before any phone rings."""
         frm = self._addr(from_address)
         to = self._addr(to_address)
         customer = frm if direction == Direction.INBOUND else to
@@ -141,7 +145,7 @@ class CallLog:
         if isinstance(customer, Address):
             answers = await self.core.inbox.resolver.ask_plugins([customer])
 
-        def store() -> tuple[CallRecord, Contact, bool]:
+        def store() -> tuple[CallRecord, Contact, bool, int]:
             now = utcnow()
             with self.core.store.write() as conn:
                 created = False
@@ -198,11 +202,13 @@ class CallLog:
                         call_agents(record),
                     )
                 )
-                record_events(conn, events)
-            return record, contact, created
+                pop = record_events(conn, events)[-1]
+            return record, contact, created, pop
 
-        record, contact, created = await asyncio.to_thread(store)
+        record, contact, created, pop = await asyncio.to_thread(store)
         self.core.events.notify()
+        # the screen pop first: the channel rings phones only after ringing() returns
+        await self.core.events.delivered(pop)
         if created:
             await self.core.plugins.call("contact_created", contact=contact)
         await self.core.plugins.call("call_ringing", call=record, contact=contact)

@@ -90,8 +90,9 @@ EventSpec = tuple[str, Mapping[str, Any], Iterable[int] | None]
 """An event to record: (type, data, the agents it is meant for or None for everyone)."""
 
 
-def record(conn: Connection, events: Iterable[EventSpec]) -> None:
-    """Write events ``(type, data, agents or None)`` in the caller's transaction."""
+def record(conn: Connection, events: Iterable[EventSpec]) -> list[int]:
+    """Write events ``(type, data, agents or None)`` in the caller's transaction; their
+    ids, in order."""
     rows = [
         {
             "type": t,
@@ -102,10 +103,10 @@ def record(conn: Connection, events: Iterable[EventSpec]) -> None:
         for t, d, a in events
     ]
     if not rows:
-        return
+        return []
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _EVENT_LOCK_ID})
-    insert_many(conn, event_t, rows)
+    return insert_many(conn, event_t, rows)
 
 
 def contact_created_events(contacts: Iterable[Contact]) -> list[EventSpec]:
@@ -120,6 +121,19 @@ class Subscription:
         self.accepts = accepts
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size)
         self.overflowed = asyncio.Event()
+        self.last_put = 0  # the id of the last event queued for it
+        self.last_taken = 0  # ...and of the last one it took
+
+    async def get(self) -> Event:
+        """The next event (consumers take events with this, so the hub knows how far each
+        one has read: see :meth:`EventHub.delivered`)."""
+        event = await self.queue.get()
+        self.last_taken = event.id
+        return event
+
+    def has_taken(self, event_id: int) -> bool:
+        """Whether it has taken every event up to ``event_id`` that was queued for it."""
+        return self.last_taken >= min(self.last_put, event_id)
 
 
 class EventHub:
@@ -165,6 +179,25 @@ class EventHub:
     def subscribers(self) -> int:
         return len(self._subs)
 
+    async def delivered(self, event_id: int, timeout: float = 0.25) -> bool:
+        """Wait until the hub has read ``event_id`` and every live stream has taken it (so
+        its bytes are on their way), at most ``timeout`` seconds; whether it got there.
+        A channel awaits this between recording a call and ringing phones: the screen
+        pop leaves before any phone rings, and a stalled hub or reader delays a call by
+        ``timeout`` at most."""
+        if not self._started:  # no hub runs in this process (a script, a test): no stream
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._wakeup.set()
+        while True:
+            if self.last_id >= event_id and all(s.has_taken(event_id) for s in self._subs):
+                await asyncio.sleep(0)  # the stream writers run before we go on
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.001)
+
     def on_new_events(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (no arguments) whenever new events were read."""
         self._listeners.append(listener)
@@ -200,6 +233,7 @@ class EventHub:
                     continue
                 try:
                     sub.queue.put_nowait(event)
+                    sub.last_put = event.id
                 except asyncio.QueueFull:
                     sub.overflowed.set()
                     self._subs.discard(sub)

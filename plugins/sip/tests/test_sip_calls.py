@@ -142,7 +142,7 @@ async def test_click_to_call_customer_busy_or_rejecting(
         await channel.dial(sb.store.get_agent("alice"), sb.addresses.parse("+12025550143"))
         record = await until(lambda: ended_call(sb), within=20)
         assert record.disposition is disposition
-        assert str(code) in (record.hangup_cause or "")
+        assert record.hangup_cause == f"{code} {reason}"  # once read "486 486 Busy Here"
         assert record.answered_at is None
         assert (await alice.wait(10)).ok  # the agent's leg was hung up
     finally:

@@ -117,3 +117,25 @@ async def test_calls_beyond_max_calls_get_503(tmp_path: Path, kam: Kamailio) -> 
         assert sb.store.count(interaction_t) == 0
     finally:
         await sb.close()
+
+
+async def test_a_trunk_that_is_not_the_registrar_gets_its_answers(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    """Found with a stock Kamailio and real phones: for an INVITE that did not come from
+    the registrar, 180/200 went to the registrar instead of the sender (RFC 3261 18.2.2:
+    responses follow the top Via), so the caller never heard the answer."""
+    sb = await open_sip(tmp_path, kam, trusted_networks=["127.0.0.2/32"])
+    try:
+        alice = await answering_phone(phones, tmp_path, "alice", answer_after_ms=200)
+        kam.route("101", alice.port)
+        kam.route("102", 9)
+        port = sb.channels["sip"].channel.settings.local_port  # type: ignore[attr-defined]
+        trunk = Sipp(tmp_path / "sipp", "trunk", caller_scenario(CALLER, talk_ms=1000), "127.0.0.2")
+        result = await trunk.run(f"127.0.0.1:{port}", "-s", kam.user, "-m", "1", timeout=40)
+        assert result.ok, result.errors
+        record = await until(lambda: ended_call(sb))
+        assert record.agent_id == sb.store.get_agent("alice").id
+        assert record.hangup_cause == "customer hung up"
+    finally:
+        await sb.close()

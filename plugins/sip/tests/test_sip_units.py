@@ -70,16 +70,35 @@ def test_a_dialog_creating_answer_copies_the_record_route_set() -> None:
         (b"", "empty"),
         (b"INVITE\r\n\r\n", "malformed request line"),
         (b"INVITE sip:a@b SIP/2.0\r\nVia SIP/2.0/UDP x\r\n\r\n", "malformed header line"),
-        (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", "missing From header"),
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", "missing or empty From header"),
         (b"SIP/2.0 999 Odd\r\n\r\n", "bad status code"),
         (INVITE.replace(b"l: 4", b"l: 40"), "truncated"),
         (INVITE.replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE"), "does not match"),
         (b"INVITE sip:a@b SIP/2.0\r\nVia: \xff\xfe\r\n\r\n", "not UTF-8"),
+        # found by an outside review: these raised a bare ValueError out of parse(), or
+        # parsed and failed later, or echoed a bare CR into our answers
+        (INVITE.replace(b"l: 4", "l: ²".encode()), "bad Content-Length"),
+        (INVITE.replace(b"CSeq: 1 INVITE", "CSeq: ¹ INVITE".encode()), "malformed CSeq"),
+        (INVITE.replace(b"CSeq: 1 INVITE", b"CSeq: " + b"9" * 5000 + b" INVITE"), "CSeq"),
+        (INVITE.replace(b"CSeq: 1 INVITE", b"CSeq: 2147483648 INVITE"), "malformed CSeq"),
+        (INVITE.replace(b"v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport", b"v:"), "Via"),
+        (INVITE.replace(b"i: call-1", b"i: call-1\rInjected: yes"), "control character"),
+        (INVITE.replace(b"i: call-1", b"i: call\x00-1"), "control character"),
+        (b"SIP/2.0 2\xc2\xb200 OK\r\n\r\n", "bad status code"),
     ],
 )
 def test_parser_says_what_is_wrong(data: bytes, reason: str) -> None:
     with pytest.raises(sipmsg.SipParseError, match=reason):
         sipmsg.parse(data)
+
+
+def test_an_answer_to_an_unparsable_request_never_carries_a_control_character() -> None:
+    data = INVITE.replace(b"i: call-1", b"i: call-1\rInjected: yes")
+    answer = sipmsg.safe_response(data, 400, "Bad Request (x\r\ny)")
+    assert answer is not None
+    head = answer.split(b"\r\n\r\n")[0]
+    assert b"\r" not in head.replace(b"\r\n", b"")
+    assert b"\r\nInjected" not in answer
 
 
 def test_digest_answers_a_qop_challenge() -> None:
@@ -205,3 +224,23 @@ async def test_rtp_from_anyone_but_the_negotiated_peer_is_dropped() -> None:
         assert kept == [str(i % 10) for i in range(40 - MAX_QUEUED_DIGITS, 40)]  # the newest
     finally:
         stream.close()
+
+
+@pytest.mark.parametrize(
+    ("via", "expected"),
+    [
+        ("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport", ("192.0.2.9", 40000)),
+        ("SIP/2.0/UDP 10.0.0.1:5070;rport=5071;branch=z9hG4bK1", ("192.0.2.9", 40000)),
+        ("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1", ("192.0.2.9", 5070)),
+        ("SIP/2.0/UDP pbx.example.com;branch=z9hG4bK1", ("192.0.2.9", 5060)),
+        ("SIP/2.0/UDP [2001:db8::1]:5080;branch=z9hG4bK1", ("192.0.2.9", 5080)),
+        ("SIP/2.0/UDP 10.0.0.1:99999;branch=z9hG4bK1", ("192.0.2.9", 5060)),
+    ],
+)
+def test_responses_go_where_the_top_via_says(via: str, expected: tuple[str, int]) -> None:
+    """RFC 3261 18.2.2 with RFC 3581: to the source address; to its port with rport, else
+    to the Via's sent-by port."""
+    request = sipmsg.parse(
+        INVITE.replace(b"v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport", f"v: {via}".encode())
+    )
+    assert sipmsg.reply_address(request, ("192.0.2.9", 40000)) == expected

@@ -76,6 +76,9 @@ class SipSettings:
     # requests only from the registrar (always trusted) and these networks (CIDR); others 403
     trusted_networks: list[str] = attrs.field(factory=list)
     max_calls: int = 200  # calls at once; an INVITE beyond is answered 503
+    # an answered call ends after this long, or when a leg's RTP stopped this long (0: off)
+    max_call_seconds: float = 14_400.0
+    rtp_timeout: float = 60.0
 
     @trusted_networks.validator
     def _networks(self, _: Any, value: list[str]) -> None:
@@ -369,6 +372,8 @@ class SipChannel:
             on_message=self._message,
             trusted_networks=settings.trusted_networks,
             max_calls=settings.max_calls,
+            max_call_seconds=settings.max_call_seconds,
+            rtp_timeout=settings.rtp_timeout,
         )
         self.ua = ua
         try:
@@ -512,7 +517,9 @@ class SipChannel:
             ua.clock.tickers.discard(bridge.tick)
             if recorder is not None:
                 recorder.close()
-            if agent_leg.state is LegState.ENDED and customer.state is not LegState.ENDED:
+            if customer.cut_off or agent_leg.cut_off:  # our watchdog ended it
+                session.hangup_cause = customer.cut_off or agent_leg.cut_off
+            elif agent_leg.state is LegState.ENDED and customer.state is not LegState.ENDED:
                 session.hangup_cause = "agent hung up"
             elif customer.state is LegState.ENDED:
                 session.hangup_cause = "customer hung up"

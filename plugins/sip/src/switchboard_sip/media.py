@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import struct
+import time
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -184,6 +185,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self._rx_rest = b""
         self.bad_packets = 0
         self.foreign_packets = 0  # from another address than the negotiated peer: dropped
+        self.heard = time.monotonic()  # when the peer's last RTP packet came
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -214,6 +216,7 @@ class RtpStream(asyncio.DatagramProtocol):
         if len(data) < 12 or data[0] >> 6 != 2:
             self.bad_packets += 1
             return
+        self.heard = time.monotonic()
         cc = data[0] & 0x0F
         offset = 12 + 4 * cc
         if data[0] & 0x10:  # header extension

@@ -56,6 +56,15 @@ CANONICAL = {
 }
 REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
 TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+# ASCII digits only (str.isdigit takes "²" and "¹", which int() then refuses), bounded:
+# a CSeq number is below 2**31 (RFC 3261 8.1.1.5), a Content-Length below our size limit
+CSEQ_NUMBER = re.compile(r"[0-9]{1,10}")
+LENGTH = re.compile(r"[0-9]{1,9}")
+STATUS = re.compile(r"[1-6][0-9][0-9]")
+SENT_BY = re.compile(r"(\[[^\]]*\]|[^:\[\]]+)(?::([0-9]{1,5}))?")  # host or [v6], port
+# control characters other than tab: a bare CR or a NUL inside a header would be echoed
+# into our responses (we copy Via, From, To...)
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 REASONS = {
     100: "Trying",
     180: "Ringing",
@@ -137,6 +146,8 @@ class SipMessage:
 
     @property
     def cseq(self) -> tuple[int, str]:
+        """(number, method); :func:`parse` checked both, so this cannot fail on a parsed
+        message."""
         num, method = self.first("CSeq").split()
         return int(num), method.upper()
 
@@ -228,7 +239,18 @@ def user_of(uri: str) -> str | None:
 
 
 def parse(data: bytes, max_size: int = 65_535) -> SipMessage:
-    """Parse one datagram. Raises :class:`SipParseError` with the reason."""
+    """Parse one datagram. Raises :class:`SipParseError` with the reason, whatever is
+    wrong with it (a case the checks below miss still comes out as that error, so the
+    caller counts and answers it like any other)."""
+    try:
+        return _parse(data, max_size)
+    except SipParseError:
+        raise
+    except (ValueError, IndexError, KeyError) as exc:
+        raise SipParseError(f"unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def _parse(data: bytes, max_size: int) -> SipMessage:
     if len(data) > max_size:
         raise SipParseError(f"message of {len(data)} bytes exceeds the {max_size}-byte limit")
     if not data.strip(b"\r\n\x00 "):
@@ -245,6 +267,9 @@ def parse(data: bytes, max_size: int = 65_535) -> SipMessage:
     lines = text.replace("\r\n", "\n").split("\n")
     start = lines[0].strip()
     headers: list[tuple[str, str]] = []
+    for n, raw in enumerate(lines):
+        if CONTROL.search(raw):
+            raise SipParseError(f"a control character in line {n + 1} ({raw[:60]!r})")
     for raw in lines[1:]:
         if not raw.strip():
             continue
@@ -262,7 +287,7 @@ def parse(data: bytes, max_size: int = 65_535) -> SipMessage:
     if start.startswith("SIP/"):
         if len(parts) < 2 or parts[0] != "SIP/2.0":
             raise SipParseError(f"unsupported status line {start[:60]!r}")
-        if not parts[1].isdigit() or not 100 <= int(parts[1]) <= 699:
+        if not STATUS.fullmatch(parts[1]):
             raise SipParseError(f"bad status code in {start[:60]!r}")
         msg = SipMessage(
             None, None, int(parts[1]), parts[2] if len(parts) > 2 else "", headers, b""
@@ -274,17 +299,21 @@ def parse(data: bytes, max_size: int = 65_535) -> SipMessage:
             raise SipParseError(f"bad Request-URI {parts[1][:60]!r}")
         msg = SipMessage(parts[0].upper(), parts[1], None, None, headers, b"")
     for name in REQUIRED:
-        if msg.get(name) is None:
-            raise SipParseError(f"missing {name} header")
+        if not msg.get(name):
+            raise SipParseError(f"missing or empty {name} header")
+    if not msg.get_all("Via"):
+        raise SipParseError("empty Via header")
     cseq = msg.first("CSeq").split()
-    if len(cseq) != 2 or not cseq[0].isdigit():
-        raise SipParseError(f"malformed CSeq {msg.first('CSeq')!r}")
+    if len(cseq) != 2 or not CSEQ_NUMBER.fullmatch(cseq[0]) or int(cseq[0]) >= 2**31:
+        raise SipParseError(f"malformed CSeq {msg.first('CSeq')[:60]!r}")
+    if not TOKEN.match(cseq[1]):
+        raise SipParseError(f"malformed CSeq method {cseq[1][:60]!r}")
     if msg.method is not None and cseq[1].upper() != msg.method:
         raise SipParseError(f"CSeq method {cseq[1]} does not match {msg.method}")
     length_text = msg.get("Content-Length")
     if length_text is not None:
-        if not length_text.isdigit():
-            raise SipParseError(f"bad Content-Length {length_text!r}")
+        if not LENGTH.fullmatch(length_text):
+            raise SipParseError(f"bad Content-Length {length_text[:60]!r}")
         length = int(length_text)
         if length > len(body):
             raise SipParseError(
@@ -333,6 +362,20 @@ def response(
     return serialize(f"SIP/2.0 {status} {reason or REASONS.get(status, 'Unknown')}", out, body)
 
 
+def reply_address(request: SipMessage, source: tuple[str, int]) -> tuple[str, int]:
+    """Where the responses to ``request`` go (RFC 3261 18.2.2 over UDP, with RFC 3581):
+    the address it came from, and, unless its top Via asks for ``rport``, the port that
+    Via's sent-by names (5060 when it names none)."""
+    via = request.get_all("Via")[0]
+    if param(via, "rport") is not None:
+        return source
+    parts = via.split(None, 1)
+    sent_by = parts[1].split(";", 1)[0].strip() if len(parts) == 2 else ""
+    found = SENT_BY.fullmatch(sent_by)
+    port = int(found.group(2)) if found and found.group(2) else 5060
+    return source[0], port if 0 < port < 65536 else 5060
+
+
 def safe_response(data: bytes, status: int, reason: str) -> bytes | None:
     """A response to a datagram we could not fully parse, if it holds enough to address
     one (Via, From, To, Call-ID, CSeq); else None (the datagram is dropped)."""
@@ -347,7 +390,8 @@ def safe_response(data: bytes, status: int, reason: str) -> bytes | None:
     for raw in lines[1:]:
         name, colon, value = raw.partition(":")
         if colon and TOKEN.match(name.strip() or "-"):
-            found.setdefault(canonical(name), []).append(value.strip())
+            # never echo a control character (a bare CR would split our answer's header)
+            found.setdefault(canonical(name), []).append(CONTROL.sub(" ", value).strip())
     if not all(found.get(n) for n in REQUIRED):
         return None
     out = [("Via", v) for v in found["Via"]]

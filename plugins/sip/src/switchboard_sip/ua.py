@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -46,7 +47,8 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, MESSAGE"
 
 class SipError(Exception):
     """A SIP request that did not succeed: ``status`` is the final response code (0 when
-    there was none, i.e. a timeout)."""
+    there was none, i.e. a timeout), ``reason`` the reason phrase or our explanation,
+    without the code (the text is ``"486 Busy Here"``)."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"{status} {reason}" if status else reason)
@@ -56,6 +58,15 @@ class SipError(Exception):
 
 class RegistrationError(SipError):
     pass
+
+
+REGISTER_HINTS = {
+    # our credentials were refused after a challenge
+    401: ": wrong username or password?",
+    407: ": wrong username or password?",
+    # refused outright: Kamailio says 403 when the AOR's domain is not its own, too
+    403: ": check username, password and domain (registering {aor})",
+}
 
 
 def digest(challenge: str, method: str, uri: str, username: str, password: str, nc: int = 1) -> str:
@@ -112,6 +123,7 @@ class Leg:
         self.route_set: list[str] = []
         self.cseq = 1
         self.invite: SipMessage | None = None  # the INVITE received (incoming legs)
+        self.peer: tuple[str, int] | None = None  # where its responses go (incoming legs)
         self.invite_bytes = b""  # the INVITE sent (outgoing legs)
         self.branch = ""
         self.stream: RtpStream | None = None
@@ -120,6 +132,7 @@ class Leg:
         self.end_status = 0  # final SIP status when it never got answered
         self.end_reason = ""
         self.remote_hangup = False
+        self.cut_off: str | None = None  # why our watchdog hung it up (max length, no RTP)
         self.ringing = asyncio.Event()
         self._acked = asyncio.Event()
         self._final: asyncio.Future[SipMessage] | None = None
@@ -139,7 +152,7 @@ class Leg:
 
     def send_ringing(self) -> None:
         assert self.invite is not None
-        self.ua.send(sipmsg.response(self.invite, 180, to_tag=self.local_tag))
+        self.ua.send(sipmsg.response(self.invite, 180, to_tag=self.local_tag), self.peer)
 
     async def answer(self) -> None:
         """Answer an incoming call: 200 OK with our SDP, retransmitted until the ACK."""
@@ -160,10 +173,10 @@ class Leg:
             body=body,
         )
         self.state = LegState.ANSWERED
-        self.ua.sent_final[self.invite.branch] = ok
+        self.ua.remember_final(self.invite.branch, ok)
         self.answered.set()
         self.ua.start_media(self)
-        self.ua.send(ok)
+        self.ua.send(ok, self.peer)
         interval = T1
         waited = 0.0
         while not self._acked.is_set() and not self.ended.is_set() and waited < 64 * T1:
@@ -172,7 +185,7 @@ class Leg:
             if not self._acked.is_set():
                 waited += interval
                 interval = min(interval * 2, T2)
-                self.ua.send(ok)
+                self.ua.send(ok, self.peer)
         if not self._acked.is_set() and not self.ended.is_set():
             log.warning("call %s: no ACK for our 200 OK; hanging up", self.call_id)
             await self.hangup()
@@ -183,8 +196,8 @@ class Leg:
         if self.state is not LegState.RINGING:
             return
         resp = sipmsg.response(self.invite, status, to_tag=self.local_tag, reason=reason)
-        self.ua.sent_final[self.invite.branch] = resp
-        self.ua.send(resp)
+        self.ua.remember_final(self.invite.branch, resp)
+        self.ua.send(resp, self.peer)
         self._end(status, reason or sipmsg.REASONS.get(status, ""))
 
     # -- both -----------------------------------------------------------------------------
@@ -233,6 +246,8 @@ class UserAgent(asyncio.DatagramProtocol):
         on_message: Callable[[SipMessage], Awaitable[int]] | None = None,
         trusted_networks: Iterable[str] = (),
         max_calls: int = 200,
+        max_call_seconds: float = 14_400.0,
+        rtp_timeout: float = 60.0,
     ) -> None:
         self.server = server
         # Requests are taken only from the registrar/proxy (its addresses, resolved at
@@ -241,12 +256,17 @@ class UserAgent(asyncio.DatagramProtocol):
         self.trusted_ips: set[str] = set()
         self.refused: dict[str, int] = {}  # untrusted source -> requests refused
         self.max_calls = max_calls
+        self.max_call_seconds = max_call_seconds
+        self.rtp_timeout = rtp_timeout
         self.port = port
         self.username = username
         self.password = password
         self.ip = ip
         self.local_port = local_port
-        self.domain = domain or server
+        # the AOR's domain: the server, with its port when that is not the default (a
+        # registrar on another port takes an AOR without it for someone else's)
+        host = f"[{server}]" if ":" in server and not server.startswith("[") else server
+        self.domain = domain or (host if port == 5060 else f"{host}:{port}")
         self.codecs = codecs
         self.expires = expires
         self.max_message_size = max_message_size
@@ -354,13 +374,16 @@ class UserAgent(asyncio.DatagramProtocol):
                 exc,
                 data[:300],
             )
-            answer = sipmsg.safe_response(data, status, f"Bad Request ({exc})"[:100])
+            reason = "Message Too Large" if status == 513 else f"Bad Request ({exc})"[:100]
+            answer = sipmsg.safe_response(data, status, reason)
             if answer is not None:
                 self.send(answer, addr)
             return
         if msg.is_request and not self.trusts(addr[0]):
             self._refuse(msg, addr)
             return
+        if msg.is_request:  # responses follow the request's Via, not our registrar
+            addr = sipmsg.reply_address(msg, addr)
         try:
             if msg.is_request:
                 self._on_request(msg, addr)
@@ -539,11 +562,8 @@ class UserAgent(asyncio.DatagramProtocol):
 
         resp, _, _ = await self._authenticated("REGISTER", uri, build, timeout=8 * T1)
         if resp.status != 200:
-            if resp.status in (401, 403, 407):
-                raise RegistrationError(
-                    resp.status or 0, f"{resp.status} {resp.reason}: wrong username or password?"
-                )
-            raise RegistrationError(resp.status or 0, f"{resp.status} {resp.reason}")
+            hint = REGISTER_HINTS.get(resp.status or 0, "").format(aor=self.aor)
+            raise RegistrationError(resp.status or 0, f"{resp.reason}{hint}")
         granted = expires
         for c in resp.get_all("Contact"):
             if f":{self.local_port}" in sipmsg.uri_of(c):
@@ -682,11 +702,12 @@ class UserAgent(asyncio.DatagramProtocol):
         except MediaError as exc:
             log.warning("refused call %s: %s", msg.call_id, exc)
             resp = sipmsg.response(msg, 488, to_tag=sipmsg.new_tag(), reason=str(exc)[:80])
-            self.sent_final[branch] = resp
+            self.remember_final(branch, resp)
             self.send(resp, addr)
             return
         leg = Leg(self, msg.call_id, outgoing=False)
         leg.invite = msg
+        leg.peer = addr
         leg.remote_uri = sipmsg.uri_of(msg.first("From"))
         leg.remote_tag = msg.from_tag
         leg.local_uri = sipmsg.uri_of(msg.first("To"))
@@ -721,7 +742,7 @@ class UserAgent(asyncio.DatagramProtocol):
         self.send(sipmsg.response(msg, 200, to_tag=leg.local_tag), addr)
         if leg.state is LegState.RINGING:
             resp = sipmsg.response(leg.invite, 487, to_tag=leg.local_tag)
-            self.sent_final[leg.branch] = resp
+            self.remember_final(leg.branch, resp)
             self.send(resp, addr)
             leg.remote_hangup = True
             leg._end(487, "caller cancelled")
@@ -814,7 +835,7 @@ class UserAgent(asyncio.DatagramProtocol):
                 self.start_media(leg)
             else:
                 self._ack_error(leg.invite_bytes, resp)
-                leg._end(status, f"{status} {resp.reason}")
+                leg._end(status, resp.reason or sipmsg.REASONS.get(status, ""))
 
         leg._invite_task = self.spawn(run())  # type: ignore[attr-defined]
         return leg
@@ -902,7 +923,7 @@ class UserAgent(asyncio.DatagramProtocol):
         )
         resp = await self.transaction(data, branch, method, timeout=timeout)
         if resp.status != 200:
-            raise SipError(resp.status or 0, f"{method}: {resp.status} {resp.reason}")
+            raise SipError(resp.status or 0, f"{resp.reason} (to {method})")
         return resp
 
     # -- SIP MESSAGE (RFC 3428) -----------------------------------------------------------
@@ -931,10 +952,20 @@ class UserAgent(asyncio.DatagramProtocol):
 
         resp, _, _ = await self._authenticated("MESSAGE", uri, build, timeout=16 * T1)
         if resp.status is None or not 200 <= resp.status < 300:
-            raise SipError(resp.status or 0, f"{resp.status} {resp.reason}")
+            raise SipError(resp.status or 0, resp.reason or "")
         return call_id
 
     # -- media ----------------------------------------------------------------------------
+
+    def remember_final(self, branch: str, response: bytes) -> None:
+        """Keep the final response to a server INVITE for its retransmissions, for as long
+        as they may come (64*T1, RFC 3261 Timer H), then forget it."""
+        self.sent_final[branch] = response
+        asyncio.get_running_loop().call_later(64 * T1, self._forget_final, branch, response)
+
+    def _forget_final(self, branch: str, response: bytes) -> None:
+        if self.sent_final.get(branch) is response:
+            del self.sent_final[branch]
 
     async def _attach_stream(self, leg: Leg) -> None:
         last: Exception | None = None
@@ -945,6 +976,7 @@ class UserAgent(asyncio.DatagramProtocol):
                 await stream.open()
             except OSError as exc:
                 last = exc
+                self.ports.give(port)  # not ours to keep: back to the pool, no leak
                 continue
             leg.stream = stream
             return
@@ -952,7 +984,34 @@ class UserAgent(asyncio.DatagramProtocol):
 
     def start_media(self, leg: Leg) -> None:
         if leg.stream is not None:
+            leg.stream.heard = time.monotonic()  # silence is counted from the answer
             self.clock.streams.add(leg.stream)
+            if self.max_call_seconds > 0 or self.rtp_timeout > 0:
+                self.spawn(self._watch(leg))
+
+    async def _watch(self, leg: Leg) -> None:
+        """Hang up an answered leg that has lasted ``max_call_seconds``, or whose far end
+        has sent no RTP for ``rtp_timeout`` seconds (it vanished without a BYE): a call
+        without end would keep its bridge and grow its recording forever."""
+        started = time.monotonic()
+        step = min(1.0, *(t / 4 for t in (self.max_call_seconds, self.rtp_timeout) if t > 0))
+        while leg.state is not LegState.ENDED:
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            stream = leg.stream
+            if self.max_call_seconds > 0 and now - started >= self.max_call_seconds:
+                leg.cut_off = f"longer than max_call_seconds ({self.max_call_seconds:g} s)"
+            elif (
+                self.rtp_timeout > 0
+                and stream is not None
+                and now - stream.heard >= self.rtp_timeout
+            ):
+                leg.cut_off = f"no RTP for {self.rtp_timeout:g} s"
+            else:
+                continue
+            log.warning("call %s: hanging up: %s", leg.call_id, leg.cut_off)
+            await leg.hangup()
+            return
 
     def release(self, leg: Leg) -> None:
         """Free a leg's RTP port and forget it (a finished leg)."""
