@@ -7,7 +7,7 @@ endif
 export UV
 CONFIG ?= switchboard.example.toml
 
-.PHONY: run test lint sync bench build system-deps
+.PHONY: run test lint sync bench build system-deps fuzz
 
 sync:
 	$(UV) sync --all-packages --frozen
@@ -25,6 +25,10 @@ system-deps:
 ## when it is there; under CI=true it must be, and any skipped test is a failure).
 test: system-deps sync
 	$(UV) run --frozen pytest
+
+## The fuzz tests alone, long (50,000 inputs each instead of the 400 of `make test`).
+fuzz: sync
+	SWITCHBOARD_FUZZ=long $(UV) run --frozen pytest -k fuzz --timeout=0
 
 ## ruff (lint + format) and mypy over the core and the plugins.
 lint: sync

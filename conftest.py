@@ -10,6 +10,21 @@ import os
 from collections.abc import Generator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The fuzz tests (``test_*_fuzz.py``): a bounded run in every `make test`, a long one with
+# `make fuzz` (SWITCHBOARD_FUZZ=long). Every run derandomized: a failure repeats.
+settings.register_profile(
+    "bounded",
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "long", max_examples=50_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("long" if os.environ.get("SWITCHBOARD_FUZZ") == "long" else "bounded")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -113,18 +113,29 @@ def read_vcards(text: str) -> Iterator[Row | tuple[str, str]]:
         except Exception as exc:
             yield (f"card {n}", f"not a valid vCard: {exc}")
             continue
-        name = ""
-        if hasattr(card, "fn"):
-            name = str(card.fn.value).strip()
-        elif hasattr(card, "n"):
-            name = " ".join(p for p in (card.n.value.given, card.n.value.family) if p).strip()
-        company = None
-        if hasattr(card, "org"):
-            org = card.org.value
-            company = (" ".join(org) if isinstance(org, list) else str(org)).strip() or None
-        addresses = [f"phone:{t.value}" for t in card.contents.get("tel", [])]
-        addresses += [f"email:{e.value}" for e in card.contents.get("email", [])]
-        yield Row(f"card {n}", name, company, tuple(addresses), None)
+        try:  # vobject gives odd shapes for odd cards (ORG as a list of lists: fuzzing)
+            yield Row(f"card {n}", *_card_fields(card), None)
+        except Exception as exc:
+            yield (f"card {n}", f"cannot be read: {type(exc).__name__}: {exc}")
+
+
+def _flat(value: object) -> str:
+    """A vCard value as one line of text, however vobject nested it."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(filter(None, (_flat(v) for v in value)))
+    return str(value).strip()
+
+
+def _card_fields(card: Any) -> tuple[str, str | None, tuple[str, ...]]:
+    name = ""
+    if hasattr(card, "fn"):
+        name = _flat(card.fn.value)
+    elif hasattr(card, "n"):
+        name = _flat([card.n.value.given, card.n.value.family])
+    company = _flat(card.org.value) or None if hasattr(card, "org") else None
+    addresses = [f"phone:{_flat(t.value)}" for t in card.contents.get("tel", [])]
+    addresses += [f"email:{_flat(e.value)}" for e in card.contents.get("email", [])]
+    return name, company, tuple(addresses)
 
 
 def import_rows(

@@ -244,3 +244,16 @@ def test_responses_go_where_the_top_via_says(via: str, expected: tuple[str, int]
         INVITE.replace(b"v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport", f"v: {via}".encode())
     )
     assert sipmsg.reply_address(request, ("192.0.2.9", 40000)) == expected
+
+
+def test_an_offer_we_cannot_take_says_what_it_held() -> None:
+    """Found by an outside review: a G.729-only offer was logged as "offered []"."""
+    sdp = (
+        b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+        b"m=audio 4000 RTP/AVP 18 96\r\na=rtpmap:96 opus/48000/2\r\n"
+    )
+    with pytest.raises(MediaError, match=r"offered \['G729', 'OPUS'\]"):
+        parse_sdp(sdp, ["PCMU", "PCMA"])
+    for bad in (b"m=audio 0 RTP/AVP 0", "m=audio ²000 RTP/AVP 0".encode()):
+        with pytest.raises(MediaError, match="malformed SDP media line"):
+            parse_sdp(sdp.replace(b"m=audio 4000 RTP/AVP 18 96", bad), ["PCMU"])

@@ -8,7 +8,6 @@ import email.utils
 import re
 from email.message import EmailMessage, Message
 from pathlib import Path
-from typing import Any
 
 import attrs
 
@@ -53,54 +52,112 @@ def _text(part: Message, problems: list[str]) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-def parse(raw: bytes) -> Parsed:
-    problems: list[str] = []
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(msg, EmailMessage)
-    for defect in msg.defects:
-        problems.append(f"defect: {type(defect).__name__}")
+def _header(msg: Message, name: str, problems: list[str]) -> str | None:
+    """A header's (decoded) value. The standard library's header parser raises on some
+    malformed values (IndexError, HeaderParseError: found by fuzzing); then the raw value
+    is taken, and the problem noted, so the message is still stored."""
     try:
-        name, address = email.utils.parseaddr(str(msg.get("From", "")))
-    except (TypeError, ValueError, IndexError) as exc:  # a header the parser cannot read
-        problems.append(f"From: {exc}")
-        name, address = "", ""
-    message_ids = _ids(str(msg.get("Message-ID", "")))
-    in_reply_to = tuple(
-        dict.fromkeys(_ids(str(msg.get("In-Reply-To", ""))) + _ids(str(msg.get("References", ""))))
-    )
+        value = msg.get(name)
+        return None if value is None else str(value)
+    except Exception as exc:
+        problems.append(f"{name}: unreadable ({type(exc).__name__})")
+        for key, raw in msg.raw_items():
+            if key.lower() == name.lower():
+                return str(raw)
+        return None
+
+
+def _plainly(raw: bytes, problem: str) -> Parsed:
+    """A message the standard parser cannot take apart, read as the old (compat32) parser
+    reads it: its headers as they are and its first text part, without attachments."""
+    msg = email.message_from_bytes(raw)  # compat32: lenient, no header objects
+    problems = [problem]
+
+    def header(name: str) -> str | None:
+        value = msg.get(name)
+        return None if value is None else str(value)
+
+    name, address = email.utils.parseaddr(header("From") or "")
+    message_ids = _ids(header("Message-ID"))
     text = None
-    attachments: list[Attachment] = []
-    bounce_of = bounce_reason = None
-    if (
-        msg.get_content_type() == "multipart/report"
-        and msg.get_param("report-type") == "delivery-status"
-    ):
-        bounce_of, bounce_reason = _bounce(msg)
-    try:
-        body = msg.get_body(preferencelist=("plain", "html"))
-    except (KeyError, IndexError, TypeError) as exc:
-        problems.append(f"body: {exc}")
-        body = None
-    if body is not None:
-        text = _text(body, problems)
-        if body.get_content_type() == "text/html":
-            text = re.sub(r"<[^>]+>", " ", text)
     for part in msg.walk():
-        filename = part.get_filename()
-        if filename and not part.is_multipart():
+        if not part.is_multipart() and part.get_content_maintype() == "text":
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
-                attachments.append(
-                    Attachment(
-                        Path(filename).name or "attachment", part.get_content_type(), payload
-                    )
-                )
-    subject: Any = msg.get("Subject")
+                text = payload.decode("utf-8", errors="replace")
+                break
     return Parsed(
         message_id=message_ids[0] if message_ids else None,
         sender=address or None,
         sender_name=name or None,
-        subject=str(subject) if subject is not None else None,
+        subject=header("Subject"),
+        text=text.strip() if text else None,
+        in_reply_to=tuple(dict.fromkeys(_ids(header("In-Reply-To")) + _ids(header("References")))),
+        attachments=(),
+        problems=tuple(problems),
+    )
+
+
+def parse(raw: bytes) -> Parsed:
+    """Everything we keep of a message. Whatever part of it cannot be read is left out
+    and said in ``problems``; the rest is kept."""
+    problems: list[str] = []
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+    except Exception as exc:  # the modern parser gives up on some Content-Type values
+        return _plainly(raw, f"structure unreadable ({type(exc).__name__}: {exc})")
+    assert isinstance(msg, EmailMessage)
+    for defect in msg.defects:
+        problems.append(f"defect: {type(defect).__name__}")
+    try:
+        name, address = email.utils.parseaddr(_header(msg, "From", problems) or "")
+    except (TypeError, ValueError, IndexError) as exc:  # a header the parser cannot read
+        problems.append(f"From: {exc}")
+        name, address = "", ""
+    message_ids = _ids(_header(msg, "Message-ID", problems))
+    in_reply_to = tuple(
+        dict.fromkeys(
+            _ids(_header(msg, "In-Reply-To", problems)) + _ids(_header(msg, "References", problems))
+        )
+    )
+    text = None
+    attachments: list[Attachment] = []
+    bounce_of = bounce_reason = None
+    try:
+        if (
+            msg.get_content_type() == "multipart/report"
+            and msg.get_param("report-type") == "delivery-status"
+        ):
+            bounce_of, bounce_reason = _bounce(msg)
+    except Exception as exc:  # an unreadable report: kept as a plain message
+        problems.append(f"delivery report: {type(exc).__name__}: {exc}")
+    try:
+        body = msg.get_body(preferencelist=("plain", "html"))
+        if body is not None:
+            text = _text(body, problems)
+            if body.get_content_type() == "text/html":
+                text = re.sub(r"<[^>]+>", " ", text)
+    except Exception as exc:
+        problems.append(f"body: {type(exc).__name__}: {exc}")
+    for part in msg.walk():
+        try:
+            filename = part.get_filename()
+            if filename and not part.is_multipart():
+                payload = part.get_payload(decode=True)
+                if isinstance(payload, bytes):
+                    attachments.append(
+                        Attachment(
+                            Path(filename).name or "attachment", part.get_content_type(), payload
+                        )
+                    )
+        except Exception as exc:  # one unreadable part: the others are kept
+            problems.append(f"a part: {type(exc).__name__}: {exc}")
+    subject = _header(msg, "Subject", problems)
+    return Parsed(
+        message_id=message_ids[0] if message_ids else None,
+        sender=address or None,
+        sender_name=name or None,
+        subject=subject,
         text=text.strip() if text else None,
         in_reply_to=in_reply_to,
         attachments=tuple(attachments),

@@ -19,6 +19,7 @@ import collections
 import logging
 import os
 import random
+import re
 import struct
 import time
 import wave
@@ -54,8 +55,16 @@ class Sdp:
     event_payload: int | None  # telephone-event payload type, if offered
 
 
+#: Static payload types (RFC 3551) by name, to say what an offer held that we cannot take.
+STATIC_NAMES = {0: "PCMU", 3: "GSM", 4: "G723", 8: "PCMA", 9: "G722", 18: "G729"}
+_NUMBER = re.compile(r"[0-9]{1,5}")
+_HOST = re.compile(r"[A-Za-z0-9.:_-]{1,253}")  # an IPv4/IPv6 address or a host name
+
+
 def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
-    """Pick the first of our ``codecs`` that the offer (or answer) carries."""
+    """Pick the first of our ``codecs`` that the offer (or answer) carries. Raises
+    :class:`MediaError` with the reason for anything else (numbers are ASCII digits in
+    range, the address is an address, the audio port is not 0: a declined stream)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -71,34 +80,34 @@ def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
             parts = value.split()
             if len(parts) >= 3:
                 address = parts[2].split("/")[0]
+                if not _HOST.fullmatch(address):
+                    raise MediaError(f"bad SDP connection address {address[:60]!r}")
         elif key == "m":
             parts = value.split()
             in_audio = bool(parts) and parts[0] == "audio" and port is None
             if in_audio:
-                if len(parts) < 4 or not parts[1].isdigit():
-                    raise MediaError(f"malformed SDP media line {line.strip()!r}")
-                port = int(parts[1].split("/")[0])
-                formats = [int(p) for p in parts[3:] if p.isdigit()]
+                port_text = parts[1].split("/")[0] if len(parts) >= 4 else ""
+                if not _NUMBER.fullmatch(port_text) or not 0 < int(port_text) < 65536:
+                    raise MediaError(f"malformed SDP media line {line.strip()[:80]!r}")
+                port = int(port_text)
+                formats = [int(p) for p in parts[3:] if _NUMBER.fullmatch(p) and int(p) < 128]
         elif key == "a" and in_audio and value.startswith("rtpmap:"):
             pt_text, _, rest = value[len("rtpmap:") :].partition(" ")
-            if pt_text.isdigit():
+            if _NUMBER.fullmatch(pt_text):
                 names[int(pt_text)] = rest.split("/")[0].strip()
     if address is None or port is None:
         raise MediaError("SDP has no audio stream with a connection address")
-    offered = {names.get(pt, CODECS_BY_PT.get(pt, "")).upper(): pt for pt in formats}
+    offered = {
+        (names.get(pt) or STATIC_NAMES.get(pt) or f"payload {pt}").upper(): pt for pt in formats
+    }
     for codec in codecs:
         if codec.upper() in offered:
             chosen = offered[codec.upper()]
             break
     else:
-        raise MediaError(
-            f"no common codec: offered {sorted(k for k in offered if k)}, we accept {codecs}"
-        )
+        raise MediaError(f"no common codec: offered {sorted(offered)}, we accept {codecs}")
     event = next((pt for pt in formats if names.get(pt, "").lower() == "telephone-event"), None)
     return Sdp(address=address, port=port, payload=chosen, event_payload=event)
-
-
-CODECS_BY_PT = {int(PayloadType.PCMU.value): "PCMU", int(PayloadType.PCMA.value): "PCMA"}
 
 
 def make_sdp(
