@@ -13,6 +13,7 @@ BASH = "/bin/bash"
 PROGRAMS = {
     "kamailio": "kamailio",
     "sip-tester": "sipp",
+    "sipvicious": "svwar",
     "dovecot-imapd": "dovecot",
     "espeak-ng": "espeak-ng",
     "graphviz": "dot",
@@ -137,7 +138,7 @@ def test_check_only_reports(tmp_path: Path) -> None:
     result, calls = run(tmp_path, ["kamailio", "dovecot-imapd"], args=("--check",))
     assert result.returncode == 1 and calls == []
     assert (
-        "system packages missing: sip-tester espeak-ng graphviz chromium libatomic1"
+        "system packages missing: sip-tester sipvicious espeak-ng graphviz chromium libatomic1"
         in result.stderr
     )
 

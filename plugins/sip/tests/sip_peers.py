@@ -33,7 +33,7 @@ def sip_plugin() -> LoopbackPlugin:
 
 def sip_settings(kam: Kamailio, **overrides: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {
-        "server": "127.0.0.1",
+        "server": kam.host,
         "port": kam.port,
         "username": kam.user,
         "password": kam.password,
@@ -92,7 +92,7 @@ async def place_call(folder: Path, kam: Kamailio, scenario: str, timeout: float 
     """One SIPp call, scripted by ``scenario``, to Switchboard's account through Kamailio;
     fails the test unless it went as scripted."""
     caller = Sipp(folder / "sipp", "caller", scenario)
-    result = await caller.run(f"127.0.0.1:{kam.port}", "-s", kam.user, "-m", "1", timeout=timeout)
+    result = await caller.run(f"{kam.host}:{kam.port}", "-s", kam.user, "-m", "1", timeout=timeout)
     assert result.ok, result.errors
 
 

@@ -73,7 +73,7 @@ def free_media_ports() -> int:
 
 
 class Kamailio:
-    """Kamailio on ``127.0.0.1:port`` with our config; ``user``/``password`` is the account
+    """Kamailio on ``host:port`` (127.0.0.1 unless told) with our config; ``user``/``password`` is the account
     Switchboard registers with."""
 
     def __init__(
@@ -82,9 +82,11 @@ class Kamailio:
         user: str = "switchboard",
         password: str = "s3cret",
         record_route: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
         need_sip_tools()
         self.folder = folder
+        self.host = host  # another loopback address plays a registrar on another host
         self.record_route = record_route
         self.user = user
         self.password = password
@@ -96,7 +98,7 @@ class Kamailio:
     def config_text(self) -> str:
         template = resources.files("switchboard_sip").joinpath("kamailio/kamailio.cfg").read_text()
         values = {
-            "{LISTEN}": "127.0.0.1",
+            "{LISTEN}": self.host,
             "{PORT}": str(self.port),
             "{CTL}": str(self.ctl),
             "{USER}": self.user,
@@ -143,7 +145,7 @@ class Kamailio:
 
     def _answers(self) -> bool:
         probe = (
-            f"OPTIONS sip:127.0.0.1:{self.port} SIP/2.0\r\n"
+            f"OPTIONS sip:{self.host}:{self.port} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKprobe{time.monotonic_ns()};rport\r\n"
             "From: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
             f"Call-ID: probe{time.monotonic_ns()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
@@ -152,7 +154,7 @@ class Kamailio:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(0.3)
             s.bind(("127.0.0.1", 0))
-            s.sendto(probe, ("127.0.0.1", self.port))
+            s.sendto(probe, (self.host, self.port))
             try:
                 return s.recv(4096).startswith(b"SIP/2.0")
             except OSError:
