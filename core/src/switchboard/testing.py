@@ -532,3 +532,28 @@ if pytest_asyncio is not None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: needs the PostgreSQL server (db_url, pg_url)")
+
+
+def mutated(seed: bytes, alphabet: bytes, *, edits: int = 8, longest: int = 40) -> Any:
+    """A Hypothesis strategy for fuzzing a parser with input near a valid one: ``seed``
+    with 1 to ``edits`` edits, each a byte of ``alphabet`` replacing one, a run of up to
+    ``longest`` of them inserted, or a piece cut out. (Needs Hypothesis, a test
+    dependency: imported when called.)"""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw: Any) -> bytes:
+        data = bytearray(seed)
+        for _ in range(draw(st.integers(1, edits))):
+            at = draw(st.integers(0, len(data)))
+            action = draw(st.sampled_from(["replace", "insert", "cut"]))
+            byte = draw(st.sampled_from(list(alphabet)))
+            if action == "insert":
+                data[at:at] = bytes([byte]) * draw(st.integers(1, longest))
+            elif action == "cut":
+                del data[at : at + draw(st.integers(1, longest))]
+            elif at < len(data):
+                data[at] = byte
+        return bytes(data)
+
+    return build()
