@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
@@ -74,17 +75,14 @@ def read_csv(f: TextIO) -> Iterator[Row | tuple[str, str]]:
     if "name" not in columns.values():
         yield ("header", f"no 'name' column (columns: {', '.join(reader.fieldnames)})")
         return
-    n = 1
-    while True:
+    for n in itertools.count(2):
         try:
             raw = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:  # a field over the csv module's 128 KiB limit, say
-            n += 1
             yield (f"line {reader.line_num}", f"cannot be read: {exc}")
             continue
-        n += 1
         row = {columns[k]: _unguard(v) for k, v in raw.items() if k is not None}
         if None in raw:
             yield (f"line {n}", "more cells than the header has columns")

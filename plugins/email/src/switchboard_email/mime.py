@@ -8,6 +8,7 @@ import email.utils
 import re
 from email.message import EmailMessage, Message
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -67,18 +68,34 @@ def _header(msg: Message, name: str, problems: list[str]) -> str | None:
         return None
 
 
+def _envelope(msg: Message, problems: list[str]) -> dict[str, Any]:
+    """The sender, ids and subject of a message, however it was parsed."""
+    try:
+        name, address = email.utils.parseaddr(_header(msg, "From", problems) or "")
+    except (TypeError, ValueError, IndexError) as exc:  # a header the parser cannot read
+        problems.append(f"From: {exc}")
+        name, address = "", ""
+    message_ids = _ids(_header(msg, "Message-ID", problems))
+    return {
+        "message_id": message_ids[0] if message_ids else None,
+        "sender": address or None,
+        "sender_name": name or None,
+        "subject": _header(msg, "Subject", problems),
+        "in_reply_to": tuple(
+            dict.fromkeys(
+                _ids(_header(msg, "In-Reply-To", problems))
+                + _ids(_header(msg, "References", problems))
+            )
+        ),
+    }
+
+
 def _plainly(raw: bytes, problem: str) -> Parsed:
     """A message the standard parser cannot take apart, read as the old (compat32) parser
     reads it: its headers as they are and its first text part, without attachments."""
     msg = email.message_from_bytes(raw)  # compat32: lenient, no header objects
     problems = [problem]
-
-    def header(name: str) -> str | None:
-        value = msg.get(name)
-        return None if value is None else str(value)
-
-    name, address = email.utils.parseaddr(header("From") or "")
-    message_ids = _ids(header("Message-ID"))
+    envelope = _envelope(msg, problems)
     text = None
     for part in msg.walk():
         if not part.is_multipart() and part.get_content_maintype() == "text":
@@ -87,12 +104,8 @@ def _plainly(raw: bytes, problem: str) -> Parsed:
                 text = payload.decode("utf-8", errors="replace")
                 break
     return Parsed(
-        message_id=message_ids[0] if message_ids else None,
-        sender=address or None,
-        sender_name=name or None,
-        subject=header("Subject"),
+        **envelope,
         text=text.strip() if text else None,
-        in_reply_to=tuple(dict.fromkeys(_ids(header("In-Reply-To")) + _ids(header("References")))),
         attachments=(),
         problems=tuple(problems),
     )
@@ -109,17 +122,7 @@ def parse(raw: bytes) -> Parsed:
     assert isinstance(msg, EmailMessage)
     for defect in msg.defects:
         problems.append(f"defect: {type(defect).__name__}")
-    try:
-        name, address = email.utils.parseaddr(_header(msg, "From", problems) or "")
-    except (TypeError, ValueError, IndexError) as exc:  # a header the parser cannot read
-        problems.append(f"From: {exc}")
-        name, address = "", ""
-    message_ids = _ids(_header(msg, "Message-ID", problems))
-    in_reply_to = tuple(
-        dict.fromkeys(
-            _ids(_header(msg, "In-Reply-To", problems)) + _ids(_header(msg, "References", problems))
-        )
-    )
+    envelope = _envelope(msg, problems)
     text = None
     attachments: list[Attachment] = []
     bounce_of = bounce_reason = None
@@ -152,14 +155,9 @@ def parse(raw: bytes) -> Parsed:
                     )
         except Exception as exc:  # one unreadable part: the others are kept
             problems.append(f"a part: {type(exc).__name__}: {exc}")
-    subject = _header(msg, "Subject", problems)
     return Parsed(
-        message_id=message_ids[0] if message_ids else None,
-        sender=address or None,
-        sender_name=name or None,
-        subject=subject,
+        **envelope,
         text=text.strip() if text else None,
-        in_reply_to=in_reply_to,
         attachments=tuple(attachments),
         bounce_of=bounce_of,
         bounce_reason=bounce_reason,

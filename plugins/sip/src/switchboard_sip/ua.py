@@ -1029,5 +1029,3 @@ class UserAgent(asyncio.DatagramProtocol):
     def _forget(self, leg: Leg) -> None:
         if self.legs.get(leg.call_id) is leg:
             del self.legs[leg.call_id]
-        if leg.branch:
-            self.sent_final.pop(leg.branch, None)
