@@ -22,15 +22,26 @@ from switchboard_sip.testing import (
 )
 
 
+@pytest.mark.parametrize("delayed_offer", [False, True], ids=["offer", "delayed-offer"])
 async def test_inbound_call_is_answered_by_an_agent_and_recorded(
-    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp], delayed_offer: bool
 ) -> None:
+    """The agent's phone shows the caller's number (From, P-Asserted-Identity); a caller
+    whose INVITE has no SDP gets our offer in the 200 and answers in the ACK."""
     sb = await open_sip(tmp_path, kam)
     try:
-        alice = await answering_phone(phones, tmp_path, "alice", answer_after_ms=300)
+        alice = await answering_phone(
+            phones,
+            tmp_path,
+            "alice",
+            answer_after_ms=300,
+            expect_caller="+12025550143",
+            expect_from="+12025550143",
+        )
         kam.route("101", alice.port)
         kam.route("102", 9)  # bob's phone is off: the INVITE to him goes nowhere
-        await place_call(tmp_path, kam, caller_scenario(CALLER, talk_ms=3000), timeout=40)
+        scenario = caller_scenario(CALLER, talk_ms=3000, delayed_offer=delayed_offer)
+        await place_call(tmp_path, kam, scenario, timeout=40)
         record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.ANSWERED
         assert record.agent_id == sb.store.get_agent("alice").id
@@ -39,6 +50,48 @@ async def test_inbound_call_is_answered_by_an_agent_and_recorded(
         assert record.recording.duration > 2.5
         assert pcm_rms(record.recording.path, 0) > 100  # the caller's audio
         assert pcm_rms(record.recording.path, 1) > 100  # the agent's audio
+        assert (await alice.wait(10)).ok
+    finally:
+        await sb.close()
+
+
+async def test_a_delayed_offer_whose_ack_has_no_answer_is_hung_up(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    """RFC 3261 13.2.1: no media without an answer, so the call ends with a BYE."""
+    sb = await open_sip(tmp_path, kam)
+    try:
+        alice = await answering_phone(phones, tmp_path, "alice", answer_after_ms=100)
+        kam.route("101", alice.port)
+        kam.route("102", 9)
+        scenario = caller_scenario(
+            CALLER, delayed_offer=True, answer_in_ack=False, hangup="callee", audio=False
+        )
+        await place_call(tmp_path, kam, scenario, timeout=30)  # it got our BYE
+        record = await until(lambda: ended_call(sb))
+        assert record.hangup_cause.startswith("no SDP answer in the ACK")
+        assert (await alice.wait(10)).ok  # the agent's leg was hung up too
+    finally:
+        await sb.close()
+
+
+async def test_the_caller_number_only_asserted_for_a_proxy_that_checks_from(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    sb = await open_sip(tmp_path, kam, agent_caller_id="asserted")
+    try:
+        alice = await answering_phone(
+            phones,
+            tmp_path,
+            "alice",
+            answer_after_ms=100,
+            expect_caller="+12025550143",
+            expect_from=kam.user,
+        )
+        kam.route("101", alice.port)
+        kam.route("102", 9)
+        await place_call(tmp_path, kam, caller_scenario(CALLER, talk_ms=500), timeout=30)
+        assert (await until(lambda: ended_call(sb))).disposition is Disposition.ANSWERED
         assert (await alice.wait(10)).ok
     finally:
         await sb.close()

@@ -34,7 +34,7 @@ from switchboard import (
 from switchboard_sip import message as sipmsg
 from switchboard_sip.media import CODECS, MonoRecorder, Recorder, load_prompt, tone
 from switchboard_sip.message import SipMessage
-from switchboard_sip.ua import Leg, LegState, SipError, UserAgent
+from switchboard_sip.ua import CALLER_NUMBER, Leg, LegState, SipError, UserAgent
 
 log = logging.getLogger("switchboard.sip")
 
@@ -79,6 +79,12 @@ class SipSettings:
     # an answered call ends after this long, or when a leg's RTP stopped this long (0: off)
     max_call_seconds: float = 14_400.0
     rtp_timeout: float = 60.0
+    # how an agent's phone learns the customer's number when we ring it: "from" puts it in
+    # From (and P-Asserted-Identity); "asserted" keeps From our account's, for proxies that
+    # require From to match the credentials (Kamailio's stock auth_check flag 1)
+    agent_caller_id: str = attrs.field(
+        default="from", validator=attrs.validators.in_(("from", "asserted"))
+    )
 
     @trusted_networks.validator
     def _networks(self, _: Any, value: list[str]) -> None:
@@ -230,10 +236,19 @@ class SipCallSession:
         ua = self.channel.ua
         assert ua is not None
         legs: dict[Leg, Agent] = {}
+        kind, _, number = (self.call.from_address or "").partition(":")
+        caller = number if kind == "phone" and CALLER_NUMBER.fullmatch(number) else None
         for agent in reachable:
             assert agent.extension is not None
             try:
-                legs[await ua.start_call(agent.extension, display=name)] = agent
+                legs[
+                    await ua.start_call(
+                        agent.extension,
+                        display=name,
+                        caller=caller,
+                        caller_in_from=s.agent_caller_id == "from",
+                    )
+                ] = agent
             except SipError as exc:
                 log.warning("call %s: cannot ring %s: %s", self.leg.call_id, agent.name, exc)
         winner = await self._first_answer(list(legs), timeout)
@@ -472,8 +487,10 @@ class SipChannel:
                 disposition = Disposition.ABANDONED  # hung up in the IVR or in the queue
             else:
                 disposition = Disposition.MISSED
-        cause = session.hangup_cause or (
-            "caller hung up" if caller_left else leg.end_reason or "hung up"
+        cause = (
+            session.hangup_cause
+            or leg.cut_off
+            or ("caller hung up" if caller_left else leg.end_reason or "hung up")
         )
         await ctx.calls.ended(ctx.channel, leg.call_id, disposition, cause)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -216,6 +217,7 @@ _SDP = """
       a=rtpmap:101 telephone-event/8000
       a=fmtp:101 0-15
 """
+_SDP_BODY = "      Content-Type: application/sdp\n      Content-Length: [len]\n" + _SDP
 
 
 # The INVITE's branch, spelled out so that its CANCEL and the ACK of a non-2xx answer
@@ -223,7 +225,10 @@ _SDP = """
 INVITE_BRANCH = "z9hG4bK-inv-[pid]-[call_number]"
 
 
-def _invite(caller: str) -> str:
+def _invite(caller: str, *, sdp: bool = True) -> str:
+    body = _SDP_BODY
+    if not sdp:  # a delayed offer: the 200 will offer, our ACK answers
+        body = "      Content-Length: 0\n"
     return f"""  <send retrans="500">
     <![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -234,9 +239,7 @@ def _invite(caller: str) -> str:
       CSeq: 1 INVITE
       Contact: <sip:{caller}@[local_ip]:[local_port]>
       Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-{_SDP}
+{body}
     ]]>
   </send>
   <recv response="100" optional="true"/>
@@ -244,7 +247,10 @@ def _invite(caller: str) -> str:
 """
 
 
-def _in_dialog(method: str, cseq: int, caller: str) -> str:
+def _in_dialog(method: str, cseq: int, caller: str, *, sdp: bool = False) -> str:
+    body = "      Content-Length: 0\n"
+    if sdp:
+        body = _SDP_BODY
     return f"""  <send{' retrans="500"' if method != "ACK" else ""}>
     <![CDATA[
       {method} [next_url] SIP/2.0
@@ -256,7 +262,7 @@ def _in_dialog(method: str, cseq: int, caller: str) -> str:
       CSeq: {cseq} {method}
       Contact: <sip:{caller}@[local_ip]:[local_port]>
       Max-Forwards: 70
-      Content-Length: 0
+{body}
     ]]>
   </send>
 """
@@ -289,12 +295,27 @@ def caller_scenario(
     digit_gap_ms: int = 700,
     audio: bool = True,
     hangup: str = "caller",
+    delayed_offer: bool = False,
+    answer_in_ack: bool = True,
 ) -> str:
     """A caller who gets answered: plays G.711 audio (and RFC 2833 ``digits`` after
     ``digit_delay_ms``), then hangs up after ``talk_ms`` (``hangup="caller"``) or waits
-    for our BYE (``hangup="callee"``)."""
-    body = _HEAD.format(name="caller") + _invite(caller)
-    body += '  <recv response="200" rrs="true" rtd="true"/>\n' + _in_dialog("ACK", 1, caller)
+    for our BYE (``hangup="callee"``). With ``delayed_offer`` the INVITE has no SDP: the
+    200 must carry an offer (the scenario fails without one) and the ACK answers it
+    (unless ``answer_in_ack`` is false: a broken caller)."""
+    body = _HEAD.format(name="caller") + _invite(caller, sdp=not delayed_offer)
+    check = ""
+    if delayed_offer:
+        check = (
+            "\n    <action>\n"
+            '      <ereg regexp="m=audio [0-9]+ RTP/AVP" search_in="body" check_it="true"'
+            ' assign_to="offer"/>\n    </action>\n  </recv>\n'
+            '  <Reference variables="offer"/>\n'
+        )
+    recv_200 = '  <recv response="200" rrs="true" rtd="true"/>\n'
+    if check:
+        recv_200 = recv_200.replace("/>\n", ">") + check
+    body += recv_200 + _in_dialog("ACK", 1, caller, sdp=delayed_offer and answer_in_ack)
     if audio:
         body += _play(str(PCAP_DIR / "g711a.pcap"))
     if digits:
@@ -389,7 +410,7 @@ def _reply(
 ) -> str:
     extra = "      Content-Length: 0\n"
     if sdp:
-        extra = "      Content-Type: application/sdp\n      Content-Length: [len]\n" + _SDP
+        extra = _SDP_BODY
     return _REPLY.format(
         code=code,
         reason=reason,
@@ -400,11 +421,34 @@ def _reply(
 
 
 def agent_scenario(
-    *, answer_after_ms: int = 500, audio: bool = True, hangup_after_ms: int | None = None
+    *,
+    answer_after_ms: int = 500,
+    audio: bool = True,
+    hangup_after_ms: int | None = None,
+    expect_caller: str | None = None,
+    expect_from: str | None = None,
 ) -> str:
     """An agent's phone: rings, answers after ``answer_after_ms``, plays G.711 audio, and
-    either waits for our BYE or hangs up itself after ``hangup_after_ms``."""
-    body = _HEAD.format(name="agent") + '  <recv request="INVITE" crlf="true" rrs="true"/>\n'
+    either waits for our BYE or hangs up itself after ``hangup_after_ms``. The scenario
+    fails unless the INVITE's P-Asserted-Identity names the ``expect_caller`` number and
+    its From the ``expect_from`` user (what the phone's display shows), when given."""
+    actions = ""
+    for header, user in (("P-Asserted-Identity:", expect_caller), ("From:", expect_from)):
+        if user is not None:
+            actions += (
+                f'      <ereg regexp="sip:{re.escape(user)}@" search_in="hdr"'
+                f' header="{header}" check_it="true" assign_to="seen"/>\n'
+            )
+    if hangup_after_ms is not None:  # keep the headers of the INVITE for our BYE
+        actions += (
+            '      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="from_hdr"/>\n'
+            '      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="to_hdr"/>\n'
+        )
+    recv = '  <recv request="INVITE" crlf="true" rrs="true"'
+    recv += f">\n    <action>\n{actions}    </action>\n  </recv>\n" if actions else "/>\n"
+    if "seen" in actions:
+        recv += '  <Reference variables="seen"/>\n'
+    body = _HEAD.format(name="agent") + recv
     body += _reply(180, "Ringing") + _pause(answer_after_ms)
     body += _reply(200, "OK", sdp=True, retrans=True)
     body += '  <recv request="ACK"/>\n'
@@ -431,14 +475,7 @@ def agent_scenario(
   <recv response="200"/>
 """
         )
-        # keep the headers of the INVITE for the BYE
-        body = body.replace(
-            '<recv request="INVITE" crlf="true" rrs="true"/>',
-            '<recv request="INVITE" crlf="true" rrs="true">\n    <action>\n'
-            '      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="from_hdr"/>\n'
-            '      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="to_hdr"/>\n'
-            "    </action>\n  </recv>",
-        ).replace("From: [$to_hdr]", "From: [$to_hdr];tag=[pid]A[call_number]")
+        body = body.replace("From: [$to_hdr]", "From: [$to_hdr];tag=[pid]A[call_number]")
     return body + _rtd_end()
 
 

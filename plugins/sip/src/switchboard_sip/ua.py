@@ -28,6 +28,7 @@ import enum
 import hashlib
 import ipaddress
 import logging
+import re
 import secrets
 import socket
 import time
@@ -35,7 +36,15 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from switchboard_sip import message as sipmsg
-from switchboard_sip.media import MediaClock, MediaError, PortPool, RtpStream, make_sdp, parse_sdp
+from switchboard_sip.media import (
+    MediaClock,
+    MediaError,
+    PortPool,
+    RtpStream,
+    Sdp,
+    make_sdp,
+    parse_sdp,
+)
 from switchboard_sip.message import SipMessage, SipParseError
 
 log = logging.getLogger("switchboard.sip")
@@ -59,6 +68,9 @@ class SipError(Exception):
 class RegistrationError(SipError):
     pass
 
+
+#: What may stand as the user part of a caller's SIP URI (a number, ``+`` and all).
+CALLER_NUMBER = re.compile(r"\+?[0-9*#]{1,32}")
 
 REGISTER_HINTS = {
     # our credentials were refused after a challenge
@@ -123,6 +135,9 @@ class Leg:
         self.route_set: list[str] = []
         self.cseq = 1
         self.invite: SipMessage | None = None  # the INVITE received (incoming legs)
+        self.ack: SipMessage | None = None  # the ACK of our 200 (incoming legs)
+        # an INVITE without SDP (delayed offer): our 200 offers, the ACK answers
+        self.offer_in_ack = False
         self.peer: tuple[str, int] | None = None  # where its responses go (incoming legs)
         self.invite_bytes = b""  # the INVITE sent (outgoing legs)
         self.branch = ""
@@ -132,7 +147,7 @@ class Leg:
         self.end_status = 0  # final SIP status when it never got answered
         self.end_reason = ""
         self.remote_hangup = False
-        self.cut_off: str | None = None  # why our watchdog hung it up (max length, no RTP)
+        self.cut_off: str | None = None  # why we hung it up (max length, no RTP, no SDP)
         self.ringing = asyncio.Event()
         self._acked = asyncio.Event()
         self._final: asyncio.Future[SipMessage] | None = None
@@ -189,6 +204,19 @@ class Leg:
         if not self._acked.is_set() and not self.ended.is_set():
             log.warning("call %s: no ACK for our 200 OK; hanging up", self.call_id)
             await self.hangup()
+        elif self.offer_in_ack and not self.ended.is_set():
+            # delayed offer (RFC 3264 §5, RFC 3261 §13.2.1): the ACK carries the answer;
+            # without a usable one there is no media, so the call ends (BYE)
+            try:
+                self.stream.set_remote(
+                    parse_sdp(self.ack.body if self.ack else b"", self.ua.codecs)
+                )
+            except MediaError as exc:
+                log.warning(
+                    "call %s: the ACK has no usable SDP answer (%s); hanging up", self.call_id, exc
+                )
+                self.cut_off = f"no SDP answer in the ACK: {exc}"
+                await self.hangup()
 
     def reject(self, status: int = 486, reason: str | None = None) -> None:
         """Refuse an incoming call that is still ringing."""
@@ -610,7 +638,8 @@ class UserAgent(asyncio.DatagramProtocol):
             self._on_invite(msg, addr)
         elif method == "ACK":
             leg = self.legs.get(msg.call_id)
-            if leg is not None:
+            if leg is not None and not leg._acked.is_set():
+                leg.ack = msg
                 leg._acked.set()
         elif method == "CANCEL":
             self._on_cancel(msg, addr)
@@ -698,7 +727,8 @@ class UserAgent(asyncio.DatagramProtocol):
             self.send(sipmsg.response(msg, 486, to_tag=sipmsg.new_tag()), addr)
             return
         try:
-            offer = parse_sdp(msg.body, self.codecs)
+            # no body at all is a delayed offer: we offer in the 200, the ACK answers
+            offer = parse_sdp(msg.body, self.codecs) if msg.body.strip() else None
         except MediaError as exc:
             log.warning("refused call %s: %s", msg.call_id, exc)
             resp = sipmsg.response(msg, 488, to_tag=sipmsg.new_tag(), reason=str(exc)[:80])
@@ -715,10 +745,11 @@ class UserAgent(asyncio.DatagramProtocol):
         leg.remote_target = sipmsg.uri_of(contact) if contact else leg.remote_uri
         leg.route_set = msg.get_all("Record-Route")
         leg.branch = branch
+        leg.offer_in_ack = offer is None
         self.legs[leg.call_id] = leg
         self.spawn(self._take_call(leg, offer))
 
-    async def _take_call(self, leg: Leg, offer: Any) -> None:
+    async def _take_call(self, leg: Leg, offer: Sdp | None) -> None:
         try:
             await self._attach_stream(leg)
         except (MediaError, OSError) as exc:
@@ -726,7 +757,8 @@ class UserAgent(asyncio.DatagramProtocol):
             leg.reject(503, "no media port")
             return
         assert leg.stream is not None
-        leg.stream.set_remote(offer)
+        if offer is not None:
+            leg.stream.set_remote(offer)
         assert self.on_invite is not None
         try:
             await self.on_invite(leg)
@@ -760,13 +792,24 @@ class UserAgent(asyncio.DatagramProtocol):
         await self.wait_answer(leg, timeout)
         return leg
 
-    async def start_call(self, user: str, *, display: str | None = None) -> Leg:
+    async def start_call(
+        self,
+        user: str,
+        *,
+        display: str | None = None,
+        caller: str | None = None,
+        caller_in_from: bool = True,
+    ) -> Leg:
+        """Send an INVITE to ``user`` and return the leg at once (see :meth:`wait_answer`).
+
+        ``caller`` is the number to show on the called phone (a customer's, when we ring an
+        agent): it goes into ``P-Asserted-Identity`` and, with ``caller_in_from``, is the
+        user part of ``From`` too. The digest username is always our account's."""
         call_id = sipmsg.new_call_id(self.ip)
         leg = Leg(self, call_id, outgoing=True)
         uri = self.target_uri(user)
         leg.remote_uri = uri
         leg.remote_target = uri
-        leg.local_uri = self.aor
         self.legs[call_id] = leg
         try:
             await self._attach_stream(leg)
@@ -776,6 +819,16 @@ class UserAgent(asyncio.DatagramProtocol):
         assert leg.stream is not None
         body = make_sdp(self.ip, leg.stream.port, self.codecs, self.session_id())
         name = f'"{display}" ' if display else ""
+        identity: list[tuple[str, str]] = []
+        from_uri = self.aor
+        if caller is not None:
+            if not CALLER_NUMBER.fullmatch(caller):
+                raise ValueError(f"not a caller number: {caller[:40]!r}")
+            asserted = f"sip:{caller}@{self.domain}"
+            identity = [("P-Asserted-Identity", f"{name}<{asserted}>")]
+            if caller_in_from:
+                from_uri = asserted
+        leg.local_uri = from_uri
 
         def build(auth: list[tuple[str, str]]) -> tuple[bytes, str]:
             leg.cseq += 1 if auth else 0
@@ -783,12 +836,13 @@ class UserAgent(asyncio.DatagramProtocol):
                 "INVITE",
                 uri,
                 call_id=call_id,
-                from_=f"{name}<{self.aor}>;tag={leg.local_tag}",
+                from_=f"{name}<{from_uri}>;tag={leg.local_tag}",
                 to=f"<{uri}>",
                 cseq=leg.cseq,
                 extra=[
                     ("Contact", self.contact),
                     ("Allow", ALLOW),
+                    *identity,
                     ("Content-Type", "application/sdp"),
                     *auth,
                 ],
