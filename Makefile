@@ -26,7 +26,8 @@ system-deps:
 test: system-deps sync
 	$(UV) run --frozen pytest
 
-## The fuzz tests alone, long (50,000 inputs each instead of the 400 of `make test`).
+## The fuzz tests alone, long (50,000 inputs each instead of the 400 of `make test`;
+## 500 schemathesis requests per API operation and token instead of 12).
 fuzz: sync
 	SWITCHBOARD_FUZZ=long $(UV) run --frozen pytest -k fuzz --timeout=0
 

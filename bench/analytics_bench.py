@@ -16,6 +16,7 @@ import random
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
+from importlib.resources import files
 from typing import Any
 
 from _common import database, machine
@@ -23,8 +24,13 @@ from _common import database, machine
 from switchboard.analytics import call_stats
 from switchboard.calls import ivr_step_t
 from switchboard.models import Agent
+from switchboard.schema import PluginSchema
 from switchboard.store import Store, call_t, insert_many, interaction_t
-from switchboard_console import Rate, TariffSettings, call_costs
+from switchboard_console import Rate, TariffSettings, call_costs, tables
+
+CONSOLE_SCHEMA = PluginSchema(
+    "console", files("switchboard_console") / "migrations", tables.metadata
+)
 
 START = datetime(2026, 8, 1, tzinfo=UTC)
 NUMBER_PREFIXES = ["+7495", "+7812", "+7916", "+1202", "+44207", "+4930"]
@@ -137,7 +143,7 @@ def main() -> None:
     for backend in args.backends.split(","):
         with database(backend) as url:
             store = Store(url)
-            store.upgrade()
+            store.upgrade(plugins=[CONSOLE_SCHEMA])  # the console's billing index
             started = time.perf_counter()
             fill(store, args.calls)
             if backend == "postgresql":  # what autovacuum would have done by then

@@ -151,6 +151,19 @@ def test_body_over_the_limit_is_413(service: Service) -> None:
         assert streamed.status_code == 413
 
 
+def test_nul_characters_are_refused_at_the_edge(service: Service) -> None:
+    """PostgreSQL cannot store a NUL: schemathesis found them answered 500 there."""
+    with service.client("anna") as c:
+        r = c.get("/api/tasks", params={"agent": "an\x00na"})
+        assert r.status_code == 422 and "NUL" in r.json()["detail"]
+        r = c.post("/api/calls", json={"agent": "anna\x00", "to": "+74951234567"})
+        assert r.status_code == 422 and "NUL" in r.text
+        nested = {"channel": "sms", "address": "+74951234567", "template": "welcome"}
+        r = c.post("/api/messages", json={**nested, "variables": {"code": ["1\x002"]}})
+        assert r.status_code == 422 and "NUL" in r.text
+        assert c.get("/api/tasks", params={"agent": "anna"}).status_code == 200
+
+
 def test_message_goes_through_the_outbox(service: Service) -> None:
     with service.client("boris") as c:
         r = c.post(

@@ -117,4 +117,6 @@ def test_db_upgrade_creates_the_schema(env: dict[str, str], tmp_path: Path) -> N
     result = run(env, "db", "upgrade", "--config", str(cfg))
     assert result.returncode == 0, result.stderr
     assert f"at revision {Store.head_revision()}" in result.stdout
+    # every installed plugin's own migrations too (the console has some)
+    assert "plugin 'console': at revision console_0001" in result.stdout
     assert (tmp_path / "data" / "crm.db").exists()

@@ -51,6 +51,57 @@ def test_every_hook_has_a_section_with_its_signature(hook: str) -> None:
     assert (spec.__doc__ or "").strip(), f"{hook}: the spec has no docstring"
 
 
+def _examples(hook: str) -> list[str]:
+    _, body = sections((DOCS / "hooks.md").read_text(encoding="utf-8"))[hook]
+    return re.findall(r"```python\n(.*?)```", body, flags=re.S)
+
+
+@pytest.mark.parametrize("hook", HOOK_NAMES)
+async def test_every_hook_example_is_a_plugin_that_registers(
+    hook: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each example runs as written: its plugin class registers with the hook it shows,
+    and a ``register_*`` example registers something when its hook is called."""
+    # the package the examples name (register_migrations reads its migrations folder)
+    (tmp_path / "switchboard_acme_sms" / "migrations").mkdir(parents=True)
+    (tmp_path / "switchboard_acme_sms" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import click
+    from fastapi import APIRouter
+
+    from switchboard import hookimpl
+    from switchboard.plugins import Plugins
+
+    [example] = _examples(hook)
+    namespace: dict[str, object] = {"hookimpl": hookimpl, "__name__": f"example_{hook}"}
+    exec(compile(example, f"docs/hooks.md ({hook})", "exec"), namespace)
+    plugins = Plugins()
+    assert plugins.register(namespace["MyPlugin"](), "example"), plugins.errors  # type: ignore[operator]
+    assert plugins.info()[0].hooks == (hook,)
+    if hook in {"register_routes", "register_commands"}:
+        router, group = APIRouter(), click.Group("switchboard")
+        await getattr(plugins.hooks, hook)(
+            **{"router": router} if "routes" in hook else {"group": group}
+        )
+        assert router.routes or group.commands
+    elif hook.startswith("register_"):
+        assert await getattr(plugins.hooks, hook)() != []
+    assert plugins.hook_errors == []
+
+
+def test_the_plugin_style_example_registers() -> None:
+    from switchboard.plugins import Plugins
+
+    text = (DOCS / "hooks.md").read_text(encoding="utf-8")
+    first = re.search(r"```python\n(.*?)```", text, flags=re.S)
+    assert first is not None and "PLUGIN = CrmSyncPlugin()" in first.group(1)
+    namespace: dict[str, object] = {"__name__": "example_style"}
+    exec(compile(first.group(1), "docs/hooks.md", "exec"), namespace)
+    plugins = Plugins()
+    assert plugins.register(namespace["PLUGIN"], "crm_sync")
+    assert plugins.info()[0].hooks == ("contact_created",)
+
+
 def test_no_section_for_a_hook_that_does_not_exist() -> None:
     documented = sections((DOCS / "hooks.md").read_text(encoding="utf-8"))
     assert set(documented) == set(HOOK_NAMES)

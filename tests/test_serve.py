@@ -60,6 +60,7 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "ok": True,
             "backend": "sqlite",
             "revision": Store.head_revision(),
+            "plugin_revisions": {"console": "console_0001"},  # the console's own tables
         }
         assert health["outbox_depth"] == 0
         assert (tmp_path / "switchboard.db").exists()  # relative to the config file

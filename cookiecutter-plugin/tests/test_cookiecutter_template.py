@@ -31,12 +31,17 @@ def test_generated_file_list(tmp_path: Path) -> None:
         "pyproject.toml",
         "src/switchboard_acme_sms/__init__.py",
         "src/switchboard_acme_sms/channel.py",
+        "src/switchboard_acme_sms/migrations/p0001_gateway_reply.py",
         "src/switchboard_acme_sms/py.typed",
+        "src/switchboard_acme_sms/tables.py",
         "tests/conftest.py",
         "tests/test_switchboard_acme_sms.py",
     ]
     pyproject = (project / "pyproject.toml").read_text()
-    assert '[project.entry-points.switchboard]\n"acme-sms" = "switchboard_acme_sms"' in pyproject
+    assert (
+        '[project.entry-points.switchboard]\n"acme-sms" = "switchboard_acme_sms:PLUGIN"'
+        in pyproject
+    )
     channel = (project / "src/switchboard_acme_sms/channel.py").read_text()
     assert "class AcmeSmsChannel:" in channel
     assert 'name = "acme-sms"' in channel and 'address_kind = "phone"' in channel

@@ -22,8 +22,7 @@ from switchboard import (
     TransientSendError,
     hookimpl,
 )
-from switchboard.config import OutboxSettings
-from switchboard.outbox import backoff_delay
+from switchboard.backoff import Backoff
 from switchboard.store import StoreError, interaction_t, outbox_t
 from switchboard.testing import LoopbackChannel, LoopbackPlugin
 
@@ -196,12 +195,20 @@ async def test_only_running_channels_are_sent(open_sb: Any) -> None:
     assert sb.outbox.depth() == 1  # waits for a runner that has the channel
 
 
-def test_backoff_is_exponential_and_capped() -> None:
-    s = OutboxSettings(backoff_initial=1.0, backoff_max=60.0)
-    delays = [backoff_delay(n, s) for n in range(1, 10)]
+def test_backoff_is_exponential_capped_and_spread() -> None:
+    backoff = Backoff(initial=1.0, cap=60.0)
+    delays = [backoff.delay(n) for n in range(1, 10)]
     for n, d in enumerate(delays[:6], start=1):
         assert 0.9 * 2 ** (n - 1) <= d <= 1.1 * 2 ** (n - 1)
     assert all(54 <= d <= 66 for d in delays[6:])
+    assert len({round(backoff.delay(3), 9) for _ in range(20)}) > 1  # jittered
+    assert 54 <= backoff.delay(10**9) <= 66  # no overflow for a huge attempt count
+    exact = Backoff(initial=0.5, cap=4.0, jitter=0)
+    assert [exact.failed() for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    exact.succeeded()
+    assert exact.failed() == 0.5
+    with pytest.raises(ValueError, match="jitter"):
+        Backoff(jitter=1.5)
 
 
 def _run(*args: str, stdout: int = subprocess.PIPE) -> subprocess.Popen[str]:

@@ -218,9 +218,48 @@ def test_hook_names_cover_the_four_families() -> None:
         "call_ended",
         "recording_saved",
         "register_settings",
+        "register_migrations",
         "register_routes",
         "register_commands",
         "configure",
         "startup",
         "shutdown",
     }
+
+
+def test_every_hook_has_a_typed_call_with_the_same_arguments() -> None:
+    """The core calls hooks only through ``plugins.hooks`` (mypy checks those calls); each
+    method takes the hookspec's arguments by name (register_* hooks: none, it collects)."""
+    import inspect
+
+    from switchboard import hookspecs
+    from switchboard.hooks import Hooks
+
+    for name in HOOK_NAMES:
+        spec = list(inspect.signature(getattr(hookspecs, name)).parameters)
+        method = getattr(Hooks, name, None)
+        assert method is not None, f"Hooks has no method for {name}"
+        params = list(inspect.signature(method).parameters)[1:]
+        assert params == ([] if spec == ["register"] else spec), name
+    extra = {n for n in vars(Hooks) if not n.startswith("_")} - set(HOOK_NAMES)
+    assert extra == set()
+
+
+async def test_hook_wrappers_are_refused_at_registration() -> None:
+    class Wrapping:
+        @hookimpl(wrapper=True)
+        def call_ringing(self, call, contact):  # type: ignore[no-untyped-def]
+            return (yield)
+
+    class OldStyle:
+        @hookimpl(hookwrapper=True)
+        def message_received(self, interaction):  # type: ignore[no-untyped-def]
+            yield
+
+    plugins = Plugins()
+    assert not plugins.register(Wrapping(), "wrapping")
+    assert not plugins.register(OldStyle(), "old-style")
+    assert plugins.names == []
+    messages = [str(e) for e in plugins.errors]
+    assert any("'call_ringing' is a wrapper" in m and "wrapping" in m for m in messages)
+    assert any("'message_received' is a wrapper" in m for m in messages)

@@ -8,33 +8,23 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from conftest import Gateway
-from switchboard import ConfigError, InteractionStatus, Switchboard, hookimpl
+from switchboard import ConfigError, InteractionStatus, Switchboard
 from switchboard.conformance import ChannelConformance
 from switchboard.testing import open_switchboard
 
 import {{ cookiecutter.package }}
-from {{ cookiecutter.package }}.channel import {{ cookiecutter.class_name }}Channel, Settings
+from {{ cookiecutter.package }}.channel import Settings
+from {{ cookiecutter.package }}.tables import gateway_reply_t
 
 ADDRESS = {"phone": "+12025550143", "email": "anna@example.com", "telegram": "42"}[
     "{{ cookiecutter.address_kind }}"]
 
 
-class Plugin:
-    """A fresh channel per test (the module's CHANNEL is the installed one)."""
-
-    plugin_name = "{{ cookiecutter.plugin_name }}"
-
-    def __init__(self) -> None:
-        self.channel = {{ cookiecutter.class_name }}Channel()
-
-    @hookimpl
-    def register_settings(self, register: Any) -> None:
-        register(Settings)
-
-    @hookimpl
-    def register_channels(self, register: Any) -> None:
-        register(self.channel)
+def Plugin() -> {{ cookiecutter.package }}.{{ cookiecutter.class_name }}Plugin:  # noqa: N802
+    """A fresh plugin (and channel) per test; the entry point's is ``PLUGIN``."""
+    return {{ cookiecutter.package }}.{{ cookiecutter.class_name }}Plugin()
 
 
 def settings(gateway: Gateway) -> dict[str, Any]:
@@ -53,6 +43,11 @@ async def test_outbox_sends_through_the_gateway(gateway: Gateway, tmp_path: Path
     stored = sb.store.get_interaction(queued.id)
     assert stored is not None
     assert (stored.status, stored.external_id) == (InteractionStatus.SENT, "gw-1")
+    # the plugin's own table (its migration ran when the Switchboard opened)
+    replies = await sb.transaction(
+        lambda conn: conn.execute(sa.select(gateway_reply_t.c.external_id, gateway_reply_t.c.status)).all(),
+        write=False)
+    assert [tuple(r) for r in replies] == [("gw-1", 200)]
     await sb.close()
 
 
@@ -77,7 +72,7 @@ def test_inbound_route_checks_the_secret(gateway: Gateway, tmp_path: Path) -> No
     from switchboard.testing import make_config, serve_in_thread
 
     plugins = Plugins()
-    plugins.register({{ cookiecutter.package }}, "{{ cookiecutter.plugin_name }}")
+    plugins.register(Plugin(), "{{ cookiecutter.plugin_name }}")
     config = make_config(tmp_path, {"plugins": {"{{ cookiecutter.plugin_name }}": settings(gateway)}},
                          {"{{ cookiecutter.plugin_name }}": Settings})
     with serve_in_thread(create_app(config, plugins=plugins)) as service:

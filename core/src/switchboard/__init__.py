@@ -4,6 +4,7 @@ The public API for plugin authors is re-exported here; see ``docs/hooks.md``.
 """
 
 from switchboard.address import Address, AddressBook, AddressError
+from switchboard.backoff import Backoff
 from switchboard.channels import (
     CallHandler,
     CallSession,
@@ -28,6 +29,7 @@ from switchboard.models import (
     Contact,
     Direction,
     Disposition,
+    EventType,
     Interaction,
     InteractionKind,
     InteractionStatus,
@@ -44,6 +46,7 @@ __all__ = [
     "AddressBook",
     "AddressError",
     "Agent",
+    "Backoff",
     "CallHandler",
     "CallRecord",
     "CallSession",
@@ -55,6 +58,7 @@ __all__ = [
     "CoreSettings",
     "Direction",
     "Disposition",
+    "EventType",
     "InboundMessage",
     "Interaction",
     "InteractionKind",

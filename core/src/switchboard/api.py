@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import annotated_types
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
@@ -36,6 +37,11 @@ from switchboard.mailings import MailingError
 from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
 from switchboard.store import AddressTaken, StoreError
 from switchboard.templates import TemplateError, template_values
+
+#: Row ids are INTEGER columns (32-bit on PostgreSQL): a bigger one is a 422 here, not an
+#: overflow in the driver (schemathesis found the 500s, on both databases).
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, annotated_types.Interval(ge=1, le=MAX_ROW_ID)]
 
 router = APIRouter(prefix="/api")
 
@@ -104,9 +110,29 @@ ONE_LINE = r"^[^\r\n\x00]*$"
 
 class Body(BaseModel):
     """Request bodies refuse fields they do not know (422 names them): a misspelled or
-    unsupported field is never silently dropped."""
+    unsupported field is never silently dropped; and text with a NUL character anywhere
+    (PostgreSQL cannot store one; schemathesis found the 500s)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if _has_nul(data):
+            raise ValueError("text with a NUL character (\\u0000) is not accepted")
+        return data
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 32:  # deeper than any body we take: refused as malformed elsewhere
+        return False
+    if isinstance(value, dict):
+        return any(_has_nul(k, depth + 1) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False
 
 
 class ContactIn(Body):
@@ -126,7 +152,7 @@ class ContactPatch(Body):
 
 class MessageIn(Body):
     channel: str
-    contact_id: int | None = None
+    contact_id: RowId | None = None
     address: str | None = None
     text: str | None = Field(default=None, max_length=100_000)
     subject: str | None = Field(default=None, max_length=998, pattern=ONE_LINE)
@@ -160,7 +186,7 @@ class MessageIn(Body):
 class CallIn(Body):
     agent: str = Field(description="agent name or extension")
     to: str | None = None
-    contact_id: int | None = None
+    contact_id: RowId | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> CallIn:
@@ -185,6 +211,8 @@ async def health(sb: Core, request: Request) -> dict[str, Any]:
     try:
         revision = await run(sb.store.current_revision)
         store: dict[str, Any] = {"ok": True, "backend": sb.store.dialect, "revision": revision}
+        if sb.schemas:  # the plugins' own migrations (register_migrations)
+            store["plugin_revisions"] = await run(sb.store.plugin_revisions, sb.schemas)
     except Exception as exc:
         store = {"ok": False, "backend": sb.store.dialect, "error": str(exc)}
     channels = {
@@ -262,7 +290,7 @@ async def list_contacts(
     who: Caller,
     q: str | None = Query(default=None, description="name, company, phone (any form) or email"),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ROW_ID),
 ) -> dict[str, Any]:
     address = None
     if q:
@@ -303,13 +331,13 @@ async def lookup_contact(
 
 
 @router.get("/contacts/{contact_id}")
-async def get_contact(contact_id: int, sb: Core, who: Caller) -> dict[str, Any]:
+async def get_contact(contact_id: RowId, sb: Core, who: Caller) -> dict[str, Any]:
     return to_json(await _contact_or_404(sb, contact_id))  # type: ignore[no-any-return]
 
 
 @router.patch("/contacts/{contact_id}")
 async def patch_contact(
-    contact_id: int, body: ContactPatch, sb: Core, who: Caller
+    contact_id: RowId, body: ContactPatch, sb: Core, who: Caller
 ) -> dict[str, Any]:
     await _contact_or_404(sb, contact_id)
     values: dict[str, Any] = {}
@@ -338,11 +366,13 @@ async def patch_contact(
 
 @router.get("/contacts/{contact_id}/timeline")
 async def timeline(
-    contact_id: int,
+    contact_id: RowId,
     sb: Core,
     who: Caller,
     limit: int = Query(default=50, ge=1, le=500),
-    before: int | None = Query(default=None, description="next_before of the previous page"),
+    before: int | None = Query(
+        default=None, ge=1, le=MAX_ROW_ID, description="next_before of the previous page"
+    ),
 ) -> dict[str, Any]:
     """Messages, emails and calls, newest first; page on with ``before``."""
     await _contact_or_404(sb, contact_id)
@@ -443,7 +473,7 @@ async def _render(
 
 
 class PreviewIn(Body):
-    contact_id: int | None = None
+    contact_id: RowId | None = None
     address: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
     call_id: str | None = None
@@ -467,7 +497,7 @@ async def preview_template(
 
 
 @router.get("/messages/{interaction_id}")
-async def get_message(interaction_id: int, sb: Core, who: Caller) -> dict[str, Any]:
+async def get_message(interaction_id: RowId, sb: Core, who: Caller) -> dict[str, Any]:
     interaction = await run(sb.store.get_interaction, interaction_id)
     if interaction is None or interaction.kind is InteractionKind.CALL:
         raise HTTPException(404, f"no message with id {interaction_id}")
@@ -533,7 +563,7 @@ def voice_channel(sb: Switchboard) -> VoiceChannel | None:
 async def list_calls(
     sb: Core,
     who: Caller,
-    contact_id: int | None = None,
+    contact_id: RowId | None = None,
     agent: str | None = Query(default=None, description="agent name or extension"),
     since: datetime | None = None,
     until: datetime | None = None,
@@ -580,7 +610,7 @@ async def list_tasks(
 
 
 @router.post("/tasks/{task_id}/done")
-async def task_done(task_id: int, sb: Core, who: Caller) -> dict[str, Any]:
+async def task_done(task_id: RowId, sb: Core, who: Caller) -> dict[str, Any]:
     """Mark a task done (an event ``task.done`` tells the others); agents close their own
     tasks only."""
     if not who.sees_all:
@@ -719,8 +749,8 @@ def _sse(e: Event) -> ServerSentEvent | None:
 
 
 class ListChange(Body):
-    add: list[int] = Field(default_factory=list)
-    remove: list[int] = Field(default_factory=list)
+    add: list[RowId] = Field(default_factory=list, max_length=10_000)
+    remove: list[RowId] = Field(default_factory=list, max_length=10_000)
 
 
 class MailingIn(Body):
@@ -789,7 +819,7 @@ async def list_mailings(sb: Core, who: Caller) -> dict[str, Any]:
 
 
 @router.get("/mailings/{mailing_id}")
-async def get_mailing(mailing_id: int, sb: Core, who: Caller) -> dict[str, Any]:
+async def get_mailing(mailing_id: RowId, sb: Core, who: Caller) -> dict[str, Any]:
     """Progress and results: queued, sent, failed, bounced, opened, clicked, replied,
     unsubscribed."""
     try:

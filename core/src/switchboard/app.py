@@ -36,7 +36,8 @@ log = logging.getLogger("switchboard.runner")
 
 
 class BodyLimit:
-    """413 for request bodies over ``max_bytes``, declared or streamed."""
+    """413 for request bodies over ``max_bytes``, declared or streamed; 422 for a path or
+    query with a NUL character (no route takes one, and PostgreSQL cannot store it)."""
 
     def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]) -> None:
         self.app = app
@@ -45,6 +46,13 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            response = JSONResponse(
+                {"detail": "a NUL character (%00) in the path or query is not accepted"},
+                status_code=422,
+            )
+            await response(scope, receive, send)
             return
         limit = self.max_bytes()
         declared = dict(scope["headers"]).get(b"content-length")
@@ -148,9 +156,9 @@ def create_app(
         app.state.webhooks = webhooks
         app.state.metrics, app.state.requests = make_registry(sb, webhooks)
         router = APIRouter()
-        await sb.plugins.call("register_routes", router=router)
+        await sb.plugins.hooks.register_routes(router=router)
         app.include_router(router)
-        await sb.plugins.call("startup", app=app)
+        await sb.plugins.hooks.startup(app=app)
         sb.loops.backoff_initial, sb.loops.backoff_max = supervise_backoff
         sb.loops.start("events", sb.events.run)
         sb.loops.start("outbox", sb.outbox.run)
@@ -173,7 +181,7 @@ def create_app(
             await sb.stop_channels()
             await webhooks.stop()
             await sb.loops.stop()
-            await sb.plugins.call("shutdown", app=app)
+            await sb.plugins.hooks.shutdown(app=app)
             await sb.close()
             redactor.uninstall()
 

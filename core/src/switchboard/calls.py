@@ -29,6 +29,7 @@ from switchboard.models import (
     Contact,
     Direction,
     Disposition,
+    EventType,
     InteractionKind,
     InteractionStatus,
     Recording,
@@ -194,7 +195,7 @@ class CallLog:
                 events = contact_created_events([contact]) if created else []
                 events.append(
                     (
-                        "call.ringing",
+                        EventType.CALL_RINGING,
                         {
                             "call": to_json(record),
                             "contact": contact_card(conn, contact, interaction_id, new=created),
@@ -210,13 +211,13 @@ class CallLog:
         # the screen pop first: the channel rings phones only after ringing() returns
         await self.core.events.delivered(pop)
         if created:
-            await self.core.plugins.call("contact_created", contact=contact)
-        await self.core.plugins.call("call_ringing", call=record, contact=contact)
+            await self.core.plugins.hooks.contact_created(contact=contact)
+        await self.core.plugins.hooks.call_ringing(call=record, contact=contact)
         return record, contact
 
     async def route(self, record: CallRecord, contact: Contact) -> Any:
         """Ask ``route_call`` who takes the call: the handler returned, or None."""
-        return await self.core.plugins.call_first("route_call", call=record, contact=contact)
+        return await self.core.plugins.hooks.route_call(call=record, contact=contact)
 
     async def answered(self, channel: str, call_id: str, agent: Agent | None = None) -> CallRecord:
         def store() -> CallRecord:
@@ -240,7 +241,7 @@ class CallLog:
                     conn,
                     [
                         (
-                            "call.answered",
+                            EventType.CALL_ANSWERED,
                             {"call": to_json(record), "agent": to_json(agent)},
                             call_agents(record),
                         )
@@ -250,7 +251,7 @@ class CallLog:
 
         record = await asyncio.to_thread(store)
         self.core.events.notify()
-        await self.core.plugins.call("call_answered", call=record, agent=agent)
+        await self.core.plugins.hooks.call_answered(call=record, agent=agent)
         return record
 
     async def ivr_step(self, channel: str, call_id: str, node: str, digits: str = "") -> None:
@@ -311,7 +312,7 @@ class CallLog:
                 )
                 record = self._load(conn, call_id, channel)
                 events: list[EventSpec] = [
-                    ("call.ended", {"call": to_json(record)}, call_agents(record))
+                    (EventType.CALL_ENDED, {"call": to_json(record)}, call_agents(record))
                 ]
                 task = self._callback_task(conn, record)
                 if task is not None:
@@ -321,7 +322,7 @@ class CallLog:
 
         record = await asyncio.to_thread(store)
         self.core.events.notify()
-        await self.core.plugins.call("call_ended", record=record)
+        await self.core.plugins.hooks.call_ended(record=record)
         return record
 
     async def recording_saved(self, channel: str, call_id: str, path: str | Path) -> CallRecord:
@@ -343,7 +344,7 @@ class CallLog:
                 return self._load(conn, call_id, channel)
 
         record = await asyncio.to_thread(store)
-        await self.core.plugins.call("recording_saved", record=record)
+        await self.core.plugins.hooks.recording_saved(record=record)
         return record
 
     def _callback_task(self, conn: Connection, record: CallRecord) -> EventSpec | None:
@@ -389,7 +390,11 @@ class CallLog:
         ).scalar_one()
         row = conn.execute(sa.select(interaction_t).where(interaction_t.c.id == task_id)).one()
         task = to_json(interaction_from_row(row))
-        return ("task.created", {"task": task}, {agent_id} if agent_id is not None else None)
+        return (
+            EventType.TASK_CREATED,
+            {"task": task},
+            {agent_id} if agent_id is not None else None,
+        )
 
     # -- helpers --------------------------------------------------------------------------
 

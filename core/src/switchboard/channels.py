@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -21,8 +21,12 @@ from switchboard.address import Address, AddressError
 from switchboard.models import Agent, CallRecord, Contact, Disposition, Interaction, InteractionKind
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from switchboard.calls import CallLog
     from switchboard.core import Switchboard
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -209,6 +213,11 @@ class ChannelContext:
     @property
     def recordings_dir(self) -> str:
         return self._core.config.core.recordings_dir
+
+    async def transaction(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
+        """``work(conn)`` in a transaction on the store's database, for the plugin's own
+        tables: see :meth:`Switchboard.transaction`."""
+        return await self._core.transaction(work, write=write)
 
     def agents(self) -> list[Agent]:
         """The configured agents (name, extension, email, role)."""

@@ -16,7 +16,8 @@ import click
 
 from switchboard import __version__
 from switchboard.config import ConfigError, load_config
-from switchboard.core import Switchboard, load_plugins
+from switchboard.core import Switchboard, load_plugins, plugin_schemas
+from switchboard.schema import PluginSchema, SchemaError
 from switchboard.store import Store
 
 CONFIG_HELP = "TOML configuration file (see docs/config.md)."
@@ -58,7 +59,7 @@ class PluginGroup(click.Group):
 
         plugins = Plugins()
         plugins.load_entry_points()
-        asyncio.run(plugins.call("register_commands", group=self))
+        asyncio.run(plugins.hooks.register_commands(group=self))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
@@ -95,7 +96,7 @@ def plugins_cmd(as_json: bool) -> None:
     async def collect() -> dict[str, Any]:
         plugins, _ = await load_plugins()
         channels: dict[str, list[str]] = {}
-        for plugin, args in await plugins.collect("register_channels"):
+        for plugin, args in await plugins.hooks.register_channels():
             channels.setdefault(plugin, []).append(getattr(args[0], "name", repr(args[0])))
         return {
             "plugins": [
@@ -155,19 +156,35 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @_config_option()
-@click.option("--revision", default="head", show_default=True)
+@click.option(
+    "--revision",
+    default="head",
+    show_default=True,
+    help="the core's; plugins' migrations run only when the core goes to its head",
+)
 def db_upgrade(config_path: str | None, revision: str) -> None:
-    """Apply the schema migrations to the configured database."""
+    """Apply the core's and every installed plugin's migrations to the configured database."""
     try:
         config = load_config(config_path) if config_path else load_config(None)
     except ConfigError as exc:
         _fail(str(exc))
     store = Store(config.core.database_url)
     try:
-        store.upgrade(revision)
+        # the plugins' migrations build on the core's newest tables: only with the head
+        schemas = asyncio.run(_schemas()) if revision == "head" else []
+        store.upgrade(revision, plugins=schemas)
         click.echo(f"{store!r}: at revision {store.current_revision()}")
+        for plugin, rev in store.plugin_revisions(schemas).items():
+            click.echo(f"plugin {plugin!r}: at revision {rev}")
+    except SchemaError as exc:
+        _fail(str(exc))
     finally:
         store.close()
+
+
+async def _schemas() -> list[PluginSchema]:
+    plugins, _ = await load_plugins()
+    return await plugin_schemas(plugins)
 
 
 @main.group("contacts")
@@ -204,7 +221,7 @@ def contacts_import(config_path: str | None, path: str, report_path: str | None)
                     contacts_io.import_rows, sb.store, sb.addresses, rows, progress=bar.update
                 )
             for contact in report.new_contacts:
-                await sb.plugins.call("contact_created", contact=contact)
+                await sb.plugins.hooks.contact_created(contact=contact)
             return report
         finally:
             await sb.close()
@@ -286,7 +303,7 @@ def serve_cmd(config_path: str | None, host: str, port: int, channels: str | Non
     # Check before binding the port, so a bad config is one clear message.
     try:
         timeout = asyncio.run(_check_only(path, names))
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, SchemaError, ValueError) as exc:
         _fail(str(exc))
     # uvicorn shuts down cleanly on SIGTERM/SIGINT, then raises the signal again for the
     # handler that was there before it: ours makes that a plain exit with status 0 (what

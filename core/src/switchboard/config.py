@@ -22,7 +22,7 @@ import cattrs
 import phonenumbers
 from cattrs.errors import ForbiddenExtraKeysError
 
-from switchboard.models import Agent, Role
+from switchboard.models import Agent, Disposition, EventType, Role
 
 T = TypeVar("T")
 
@@ -300,20 +300,7 @@ def expand_env(
     return data
 
 
-EVENT_TYPES = (
-    "call.ringing",
-    "call.answered",
-    "call.ended",
-    "message.received",
-    "message.edited",
-    "message.quarantined",
-    "message.sent",
-    "message.failed",
-    "contact.created",
-    "task.created",
-    "task.done",
-    "contact.unsubscribed",
-)
+EVENT_TYPES = tuple(EventType)
 
 
 def _check_core(core: CoreSettings) -> list[str]:
@@ -353,7 +340,7 @@ def _check_core(core: CoreSettings) -> list[str]:
         )
     if m.link_secret is not None and len(m.link_secret) < 16:
         problems.append("[switchboard.mailings] link_secret: too short (at least 16 characters)")
-    known = {"missed", "abandoned", "voicemail", "busy", "failed"}
+    known = {d.value for d in Disposition} - {Disposition.ANSWERED.value}
     wrong = sorted(set(core.callbacks.dispositions) - known)
     if wrong:
         problems.append(

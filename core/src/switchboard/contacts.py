@@ -30,7 +30,7 @@ class ContactResolver:
         if not self.has_plugins():
             return answers
         for address in dict.fromkeys(addresses):
-            contact = await self.plugins.call_first("resolve_contact", address=address)
+            contact = await self.plugins.hooks.resolve_contact(address=address)
             if isinstance(contact, Contact):
                 answers[address] = contact
         return answers

@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
+from sqlalchemy.engine import Connection
 
 from switchboard.address import Address, AddressBook
+from switchboard.backoff import Backoff
 from switchboard.calls import CallLog
 from switchboard.channels import Channel, ChannelContext
 from switchboard.config import Config, load_config
@@ -29,10 +32,12 @@ from switchboard.models import Contact
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
 from switchboard.quarantine import Quarantine
+from switchboard.schema import PluginSchema, plugin_schema
 from switchboard.store import AddressTaken, Store, load_contacts
 from switchboard.supervisor import Supervisor
 
 log = logging.getLogger("switchboard")
+T = TypeVar("T")
 
 
 TASK_STOP_TIMEOUT = 5.0
@@ -68,12 +73,17 @@ async def load_plugins(only: Iterable[str] | None = None) -> tuple[Plugins, dict
 
 async def settings_classes(plugins: Plugins) -> dict[str, Any]:
     classes: dict[str, Any] = dict.fromkeys(plugins.names)
-    for plugin, args in await plugins.collect("register_settings"):
+    for plugin, args in await plugins.hooks.register_settings():
         if len(args) != 1 or not attrs.has(args[0]):
-            plugins._hook_error(plugin, "register_settings", "register() takes one attrs class")
+            plugins.hook_error(plugin, "register_settings", "register() takes one attrs class")
             continue
         classes[plugin] = args[0]
     return classes
+
+
+async def plugin_schemas(plugins: Plugins) -> list[PluginSchema]:
+    """What the plugins registered with ``register_migrations`` (SchemaError if malformed)."""
+    return [plugin_schema(p, args) for p, args in await plugins.hooks.register_migrations()]
 
 
 class Switchboard:
@@ -91,6 +101,8 @@ class Switchboard:
         #: The supervised background loops (outbox, event hub, webhooks...).
         self.loops = Supervisor()
         self.channels: dict[str, ChannelHandle] = {}
+        #: The plugins' own tables and migrations (``register_migrations``).
+        self.schemas: list[PluginSchema] = []
 
     @classmethod
     async def open(
@@ -108,25 +120,31 @@ class Switchboard:
         if not isinstance(config, Config):
             errors = {e.plugin: e.error for e in plugins.errors}
             config = load_config(config, classes, plugin_errors=errors)
+        schemas = await plugin_schemas(plugins)
         store = Store(config.core.database_url)
         if upgrade:
-            store.upgrade()
+            try:
+                store.upgrade(plugins=schemas)
+            except BaseException:
+                store.close()
+                raise
         sb = cls(config, plugins, store)
+        sb.schemas = schemas
         await sb._register_plugins_parts()
         store.sync_agents([a.to_agent() for a in config.core.agents])
-        await plugins.call("configure", switchboard=sb)
+        await plugins.hooks.configure(switchboard=sb)
         return sb
 
     async def _register_plugins_parts(self) -> None:
-        for plugin, args in await self.plugins.collect("register_address_kinds"):
+        for plugin, args in await self.plugins.hooks.register_address_kinds():
             try:
                 self.addresses.register(*args)
             except (TypeError, ValueError) as exc:
-                self.plugins._hook_error(plugin, "register_address_kinds", str(exc))
-        for plugin, args in await self.plugins.collect("register_channels"):
+                self.plugins.hook_error(plugin, "register_address_kinds", str(exc))
+        for plugin, args in await self.plugins.hooks.register_channels():
             channel = args[0] if len(args) == 1 else None
             if not isinstance(channel, Channel):
-                self.plugins._hook_error(
+                self.plugins.hook_error(
                     plugin,
                     "register_channels",
                     f"register() takes one Channel object, got {args!r}",
@@ -134,7 +152,7 @@ class Switchboard:
                 continue
             if channel.name in self.channels:
                 other = self.channels[channel.name].plugin
-                self.plugins._hook_error(
+                self.plugins.hook_error(
                     plugin,
                     "register_channels",
                     f"channel name {channel.name!r} is already taken by plugin {other!r}",
@@ -194,19 +212,23 @@ class Switchboard:
 
     async def _supervise(self, name: str, initial: float, maximum: float) -> None:
         handle = self.channels[name]
-        delay = initial
+        backoff = Backoff(initial, maximum)
         while True:
+            started = time.monotonic()
             if await self.start_channel(name):
                 assert handle.failure is not None
                 reason = await handle.failure
+                if time.monotonic() - started > maximum:
+                    backoff.succeeded()  # it had been running fine for a while
+                delay = backoff.failed()
                 handle.state = ChannelState.FAILING
                 handle.last_error = reason
                 log.error("channel %s failed: %s; restarting in %.1fs", name, reason, delay)
                 await self._stop_one(name, ChannelState.FAILING)
             else:
+                delay = backoff.failed()
                 log.warning("channel %s: next start in %.1fs", name, delay)
             await asyncio.sleep(delay)
-            delay = min(maximum, delay * 2)
             handle.restarts += 1
 
     async def start_channel(self, name: str) -> bool:
@@ -301,7 +323,7 @@ class Switchboard:
 
         contact = await asyncio.to_thread(store)
         self.events.notify()
-        await self.plugins.call("contact_created", contact=contact)
+        await self.plugins.hooks.contact_created(contact=contact)
         return contact
 
     async def link_addresses(self, known: Address, new: Address) -> Contact:
@@ -336,8 +358,22 @@ class Switchboard:
         contact, created = await asyncio.to_thread(store)
         if created is not None:
             self.events.notify()
-            await self.plugins.call("contact_created", contact=created)
+            await self.plugins.hooks.contact_created(contact=created)
         return contact
+
+    async def transaction(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run ``work(conn)`` in a transaction on the store's database, in a worker thread,
+        and return what it returns: how a plugin reads and writes its own tables
+        (``register_migrations``). ``conn`` is a SQLAlchemy Core ``Connection``; the
+        transaction commits when ``work`` returns and rolls back if it raises.
+        ``write=False`` is a read-only transaction (on SQLite it does not queue behind
+        writers)."""
+
+        def run() -> T:
+            with self.store.write() if write else self.store.read() as conn:
+                return work(conn)
+
+        return await asyncio.to_thread(run)
 
     async def close(self) -> None:
         await self.outbox.close()

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from switchboard.address import Address
-from switchboard.models import Contact, utcnow
+from switchboard.models import Contact, EventType, utcnow
 from switchboard.store import insert_many
 from switchboard.tables import EventRow, WebhookCursorRow
 
@@ -86,7 +86,7 @@ def _event(row: Any) -> Event:
     )
 
 
-EventSpec = tuple[str, Mapping[str, Any], Iterable[int] | None]
+EventSpec = tuple[EventType, Mapping[str, Any], Iterable[int] | None]
 """An event to record: (type, data, the agents it is meant for or None for everyone)."""
 
 
@@ -110,7 +110,7 @@ def record(conn: Connection, events: Iterable[EventSpec]) -> list[int]:
 
 
 def contact_created_events(contacts: Iterable[Contact]) -> list[EventSpec]:
-    return [("contact.created", {"contact": to_json(c)}, None) for c in contacts]
+    return [(EventType.CONTACT_CREATED, {"contact": to_json(c)}, None) for c in contacts]
 
 
 class Subscription:

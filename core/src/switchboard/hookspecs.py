@@ -8,12 +8,21 @@ plugin's name and the others still run. Every hook has a section in ``docs/hooks
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
-    from switchboard.address import Address
+    from pathlib import Path
+
+    import click
+    import sqlalchemy as sa
+    from fastapi import APIRouter, FastAPI
+
+    from switchboard.address import Address, Normalizer
+    from switchboard.channels import CallHandler, Channel
+    from switchboard.core import Switchboard
     from switchboard.models import Agent, CallRecord, Contact, Interaction
 
 hookspec = pluggy.HookspecMarker("switchboard")
@@ -23,7 +32,7 @@ hookspec = pluggy.HookspecMarker("switchboard")
 
 
 @hookspec
-def register_channels(register: Any) -> None:
+def register_channels(register: Callable[[Channel], None]) -> None:
     """Register channel objects: call ``register(channel)`` once per channel."""
 
 
@@ -46,7 +55,7 @@ def message_failed(interaction: Interaction, contact: Contact, error: str) -> No
 
 
 @hookspec
-def register_address_kinds(register: Any) -> None:
+def register_address_kinds(register: Callable[[str, Normalizer], None]) -> None:
     """Add address kinds: call ``register(kind, normalizer)`` for each."""
 
 
@@ -69,7 +78,7 @@ def call_ringing(call: CallRecord, contact: Contact) -> None:
 
 
 @hookspec(firstresult=True)
-def route_call(call: CallRecord, contact: Contact) -> Any:
+def route_call(call: CallRecord, contact: Contact) -> CallHandler | None:
     """Return the handler that takes a ringing call (e.g. an IVR flow), or None."""
 
 
@@ -92,32 +101,38 @@ def recording_saved(record: CallRecord) -> None:
 
 
 @hookspec
-def register_settings(register: Any) -> None:
+def register_settings(register: Callable[[type[Any]], None]) -> None:
     """Register the plugin's settings: ``register(SettingsClass)`` for ``[plugins.NAME]``."""
 
 
 @hookspec
-def register_routes(router: Any) -> None:
+def register_migrations(register: Callable[[str | Path, sa.MetaData | None], None]) -> None:
+    """Declare the plugin's own tables: ``register(versions, metadata=None)`` with the
+    folder of its Alembic revisions and the ``MetaData`` holding its tables."""
+
+
+@hookspec
+def register_routes(router: APIRouter) -> None:
     """Add HTTP routes to the runner: ``router`` is a FastAPI ``APIRouter``."""
 
 
 @hookspec
-def configure(switchboard: Any) -> None:
+def configure(switchboard: Switchboard) -> None:
     """The Switchboard is open (settings read, store ready, channels registered, not yet
     started). Keep what the plugin needs of it, e.g. its own settings:
     ``switchboard.config.plugin_settings(NAME)``."""
 
 
 @hookspec
-def register_commands(group: Any) -> None:
+def register_commands(group: click.Group) -> None:
     """Add subcommands to the ``switchboard`` command line: ``group`` is its click group."""
 
 
 @hookspec
-def startup(app: Any) -> None:
+def startup(app: FastAPI) -> None:
     """The runner has started: store ready, channels about to start."""
 
 
 @hookspec
-def shutdown(app: Any) -> None:
+def shutdown(app: FastAPI) -> None:
     """The runner is stopping: channels stopped, store still open."""

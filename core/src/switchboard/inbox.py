@@ -25,7 +25,7 @@ from switchboard.contacts import ContactResolver
 from switchboard.events import contact_created_events, record, to_json
 from switchboard.groupcommit import GroupCommit
 from switchboard.mailings import Mailings
-from switchboard.models import Contact, Direction, Interaction, InteractionStatus, utcnow
+from switchboard.models import Contact, Direction, EventType, Interaction, InteractionStatus, utcnow
 from switchboard.store import (
     insert_many,
     interaction_from_row,
@@ -127,7 +127,7 @@ class Inbox:
                     conn,
                     [
                         (
-                            "message.edited",
+                            EventType.MESSAGE_EDITED,
                             {"interaction": to_json(interaction), "contact": to_json(contact)},
                             None,
                         )
@@ -179,10 +179,9 @@ class Inbox:
             if isinstance(received, BaseException):
                 continue
             if received.contact_created:
-                await self.core.plugins.call("contact_created", contact=received.contact)
+                await self.core.plugins.hooks.contact_created(contact=received.contact)
             if not received.duplicate:
-                await self.core.plugins.call(
-                    "message_received",
+                await self.core.plugins.hooks.message_received(
                     interaction=received.interaction,
                     contact=received.contact,
                 )
@@ -282,7 +281,7 @@ class Inbox:
                 *contact_created_events(contacts[c] for c in created),
                 *(
                     (
-                        "message.received",
+                        EventType.MESSAGE_RECEIVED,
                         {"interaction": to_json(r.interaction), "contact": to_json(r.contact)},
                         None,
                     )

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 
 from switchboard.events import record as record_events
-from switchboard.models import InteractionKind, InteractionStatus, utcnow
+from switchboard.models import EventType, InteractionKind, InteractionStatus, utcnow
 from switchboard.store import (
     Store,
     StoreError,
@@ -458,7 +458,7 @@ class Mailings:
                     conn,
                     [
                         (
-                            "contact.unsubscribed",
+                            EventType.CONTACT_UNSUBSCRIBED,
                             {"contact_id": row["contact_id"], "channel": channel},
                             None,
                         )

@@ -52,6 +52,23 @@ class Disposition(enum.StrEnum):
     VOICEMAIL = "voicemail"
 
 
+class EventType(enum.StrEnum):
+    """The types of events in the event log (the live stream, webhooks): the one list."""
+
+    CALL_RINGING = "call.ringing"
+    CALL_ANSWERED = "call.answered"
+    CALL_ENDED = "call.ended"
+    MESSAGE_RECEIVED = "message.received"
+    MESSAGE_EDITED = "message.edited"
+    MESSAGE_QUARANTINED = "message.quarantined"
+    MESSAGE_SENT = "message.sent"
+    MESSAGE_FAILED = "message.failed"
+    CONTACT_CREATED = "contact.created"
+    TASK_CREATED = "task.created"
+    TASK_DONE = "task.done"
+    CONTACT_UNSUBSCRIBED = "contact.unsubscribed"
+
+
 class Role(enum.StrEnum):
     ADMIN = "admin"
     SUPERVISOR = "supervisor"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,8 @@ import attrs
 import sqlalchemy as sa
 
 from switchboard.address import Address
+from switchboard.backoff import Backoff
 from switchboard.channels import Channel, OutboundMessage, PermanentSendError, TransientSendError
-from switchboard.config import OutboxSettings
 from switchboard.contacts import ContactResolver
 from switchboard.events import EventSpec, contact_created_events, record, to_json
 from switchboard.groupcommit import GroupCommit
@@ -31,6 +30,7 @@ from switchboard.mailings import UNSUBSCRIBED, Mailings, unsubscribe_t
 from switchboard.models import (
     Contact,
     Direction,
+    EventType,
     Interaction,
     InteractionKind,
     InteractionStatus,
@@ -52,19 +52,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.outbox")
 
 
-def backoff_delay(
-    attempt: int, settings: OutboxSettings, rng: random.Random | None = None
-) -> float:
-    """Seconds before retry number ``attempt`` (1-based): exponential, capped, ±10 % jitter."""
-    base = min(settings.backoff_max, settings.backoff_initial * 2.0 ** (attempt - 1))
-    jitter: float = (rng or random).random()
-    return base * (0.9 + 0.2 * jitter)
-
-
 class Outbox:
     def __init__(self, core: Switchboard) -> None:
         self.core = core
         self.settings = core.config.core.outbox
+        self.backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._accepted: GroupCommit[_Request, tuple[Interaction, Contact | None]] = GroupCommit(
@@ -118,7 +110,7 @@ class Outbox:
         )
         interaction, created = await self._accepted.submit(request)
         if created is not None:
-            await self.core.plugins.call("contact_created", contact=created)
+            await self.core.plugins.hooks.contact_created(contact=created)
         return interaction
 
     async def _accept(
@@ -240,7 +232,7 @@ class Outbox:
                     conn,
                     [
                         (
-                            "message.failed",
+                            EventType.MESSAGE_FAILED,
                             {
                                 "interaction": to_json(interaction),
                                 "contact": to_json(contact),
@@ -256,8 +248,8 @@ class Outbox:
         if found is None:
             return None
         self.core.events.notify()
-        await self.core.plugins.call(
-            "message_failed", interaction=found[0], contact=found[1], error=reason
+        await self.core.plugins.hooks.message_failed(
+            interaction=found[0], contact=found[1], error=reason
         )
         return found[0]
 
@@ -433,9 +425,7 @@ class Outbox:
     def _retry_or_fail(self, row: Any, error: str, retry_after: float | None) -> _Outcome:
         if row.attempts >= self.settings.max_attempts:
             return _Outcome(row, failure=f"gave up after {row.attempts} attempts: {error}")
-        delay = (
-            retry_after if retry_after is not None else backoff_delay(row.attempts, self.settings)
-        )
+        delay = retry_after if retry_after is not None else self.backoff.delay(row.attempts)
         log.warning(
             "channel %s: interaction %d attempt %d failed (%s); retry in %.1fs",
             row.channel,
@@ -451,12 +441,10 @@ class Outbox:
         self.core.events.notify()
         for interaction, contact, failure in finished:
             if failure is None:
-                await self.core.plugins.call(
-                    "message_sent", interaction=interaction, contact=contact
-                )
+                await self.core.plugins.hooks.message_sent(interaction=interaction, contact=contact)
             else:
-                await self.core.plugins.call(
-                    "message_failed", interaction=interaction, contact=contact, error=failure
+                await self.core.plugins.hooks.message_failed(
+                    interaction=interaction, contact=contact, error=failure
                 )
 
     def _finish(self, outcomes: list[_Outcome]) -> list[tuple[Interaction, Contact, str | None]]:
@@ -513,7 +501,11 @@ class Outbox:
                 if o.failure is not None:
                     data["error"] = o.failure
                 events.append(
-                    ("message.sent" if o.failure is None else "message.failed", data, None)
+                    (
+                        EventType.MESSAGE_SENT if o.failure is None else EventType.MESSAGE_FAILED,
+                        data,
+                        None,
+                    )
                 )
                 finished.append((interaction, contact, o.failure))
             record(conn, events)

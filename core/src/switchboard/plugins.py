@@ -22,6 +22,7 @@ import attrs
 import pluggy
 
 from switchboard import hookspecs
+from switchboard.hooks import Hooks
 
 log = logging.getLogger("switchboard.plugins")
 
@@ -92,6 +93,8 @@ class Plugins:
         self.hook_errors: list[PluginError] = []
         self._sources: dict[str, _Source] = {}
         self._loaded_entry_points = False
+        #: The hooks as typed methods: ``await plugins.hooks.call_ringing(call=..., ...)``.
+        self.hooks = Hooks(self)
 
     # -- loading --------------------------------------------------------------------------
 
@@ -148,6 +151,22 @@ class Plugins:
         except (pluggy.PluginValidationError, ValueError) as exc:
             self._error(name, "register", str(exc))
             return False
+        wrappers = [
+            caller.name
+            for caller in self.pm.get_hookcallers(plugin) or ()
+            if any(i.hookwrapper or i.wrapper for i in caller.get_hookimpls() if i.plugin is plugin)
+        ]
+        if wrappers:  # the core calls implementations one by one: a wrapper would never run
+            self.pm.unregister(plugin)
+            for hook_name in wrappers:
+                self._error(
+                    name,
+                    "register",
+                    f"hook {hook_name!r} is a wrapper (wrapper=True or hookwrapper=True): "
+                    "Switchboard calls each implementation on its own, so wrappers are "
+                    "not supported; use tryfirst/trylast to order implementations",
+                )
+            return False
         unknown = [
             caller.name
             for caller in self.pm.get_hookcallers(plugin) or ()
@@ -195,8 +214,6 @@ class Plugins:
     def _impls(self, hook_name: str) -> Iterator[tuple[str, pluggy.HookImpl]]:
         caller: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
         for impl in reversed(caller.get_hookimpls()):
-            if impl.hookwrapper or impl.wrapper:
-                continue
             yield impl.plugin_name, impl
 
     async def call(self, hook_name: str, /, **kwargs: Any) -> list[Any]:
@@ -236,17 +253,19 @@ class Plugins:
         try:
             args = [kwargs[a] for a in impl.argnames]
         except KeyError as exc:
-            self._hook_error(plugin_name, hook_name, f"asks for unknown argument {exc}")
+            self.hook_error(plugin_name, hook_name, f"asks for unknown argument {exc}")
             return False, None
         try:
             return True, await await_me_maybe(impl.function(*args))
         except Exception as exc:
-            self._hook_error(
+            self.hook_error(
                 plugin_name, hook_name, f"{type(exc).__name__}: {exc}", traceback.format_exc()
             )
             return False, None
 
-    def _hook_error(self, plugin: str, hook_name: str, error: str, detail: str = "") -> None:
+    def hook_error(self, plugin: str, hook_name: str, error: str, detail: str = "") -> None:
+        """Count and log a failure of ``plugin``'s ``hook_name`` (also for what the core
+        finds wrong in what a ``register_*`` hook registered); shown in ``/api/health``."""
         err = PluginError(plugin, f"hook {hook_name}", error, detail)
         self.hook_errors.append(err)
         del self.hook_errors[:-100]  # keep the latest hundred for /api/health

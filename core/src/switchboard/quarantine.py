@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from switchboard import limits
 from switchboard.events import record
-from switchboard.models import utcnow
+from switchboard.models import EventType, utcnow
 from switchboard.tables import QuarantineRow
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class Quarantine:
                     conn,
                     [
                         (
-                            "message.quarantined",
+                            EventType.MESSAGE_QUARANTINED,
                             {"channel": channel, "external_id": external_id, "reason": reason},
                             None,
                         )

@@ -9,7 +9,6 @@ that two writers wait for each other instead of failing on a lock upgrade.
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,7 +19,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Connection, Engine
 
 from switchboard.address import Address
@@ -30,6 +28,7 @@ from switchboard.models import (
     Contact,
     Direction,
     Disposition,
+    EventType,
     Interaction,
     InteractionKind,
     InteractionStatus,
@@ -37,6 +36,15 @@ from switchboard.models import (
     Recording,
     Role,
     utcnow,
+)
+from switchboard.schema import (
+    CORE_VERSION_TABLE,
+    PluginSchema,
+    SchemaError,
+    alembic_config,
+    check_clashes,
+    head_of,
+    revision_in,
 )
 from switchboard.tables import (
     AddressRow,
@@ -193,15 +201,6 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _alembic_config(conn: Connection) -> AlembicConfig:
-    cfg = AlembicConfig()
-    cfg.set_main_option(
-        "script_location", str(importlib.resources.files("switchboard") / "migrations")
-    )
-    cfg.attributes["connection"] = conn
-    return cfg
-
-
 class Store:
     """Contacts, addresses, agents, interactions, call records and the outbox."""
 
@@ -224,15 +223,31 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------
 
-    def upgrade(self, revision: str = "head") -> None:
-        """Bring the schema up to ``revision`` through the Alembic migrations."""
+    def upgrade(self, revision: str = "head", plugins: Sequence[PluginSchema] = ()) -> None:
+        """Bring the core's schema up to ``revision``, then each plugin's to its head (see
+        :mod:`switchboard.schema`). Raises :class:`SchemaError` naming the first plugin
+        whose tables clash or whose migration fails; that plugin's transaction is rolled
+        back, what came before it stays applied. Plugins build on the core's newest tables,
+        so ``plugins`` go with ``revision="head"`` only."""
+        if plugins and revision != "head":
+            raise ValueError("plugins' migrations need the core at its head revision")
+        check_clashes(plugins)
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
                 conn.commit()
             try:
-                command.upgrade(_alembic_config(conn), revision)
+                command.upgrade(alembic_config(conn), revision)
                 conn.commit()
+                for schema in plugins:
+                    try:
+                        command.upgrade(alembic_config(conn, schema), "head")
+                        conn.commit()
+                    except Exception as exc:
+                        conn.rollback()
+                        raise SchemaError(
+                            schema.plugin, f"migration failed: {type(exc).__name__}: {exc}"
+                        ) from exc
             finally:
                 if self.dialect == "postgresql":
                     conn.execute(
@@ -243,21 +258,19 @@ class Store:
     @staticmethod
     def head_revision() -> str:
         """The newest migration this version of Switchboard ships."""
-        from alembic.script import ScriptDirectory
-
-        cfg = AlembicConfig()
-        cfg.set_main_option(
-            "script_location", str(importlib.resources.files("switchboard") / "migrations")
-        )
-        head = ScriptDirectory.from_config(cfg).get_current_head()
+        head = head_of()
         assert head is not None
         return head
 
     def current_revision(self) -> str | None:
+        """The core's revision in the database."""
         with self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table("alembic_version"):
-                return None
-            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            return revision_in(conn, CORE_VERSION_TABLE)
+
+    def plugin_revisions(self, plugins: Sequence[PluginSchema]) -> dict[str, str | None]:
+        """Each plugin's revision in the database (None: its tables are not there yet)."""
+        with self.engine.connect() as conn:
+            return {p.plugin: revision_in(conn, p.version_table) for p in plugins}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -505,7 +518,13 @@ class Store:
                 agent = (task.meta or {}).get("agent_id")
                 record_events(
                     conn,
-                    [("task.done", {"task": to_json(task)}, None if agent is None else {agent})],
+                    [
+                        (
+                            EventType.TASK_DONE,
+                            {"task": to_json(task)},
+                            None if agent is None else {agent},
+                        )
+                    ],
                 )
             return interaction_from_row(row)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from switchboard.backoff import Backoff
 from switchboard.models import utcnow
 
 log = logging.getLogger("switchboard.supervisor")
@@ -65,7 +66,7 @@ class Supervisor:
         return loop
 
     async def _keep(self, loop: Loop) -> None:
-        delay = self.backoff_initial
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
         while True:
             loop.state = LoopState.RUNNING
             started = time.monotonic()
@@ -79,10 +80,10 @@ class Supervisor:
                 loop.last_error = f"{type(exc).__name__}: {exc}"
                 loop.last_error_at = utcnow()
                 if time.monotonic() - started > self.backoff_max:
-                    delay = self.backoff_initial  # it had been fine for a while
+                    backoff.succeeded()  # it had been fine for a while
+                delay = backoff.failed()
                 log.error("%s failed: %s; restarting in %.1fs", loop.name, loop.last_error, delay)
                 await asyncio.sleep(delay)
-                delay = min(self.backoff_max, delay * 2)
                 loop.restarts += 1
             else:
                 loop.state = LoopState.STOPPED  # it finished because it was asked to

@@ -111,17 +111,6 @@ class CallRecordRow(SQLModel, table=True):
             "talk_s",
             "ivr_last_node",
         ),
-        # covers the call-cost query: answered calls by direction and period, with numbers
-        sa.Index(
-            "ix_call_record_billing",
-            "direction",
-            "ringing_at",
-            "talk_s",
-            "to_address",
-            "from_address",
-            sqlite_where=sa.text("talk_s > 0"),
-            postgresql_where=sa.text("talk_s > 0"),
-        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -15,6 +15,7 @@ keeps what it sends in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -72,6 +73,7 @@ __all__ = [
     "make_config",
     "missing_tool",
     "open_switchboard",
+    "pg_database",
     "registered",
     "serve_in_thread",
     "temp_store",
@@ -494,6 +496,14 @@ def _pg_unavailable(reason: str) -> None:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    with pg_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (its URL) for the ``with`` block, dropped after;
+    skips the test (fails it under ``CI=true``) when PostgreSQL is not reachable."""
     import psycopg
 
     name = f"switchboard_test_{uuid.uuid4().hex[:12]}"

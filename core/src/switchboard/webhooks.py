@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import httpx
 import sqlalchemy as sa
 
+from switchboard.backoff import Backoff
 from switchboard.config import WebhookSettings
 from switchboard.events import Event, cursor_t
 from switchboard.models import utcnow
@@ -145,7 +146,7 @@ class Webhook:
                 await asyncio.to_thread(self._advance, event.id, error)
                 self.failed += 1
                 return 0
-            delay = min(self.s.backoff_max, self.s.backoff_initial * 2.0 ** (attempts - 1))
+            delay = Backoff(self.s.backoff_initial, self.s.backoff_max).delay(attempts)
             log.warning(
                 "webhook %s: event %d attempt %d failed (%s); retry in %.1fs",
                 self.s.name,

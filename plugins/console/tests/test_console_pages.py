@@ -113,6 +113,27 @@ def test_forms_need_the_session_csrf_token(service: RunningService) -> None:
         assert c.get(url).status_code == 303
 
 
+def test_signing_out_on_one_runner_ends_the_session_on_every_runner(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Two runners on one database (behind a balancer): the sign-out is kept in the
+    console's own table (its migration, register_migrations), not in one process."""
+    with (
+        console_service(tmp_path / "a", database_url=db_url) as a,
+        console_service(tmp_path / "b", database_url=db_url) as b,
+    ):
+        with client(a) as c:
+            token = sign_in(c, "alice")
+            kept = c.cookies["switchboard_console"]
+            with client(b) as other:
+                other.cookies.set("switchboard_console", kept, path="/console")
+                assert other.get("/console/contacts").status_code == 200  # same session
+                assert c.post("/console/logout", data={"csrf": token}).status_code == 303
+                assert other.get("/console/contacts").status_code == 303  # ended there too
+        revisions = a.switchboard.store.plugin_revisions(a.switchboard.schemas)
+        assert revisions == {"console": "console_0001"}
+
+
 def test_pages_refuse_frames_and_foreign_scripts_and_cookies_are_secure_over_https(
     service: RunningService,
 ) -> None:

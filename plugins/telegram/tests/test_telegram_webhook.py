@@ -21,7 +21,7 @@ SECRET = "webhook-secret-0123456789"
 def test_webhook_updates_are_checked_and_stored(tmp_path: Path) -> None:
     with bot_api() as (api, url):
         plugins = Plugins()
-        plugins.register(switchboard_telegram, "telegram")  # as its entry point does
+        plugins.register(switchboard_telegram.TelegramPlugin(), "telegram")  # as its entry point
         config = make_config(
             tmp_path,
             {

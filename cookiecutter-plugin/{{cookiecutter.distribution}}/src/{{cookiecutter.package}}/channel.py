@@ -4,10 +4,12 @@ its inbound messages on a runner route."""
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Any
 
 import attrs
 import httpx
+import sqlalchemy as sa
 
 from switchboard import (
     ChannelContext,
@@ -18,6 +20,7 @@ from switchboard import (
     Receipt,
     TransientSendError,
 )
+from {{ cookiecutter.package }}.tables import gateway_reply_t
 
 
 @attrs.define
@@ -61,6 +64,7 @@ class {{ cookiecutter.class_name }}Channel:
                 "/messages", json={"to": message.address.value, "text": message.text or ""})
         except httpx.HTTPError as exc:
             raise TransientSendError(f"gateway unreachable: {exc}") from None
+        await self.keep_reply(response)
         if response.status_code == 429:
             retry = response.headers.get("retry-after", "")
             raise TransientSendError("gateway: too many requests",
@@ -74,6 +78,16 @@ class {{ cookiecutter.class_name }}Channel:
             return Receipt(external_id=str(response.json()["id"]))
         except (ValueError, KeyError) as exc:
             raise TransientSendError(f"gateway answered without an id: {exc}") from None
+
+    async def keep_reply(self, response: httpx.Response) -> None:
+        """A row in the plugin's own table (see tables.py) for each gateway answer."""
+        assert self.ctx is not None
+        try:
+            external_id = str(response.json().get("id") or "")[:255] or None
+        except (ValueError, AttributeError):
+            external_id = None
+        row = {"external_id": external_id, "status": response.status_code, "at": time.time()}
+        await self.ctx.transaction(lambda conn: conn.execute(sa.insert(gateway_reply_t), row))
 
     def secret_matches(self, given: str) -> bool:
         secret = self.settings.inbound_secret if self.settings else ""

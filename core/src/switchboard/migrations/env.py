@@ -24,9 +24,11 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> Any:
     return False
 
 
+# a plugin's migrations (switchboard.schema) come with its own version table and tables
 context.configure(
     connection=connection,
-    target_metadata=SQLModel.metadata,
+    target_metadata=config.attributes.get("target_metadata", SQLModel.metadata),
+    version_table=config.attributes.get("version_table", "alembic_version"),
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
     render_item=render_item,

@@ -7,9 +7,11 @@ emails, the screen pop, recordings, and the call analytics dashboard. See docs/c
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
 from switchboard import hookimpl
+from switchboard_console import tables
 from switchboard_console.settings import ConsoleSettings, Rate, TariffSettings
 from switchboard_console.tariff import call_costs
 from switchboard_console.web import Console, build_api_router, build_router
@@ -30,11 +32,15 @@ class ConsolePlugin:
         register(ConsoleSettings)
 
     @hookimpl
+    def register_migrations(self, register: Any) -> None:
+        register(files("switchboard_console") / "migrations", tables.metadata)
+
+    @hookimpl
     def configure(self, switchboard: Any) -> None:
         settings = switchboard.config.plugin_settings(self.plugin_name)
         if not isinstance(settings, ConsoleSettings):
             settings = ConsoleSettings()
-        self.console = Console(settings) if settings.enabled else None
+        self.console = Console(settings, switchboard) if settings.enabled else None
 
     @hookimpl
     def register_routes(self, router: Any) -> None:

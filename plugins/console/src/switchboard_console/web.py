@@ -5,25 +5,28 @@ the HTTP API (:mod:`switchboard.api`), so the same rules and errors apply.
 (No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations,
 which name dependencies local to :func:`build_router`.)"""
 
+import hashlib
 import hmac
 import json
 import secrets
 from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, time, timedelta
 from importlib.resources import files
-from time import monotonic
+from time import time as wall_clock
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import attrs
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy.engine import Connection
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from switchboard import api
+from switchboard import EventType, api
 from switchboard.analytics import call_stats
 from switchboard.auth import Principal, fingerprint
 from switchboard.core import ChannelState, Switchboard
@@ -32,6 +35,7 @@ from switchboard.store import load_contacts
 from switchboard_console.charts import bar_chart
 from switchboard_console.i18n import Formats, choose, translations
 from switchboard_console.settings import LANGUAGES, ConsoleSettings
+from switchboard_console.tables import signout_t
 from switchboard_console.tariff import call_costs
 
 SESSION_COOKIE = "switchboard_console"
@@ -61,14 +65,14 @@ class Session:
 class Console:
     """The settings, the signer of session cookies and a template set per language."""
 
-    def __init__(self, settings: ConsoleSettings) -> None:
+    def __init__(self, settings: ConsoleSettings, switchboard: Switchboard) -> None:
         self.settings = settings
+        self.switchboard = switchboard
         self.signer = URLSafeTimedSerializer(
             settings.secret or secrets.token_urlsafe(32), salt="switchboard-console-session"
         )
         self.envs = {lang: self._environment(lang) for lang in LANGUAGES}
         self.formats = {lang: Formats(lang, settings.timezone) for lang in LANGUAGES}
-        self._revoked: dict[str, float] = {}  # session id (its CSRF token) → until
 
     @staticmethod
     def _environment(lang: str) -> Environment:
@@ -89,7 +93,7 @@ class Console:
             request.cookies.get(LANG_COOKIE),
         )
 
-    def session(self, request: Request) -> Session | None:
+    async def session(self, request: Request) -> Session | None:
         raw = request.cookies.get(SESSION_COOKIE)
         if not raw:
             return None
@@ -98,7 +102,9 @@ class Console:
         except BadSignature:
             return None
         who = request.app.state.tokens.by_fingerprint(data.get("k", ""))
-        if who is None or data["c"] in self._revoked:  # token removed, or signed out
+        if who is None:  # the token was removed from the config
+            return None
+        if await self.signed_out(data["c"]):
             return None
         return Session(who, data["c"], self.language(request))
 
@@ -125,13 +131,28 @@ class Console:
 
     # -- sessions revoked by signing out --------------------------------------------------
 
-    def revoke(self, session_id: str) -> None:
-        """Sign-out: the session's cookie is refused from now on, even if kept elsewhere."""
-        now = monotonic()
-        for sid, until in list(self._revoked.items()):
-            if until < now:
-                del self._revoked[sid]
-        self._revoked[session_id] = now + self.settings.session_hours * 3600
+    async def revoke(self, session_id: str) -> None:
+        """Sign-out: the session's cookie is refused from now on by every runner sharing
+        the database, even if a copy was kept elsewhere; rows of expired sessions go."""
+        now = wall_clock()
+        key = _key(session_id)
+
+        def write(conn: Connection) -> None:
+            conn.execute(sa.delete(signout_t).where(signout_t.c.until < now))
+            conn.execute(sa.delete(signout_t).where(signout_t.c.session == key))
+            until = now + self.settings.session_hours * 3600
+            conn.execute(sa.insert(signout_t).values(session=key, until=until))
+
+        await self.switchboard.transaction(write)
+
+    async def signed_out(self, session_id: str) -> bool:
+        key = _key(session_id)
+
+        def read(conn: Connection) -> bool:
+            query = sa.select(signout_t.c.until).where(signout_t.c.session == key)
+            return conn.execute(query).first() is not None
+
+        return await self.switchboard.transaction(read, write=False)
 
     # -- rendering ----------------------------------------------------------------------
 
@@ -196,7 +217,7 @@ def build_router(console: Console) -> APIRouter:
     router = APIRouter(prefix="/console", include_in_schema=False, route_class=Hardened)
 
     async def signed_in(request: Request) -> Session:
-        session = console.session(request)
+        session = await console.session(request)
         if session is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             raise HTTPException(
@@ -245,7 +266,7 @@ def build_router(console: Console) -> APIRouter:
 
     @router.get("/login")
     async def login_page(request: Request, next: str = "/console/contacts") -> Response:
-        if console.session(request) is not None:
+        if await console.session(request) is not None:
             return console.redirect(_local(next))
         return _login_form(request, next)
 
@@ -287,7 +308,7 @@ def build_router(console: Console) -> APIRouter:
 
     @router.post("/logout")
     async def logout(session: Checked) -> Response:
-        console.revoke(session.csrf)
+        await console.revoke(session.csrf)
         response = console.redirect("/console/login")
         response.delete_cookie(SESSION_COOKIE, path="/console")
         return response
@@ -502,12 +523,12 @@ def build_router(console: Console) -> APIRouter:
             if mine is None or e.agents is None or mine not in e.agents:
                 return None
             data = e.data
-            if e.type == "call.ringing":
+            if e.type == EventType.CALL_RINGING:
                 html = console.fragment(
                     "pop.html", session.lang, call=data["call"], contact=data["contact"], event=e
                 )
                 return ServerSentEvent(id=str(e.id), event="pop", data=html)
-            if e.type in ("call.answered", "call.ended"):
+            if e.type in (EventType.CALL_ANSWERED, EventType.CALL_ENDED):
                 call = data["call"]
                 state = {"call_id": call["call_id"], "state": e.type.split(".")[1]}
                 return ServerSentEvent(id=str(e.id), event="call", data=json.dumps(state))
@@ -620,6 +641,11 @@ def _date(name: str) -> Any:
             ) from None
 
     return parse
+
+
+def _key(session_id: str) -> str:
+    """What the database keeps of a session id: its hash (the id is the CSRF token)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def _local(url: str) -> str:

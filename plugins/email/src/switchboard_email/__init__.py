@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from switchboard import hookimpl
+import click
+
+from switchboard import Channel, hookimpl
 from switchboard_email.channel import EmailChannel, EmailSettings
 
-__all__ = ["EmailChannel", "EmailSettings"]
+__all__ = ["PLUGIN", "EmailChannel", "EmailPlugin", "EmailSettings"]
 
 
-@hookimpl
-def register_settings(register: Any) -> None:
-    register(EmailSettings)
+class EmailPlugin:
+    """The plugin's hooks; the entry point registers one instance of it (``PLUGIN``)."""
+
+    plugin_name = "email"
+
+    def __init__(self) -> None:
+        self.channel = EmailChannel()
+
+    @hookimpl
+    def register_settings(self, register: Callable[[type[Any]], None]) -> None:
+        register(EmailSettings)
+
+    @hookimpl
+    def register_channels(self, register: Callable[[Channel], None]) -> None:
+        register(self.channel)
+
+    @hookimpl
+    def register_commands(self, group: click.Group) -> None:
+        from switchboard_email.commands import email_commands
+
+        group.add_command(email_commands)
 
 
-@hookimpl
-def register_channels(register: Any) -> None:
-    register(EmailChannel())
-
-
-@hookimpl
-def register_commands(group: Any) -> None:
-    from switchboard_email.commands import email_commands
-
-    group.add_command(email_commands)
+PLUGIN = EmailPlugin()

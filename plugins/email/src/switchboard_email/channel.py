@@ -29,6 +29,7 @@ import attrs
 
 from switchboard import (
     AddressError,
+    Backoff,
     ChannelContext,
     InboundMessage,
     InteractionKind,
@@ -263,21 +264,20 @@ class EmailChannel:
 
     async def _read_mailbox(self, first: aioimaplib.IMAP4) -> None:
         """Read new mail forever; reconnect with backoff when the server drops us."""
-        failures = 0
+        backoff = Backoff(initial=1.0, cap=60.0)
         imap: aioimaplib.IMAP4 | None = first
         while not self._closing:
             try:
                 if imap is None:
                     imap = await self._imap_login()
-                failures = 0
+                backoff.succeeded()
                 await self._session(imap)
             except (OSError, TimeoutError, aioimaplib.Abort, aioimaplib.CommandTimeout) as exc:
                 self._drop_imap()
                 imap = None
                 if self._closing:  # stop() closed the connection under us
                     return
-                failures += 1
-                delay = min(60.0, 0.5 * 2**failures)
+                delay = backoff.failed()
                 log.warning("IMAP connection lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
 

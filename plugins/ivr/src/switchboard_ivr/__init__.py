@@ -22,7 +22,7 @@ from switchboard_ivr.engine import Engine
 from switchboard_ivr.flow import Flow, FlowError, draw, load_flow
 from switchboard_ivr.tts import Speaker
 
-__all__ = ["Flow", "FlowError", "IvrPlugin", "IvrSettings", "load_flow"]
+__all__ = ["PLUGIN", "Flow", "FlowError", "IvrPlugin", "IvrSettings", "load_flow"]
 
 
 @attrs.define
@@ -163,23 +163,3 @@ def diagram_command(flow: str, output: str) -> None:
 
 
 PLUGIN = IvrPlugin()
-
-
-@hookimpl
-def register_settings(register: Any) -> None:
-    PLUGIN.register_settings(register)
-
-
-@hookimpl
-def configure(switchboard: Any) -> None:
-    PLUGIN.configure(switchboard)
-
-
-@hookimpl
-def route_call(call: CallRecord, contact: Contact) -> Any:
-    return PLUGIN.route_call(call, contact)
-
-
-@hookimpl
-def register_commands(group: click.Group) -> None:
-    PLUGIN.register_commands(group)

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from switchboard import hookimpl
+from switchboard import Channel, hookimpl
 from switchboard_sip.channel import SipCallSession, SipChannel, SipSettings
 
-__all__ = ["SipCallSession", "SipChannel", "SipSettings"]
+__all__ = ["PLUGIN", "SipCallSession", "SipChannel", "SipPlugin", "SipSettings"]
 
 
-@hookimpl
-def register_settings(register: Any) -> None:
-    register(SipSettings)
+class SipPlugin:
+    """The plugin's hooks; the entry point registers one instance of it (``PLUGIN``)."""
+
+    plugin_name = "sip"
+
+    def __init__(self) -> None:
+        self.channel = SipChannel()
+
+    @hookimpl
+    def register_settings(self, register: Callable[[type[Any]], None]) -> None:
+        register(SipSettings)
+
+    @hookimpl
+    def register_channels(self, register: Callable[[Channel], None]) -> None:
+        register(self.channel)
 
 
-@hookimpl
-def register_channels(register: Any) -> None:
-    register(SipChannel())
+PLUGIN = SipPlugin()

@@ -37,6 +37,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from switchboard import (
     AddressError,
+    Backoff,
     ChannelContext,
     InboundMessage,
     InvalidInbound,
@@ -188,7 +189,7 @@ class TelegramChannel:
     async def _poll(self) -> None:
         assert self.bot is not None
         assert self.settings is not None
-        failures = 0
+        backoff = Backoff(initial=1.0, cap=60.0)
         while True:
             try:
                 updates = await self.bot.get_updates(
@@ -196,10 +197,9 @@ class TelegramChannel:
                     timeout=self.settings.poll_timeout,
                     allowed_updates=["message", "edited_message"],
                 )
-                failures = 0
+                backoff.succeeded()
             except (TimedOut, NetworkError) as exc:
-                failures += 1
-                delay = min(60.0, 0.5 * 2**failures)
+                delay = backoff.failed()
                 log.warning("getUpdates failed (%s); again in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 continue
