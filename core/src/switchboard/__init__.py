@@ -38,6 +38,7 @@ from switchboard.models import (
     Role,
 )
 from switchboard.plugins import hookimpl
+from switchboard.tasks import Tasks
 
 __version__ = "0.1.0"
 
@@ -73,6 +74,7 @@ __all__ = [
     "Role",
     "SendError",
     "Switchboard",
+    "Tasks",
     "TransientSendError",
     "VoiceChannel",
     "hookimpl",

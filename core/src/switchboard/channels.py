@@ -271,19 +271,8 @@ class ChannelContext:
         """Run a background task of the channel (a polling loop, a reader). It is cancelled
         when the channel stops; if it raises, the channel is reported failed (and restarted
         by the runner's supervisor)."""
-        handle = self._core.channels[self.channel]
-        task = asyncio.create_task(coro, name=name or f"{self.channel}-task")
-        handle.tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            handle.tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                exc = t.exception()
-                self.logger.error("task %s crashed: %r", t.get_name(), exc)
-                self.fail(f"{type(exc).__name__}: {exc}")
-
-        task.add_done_callback(done)
-        return task
+        tasks = self._core.channels[self.channel].tasks
+        return tasks.spawn(coro, name=name or f"{self.channel}-task")
 
     def fail(self, reason: str) -> None:
         """Report that the channel broke (lost its connection for good, say)."""

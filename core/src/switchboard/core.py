@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +36,7 @@ from switchboard.quarantine import Quarantine
 from switchboard.schema import PluginSchema, plugin_schema
 from switchboard.store import AddressTaken, Store, load_contacts
 from switchboard.supervisor import Supervisor
+from switchboard.tasks import Tasks
 
 log = logging.getLogger("switchboard")
 T = TypeVar("T")
@@ -60,7 +62,8 @@ class ChannelHandle:
     last_error: str | None = None
     restarts: int = 0
     failure: asyncio.Future[str] | None = None
-    tasks: set[asyncio.Task[Any]] = attrs.Factory(set)
+    #: The channel's background tasks (``ctx.spawn``), cancelled when it stops.
+    tasks: Tasks = attrs.Factory(lambda: Tasks(log))
     supervisor: asyncio.Task[None] | None = None
 
 
@@ -163,7 +166,9 @@ class Switchboard:
                 if plugin in self.config.unconfigured
                 else ChannelState.STOPPED
             )
-            self.channels[channel.name] = ChannelHandle(plugin, channel, state)
+            handle = ChannelHandle(plugin, channel, state)
+            handle.tasks.on_error = functools.partial(self._task_crashed, channel.name)
+            self.channels[channel.name] = handle
 
     @property
     def channel_objects(self) -> dict[str, Channel]:
@@ -262,23 +267,24 @@ class Switchboard:
             handle.state = ChannelState.FAILING
             handle.last_error = reason
 
+    def _task_crashed(self, name: str, task: asyncio.Task[Any], exc: BaseException) -> None:
+        """A channel's background task (``ctx.spawn``) raised: the channel failed."""
+        logging.getLogger(f"switchboard.channel.{name}").error(
+            "task %s crashed: %r", task.get_name(), exc
+        )
+        self.channel_failed(name, f"{type(exc).__name__}: {exc}")
+
     async def _stop_one(self, name: str, final: ChannelState) -> None:
         handle = self.channels[name]
-        tasks = list(handle.tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            # Bounded: a task that swallows its cancellation must not hang the shutdown.
-            # channel.stop() below is then what ends it (closing its connections).
-            _, stuck = await asyncio.wait(tasks, timeout=TASK_STOP_TIMEOUT)
-            for task in stuck:
-                log.error(
-                    "channel %s: task %s did not stop within %.0f s after cancel",
-                    name,
-                    task.get_name(),
-                    TASK_STOP_TIMEOUT,
-                )
-        handle.tasks.clear()
+        # a task that swallows its cancellation is left to channel.stop() below, which
+        # closes what it reads from
+        for task in await handle.tasks.cancel_all(TASK_STOP_TIMEOUT):
+            log.error(
+                "channel %s: task %s did not stop within %.0f s after cancel",
+                name,
+                task.get_name(),
+                TASK_STOP_TIMEOUT,
+            )
         try:
             await handle.channel.stop()
         except Exception as exc:

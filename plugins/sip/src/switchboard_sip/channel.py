@@ -29,6 +29,7 @@ from switchboard import (
     OutboundMessage,
     PermanentSendError,
     Receipt,
+    Tasks,
     TransientSendError,
 )
 from switchboard_sip import message as sipmsg
@@ -356,7 +357,7 @@ class SipChannel:
         self.settings: SipSettings = None  # type: ignore[assignment]
         self.ua: UserAgent | None = None
         self._prompts: dict[str, bytes] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks(log)  # the calls being handled
         self.sessions: dict[str, SipCallSession] = {}
 
     # -- life cycle -----------------------------------------------------------------------
@@ -402,26 +403,14 @@ class SipChannel:
         ua.spawn(ua.keep_registered(ctx.fail))  # ended by ua.stop(), whoever stops us
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
-        self._tasks.clear()
+        await self._tasks.cancel_all()
         ua, self.ua = self.ua, None
         if ua is not None:
             await ua.stop()
         self.sessions.clear()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("SIP call task failed", exc_info=task.exception())
+        return self._tasks.spawn(coro, name="sip-call")
 
     def prompt(self, prompt: str | os.PathLike[str]) -> bytes:
         key = str(prompt)

@@ -32,9 +32,10 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
+from switchboard import Tasks
 from switchboard_sip import message as sipmsg
 from switchboard_sip.media import (
     MediaClock,
@@ -307,7 +308,7 @@ class UserAgent(asyncio.DatagramProtocol):
         self.sent_final: dict[str, bytes] = {}  # server INVITE branch -> final response
         self._pending: dict[tuple[str, str], asyncio.Future[SipMessage]] = {}
         self._provisional: dict[tuple[str, str], Callable[[SipMessage], None]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks(log)
         self._session = secrets.randbelow(1 << 30)
         self.registered = asyncio.Event()
         self.register_error: str | None = "not registered yet"
@@ -347,9 +348,7 @@ class UserAgent(asyncio.DatagramProtocol):
         if self.registered.is_set():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.register(expires=0), 2)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         await self.clock.stop()
         for fut in self._pending.values():
             if not fut.done():
@@ -367,16 +366,8 @@ class UserAgent(asyncio.DatagramProtocol):
         if not self._closed.done():
             self._closed.set_result(None)
 
-    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("SIP task failed", exc_info=task.exception())
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self._tasks.spawn(coro, name="sip-ua")
 
     def session_id(self) -> int:
         self._session += 1
