@@ -12,6 +12,10 @@ from collections.abc import Generator
 import pytest
 from hypothesis import HealthCheck, settings
 
+# switchboard.testing's fixtures (db_url, pg_url, open_sb, switchboard_store...) are
+# opt-in: this repository's tests take them here, as a plugin's own conftest.py would.
+pytest_plugins = ["switchboard.testing"]
+
 # The fuzz tests (``test_*_fuzz.py``): a bounded run in every `make test`, a long one with
 # `make fuzz` (SWITCHBOARD_FUZZ=long). Every run derandomized: a failure repeats.
 settings.register_profile(

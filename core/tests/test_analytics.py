@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from call_seed import record_call
 
 from switchboard import Direction, Disposition
 from switchboard.analytics import call_stats
 from switchboard.calls import ivr_step_t
 from switchboard.store import call_t
-from switchboard.testing import record_call
 
 AGENTS = {
     "switchboard": {

@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+# switchboard.testing's fixtures (switchboard_store, db_url, open_sb...) are opt-in.
+pytest_plugins = ["switchboard.testing"]
+
 
 class Gateway:
     def __init__(self) -> None:

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from call_seed import record_call
+
 from switchboard import Direction, Disposition
 from switchboard.app import create_app
 from switchboard.plugins import Plugins
@@ -19,7 +21,6 @@ from switchboard.testing import (
     RunningService,
     make_config,
     missing_tool,
-    record_call,
     serve_in_thread,
 )
 from switchboard_console import ConsolePlugin, ConsoleSettings

@@ -14,11 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from call_seed import record_call
 from console_peers import DAY1, DAY2, PERIOD, TARIFF, TOKENS, cells, console_service, seed_calls
 
 from switchboard import Direction
 from switchboard.config import ConfigError
-from switchboard.testing import RunningService, make_config, record_call
+from switchboard.testing import RunningService, make_config
 from switchboard_console import ConsoleSettings, Rate, TariffSettings, call_costs
 from switchboard_console.i18n import catalog_path, choose
 
