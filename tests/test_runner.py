@@ -12,7 +12,15 @@ from typing import Any
 import httpx
 from sbservice import service_config
 
-from switchboard import ChannelContext
+from switchboard import (
+    ChannelContext,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    SwitchboardError,
+    hookimpl,
+)
 from switchboard.app import create_app
 from switchboard.plugins import Plugins
 from switchboard.testing import LoopbackChannel, LoopbackPlugin, make_config, serve_in_thread
@@ -168,3 +176,35 @@ def test_outbox_and_event_hub_failures_show_in_health_and_recover(tmp_path: Path
                 return int(conn.execute("SELECT count(*) FROM event").fetchone()[0])
 
         wait_until(lambda: left() == 0)
+
+
+class ErrorsPlugin:
+    """A plugin's own routes raise the core's domain errors, as the core's own do."""
+
+    plugin_name = "errors"
+
+    @hookimpl
+    def register_routes(self, router: Any) -> None:
+        @router.get("/errors/{kind}")
+        async def fail(kind: str) -> dict[str, str]:
+            errors = {"missing": NotFound, "clash": Conflict, "bad": Invalid, "no": Forbidden}
+            raise errors.get(kind, SwitchboardError)(f"{kind}: told to fail")
+
+
+def test_domain_errors_answer_with_their_status_in_plugin_routes_too(tmp_path: Path) -> None:
+    plugins = Plugins()
+    assert plugins.register(ErrorsPlugin(), "errors")
+    config = make_config(tmp_path, service_config(tmp_path))
+    with serve_in_thread(create_app(config, plugins=plugins)) as service:
+        answers = {
+            kind: httpx.get(f"{service.url}/errors/{kind}")
+            for kind in ("missing", "clash", "bad", "no", "other")
+        }
+    assert {k: r.status_code for k, r in answers.items()} == {
+        "missing": 404,
+        "clash": 409,
+        "bad": 422,
+        "no": 403,
+        "other": 400,
+    }
+    assert answers["clash"].json() == {"detail": "clash: told to fail"}

@@ -18,12 +18,14 @@ from switchboard import (
     Contact,
     Interaction,
     InteractionStatus,
+    Invalid,
+    NotFound,
     PermanentSendError,
     TransientSendError,
     hookimpl,
 )
 from switchboard.backoff import Backoff
-from switchboard.store import StoreError, interaction_t, outbox_t
+from switchboard.store import interaction_t, outbox_t
 from switchboard.testing import LoopbackChannel, LoopbackPlugin
 
 FAST = {
@@ -117,13 +119,13 @@ async def test_contact_id_uses_the_channels_address_kind(open_sb: Any) -> None:
     queued = await sb.outbox.enqueue("mail", contact_id=anna.id, subject="Offer", text="Hello")
     assert queued.address == Address("email", "anna@example.com")
     nomail = sb.store.create_contact("Phone only", [Address("phone", "+12025550144")])
-    with pytest.raises(StoreError, match=f"contact {nomail.id} has no email address"):
+    with pytest.raises(Invalid, match=f"contact {nomail.id} has no email address"):
         await sb.outbox.enqueue("mail", contact_id=nomail.id, text="x")
-    with pytest.raises(StoreError, match="no contact with id 999999"):
+    with pytest.raises(NotFound, match="no contact with id 999999"):
         await sb.outbox.enqueue("mail", contact_id=999999, text="x")
-    with pytest.raises(StoreError, match=r"unknown channel 'fax' \(channels: mail\)"):
+    with pytest.raises(Invalid, match=r"unknown channel 'fax' \(channels: mail\)"):
         await sb.outbox.enqueue("fax", contact_id=anna.id, text="x")
-    with pytest.raises(StoreError, match="sends to email addresses, not phone"):
+    with pytest.raises(Invalid, match="sends to email addresses, not phone"):
         await sb.outbox.enqueue("mail", address="+12025550143", text="x")
     assert sb.store.count(interaction_t) == 1  # refused messages leave nothing behind
 

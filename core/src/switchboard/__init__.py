@@ -22,6 +22,7 @@ from switchboard.channels import (
 )
 from switchboard.config import Config, ConfigError, CoreSettings, load_config
 from switchboard.core import Switchboard
+from switchboard.errors import Conflict, Forbidden, Invalid, NotFound, SwitchboardError
 from switchboard.files import new_file_path, safe_filename
 from switchboard.models import (
     Agent,
@@ -55,17 +56,21 @@ __all__ = [
     "ChannelContext",
     "Config",
     "ConfigError",
+    "Conflict",
     "Contact",
     "CoreSettings",
     "Direction",
     "Disposition",
     "EventType",
+    "Forbidden",
     "InboundMessage",
     "Interaction",
     "InteractionKind",
     "InteractionStatus",
+    "Invalid",
     "InvalidInbound",
     "IvrStep",
+    "NotFound",
     "OutboundMessage",
     "PermanentSendError",
     "Receipt",
@@ -74,6 +79,7 @@ __all__ = [
     "Role",
     "SendError",
     "Switchboard",
+    "SwitchboardError",
     "Tasks",
     "TransientSendError",
     "VoiceChannel",

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import annotated_types
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -31,11 +31,10 @@ from switchboard.analytics import call_stats
 from switchboard.auth import Principal
 from switchboard.channels import VoiceChannel
 from switchboard.core import ChannelState, Switchboard
+from switchboard.errors import Conflict, Forbidden, Invalid, NotFound, SwitchboardError
 from switchboard.events import Event, to_json
 from switchboard.files import safe_filename
-from switchboard.mailings import MailingError
 from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
-from switchboard.store import AddressTaken, StoreError
 from switchboard.templates import TemplateError, template_values
 
 #: Row ids are INTEGER columns (32-bit on PostgreSQL): a bigger one is a 422 here, not an
@@ -106,6 +105,29 @@ async def agent_by_name(sb: Switchboard, name: str, field: str) -> Agent:
 #: One line: a name, a subject or a header value with a line break is refused with 422
 #: (it could never be sent: mail headers cannot hold one).
 ONE_LINE = r"^[^\r\n\x00]*$"
+
+
+#: The HTTP status of each kind of domain error (switchboard.errors); the exception
+#: handler that create_app installs answers with it and the error's message as ``detail``.
+ERROR_STATUS: dict[type[SwitchboardError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    Forbidden: 403,
+}
+
+
+def error_status(exc: SwitchboardError) -> int:
+    """The status for ``exc``: its class's, or the nearest base's (400 for the base)."""
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 400
+
+
+async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SwitchboardError)
+    return JSONResponse({"detail": str(exc)}, status_code=error_status(exc))
 
 
 class Body(BaseModel):
@@ -308,12 +330,9 @@ async def create_contact(body: ContactIn, sb: Core, who: Caller) -> dict[str, An
     owner = (
         await agent_by_name(sb, body.owner_agent, "body.owner_agent") if body.owner_agent else None
     )
-    try:
-        contact = await sb.create_contact(
-            body.name, addresses, company=body.company, owner_agent_id=owner.id if owner else None
-        )
-    except AddressTaken as exc:
-        raise HTTPException(409, str(exc)) from None
+    contact = await sb.create_contact(
+        body.name, addresses, company=body.company, owner_agent_id=owner.id if owner else None
+    )
     return to_json(contact)  # type: ignore[no-any-return]
 
 
@@ -355,12 +374,7 @@ async def patch_contact(
         values["owner_agent_id"] = owner.id if owner else None
     add = parse_addresses(sb, body.add_addresses, "body.add_addresses")
     remove = parse_addresses(sb, body.remove_addresses, "body.remove_addresses")
-    try:
-        contact = await run(
-            sb.store.update_contact, contact_id, values=values, add=add, remove=remove
-        )
-    except AddressTaken as exc:
-        raise HTTPException(409, str(exc)) from None
+    contact = await run(sb.store.update_contact, contact_id, values=values, add=add, remove=remove)
     return to_json(contact)  # type: ignore[no-any-return]
 
 
@@ -441,9 +455,6 @@ async def queue_message(
         raise HTTPException(
             422, [{"loc": ["body", "address"], "msg": str(exc), "type": "address"}]
         ) from None
-    except StoreError as exc:
-        status = 404 if "no contact with id" in str(exc) else 422
-        raise HTTPException(status, str(exc)) from None
     return interaction
 
 
@@ -783,10 +794,7 @@ async def get_list(name: str, sb: Core, who: Caller) -> dict[str, Any]:
 async def change_list(name: str, body: ListChange, sb: Core, who: Caller) -> dict[str, Any]:
     """Add contacts to a list (created on first use) and remove others."""
     supervisor_only(who, "lists and mailings")
-    try:
-        size = await run(sb.mailings.change_list, name, body.add, body.remove)
-    except StoreError as exc:
-        raise HTTPException(404, str(exc)) from None
+    size = await run(sb.mailings.change_list, name, body.add, body.remove)
     return {"name": name, "size": size}
 
 
@@ -795,20 +803,17 @@ async def create_mailing(body: MailingIn, sb: Core, who: Caller) -> dict[str, An
     """Queue a template to every contact on a list (unsubscribed ones and those without an
     address on the channel are skipped); statistics as ``GET /api/mailings/{id}``."""
     supervisor_only(who, "lists and mailings")
-    try:
-        stats = await run(
-            sb.mailings.create,
-            name=body.name,
-            channel=body.channel,
-            template=body.template,
-            audience=body.audience,
-            variables=body.variables,
-            scheduled_at=body.scheduled_at,
-            rate_per_minute=body.rate_per_minute,
-            agent=who.agent,
-        )
-    except MailingError as exc:
-        raise HTTPException(422, str(exc)) from None
+    stats = await run(
+        sb.mailings.create,
+        name=body.name,
+        channel=body.channel,
+        template=body.template,
+        audience=body.audience,
+        variables=body.variables,
+        scheduled_at=body.scheduled_at,
+        rate_per_minute=body.rate_per_minute,
+        agent=who.agent,
+    )
     sb.outbox.wake()
     return stats  # type: ignore[no-any-return]
 
@@ -822,10 +827,7 @@ async def list_mailings(sb: Core, who: Caller) -> dict[str, Any]:
 async def get_mailing(mailing_id: RowId, sb: Core, who: Caller) -> dict[str, Any]:
     """Progress and results: queued, sent, failed, bounced, opened, clicked, replied,
     unsubscribed."""
-    try:
-        return await run(sb.mailings.stats, mailing_id)  # type: ignore[no-any-return]
-    except StoreError as exc:
-        raise HTTPException(404, str(exc)) from None
+    return await run(sb.mailings.stats, mailing_id)  # type: ignore[no-any-return]
 
 
 # -- what mailing recipients click (no token: the link itself is signed) ------------------

@@ -21,11 +21,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchboard import __version__
+from switchboard.api import domain_error
 from switchboard.api import router as api_router
 from switchboard.api import tracking as tracking_router
 from switchboard.auth import TokenBook
 from switchboard.config import Config
 from switchboard.core import Switchboard
+from switchboard.errors import SwitchboardError
 from switchboard.metrics import make_registry
 from switchboard.plugins import Plugins
 from switchboard.secrets import Redactor, secret_values
@@ -194,6 +196,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=lambda: state["max_body"])
 
     app.add_middleware(CountRequests)
+    # NotFound 404, Conflict 409, Invalid 422, Forbidden 403: for the API and plugins' routes
+    app.add_exception_handler(SwitchboardError, domain_error)
 
     app.include_router(api_router)
     app.include_router(tracking_router)

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from switchboard.address import Address
 from switchboard.contacts import ContactResolver
+from switchboard.errors import Conflict, Invalid
 from switchboard.events import EventSpec, contact_created_events, to_json
 from switchboard.events import record as record_events
 from switchboard.models import (
@@ -36,7 +37,6 @@ from switchboard.models import (
     utcnow,
 )
 from switchboard.store import (
-    StoreError,
     agent_t,
     call_t,
     interaction_from_row,
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 ivr_step_t: sa.Table = CallIvrStepRow.__table__  # type: ignore[attr-defined]
 
 
-class CallStateError(StoreError):
+class CallStateError(Conflict):
     """A call event that does not fit the call's state (unknown call, answered after end)."""
 
 
@@ -67,7 +67,7 @@ def describe_recording(path: str | Path) -> Recording:
         with wave.open(str(p), "rb") as w:
             duration = w.getnframes() / float(w.getframerate())
     except (wave.Error, EOFError) as exc:
-        raise StoreError(f"recording {p} is not a readable WAV file: {exc}") from None
+        raise Invalid(f"recording {p} is not a readable WAV file: {exc}") from None
     return Recording(path=str(p), duration=round(duration, 3), sha256=digest.hexdigest())
 
 

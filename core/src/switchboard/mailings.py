@@ -26,11 +26,11 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from switchboard.errors import Invalid, NotFound
 from switchboard.events import record as record_events
 from switchboard.models import EventType, InteractionKind, InteractionStatus, utcnow
 from switchboard.store import (
     Store,
-    StoreError,
     address_t,
     contact_t,
     insert_many,
@@ -53,7 +53,7 @@ CHUNK = 500  # recipients rendered and stored at a time
 HREF = re.compile(r'href="(https?://[^"]+)"', re.IGNORECASE)
 
 
-class MailingError(StoreError):
+class MailingError(Invalid):
     """A mailing that cannot be created (unknown list, template error, no link secret)."""
 
 
@@ -127,7 +127,7 @@ class Mailings:
                 )
                 missing = sorted(set(add) - known)
                 if missing:
-                    raise StoreError(f"no contact with id {missing[0]}")
+                    raise NotFound(f"no contact with id {missing[0]}")
                 present = set(
                     conn.execute(
                         sa.select(list_member_t.c.contact_id).where(
@@ -492,7 +492,7 @@ def mailing_stats(store: Store, mailing_id: int) -> dict[str, Any]:
     with store.read() as conn:
         row = conn.execute(sa.select(mailing_t).where(mailing_t.c.id == mailing_id)).first()
         if row is None:
-            raise StoreError(f"no mailing with id {mailing_id}")
+            raise NotFound(f"no mailing with id {mailing_id}")
         status_counts: dict[str, int] = dict(
             conn.execute(
                 sa.select(interaction_t.c.status, sa.func.count())

@@ -24,6 +24,7 @@ from switchboard.address import Address
 from switchboard.backoff import Backoff
 from switchboard.channels import Channel, OutboundMessage, PermanentSendError, TransientSendError
 from switchboard.contacts import ContactResolver
+from switchboard.errors import Invalid, NotFound, SwitchboardError
 from switchboard.events import EventSpec, contact_created_events, record, to_json
 from switchboard.groupcommit import GroupCommit
 from switchboard.mailings import UNSUBSCRIBED, Mailings, unsubscribe_t
@@ -37,7 +38,6 @@ from switchboard.models import (
     utcnow,
 )
 from switchboard.store import (
-    StoreError,
     insert_many,
     interaction_from_row,
     interaction_t,
@@ -83,28 +83,28 @@ class Outbox:
         """Accept a message for sending; it is committed when this returns.
 
         Give ``contact_id`` (its address of the channel's kind is used), ``address`` (its
-        contact is found or created), or both. Raises :class:`StoreError` (unknown channel
+        contact is found or created), or both. Raises :class:`SwitchboardError` (unknown channel
         or contact, no address of the right kind) or :class:`AddressError`; nothing is
         stored then. Concurrent calls are committed together (group commit)."""
         ch = self.core.channel_objects.get(channel)
         if ch is None:
             known = ", ".join(sorted(self.core.channel_objects)) or "none"
-            raise StoreError(f"unknown channel {channel!r} (channels: {known})")
+            raise Invalid(f"unknown channel {channel!r} (channels: {known})")
         handle = self.core.channels[channel]
         if handle.state == "not configured":  # ChannelState.NOT_CONFIGURED (a StrEnum)
             # installed, but it would never send: refuse now rather than queue forever
-            raise StoreError(
+            raise Invalid(
                 f"channel {channel!r} is installed but not configured "
                 f"(add [plugins.{handle.plugin}] to the configuration)"
             )
         addr = self.core.addresses.parse(address) if address is not None else None
         if addr is not None and addr.kind != ch.address_kind:
-            raise StoreError(
+            raise Invalid(
                 f"channel {channel!r} sends to {ch.address_kind} addresses, "
                 f"not {addr.kind} ({addr})"
             )
         if contact_id is None and addr is None:
-            raise StoreError("give contact_id or address")
+            raise Invalid("give contact_id or address")
         request = _Request(
             channel, ch.address_kind, contact_id, addr, text, subject, kind, dict(payload or {})
         )
@@ -137,7 +137,7 @@ class Outbox:
             known = load_contacts(conn, {r.contact_id for r in batch if r.contact_id is not None})
             created = load_contacts(conn, {cid for cid, new in resolved.values() if new})
             now = utcnow()
-            targets: list[tuple[int, Address] | StoreError] = []
+            targets: list[tuple[int, Address] | SwitchboardError] = []
             for r in batch:
                 if r.contact_id is None:
                     assert r.address is not None
@@ -151,7 +151,7 @@ class Outbox:
                             or _address_of(known.get(r.contact_id), r.contact_id, r.address_kind),
                         )
                     )
-                except StoreError as exc:
+                except SwitchboardError as exc:
                     targets.append(exc)
             rows: list[dict[str, Any]] = [
                 {
@@ -197,7 +197,7 @@ class Outbox:
         stored = iter(zip(ids, rows, strict=True))
         result: list[tuple[Interaction, Contact | None] | BaseException] = []
         for t in targets:
-            if isinstance(t, StoreError):
+            if isinstance(t, SwitchboardError):
                 result.append(t)
                 continue
             i, row = next(stored)
@@ -540,8 +540,8 @@ class _Request:
 
 def _address_of(contact: Contact | None, contact_id: int, kind: str) -> Address:
     if contact is None:
-        raise StoreError(f"no contact with id {contact_id}")
+        raise NotFound(f"no contact with id {contact_id}")
     for address in contact.addresses:
         if address.kind == kind:
             return address
-    raise StoreError(f"contact {contact_id} has no {kind} address")
+    raise Invalid(f"contact {contact_id} has no {kind} address")

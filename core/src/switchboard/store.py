@@ -22,6 +22,7 @@ from alembic import command
 from sqlalchemy.engine import Connection, Engine
 
 from switchboard.address import Address
+from switchboard.errors import Conflict, NotFound, SwitchboardError
 from switchboard.models import (
     Agent,
     CallRecord,
@@ -141,11 +142,11 @@ def insert_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -
     )
 
 
-class StoreError(RuntimeError):
-    """A store operation that cannot succeed as asked (e.g. unknown contact)."""
+#: Kept for plugins written against it: every domain error (see :mod:`switchboard.errors`).
+StoreError = SwitchboardError
 
 
-class AddressTaken(StoreError):
+class AddressTaken(Conflict):
     """The address already belongs to another contact."""
 
     def __init__(self, address: Address, owner: int) -> None:
@@ -413,7 +414,7 @@ class Store:
                 conn.execute(sa.select(contact_t.c.id).where(contact_t.c.id == contact_id)).scalar()
                 is None
             ):
-                raise StoreError(f"no contact with id {contact_id}")
+                raise NotFound(f"no contact with id {contact_id}")
             if values:
                 conn.execute(
                     sa.update(contact_t).where(contact_t.c.id == contact_id).values(dict(values))

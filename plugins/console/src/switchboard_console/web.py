@@ -26,7 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.engine import Connection
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from switchboard import EventType, api
+from switchboard import EventType, NotFound, SwitchboardError, api
 from switchboard.analytics import call_stats
 from switchboard.auth import Principal, fingerprint
 from switchboard.core import ChannelState, Switchboard
@@ -354,7 +354,7 @@ def build_router(console: Console) -> APIRouter:
             created = await api.create_contact(body, sb, session.who)
         except ValueError as exc:
             return console.redirect("/console/contacts", ("error", str(exc)))
-        except HTTPException as exc:
+        except (HTTPException, SwitchboardError) as exc:
             return console.redirect("/console/contacts", ("error", _detail(exc)))
         return console.redirect(f"/console/contacts/{created['id']}", ("ok", "saved"))
 
@@ -368,8 +368,8 @@ def build_router(console: Console) -> APIRouter:
     ) -> Response:
         try:
             contact = await api.get_contact(contact_id, sb, session.who)
-        except HTTPException as exc:
-            if exc.status_code != 404:
+        except (HTTPException, NotFound) as exc:
+            if isinstance(exc, HTTPException) and exc.status_code != 404:
                 raise
             return console.render(
                 request, "error.html", session.lang, session, status_code=404, status=404
@@ -419,7 +419,7 @@ def build_router(console: Console) -> APIRouter:
         )
         try:
             await api.patch_contact(contact_id, patch, sb, session.who)
-        except HTTPException as exc:
+        except (HTTPException, SwitchboardError) as exc:
             return console.redirect(back, ("error", _detail(exc)))
         return console.redirect(back, ("ok", "saved"))
 
@@ -437,7 +437,7 @@ def build_router(console: Console) -> APIRouter:
         try:
             body = api.CallIn(agent=agent.name, to=address)
             call_id = await api.place_call(sb, session.who, body)
-        except HTTPException as exc:
+        except (HTTPException, SwitchboardError) as exc:
             return console.redirect(back, ("error", _detail(exc)))
         return console.redirect(back, ("ok", f"calling:{call_id}"))
 
@@ -467,7 +467,7 @@ def build_router(console: Console) -> APIRouter:
             return console.redirect(back, ("error", str(exc)))
         try:
             await api.queue_message(sb, session.who, request, body)
-        except HTTPException as exc:
+        except (HTTPException, SwitchboardError) as exc:
             return console.redirect(back, ("error", _detail(exc)))
         return console.redirect(back, ("ok", "queued"))
 
@@ -507,7 +507,7 @@ def build_router(console: Console) -> APIRouter:
         back = _local(back)
         try:
             await api.task_done(task_id, sb, session.who)
-        except HTTPException as exc:
+        except (HTTPException, SwitchboardError) as exc:
             return console.redirect(back, ("error", _detail(exc)))
         return console.redirect(back, ("ok", "task_done"))
 
@@ -653,7 +653,10 @@ def _local(url: str) -> str:
     return url if url.startswith("/console") and not url.startswith("//") else "/console/contacts"
 
 
-def _detail(exc: HTTPException) -> str:
+def _detail(exc: HTTPException | SwitchboardError) -> str:
+    """What went wrong, for the page: an HTTP error's detail or a domain error's message."""
+    if isinstance(exc, SwitchboardError):
+        return str(exc)
     detail = exc.detail
     if isinstance(detail, list):
         return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)

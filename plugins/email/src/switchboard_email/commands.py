@@ -7,10 +7,11 @@ import time
 
 import click
 
+from switchboard import SwitchboardError
 from switchboard.config import ConfigError, load_config
 from switchboard.core import load_plugins
 from switchboard.mailings import mailing_stats
-from switchboard.store import Store, StoreError
+from switchboard.store import Store
 
 COUNTS = ("sent", "failed", "bounced", "opened", "clicked", "replied", "unsubscribed")
 
@@ -55,7 +56,7 @@ def status_command(mailing_id: int, config_path: str, watch: bool, interval: flo
     try:
         try:
             stats = mailing_stats(store, mailing_id)
-        except StoreError as exc:
+        except SwitchboardError as exc:
             raise click.ClickException(str(exc)) from None
         label = f"{stats['name']} ({stats['total']} recipients)"
         with click.progressbar(length=max(stats["total"], 1), label=label, show_pos=True) as bar:
