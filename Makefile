@@ -53,3 +53,4 @@ bench: sync
 	$(UV) run --frozen python bench/mailing_bench.py
 	$(UV) run --frozen python bench/analytics_bench.py
 	$(UV) run --frozen python bench/console_pop.py
+	$(UV) run --frozen python bench/console_session.py

@@ -4,6 +4,7 @@ The public API for plugin authors is re-exported here; see ``docs/hooks.md``.
 """
 
 from switchboard.address import Address, AddressBook, AddressError
+from switchboard.auth import Principal
 from switchboard.backoff import Backoff
 from switchboard.channels import (
     CallHandler,
@@ -21,8 +22,9 @@ from switchboard.channels import (
     VoiceChannel,
 )
 from switchboard.config import Config, ConfigError, CoreSettings, load_config
-from switchboard.core import Switchboard
+from switchboard.core import ChannelState, Switchboard
 from switchboard.errors import Conflict, Forbidden, Invalid, NotFound, SwitchboardError
+from switchboard.events import Event, to_json
 from switchboard.files import new_file_path, safe_filename
 from switchboard.models import (
     Agent,
@@ -54,6 +56,7 @@ __all__ = [
     "CallSession",
     "Channel",
     "ChannelContext",
+    "ChannelState",
     "Config",
     "ConfigError",
     "Conflict",
@@ -61,6 +64,7 @@ __all__ = [
     "CoreSettings",
     "Direction",
     "Disposition",
+    "Event",
     "EventType",
     "Forbidden",
     "InboundMessage",
@@ -73,6 +77,7 @@ __all__ = [
     "NotFound",
     "OutboundMessage",
     "PermanentSendError",
+    "Principal",
     "Receipt",
     "Received",
     "Recording",
@@ -87,4 +92,5 @@ __all__ = [
     "load_config",
     "new_file_path",
     "safe_filename",
+    "to_json",
 ]

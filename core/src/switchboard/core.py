@@ -372,11 +372,12 @@ class Switchboard:
         and return what it returns: how a plugin reads and writes its own tables
         (``register_migrations``). ``conn`` is a SQLAlchemy Core ``Connection``; the
         transaction commits when ``work`` returns and rolls back if it raises.
-        ``write=False`` is a read-only transaction (on SQLite it does not queue behind
-        writers)."""
+        ``write=False`` is for reads: no queueing behind writers on SQLite, and on
+        PostgreSQL each statement runs on its own (no BEGIN/COMMIT round trips; statements
+        that must agree with each other belong in a write transaction)."""
 
         def run() -> T:
-            with self.store.write() if write else self.store.read() as conn:
+            with self.store.write() if write else self.store.glance() as conn:
                 return work(conn)
 
         return await asyncio.to_thread(run)

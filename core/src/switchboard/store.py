@@ -296,6 +296,13 @@ class Store:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
+    @contextmanager
+    def glance(self) -> Iterator[Connection]:
+        """A connection for reads that need no snapshot of their own (one statement, or
+        statements that need not agree): on PostgreSQL it skips BEGIN and COMMIT."""
+        with self._reader.connect() as conn:
+            yield conn
+
     # -- contacts -------------------------------------------------------------------------
 
     def find_contact_id(self, address: Address, conn: Connection | None = None) -> int | None:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from switchboard.config import CoreSettings
+from switchboard import CoreSettings
 
 LANGUAGES = ("en", "ru")
 PREFIX = re.compile(r"^\+[0-9]{1,15}$")

@@ -26,11 +26,19 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.engine import Connection
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from switchboard import EventType, NotFound, SwitchboardError, api
+from switchboard import (
+    ChannelState,
+    Event,
+    EventType,
+    NotFound,
+    Principal,
+    Switchboard,
+    SwitchboardError,
+    api,
+    to_json,
+)
 from switchboard.analytics import call_stats
-from switchboard.auth import Principal, fingerprint
-from switchboard.core import ChannelState, Switchboard
-from switchboard.events import Event, to_json
+from switchboard.auth import fingerprint
 from switchboard.store import load_contacts
 from switchboard_console.charts import bar_chart
 from switchboard_console.i18n import Formats, choose, translations

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
@@ -40,7 +41,6 @@ from switchboard import (
     TransientSendError,
     new_file_path,
 )
-from switchboard.models import utcnow
 from switchboard_email.mime import parse
 
 log = logging.getLogger("switchboard.channel.email")
@@ -201,7 +201,7 @@ class EmailChannel:
         mail["From"] = formataddr((self.s.from_name or "", self.s.from_address))
         mail["To"] = message.address.value
         mail["Subject"] = message.subject or ""
-        mail["Date"] = format_datetime(utcnow())
+        mail["Date"] = format_datetime(datetime.now(UTC))
         mail["Message-ID"] = make_msgid(domain=domain)
         replying_to = message.payload.get("in_reply_to")
         if replying_to:

@@ -7,8 +7,7 @@ import time
 
 import click
 
-from switchboard import SwitchboardError
-from switchboard.config import ConfigError, load_config
+from switchboard import ConfigError, SwitchboardError, load_config
 from switchboard.core import load_plugins
 from switchboard.mailings import mailing_stats
 from switchboard.store import Store

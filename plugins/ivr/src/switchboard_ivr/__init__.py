@@ -16,8 +16,7 @@ from typing import Any
 import attrs
 import click
 
-from switchboard import CallRecord, Contact, hookimpl
-from switchboard.config import CoreSettings
+from switchboard import CallRecord, Contact, CoreSettings, hookimpl
 from switchboard_ivr.engine import Engine
 from switchboard_ivr.flow import Flow, FlowError, draw, load_flow
 from switchboard_ivr.tts import Speaker
