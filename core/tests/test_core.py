@@ -161,3 +161,30 @@ def test_switchboard_service_fixture_serves_http(switchboard_service: Any) -> No
         headers={"Authorization": "Bearer fixture-token-0123456789"},
     ).json()
     assert [i["text"] for i in listed["items"]] == ["hi"]
+
+
+async def test_templates_render_for_a_contact_through_the_switchboard(tmp_path: Any) -> None:
+    from switchboard import Address, Invalid, TemplateError
+    from switchboard.testing import open_switchboard
+
+    sb = await open_switchboard(
+        tmp_path,
+        config={
+            "switchboard": {
+                "templates": {
+                    "hello": {"subject": "Hi {{ contact.name }}", "text": "Code {{ code }}"}
+                }
+            }
+        },
+    )
+    try:
+        anna = await sb.create_contact("Anna", [Address("phone", "+12025550143")])
+        done = sb.render("hello", contact=anna, address=anna.addresses[0], variables={"code": 7})
+        assert (done.subject, done.text, done.html) == ("Hi Anna", "Code 7", None)
+        with pytest.raises(TemplateError, match="'code' is undefined") as caught:
+            sb.render("hello", contact=anna)
+        assert isinstance(caught.value, Invalid)  # a 422 from the API
+        with pytest.raises(TemplateError, match="unknown template 'nope'"):
+            sb.render("nope")
+    finally:
+        await sb.close()

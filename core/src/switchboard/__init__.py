@@ -42,6 +42,7 @@ from switchboard.models import (
 )
 from switchboard.plugins import hookimpl
 from switchboard.tasks import Tasks
+from switchboard.templates import Rendered, TemplateError
 
 __version__ = "0.1.0"
 
@@ -81,11 +82,13 @@ __all__ = [
     "Receipt",
     "Received",
     "Recording",
+    "Rendered",
     "Role",
     "SendError",
     "Switchboard",
     "SwitchboardError",
     "Tasks",
+    "TemplateError",
     "TransientSendError",
     "VoiceChannel",
     "hookimpl",

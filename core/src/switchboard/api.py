@@ -35,7 +35,7 @@ from switchboard.errors import Conflict, Forbidden, Invalid, NotFound, Switchboa
 from switchboard.events import Event, to_json
 from switchboard.files import safe_filename
 from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
-from switchboard.templates import TemplateError, template_values
+from switchboard.templates import TemplateError
 
 #: Row ids are INTEGER columns (32-bit on PostgreSQL): a bigger one is a 422 here, not an
 #: overflow in the driver (schemathesis found the 500s, on both databases).
@@ -405,15 +405,13 @@ async def timeline(
 
 
 @router.post("/messages", status_code=202)
-async def send_message(body: MessageIn, sb: Core, who: Caller, request: Request) -> Accepted:
+async def send_message(body: MessageIn, sb: Core, who: Caller) -> Accepted:
     """Queue a message (the outbox sends it, with retries); 202 with the interaction id."""
-    interaction = await queue_message(sb, who, request, body)
+    interaction = await queue_message(sb, who, body)
     return Accepted(id=interaction.id, status=interaction.status.value)
 
 
-async def queue_message(
-    sb: Switchboard, who: Principal, request: Request, body: MessageIn
-) -> Interaction:
+async def queue_message(sb: Switchboard, who: Principal, body: MessageIn) -> Interaction:
     """Render the template (if any) and queue the message; HTTPException on bad input (also
     used by the console's pages)."""
     text, subject = body.text, body.subject
@@ -430,7 +428,6 @@ async def queue_message(
         rendered = await _render(
             sb,
             who,
-            request,
             body.template,
             body.contact_id,
             body.address,
@@ -461,7 +458,6 @@ async def queue_message(
 async def _render(
     sb: Switchboard,
     who: Principal,
-    request: Request,
     template: str,
     contact_id: int | None,
     address: str | None,
@@ -473,10 +469,11 @@ async def _render(
     template's error (unknown template, missing variable...)."""
     contact = await _contact_or_404(sb, contact_id) if contact_id is not None else None
     call = await _call_or_404(sb, call_id) if call_id is not None else None
-    to = str(parse_address(sb, address, "address")) if address is not None else None
-    values = template_values(variables, contact=contact, address=to, agent=who.agent, call=call)
+    to = parse_address(sb, address, "address") if address is not None else None
     try:
-        return request.app.state.templates.render(template, values)
+        return sb.render(
+            template, contact=contact, address=to, agent=who.agent, call=call, variables=variables
+        )
     except TemplateError as exc:
         raise HTTPException(
             422, [{"loc": ["body", "template"], "msg": str(exc), "type": "template"}]
@@ -491,18 +488,16 @@ class PreviewIn(Body):
 
 
 @router.get("/templates")
-async def list_templates(request: Request, who: Caller) -> dict[str, Any]:
+async def list_templates(sb: Core, who: Caller) -> dict[str, Any]:
     """The configured message templates' names."""
-    return {"items": list(request.app.state.templates.names)}
+    return {"items": list(sb.templates.names)}
 
 
 @router.post("/templates/{name}/preview")
-async def preview_template(
-    name: str, body: PreviewIn, sb: Core, who: Caller, request: Request
-) -> dict[str, Any]:
+async def preview_template(name: str, body: PreviewIn, sb: Core, who: Caller) -> dict[str, Any]:
     """Render a template as it would be sent (subject, text, html), sending nothing."""
     rendered = await _render(
-        sb, who, request, name, body.contact_id, body.address, body.variables, body.call_id
+        sb, who, name, body.contact_id, body.address, body.variables, body.call_id
     )
     return {"subject": rendered.subject, "text": rendered.text, "html": rendered.html}
 

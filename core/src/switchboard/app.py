@@ -31,7 +31,6 @@ from switchboard.errors import SwitchboardError
 from switchboard.metrics import make_registry
 from switchboard.plugins import Plugins
 from switchboard.secrets import Redactor, secret_values
-from switchboard.templates import Templates
 from switchboard.webhooks import Webhooks
 
 log = logging.getLogger("switchboard.runner")
@@ -153,7 +152,6 @@ def create_app(
             log.warning(
                 "no [[switchboard.tokens]] configured: every /api path but /api/health answers 401"
             )
-        app.state.templates = Templates(sb.config.core.templates)
         webhooks = Webhooks(sb)
         app.state.webhooks = webhooks
         app.state.metrics, app.state.requests = make_registry(sb, webhooks)

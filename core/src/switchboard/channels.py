@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from switchboard.calls import CallLog
     from switchboard.core import Switchboard
+    from switchboard.templates import Rendered
 
 T = TypeVar("T")
 
@@ -218,6 +219,11 @@ class ChannelContext:
         """``work(conn)`` in a transaction on the store's database, for the plugin's own
         tables: see :meth:`Switchboard.transaction`."""
         return await self._core.transaction(work, write=write)
+
+    def render(self, template: str, **context: Any) -> Rendered:
+        """Render a configured message template: see :meth:`Switchboard.render` (``contact``,
+        ``address``, ``agent``, ``call``, ``variables``)."""
+        return self._core.render(template, **context)
 
     def agents(self) -> list[Agent]:
         """The configured agents (name, extension, email, role)."""

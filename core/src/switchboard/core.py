@@ -14,7 +14,7 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from switchboard.config import Config, load_config
 from switchboard.events import EventHub, contact_created_events, record
 from switchboard.inbox import Inbox
 from switchboard.mailings import Mailings
-from switchboard.models import Contact
+from switchboard.models import Agent, CallRecord, Contact
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
 from switchboard.quarantine import Quarantine
@@ -37,6 +37,7 @@ from switchboard.schema import PluginSchema, plugin_schema
 from switchboard.store import AddressTaken, Store, load_contacts
 from switchboard.supervisor import Supervisor
 from switchboard.tasks import Tasks
+from switchboard.templates import Rendered, Templates, template_values
 
 log = logging.getLogger("switchboard")
 T = TypeVar("T")
@@ -106,6 +107,8 @@ class Switchboard:
         self.channels: dict[str, ChannelHandle] = {}
         #: The plugins' own tables and migrations (``register_migrations``).
         self.schemas: list[PluginSchema] = []
+        #: The message templates of ``[switchboard.templates]``; see :meth:`render`.
+        self.templates = Templates(config.core.templates)
 
     @classmethod
     async def open(
@@ -381,6 +384,30 @@ class Switchboard:
                 return work(conn)
 
         return await asyncio.to_thread(run)
+
+    def render(
+        self,
+        template: str,
+        *,
+        contact: Contact | None = None,
+        address: Address | str | None = None,
+        agent: Agent | None = None,
+        call: CallRecord | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> Rendered:
+        """Render the configured template ``template`` (its text, subject and HTML) for a
+        contact (and the ``address`` the message goes to), the agent who sends it and a
+        call, plus ``variables``: the one context of previews, sends and mailings
+        (:func:`switchboard.templates.template_values`). Raises :class:`TemplateError` (an
+        ``Invalid``) for an unknown template or a variable it uses that nobody gave."""
+        values = template_values(
+            variables or {},
+            contact=contact,
+            address=None if address is None else str(address),
+            agent=agent,
+            call=call,
+        )
+        return self.templates.render(template, values)
 
     async def close(self) -> None:
         await self.outbox.close()

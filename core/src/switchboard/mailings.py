@@ -191,7 +191,7 @@ class Mailings:
         """Render the template for every recipient, then store the mailing and its queued
         messages in one transaction. Raises :class:`MailingError` before anything is
         stored if any rendering fails."""
-        from switchboard.templates import TemplateError, Templates, template_values
+        from switchboard.templates import TemplateError, template_values
 
         if channel not in self.core.channels:
             raise MailingError(f"unknown channel {channel!r}")
@@ -202,7 +202,7 @@ class Mailings:
                 "(for the unsubscribe and tracking links)"
             )
         kind = self.core.channels[channel].channel.address_kind
-        templates = Templates(self.core.config.core.templates)
+        templates = self.core.templates
         start = scheduled_at or utcnow()
         spacing = 60.0 / rate_per_minute if rate_per_minute else 0.0
         with self.core.store.read() as conn:

@@ -17,6 +17,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from switchboard.config import TemplateSettings
+from switchboard.errors import Invalid
 
 
 def template_values(
@@ -41,7 +42,7 @@ def template_values(
     }
 
 
-class TemplateError(ValueError):
+class TemplateError(Invalid, ValueError):
     """A template that does not exist or cannot be rendered with the given variables."""
 
 

@@ -405,7 +405,7 @@ def build_router(console: Console) -> APIRouter:
             agents=await _agent_names(sb),
             targets=_targets(sb, contact),
             can_call=api.voice_channel(sb) is not None,
-            templates=list(request.app.state.templates.names),
+            templates=list(sb.templates.names),
         )
 
     @router.post("/contacts/{contact_id}")
@@ -474,7 +474,7 @@ def build_router(console: Console) -> APIRouter:
         except ValueError as exc:
             return console.redirect(back, ("error", str(exc)))
         try:
-            await api.queue_message(sb, session.who, request, body)
+            await api.queue_message(sb, session.who, body)
         except (HTTPException, SwitchboardError) as exc:
             return console.redirect(back, ("error", _detail(exc)))
         return console.redirect(back, ("ok", "queued"))
