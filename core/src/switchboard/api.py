@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from switchboard.address import Address, AddressError
-from switchboard.analytics import call_stats
 from switchboard.auth import Principal
 from switchboard.channels import VoiceChannel
 from switchboard.core import ChannelState, Switchboard
@@ -880,14 +879,7 @@ async def call_analytics(
     """Calls by agent, by (UTC) day or by IVR node, by SQL aggregates (supervisors, admins)."""
     supervisor_only(who, "call analytics")
     require_zones(since, until)
-    rows = await run(
-        call_stats,
-        sb.store,
-        since,
-        until,
-        group_by,
-        sb.config.core.analytics.service_level_seconds,
-    )
+    rows = await sb.call_stats(since, until, group_by)
     if format == "csv":
         return csv_response(rows, f"calls-by-{group_by}.csv")
     return {"from": since.isoformat(), "to": until.isoformat(), "group_by": group_by, "rows": rows}

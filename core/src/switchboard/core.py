@@ -15,6 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ import attrs
 from sqlalchemy.engine import Connection
 
 from switchboard.address import Address, AddressBook
+from switchboard.analytics import call_stats
 from switchboard.backoff import Backoff
 from switchboard.calls import CallLog
 from switchboard.channels import Channel, ChannelContext
@@ -384,6 +386,24 @@ class Switchboard:
                 return work(conn)
 
         return await asyncio.to_thread(run)
+
+    async def contacts(self, ids: Iterable[int]) -> dict[int, Contact]:
+        """The contact cards with these ids (with their addresses), by id; unknown ids are
+        left out. One query, off the event loop."""
+
+        def load() -> dict[int, Contact]:
+            with self.store.read() as conn:
+                return load_contacts(conn, list(set(ids)))
+
+        return await asyncio.to_thread(load)
+
+    async def call_stats(
+        self, since: datetime, until: datetime, group_by: str = "agent"
+    ) -> list[dict[str, Any]]:
+        """Call figures per agent, per UTC day or per IVR node for ``[since, until)``
+        (``GET /api/analytics/calls``; docs/api.md), with the configured service level."""
+        sla = self.config.core.analytics.service_level_seconds
+        return await asyncio.to_thread(call_stats, self.store, since, until, group_by, sla)
 
     def render(
         self,

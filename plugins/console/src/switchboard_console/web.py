@@ -37,9 +37,7 @@ from switchboard import (
     api,
     to_json,
 )
-from switchboard.analytics import call_stats
 from switchboard.auth import fingerprint
-from switchboard.store import load_contacts
 from switchboard_console.charts import bar_chart
 from switchboard_console.i18n import Formats, choose, translations
 from switchboard_console.settings import LANGUAGES, ConsoleSettings
@@ -494,7 +492,8 @@ def build_router(console: Console) -> APIRouter:
             found = await api.run(sb.store.list_tasks, status="open", agent_id=mine, limit=500)
         else:
             found = []
-        names = await api.run(_contact_names, sb, {t.contact_id for t in found})
+        cards = await sb.contacts(t.contact_id for t in found)
+        names = {i: c.name for i, c in cards.items()}
         return console.render(
             request,
             "tasks.html",
@@ -564,7 +563,7 @@ def build_router(console: Console) -> APIRouter:
         out: dict[str, Any] = {"sla": sla}
         for group in ("agent", "day", "ivr_node"):
             if group in tables:
-                out[group] = await api.run(call_stats, sb.store, since, until, group, sla)
+                out[group] = await sb.call_stats(since, until, group)
         if "agent" in tables:
             out["agent"].sort(key=lambda r: (r["agent"] == "unassigned", r["agent"]))
         if "day" in tables:
@@ -669,11 +668,6 @@ def _detail(exc: HTTPException | SwitchboardError) -> str:
     if isinstance(detail, list):
         return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
     return str(detail)
-
-
-def _contact_names(sb: Switchboard, ids: set[int]) -> dict[int, str]:
-    with sb.store.read() as conn:
-        return {i: c.name for i, c in load_contacts(conn, list(ids)).items()}
 
 
 async def _agent_names(sb: Switchboard) -> dict[int, str]:
