@@ -74,7 +74,8 @@ def start_service(tmp_path: Path, **extra: Any) -> tuple[Any, dict[str, Loopback
     }
     plugins = Plugins()
     plugins.register(LoopbackPlugin(*channels.values()), "loopback")
-    config = make_config(tmp_path, service_config(tmp_path, **extra))
+    # the loaded plugin, so that webhooks may name its own events (loopback.NAME)
+    config = make_config(tmp_path, service_config(tmp_path, **extra), {"loopback": None})
     return create_app(config, plugins=plugins), channels
 
 

@@ -264,3 +264,54 @@ def test_webhooks_are_signed_retried_and_a_dead_one_blocks_nothing(
             assert time.monotonic() < deadline, hooks["dead"].failed
             time.sleep(0.05)
         assert hooks["crm"].delivered == 3
+
+
+def test_a_plugin_publishes_its_own_events_to_webhooks_and_the_stream(
+    tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    from switchboard import Invalid
+
+    hook = Receiver()
+    receivers.append(hook)
+    app, channels = start_service(
+        tmp_path,
+        webhooks=[
+            {"name": "crm", "url": hook.url, "secret": "s", "events": ["loopback.delivered"]}
+        ],
+    )
+    with serve_in_thread(app) as running:
+        ctx = channels["sms"].ctx
+        assert ctx is not None
+        stream = SseClient(running.url, TOKENS["admin"])
+        try:
+            event_id = running.call(ctx.publish("delivered", {"message": "wamid.1", "n": 2}))
+            [seen] = stream.take(1)
+        finally:
+            stream.close()
+        assert (seen["id"], seen["type"]) == (event_id, "loopback.delivered")
+        assert seen["data"] == {"message": "wamid.1", "n": 2}
+        headers, body = hook.take()
+        payload = json.loads(body)
+        assert headers["x-switchboard-event"] == payload["type"] == "loopback.delivered"
+        assert payload["data"] == {"message": "wamid.1", "n": 2}
+        with pytest.raises(Invalid, match="event name"):
+            running.call(ctx.publish("Not A Name", {}))
+        with pytest.raises(Invalid, match="not JSON"):
+            running.call(ctx.publish("odd", {"when": object()}))
+
+
+def test_webhooks_may_name_only_core_events_or_a_loaded_plugins(tmp_path: Path) -> None:
+    from switchboard import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown event type\(s\) whatsapp.status"):
+        start_service(
+            tmp_path,
+            webhooks=[
+                {
+                    "name": "crm",
+                    "url": "http://127.0.0.1:9/",
+                    "secret": "s",
+                    "events": ["whatsapp.status"],
+                }
+            ],
+        )

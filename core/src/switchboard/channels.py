@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -219,6 +219,13 @@ class ChannelContext:
         """``work(conn)`` in a transaction on the store's database, for the plugin's own
         tables: see :meth:`Switchboard.transaction`."""
         return await self._core.transaction(work, write=write)
+
+    async def publish(
+        self, name: str, data: Mapping[str, Any], agents: Iterable[int] | None = None
+    ) -> int:
+        """Publish an event of this channel's plugin, ``<plugin>.<name>``: see
+        :meth:`Switchboard.publish`."""
+        return await self._core.publish(self.plugin, name, data, agents)
 
     def render(self, template: str, **context: Any) -> Rendered:
         """Render a configured message template: see :meth:`Switchboard.render` (``contact``,

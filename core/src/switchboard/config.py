@@ -13,7 +13,7 @@ import enum
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -303,7 +303,7 @@ def expand_env(
 EVENT_TYPES = tuple(EventType)
 
 
-def _check_core(core: CoreSettings) -> list[str]:
+def _check_core(core: CoreSettings, plugins: Iterable[str] = ()) -> list[str]:
     """Checks across keys that a type alone cannot express."""
     problems = []
     names = [a.name for a in core.agents]
@@ -327,11 +327,15 @@ def _check_core(core: CoreSettings) -> list[str]:
         where = f"[switchboard] webhooks[{i}]"
         if not w.url.startswith(("http://", "https://")):
             problems.append(f"{where}.url: expected an http:// or https:// URL, got {w.url!r}")
-        unknown = sorted(set(w.events) - set(EVENT_TYPES))
+        # the core's types, or a loaded plugin's own (``<plugin>.<name>``, its docs say which)
+        loaded = set(plugins)
+        unknown = sorted(
+            e for e in set(w.events) - set(EVENT_TYPES) if e.partition(".")[0] not in loaded
+        )
         if unknown:
             problems.append(
                 f"{where}.events: unknown event type(s) {', '.join(unknown)}; "
-                f"known: {', '.join(EVENT_TYPES)}"
+                f"known: {', '.join(EVENT_TYPES)}, or PLUGIN.NAME of a loaded plugin"
             )
     m = core.mailings
     if m.public_url and not m.public_url.startswith(("http://", "https://")):
@@ -423,7 +427,7 @@ def config_from_dict(
                 f"[switchboard] default_region: expected an ISO 3166 region "
                 f"code such as 'RU' or 'US', got {core.default_region!r}"
             )
-        problems += _check_core(core)
+        problems += _check_core(core, (plugin_settings or {}).keys())
         if base_dir is not None:
             _resolve_relative(core, base_dir)
     plugins_raw = raw.get("plugins", {})

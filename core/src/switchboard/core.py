@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import enum
 import functools
+import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -28,7 +30,8 @@ from switchboard.backoff import Backoff
 from switchboard.calls import CallLog
 from switchboard.channels import Channel, ChannelContext
 from switchboard.config import Config, load_config
-from switchboard.events import EventHub, contact_created_events, record
+from switchboard.errors import Invalid
+from switchboard.events import EventHub, PluginEventType, contact_created_events, record
 from switchboard.inbox import Inbox
 from switchboard.mailings import Mailings
 from switchboard.models import Agent, CallRecord, Contact
@@ -43,6 +46,7 @@ from switchboard.templates import Rendered, Templates, template_values
 
 log = logging.getLogger("switchboard")
 T = TypeVar("T")
+_EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 TASK_STOP_TIMEOUT = 5.0
@@ -404,6 +408,36 @@ class Switchboard:
         (``GET /api/analytics/calls``; docs/api.md), with the configured service level."""
         sla = self.config.core.analytics.service_level_seconds
         return await asyncio.to_thread(call_stats, self.store, since, until, group_by, sla)
+
+    async def publish(
+        self,
+        plugin: str,
+        name: str,
+        data: Mapping[str, Any],
+        agents: Iterable[int] | None = None,
+    ) -> int:
+        """Publish an event of the plugin's own, ``<plugin>.<name>`` (``whatsapp.status``
+        say), to the live stream and to webhooks that subscribed to it; ``agents`` limits
+        it to those agents (and supervisors), None is for everyone. ``data`` must be JSON.
+        Returns the event's id. Raises :class:`Invalid` for a name that is not
+        ``[a-z][a-z0-9_]*`` or data that is not a JSON object."""
+        if not _EVENT_NAME.fullmatch(name):
+            raise Invalid(
+                f"event name {name!r}: expected [a-z][a-z0-9_]* (the type is plugin.name)"
+            )
+        try:
+            body = json.loads(json.dumps(dict(data)))
+        except (TypeError, ValueError) as exc:
+            raise Invalid(f"event {plugin}.{name}: data is not JSON: {exc}") from None
+        event = (PluginEventType(f"{plugin}.{name}"), body, agents)
+
+        def write() -> int:
+            with self.store.write() as conn:
+                return record(conn, [event])[0]
+
+        event_id = await asyncio.to_thread(write)
+        self.events.notify()
+        return event_id
 
     def render(
         self,

@@ -20,7 +20,7 @@ import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NewType
 
 import attrs
 import cattrs
@@ -86,7 +86,11 @@ def _event(row: Any) -> Event:
     )
 
 
-EventSpec = tuple[EventType, Mapping[str, Any], Iterable[int] | None]
+#: The type of an event a plugin publishes: ``<plugin>.<name>`` (see
+#: :meth:`Switchboard.publish`); the core's own are :class:`EventType`.
+PluginEventType = NewType("PluginEventType", str)
+
+EventSpec = tuple[EventType | PluginEventType, Mapping[str, Any], Iterable[int] | None]
 """An event to record: (type, data, the agents it is meant for or None for everyone)."""
 
 
