@@ -227,10 +227,20 @@ class ChannelContext:
         :meth:`Switchboard.publish`."""
         return await self._core.publish(self.plugin, name, data, agents)
 
-    def render(self, template: str, **context: Any) -> Rendered:
-        """Render a configured message template: see :meth:`Switchboard.render` (``contact``,
-        ``address``, ``agent``, ``call``, ``variables``)."""
-        return self._core.render(template, **context)
+    def render(
+        self,
+        template: str,
+        *,
+        contact: Contact | None = None,
+        address: Address | str | None = None,
+        agent: Agent | None = None,
+        call: CallRecord | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> Rendered:
+        """Render a configured message template: see :meth:`Switchboard.render`."""
+        return self._core.render(
+            template, contact=contact, address=address, agent=agent, call=call, variables=variables
+        )
 
     def agents(self) -> list[Agent]:
         """The configured agents (name, extension, email, role)."""

@@ -39,8 +39,8 @@ class SchemaError(Exception):
 
 @attrs.frozen
 class PluginSchema:
-    """What a plugin registered: the folder of its Alembic revisions and, for the clash
-    check (and autogenerate), the ``MetaData`` holding its tables."""
+    """What a plugin registered: the folder of its Alembic revisions and the ``MetaData``
+    holding its tables (for the clash check, and as the migrations' target metadata)."""
 
     plugin: str
     versions: Path
