@@ -1,0 +1,141 @@
+"""``/api/contacts``: search, create, look up, change, the timeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import Field
+
+from switchboard.address import AddressError
+from switchboard.api.common import (
+    MAX_ROW_ID,
+    ONE_LINE,
+    Body,
+    Caller,
+    Core,
+    RowId,
+    agent_by_name,
+    call_json,
+    contact_or_404,
+    parse_address,
+    parse_addresses,
+    run,
+)
+from switchboard.events import to_json
+from switchboard.models import InteractionKind
+
+router = APIRouter(prefix="/api")
+
+
+class ContactIn(Body):
+    name: str = Field(min_length=1, max_length=300, pattern=ONE_LINE)
+    company: str | None = Field(default=None, max_length=300, pattern=ONE_LINE)
+    addresses: list[str] = Field(default_factory=list, description="phone:, email:, telegram:")
+    owner_agent: str | None = Field(default=None, description="agent name")
+
+
+class ContactPatch(Body):
+    name: str | None = Field(default=None, min_length=1, max_length=300, pattern=ONE_LINE)
+    company: str | None = Field(default=None, max_length=300, pattern=ONE_LINE)
+    owner_agent: str | None = None
+    add_addresses: list[str] = Field(default_factory=list)
+    remove_addresses: list[str] = Field(default_factory=list)
+
+
+# -- contacts -------------------------------------------------------------------------------
+
+
+@router.get("/contacts")
+async def list_contacts(
+    sb: Core,
+    who: Caller,
+    q: str | None = Query(default=None, description="name, company, phone (any form) or email"),
+    limit: int = Query(default=50, ge=1, le=500),
+    offset: int = Query(default=0, ge=0, le=MAX_ROW_ID),
+) -> dict[str, Any]:
+    address = None
+    if q:
+        try:
+            address = sb.addresses.parse(q) if any(c.isdigit() for c in q) or "@" in q else None
+        except AddressError:
+            address = None
+    items, total = await run(sb.store.search_contacts, q, address, limit=limit, offset=offset)
+    return {"items": [to_json(c) for c in items], "total": total, "limit": limit, "offset": offset}
+
+
+@router.post("/contacts", status_code=201)
+async def create_contact(body: ContactIn, sb: Core, who: Caller) -> dict[str, Any]:
+    addresses = parse_addresses(sb, body.addresses, "body.addresses")
+    owner = (
+        await agent_by_name(sb, body.owner_agent, "body.owner_agent") if body.owner_agent else None
+    )
+    contact = await sb.create_contact(
+        body.name, addresses, company=body.company, owner_agent_id=owner.id if owner else None
+    )
+    return to_json(contact)  # type: ignore[no-any-return]
+
+
+@router.get("/contacts/lookup")
+async def lookup_contact(
+    sb: Core,
+    who: Caller,
+    address: str = Query(description="any form of a phone number, an email, telegram:ID"),
+) -> dict[str, Any]:
+    addr = parse_address(sb, address, "query.address")
+    contact = await run(sb.store.find_contact, addr)
+    if contact is None:
+        raise HTTPException(404, f"no contact with address {addr}")
+    return to_json(contact)  # type: ignore[no-any-return]
+
+
+@router.get("/contacts/{contact_id}")
+async def get_contact(contact_id: RowId, sb: Core, who: Caller) -> dict[str, Any]:
+    return to_json(await contact_or_404(sb, contact_id))  # type: ignore[no-any-return]
+
+
+@router.patch("/contacts/{contact_id}")
+async def patch_contact(
+    contact_id: RowId, body: ContactPatch, sb: Core, who: Caller
+) -> dict[str, Any]:
+    await contact_or_404(sb, contact_id)
+    values: dict[str, Any] = {}
+    fields = body.model_fields_set
+    if "name" in fields and body.name is not None:
+        values["name"] = body.name
+    if "company" in fields:
+        values["company"] = body.company
+    if "owner_agent" in fields:
+        owner = (
+            await agent_by_name(sb, body.owner_agent, "body.owner_agent")
+            if body.owner_agent
+            else None
+        )
+        values["owner_agent_id"] = owner.id if owner else None
+    add = parse_addresses(sb, body.add_addresses, "body.add_addresses")
+    remove = parse_addresses(sb, body.remove_addresses, "body.remove_addresses")
+    contact = await run(sb.store.update_contact, contact_id, values=values, add=add, remove=remove)
+    return to_json(contact)  # type: ignore[no-any-return]
+
+
+@router.get("/contacts/{contact_id}/timeline")
+async def timeline(
+    contact_id: RowId,
+    sb: Core,
+    who: Caller,
+    limit: int = Query(default=50, ge=1, le=500),
+    before: int | None = Query(
+        default=None, ge=1, le=MAX_ROW_ID, description="next_before of the previous page"
+    ),
+) -> dict[str, Any]:
+    """Messages, emails and calls, newest first; page on with ``before``."""
+    await contact_or_404(sb, contact_id)
+    items = await run(sb.store.timeline, contact_id, limit=limit, before_id=before)
+    calls = await run(sb.store.calls_of, [i.id for i in items if i.kind is InteractionKind.CALL])
+    out = []
+    for item in items:
+        data = to_json(item)
+        if item.id in calls:
+            data["call"] = call_json(calls[item.id], who)
+        out.append(data)
+    return {"items": out, "next_before": items[-1].id if len(items) == limit else None}
