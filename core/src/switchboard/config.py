@@ -320,6 +320,7 @@ def _check_core(core: CoreSettings, plugins: Iterable[str] = ()) -> list[str]:
     tokens = [t.token for t in core.tokens]
     if len(set(tokens)) != len(tokens):
         problems.append("[switchboard] tokens: the same token appears more than once")
+    loaded = set(plugins)
     hooks = [w.name for w in core.webhooks]
     for dup in sorted({n for n in hooks if hooks.count(n) > 1}):
         problems.append(f"[switchboard] webhooks: webhook name {dup!r} appears more than once")
@@ -328,7 +329,6 @@ def _check_core(core: CoreSettings, plugins: Iterable[str] = ()) -> list[str]:
         if not w.url.startswith(("http://", "https://")):
             problems.append(f"{where}.url: expected an http:// or https:// URL, got {w.url!r}")
         # the core's types, or a loaded plugin's own (``<plugin>.<name>``, its docs say which)
-        loaded = set(plugins)
         unknown = sorted(
             e for e in set(w.events) - set(EVENT_TYPES) if e.partition(".")[0] not in loaded
         )

@@ -20,7 +20,6 @@ from pathlib import Path
 import attrs
 import sqlalchemy as sa
 from alembic.config import Config as AlembicConfig
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
@@ -98,15 +97,6 @@ def alembic_config(conn: Connection | None, schema: PluginSchema | None = None) 
     if conn is not None:
         cfg.attributes["connection"] = conn
     return cfg
-
-
-def head_of(schema: PluginSchema | None = None) -> str | None:
-    """The newest revision the core (or the plugin) ships."""
-    heads = ScriptDirectory.from_config(alembic_config(None, schema)).get_heads()
-    if len(heads) > 1:
-        name = schema.plugin if schema is not None else "switchboard"
-        raise SchemaError(name, f"its migrations have several heads: {sorted(heads)}")
-    return heads[0] if heads else None
 
 
 def revision_in(conn: Connection, version_table: str) -> str | None:

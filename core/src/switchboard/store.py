@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from switchboard.address import Address
@@ -44,7 +45,6 @@ from switchboard.schema import (
     SchemaError,
     alembic_config,
     check_clashes,
-    head_of,
     revision_in,
 )
 from switchboard.tables import (
@@ -259,7 +259,7 @@ class Store:
     @staticmethod
     def head_revision() -> str:
         """The newest migration this version of Switchboard ships."""
-        head = head_of()
+        head = ScriptDirectory.from_config(alembic_config(None)).get_current_head()
         assert head is not None
         return head
 

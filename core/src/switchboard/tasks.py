@@ -49,9 +49,6 @@ class Tasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def __iter__(self) -> Any:
-        return iter(list(self._tasks))
-
     async def cancel_all(self, timeout: float = 5.0) -> set[asyncio.Task[Any]]:
         """Cancel every task still running and wait up to ``timeout`` seconds for them
         (bounded: a task that swallows its cancellation must not hang a shutdown); returns
