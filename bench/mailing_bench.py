@@ -33,6 +33,7 @@ from _common import machine
 from switchboard import Address
 from switchboard.testing import LoopbackPlugin, free_port, open_switchboard
 from switchboard_email import EmailChannel, EmailSettings
+from switchboard_mailings import MailingsPlugin
 
 HTML = (
     "<html><body><p>Hello {{ contact.name }},</p><p>our {{ season }} offer:</p>"
@@ -77,9 +78,11 @@ async def run_mailing(n: int, port: int, pool: int, counter: Any) -> dict[str, f
             "smtp_security": "none",
             "smtp_pool_size": pool,
         }
+        plugin = MailingsPlugin()
         sb = await open_switchboard(
             folder,
             LoopbackPlugin(EmailChannel(), plugin_name="email", settings=EmailSettings),
+            plugin,
             config={
                 "switchboard": {
                     "templates": {
@@ -89,15 +92,19 @@ async def run_mailing(n: int, port: int, pool: int, counter: Any) -> dict[str, f
                             "html": HTML,
                         }
                     },
+                    "outbox": {"batch_size": 200, "poll_interval": 0.05},
+                },
+                "plugins": {
+                    "email": settings,
                     "mailings": {
                         "public_url": "https://crm.example.com",
                         "link_secret": "bench-secret-0123456789",
                     },
-                    "outbox": {"batch_size": 200, "poll_interval": 0.05},
                 },
-                "plugins": {"email": settings},
             },
         )
+        mailings = plugin.mailings
+        assert mailings is not None
         try:
 
             def contacts() -> list[int]:
@@ -111,11 +118,10 @@ async def run_mailing(n: int, port: int, pool: int, counter: Any) -> dict[str, f
                     ]
 
             ids = await asyncio.to_thread(contacts)
-            await asyncio.to_thread(sb.mailings.change_list, "all", ids, [])
+            await mailings.change_list("all", ids, [])
             before = counter.value
             started = time.perf_counter()
-            mailing = await asyncio.to_thread(
-                sb.mailings.create,
+            mailing = await mailings.create(
                 name="bench",
                 channel="email",
                 template="offer",
@@ -133,10 +139,10 @@ async def run_mailing(n: int, port: int, pool: int, counter: Any) -> dict[str, f
             sent_in = time.perf_counter() - sending
             sb.outbox.stop()
             await worker
-            stats = await asyncio.to_thread(sb.mailings.stats, mailing["id"])
+            stats = await mailings.stats(mailing["id"])
             while not stats["finished"]:  # the last group's outcomes being recorded
                 await asyncio.sleep(0.05)
-                stats = await asyncio.to_thread(sb.mailings.stats, mailing["id"])
+                stats = await mailings.stats(mailing["id"])
             assert stats["sent"] == n and stats["failed"] == 0, stats
             return {
                 "create_s": created,

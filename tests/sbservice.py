@@ -65,8 +65,12 @@ class Service:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
 
-def start_service(tmp_path: Path, **extra: Any) -> tuple[Any, dict[str, LoopbackChannel]]:
-    """The app and its loopback channels (``sms``, ``mail``, ``voice``)."""
+def start_service(
+    tmp_path: Path, *, plugins_config: dict[str, Any] | None = None, **extra: Any
+) -> tuple[Any, dict[str, LoopbackChannel]]:
+    """The app and its loopback channels (``sms``, ``mail``, ``voice``); ``extra`` goes to
+    ``[switchboard]``. With ``plugins_config``, the mailings plugin is loaded too (a new
+    instance) and ``[plugins.NAME]`` tables come from it."""
     channels: dict[str, LoopbackChannel] = {
         "sms": LoopbackChannel("sms"),
         "mail": LoopbackChannel("mail", "email"),
@@ -74,8 +78,16 @@ def start_service(tmp_path: Path, **extra: Any) -> tuple[Any, dict[str, Loopback
     }
     plugins = Plugins()
     plugins.register(LoopbackPlugin(*channels.values()), "loopback")
-    # the loaded plugin, so that webhooks may name its own events (loopback.NAME)
-    config = make_config(tmp_path, service_config(tmp_path, **extra), {"loopback": None})
+    # the loaded plugins, so that webhooks may name their own events (loopback.NAME)
+    loaded: dict[str, Any] = {"loopback": None}
+    raw = service_config(tmp_path, **extra)
+    if plugins_config is not None:
+        from switchboard_mailings import MailingSettings, MailingsPlugin
+
+        plugins.register(MailingsPlugin(), "mailings")
+        loaded["mailings"] = MailingSettings
+        raw["plugins"] = plugins_config
+    config = make_config(tmp_path, raw, loaded)
     return create_app(config, plugins=plugins), channels
 
 

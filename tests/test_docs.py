@@ -16,7 +16,6 @@ from switchboard.config import (
     CallbackSettings,
     CoreSettings,
     HttpSettings,
-    MailingSettings,
     OutboxSettings,
     TemplateSettings,
     TokenSettings,
@@ -118,7 +117,6 @@ def test_no_section_for_a_hook_that_does_not_exist() -> None:
         TemplateSettings,
         HttpSettings,
         CallbackSettings,
-        MailingSettings,
         AnalyticsSettings,
     ],
 )
@@ -142,6 +140,14 @@ def test_every_email_setting_is_in_its_doc() -> None:
     text = (DOCS / "email.md").read_text(encoding="utf-8")
     for field in attrs.fields(EmailSettings):
         assert f"`{field.name}`" in text, f"docs/email.md lacks {field.name}"
+
+
+def test_every_mailings_setting_is_in_its_doc() -> None:
+    from switchboard_mailings import MailingSettings
+
+    text = (DOCS / "mailings.md").read_text(encoding="utf-8")
+    for field in attrs.fields(MailingSettings):
+        assert f"| `{field.name}` |" in text, f"docs/mailings.md lacks {field.name}"
 
 
 def test_every_sip_setting_is_in_its_doc() -> None:

@@ -60,7 +60,8 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "ok": True,
             "backend": "sqlite",
             "revision": Store.head_revision(),
-            "plugin_revisions": {"console": "console_0001"},  # the console's own tables
+            # the plugins' own tables
+            "plugin_revisions": {"console": "console_0001", "mailings": "mailings_0001"},
         }
         assert health["outbox_depth"] == 0
         assert (tmp_path / "switchboard.db").exists()  # relative to the config file
@@ -71,6 +72,7 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "console",
             "email",
             "ivr",
+            "mailings",
             "sip",
             "telegram",
         }

@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 from switchboard import ChannelContext, InboundMessage, Switchboard, hookimpl
-from switchboard.core import ChannelState
+from switchboard.channels import ChannelState
 from switchboard.store import Store, contact_t
 from switchboard.testing import LoopbackChannel, LoopbackPlugin
 

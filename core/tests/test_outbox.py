@@ -20,7 +20,9 @@ from switchboard import (
     InteractionStatus,
     Invalid,
     NotFound,
+    OutboundMessage,
     PermanentSendError,
+    Queued,
     TransientSendError,
     hookimpl,
 )
@@ -156,6 +158,89 @@ async def test_permanent_error_fails_at_once(open_sb: Any) -> None:
     assert stored is not None
     assert (stored.status, stored.error) == (InteractionStatus.FAILED, "user blocked the bot")
     assert [(i.id, e) for i, e in out.failed] == [(queued.id, "user blocked the bot")]
+
+
+class Refuser:
+    """Refuses messages whose text says "stop", and sees every batch it is asked about."""
+
+    plugin_name = "refuser"
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    @hookimpl
+    async def refuse_outbound(self, messages: list[OutboundMessage]) -> dict[int, str]:
+        self.batches.append([m.interaction_id for m in messages])
+        return {m.interaction_id: "on the stop list" for m in messages if m.text == "stop"}
+
+
+class BrokenRefuser:
+    plugin_name = "broken"
+
+    @hookimpl
+    def refuse_outbound(self) -> None:
+        raise RuntimeError("the stop list is down")
+
+
+async def test_a_plugin_refuses_due_messages_and_a_broken_one_refuses_none(
+    open_sb: Any,
+) -> None:
+    ch, out, refuser = LoopbackChannel("sms"), Outcomes(), Refuser()
+    sb = await open_sb(LoopbackPlugin(ch), out, refuser, BrokenRefuser())
+    queued = [
+        await sb.outbox.enqueue("sms", address="+12025550143", text=t)
+        for t in ("hello", "stop", "bye")
+    ]
+    await drain(sb)
+    assert [m.text for m in ch.sent] == ["hello", "bye"]
+    assert [(i.id, e) for i, e in out.failed] == [(queued[1].id, "on the stop list")]
+    stored = sb.store.get_interaction(queued[1].id)
+    assert stored is not None and stored.status is InteractionStatus.FAILED
+    assert refuser.batches == [[q.id for q in queued]]  # asked once for the batch
+    assert [e.plugin for e in sb.plugins.hook_errors] == ["broken"]
+
+
+async def test_a_plugin_queues_messages_in_its_own_transaction(open_sb: Any) -> None:
+    ch = LoopbackChannel("sms")
+    sb = await open_sb(LoopbackPlugin(ch))
+    contact = await sb.create_contact("Olga", [Address("phone", "+12025550143")])
+
+    def work(conn: Any) -> list[int]:
+        phones = sb.addresses_in(conn, [contact.id], "phone")
+        return sb.outbox.queue_in(
+            conn,
+            [
+                Queued(
+                    contact_id=contact.id,
+                    channel="sms",
+                    address=phones[contact.id],
+                    text=f"n{n}",
+                    payload=lambda i: {"ref": f"message {i}"},
+                )
+                for n in range(3)
+            ],
+        )
+
+    ids = await sb.transaction(work)
+    assert await sb.transaction(lambda conn: sb.message_statuses(conn, ids)) == {"queued": 3}
+
+    def rolled_back(conn: Any) -> None:
+        sb.outbox.queue_in(conn, [Queued(contact_id=contact.id, channel="sms", address="x:y")])
+        raise RuntimeError("the plugin's own write failed")
+
+    with pytest.raises(RuntimeError):
+        await sb.transaction(rolled_back)
+    with pytest.raises(Invalid):
+        await sb.transaction(
+            lambda conn: sb.outbox.queue_in(
+                conn, [Queued(contact_id=1, channel="fax", address="x")]
+            )
+        )
+    await drain(sb)
+    assert [(m.text, m.payload) for m in ch.sent] == [
+        (f"n{n}", {"ref": f"message {i}"}) for n, i in enumerate(ids)
+    ]
+    assert await sb.transaction(lambda conn: sb.message_statuses(conn, ids)) == {"sent": 3}
 
 
 async def test_gives_up_after_max_attempts(open_sb: Any) -> None:

@@ -209,6 +209,7 @@ def test_hook_names_cover_the_four_families() -> None:
         "message_received",
         "message_sent",
         "message_failed",
+        "refuse_outbound",
         "register_address_kinds",
         "resolve_contact",
         "contact_created",

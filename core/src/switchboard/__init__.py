@@ -11,6 +11,7 @@ from switchboard.channels import (
     CallSession,
     Channel,
     ChannelContext,
+    ChannelState,
     InboundMessage,
     InvalidInbound,
     OutboundMessage,
@@ -22,8 +23,15 @@ from switchboard.channels import (
     VoiceChannel,
 )
 from switchboard.config import Config, ConfigError, CoreSettings, load_config
-from switchboard.core import ChannelState, Switchboard
-from switchboard.errors import Conflict, Forbidden, Invalid, NotFound, SwitchboardError
+from switchboard.core import Switchboard
+from switchboard.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    SwitchboardError,
+    Unavailable,
+)
 from switchboard.events import Event, to_json
 from switchboard.files import new_file_path, safe_filename
 from switchboard.models import (
@@ -40,13 +48,17 @@ from switchboard.models import (
     Recording,
     Role,
 )
+from switchboard.outbox import Queued
 from switchboard.plugins import hookimpl
+from switchboard.service import KEEP, Timeline, can_hear
+from switchboard.tables import UTCDateTime
 from switchboard.tasks import Tasks
 from switchboard.templates import Rendered, TemplateError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "KEEP",
     "Address",
     "AddressBook",
     "AddressError",
@@ -79,6 +91,7 @@ __all__ = [
     "OutboundMessage",
     "PermanentSendError",
     "Principal",
+    "Queued",
     "Receipt",
     "Received",
     "Recording",
@@ -89,8 +102,12 @@ __all__ = [
     "SwitchboardError",
     "Tasks",
     "TemplateError",
+    "Timeline",
     "TransientSendError",
+    "UTCDateTime",
+    "Unavailable",
     "VoiceChannel",
+    "can_hear",
     "hookimpl",
     "load_config",
     "new_file_path",

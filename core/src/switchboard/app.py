@@ -23,7 +23,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from switchboard import __version__
 from switchboard.api import domain_error
 from switchboard.api import router as api_router
-from switchboard.api import tracking as tracking_router
 from switchboard.auth import TokenBook
 from switchboard.config import Config
 from switchboard.core import Switchboard
@@ -198,7 +197,6 @@ def create_app(
     app.add_exception_handler(SwitchboardError, domain_error)
 
     app.include_router(api_router)
-    app.include_router(tracking_router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

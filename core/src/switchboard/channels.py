@@ -9,6 +9,7 @@ core, and ``await channel.stop()`` on shutdown. The outbox worker calls
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -80,6 +81,16 @@ class Received:
     contact: Contact
     duplicate: bool
     contact_created: bool = False
+
+
+class ChannelState(enum.StrEnum):
+    """Where a registered channel stands (``/api/health``'s ``channels``)."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    FAILING = "failing"
+    NOT_CONFIGURED = "not configured"
 
 
 class InvalidInbound(ValueError):

@@ -130,14 +130,6 @@ class CallbackSettings:
 
 
 @attrs.define
-class MailingSettings:
-    """``[switchboard.mailings]``: where the signed unsubscribe and tracking links point."""
-
-    public_url: str | None = None
-    link_secret: str | None = attrs.field(default=None, repr=False)
-
-
-@attrs.define
 class AnalyticsSettings:
     """``[switchboard.analytics]``: how call statistics are counted."""
 
@@ -159,7 +151,6 @@ class CoreSettings:
     http: HttpSettings = attrs.Factory(HttpSettings)
     events: EventSettings = attrs.Factory(EventSettings)
     callbacks: CallbackSettings = attrs.Factory(CallbackSettings)
-    mailings: MailingSettings = attrs.Factory(MailingSettings)
     analytics: AnalyticsSettings = attrs.Factory(AnalyticsSettings)
 
 
@@ -337,13 +328,6 @@ def _check_core(core: CoreSettings, plugins: Iterable[str] = ()) -> list[str]:
                 f"{where}.events: unknown event type(s) {', '.join(unknown)}; "
                 f"known: {', '.join(EVENT_TYPES)}, or PLUGIN.NAME of a loaded plugin"
             )
-    m = core.mailings
-    if m.public_url and not m.public_url.startswith(("http://", "https://")):
-        problems.append(
-            f"[switchboard.mailings] public_url: expected an http(s) URL, got {m.public_url!r}"
-        )
-    if m.link_secret is not None and len(m.link_secret) < 16:
-        problems.append("[switchboard.mailings] link_secret: too short (at least 16 characters)")
     known = {d.value for d in Disposition} - {Disposition.ANSWERED.value}
     wrong = sorted(set(core.callbacks.dispositions) - known)
     if wrong:
@@ -419,6 +403,12 @@ def config_from_dict(
     raw = expand_env(dict(raw), "", problems, env)
 
     core_raw = raw.get("switchboard", {})
+    if isinstance(core_raw, Mapping) and "mailings" in core_raw:  # before 0.2: in the core
+        core_raw = {k: v for k, v in core_raw.items() if k != "mailings"}
+        problems.append(
+            "[switchboard.mailings] moved to [plugins.mailings] (the switchboard-mailings "
+            "plugin): same keys, public_url and link_secret"
+        )
     core, core_problems = structure(core_raw, CoreSettings, "switchboard")
     problems += core_problems
     if core is not None:

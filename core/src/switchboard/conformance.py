@@ -37,8 +37,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from switchboard.channels import Channel, OutboundMessage, Receipt, SendError
-from switchboard.core import ChannelState, Switchboard
+from switchboard.channels import Channel, ChannelState, OutboundMessage, Receipt, SendError
+from switchboard.core import Switchboard
 from switchboard.quarantine import quarantine_t
 from switchboard.store import interaction_t
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
 import json
 import logging
@@ -22,24 +21,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from switchboard.address import Address, AddressBook
 from switchboard.analytics import call_stats
 from switchboard.backoff import Backoff
 from switchboard.calls import CallLog
-from switchboard.channels import Channel, ChannelContext
+from switchboard.channels import Channel, ChannelContext, ChannelState
 from switchboard.config import Config, load_config
 from switchboard.errors import Invalid
 from switchboard.events import EventHub, PluginEventType, contact_created_events, record
 from switchboard.inbox import Inbox
-from switchboard.mailings import Mailings
 from switchboard.models import Agent, CallRecord, Contact
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
 from switchboard.quarantine import Quarantine
 from switchboard.schema import PluginSchema, plugin_schema
-from switchboard.store import AddressTaken, Store, load_contacts
+from switchboard.service import NAME_MAX, ServiceAPI, one_line
+from switchboard.store import AddressTaken, Store, address_t, interaction_t, load_contacts
 from switchboard.supervisor import Supervisor
 from switchboard.tasks import Tasks
 from switchboard.templates import Rendered, Templates, template_values
@@ -51,14 +51,6 @@ _EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 TASK_STOP_TIMEOUT = 5.0
 """Seconds a channel's cancelled tasks get to finish before the channel is stopped anyway."""
-
-
-class ChannelState(enum.StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    FAILING = "failing"
-    NOT_CONFIGURED = "not configured"
 
 
 @attrs.define
@@ -96,7 +88,9 @@ async def plugin_schemas(plugins: Plugins) -> list[PluginSchema]:
     return [plugin_schema(p, args) for p, args in await plugins.hooks.register_migrations()]
 
 
-class Switchboard:
+class Switchboard(ServiceAPI):
+    """The assembled core: the service API plugins and front ends call (docs/plugins.md)."""
+
     def __init__(self, config: Config, plugins: Plugins, store: Store) -> None:
         self.config = config
         self.plugins = plugins
@@ -105,7 +99,6 @@ class Switchboard:
         self.inbox = Inbox(self)
         self.outbox = Outbox(self)
         self.calls = CallLog(self)
-        self.mailings = Mailings(self)
         self.events = EventHub(self)
         self.quarantine = Quarantine(self)
         #: The supervised background loops (outbox, event hub, webhooks...).
@@ -321,7 +314,10 @@ class Switchboard:
         owner_agent_id: int | None = None,
     ) -> Contact:
         """Create a contact (its event is recorded with it); fires ``contact_created``.
-        Raises :class:`AddressTaken` when an address belongs to another contact."""
+        Raises :class:`AddressTaken` when an address belongs to another contact,
+        ``Invalid`` for a name or company that is not one line of up to 300 characters."""
+        one_line(name, "name", NAME_MAX, required=True)
+        one_line(company, "company", NAME_MAX)
         addrs = list(addresses)
 
         def store() -> Contact:
@@ -376,6 +372,12 @@ class Switchboard:
             await self.plugins.hooks.contact_created(contact=created)
         return contact
 
+    def plugin(self, name: str) -> Any:
+        """The loaded plugin object registered as ``name`` (its entry point's object), or
+        None: how one plugin uses another's public service when both are installed (the
+        console shows the mailings plugin's figures through ``sb.plugin("mailings")``)."""
+        return self.plugins.pm.get_plugin(name) if name in self.plugins.names else None
+
     async def transaction(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
         """Run ``work(conn)`` in a transaction on the store's database, in a worker thread,
         and return what it returns: how a plugin reads and writes its own tables
@@ -389,7 +391,46 @@ class Switchboard:
             with self.store.write() if write else self.store.glance() as conn:
                 return work(conn)
 
-        return await asyncio.to_thread(run)
+        result = await asyncio.to_thread(run)
+        if write:
+            self.events.notify()  # events recorded with publish_in go out now
+        return result
+
+    # What a plugin's transaction (``transaction``) may read and write of the core's data,
+    # on the same connection: the tables behind these are the core's own.
+
+    def contacts_in(self, conn: Connection, ids: Iterable[int]) -> dict[int, Contact]:
+        """:meth:`contacts`, inside a transaction."""
+        return load_contacts(conn, list(set(ids)))
+
+    def addresses_in(
+        self, conn: Connection, contact_ids: Iterable[int] | sa.Select[Any], kind: str
+    ) -> dict[int, Address]:
+        """Each contact's first address of ``kind`` (``email``, ``tel``...), by contact id;
+        contacts without one are left out. ``contact_ids`` may be a SELECT of ids (the
+        members of a plugin's list, say), so a large audience is one query."""
+        ids = contact_ids if isinstance(contact_ids, sa.Select) else list(set(contact_ids))
+        found: dict[int, Address] = {}
+        for r in conn.execute(
+            sa.select(address_t.c.contact_id, address_t.c.value)
+            .where(address_t.c.kind == kind, address_t.c.contact_id.in_(ids))
+            .order_by(address_t.c.id)
+        ):
+            found.setdefault(r.contact_id, Address(kind, r.value))
+        return found
+
+    def message_statuses(
+        self, conn: Connection, interaction_ids: Iterable[int] | sa.Select[Any]
+    ) -> dict[str, int]:
+        """How many of these messages are ``queued``, ``sent``, ``failed``... (statuses
+        with none are left out); ``interaction_ids`` may be a SELECT of ids."""
+        ids = interaction_ids if isinstance(interaction_ids, sa.Select) else list(interaction_ids)
+        rows = conn.execute(
+            sa.select(interaction_t.c.status, sa.func.count())
+            .where(interaction_t.c.id.in_(ids))
+            .group_by(interaction_t.c.status)
+        )
+        return {str(status): int(n) for status, n in rows}
 
     async def contacts(self, ids: Iterable[int]) -> dict[int, Contact]:
         """The contact cards with these ids (with their addresses), by id; unknown ids are
@@ -421,6 +462,20 @@ class Switchboard:
         it to those agents (and supervisors), None is for everyone. ``data`` must be JSON.
         Returns the event's id. Raises :class:`Invalid` for a name that is not
         ``[a-z][a-z0-9_]*`` or data that is not a JSON object."""
+        return await self.transaction(
+            lambda conn: self.publish_in(conn, plugin, name, data, agents)
+        )
+
+    def publish_in(
+        self,
+        conn: Connection,
+        plugin: str,
+        name: str,
+        data: Mapping[str, Any],
+        agents: Iterable[int] | None = None,
+    ) -> int:
+        """:meth:`publish` inside a plugin's transaction: the event commits with the
+        plugin's rows, or not at all."""
         if not _EVENT_NAME.fullmatch(name):
             raise Invalid(
                 f"event name {name!r}: expected [a-z][a-z0-9_]* (the type is plugin.name)"
@@ -429,15 +484,7 @@ class Switchboard:
             body = json.loads(json.dumps(dict(data)))
         except (TypeError, ValueError) as exc:
             raise Invalid(f"event {plugin}.{name}: data is not JSON: {exc}") from None
-        event = (PluginEventType(f"{plugin}.{name}"), body, agents)
-
-        def write() -> int:
-            with self.store.write() as conn:
-                return record(conn, [event])[0]
-
-        event_id = await asyncio.to_thread(write)
-        self.events.notify()
-        return event_id
+        return record(conn, [(PluginEventType(f"{plugin}.{name}"), body, agents)])[0]
 
     def render(
         self,

@@ -1,11 +1,12 @@
 """Domain errors: what the core (and a plugin through it) raises when a request cannot be
 done as asked. The HTTP API answers each kind with one status, in one exception handler
-(``NotFound`` 404, ``Conflict`` 409, ``Invalid`` 422, ``Forbidden`` 403), the message
+(``NotFound`` 404, ``Conflict`` 409, ``Invalid`` 422, ``Forbidden`` 403,
+``Unavailable`` 503), the message
 as ``detail``; a plugin's own routes get the same mapping."""
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "Forbidden", "Invalid", "NotFound", "SwitchboardError"]
+__all__ = ["Conflict", "Forbidden", "Invalid", "NotFound", "SwitchboardError", "Unavailable"]
 
 
 class SwitchboardError(Exception):
@@ -26,3 +27,7 @@ class Invalid(SwitchboardError):
 
 class Forbidden(SwitchboardError):
     """The caller may not do this."""
+
+
+class Unavailable(SwitchboardError):
+    """What the request needs is not running now (no voice channel to place a call...)."""

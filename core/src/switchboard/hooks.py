@@ -8,6 +8,7 @@ called (one at a time, failures contained, awaitables awaited) is :class:`Plugin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
 
     from switchboard.address import Address
-    from switchboard.channels import CallHandler
+    from switchboard.channels import CallHandler, OutboundMessage
     from switchboard.core import Switchboard
     from switchboard.models import Agent, CallRecord, Contact, Interaction
     from switchboard.plugins import Plugins
@@ -45,6 +46,16 @@ class Hooks:
         await self._plugins.call(
             "message_failed", interaction=interaction, contact=contact, error=error
         )
+
+    async def refuse_outbound(self, *, messages: list[OutboundMessage]) -> dict[int, str]:
+        """Every implementation's refusals, merged (the first reason for an id wins)."""
+        refused: dict[int, str] = {}
+        for answer in await self._plugins.call("refuse_outbound", messages=messages):
+            if not isinstance(answer, Mapping):
+                continue
+            for interaction_id, reason in answer.items():
+                refused.setdefault(int(interaction_id), str(reason))
+        return refused
 
     # -- contact --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     import click
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
 
     from switchboard.address import Address, Normalizer
-    from switchboard.channels import CallHandler, Channel
+    from switchboard.channels import CallHandler, Channel, OutboundMessage
     from switchboard.core import Switchboard
     from switchboard.models import Agent, CallRecord, Contact, Interaction
 
@@ -49,6 +50,13 @@ def message_sent(interaction: Interaction, contact: Contact) -> None:
 @hookspec
 def message_failed(interaction: Interaction, contact: Contact, error: str) -> None:
     """An outbound message was given up on: a permanent error or too many retries."""
+
+
+@hookspec
+def refuse_outbound(messages: list[OutboundMessage]) -> Mapping[int, str] | None:
+    """The outbox is about to send ``messages`` (one channel's due batch): return
+    ``{interaction_id: reason}`` for those that must not go (they fail at once with the
+    reason, no retry), or None. Called once per batch, so one query can answer for all."""
 
 
 # -- contact ----------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from switchboard.channels import InboundMessage, InvalidInbound, Received
 from switchboard.contacts import ContactResolver
 from switchboard.events import contact_created_events, record, to_json
 from switchboard.groupcommit import GroupCommit
-from switchboard.mailings import Mailings
 from switchboard.models import Contact, Direction, EventType, Interaction, InteractionStatus, utcnow
 from switchboard.store import (
     insert_many,
@@ -244,10 +243,6 @@ class Inbox:
                 }
             )
         ids = insert_many(conn, interaction_t, new_rows)
-        for row in new_rows:  # a reply to a mailing counts in the mailing's statistics
-            answered = (row["meta"] or {}).get("in_reply_to_interaction")
-            if isinstance(answered, int):
-                Mailings.note_reply(conn, answered)
         inserted: dict[tuple[str, str], Any] = {
             (r["channel"], r["external_id"]): {**r, "id": i}
             for r, i in zip(new_rows, ids, strict=True)

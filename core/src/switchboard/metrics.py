@@ -39,7 +39,7 @@ class SwitchboardCollector(Collector):
             "1 for the state each channel is in.",
             labels=["channel", "state"],
         )
-        from switchboard.core import ChannelState
+        from switchboard.channels import ChannelState
 
         for name, handle in sb.channels.items():
             for state in ChannelState:

@@ -66,7 +66,6 @@ class EventType(enum.StrEnum):
     CONTACT_CREATED = "contact.created"
     TASK_CREATED = "task.created"
     TASK_DONE = "task.done"
-    CONTACT_UNSUBSCRIBED = "contact.unsubscribed"
 
 
 class Role(enum.StrEnum):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection, Mapping
-from datetime import timedelta
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -27,7 +27,6 @@ from switchboard.contacts import ContactResolver
 from switchboard.errors import Invalid, NotFound, SwitchboardError
 from switchboard.events import EventSpec, contact_created_events, record, to_json
 from switchboard.groupcommit import GroupCommit
-from switchboard.mailings import UNSUBSCRIBED, Mailings, unsubscribe_t
 from switchboard.models import (
     Contact,
     Direction,
@@ -112,6 +111,71 @@ class Outbox:
         if created is not None:
             await self.core.plugins.hooks.contact_created(contact=created)
         return interaction
+
+    def queue_in(self, conn: sa.Connection, messages: Sequence[Queued]) -> list[int]:
+        """Queue many messages inside a plugin's own transaction (``sb.transaction``), so
+        they commit or roll back with the plugin's rows; returns the new interactions'
+        ids, in order. Contacts and addresses are taken as given (already checked by the
+        caller); call :meth:`wake` once the transaction committed. Bulk inserts: a
+        mailing queues thousands at a time. Raises :class:`Invalid` for an unknown
+        channel."""
+        for channel in {m.channel for m in messages}:
+            if channel not in self.core.channels:
+                raise Invalid(f"unknown channel {channel!r}")
+        now = utcnow()
+        ids = insert_many(
+            conn,
+            interaction_t,
+            [
+                {
+                    "contact_id": m.contact_id,
+                    "channel": m.channel,
+                    "direction": Direction.OUTBOUND.value,
+                    "kind": m.kind.value,
+                    "status": InteractionStatus.QUEUED.value,
+                    "address": str(m.address),
+                    "text": m.text,
+                    "subject": m.subject,
+                    "meta": dict(m.meta) if m.meta else None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for m in messages
+            ],
+        )
+        if ids:
+            conn.execute(
+                sa.insert(outbox_t),
+                [
+                    {
+                        "interaction_id": i,
+                        "channel": m.channel,
+                        "address": str(m.address),
+                        "payload": dict(m.payload(i) if callable(m.payload) else m.payload),
+                        "attempts": 0,
+                        "next_attempt_at": m.due or now,
+                    }
+                    for i, m in zip(ids, messages, strict=True)
+                ],
+            )
+        return ids
+
+    def due_now(self, conn: sa.Connection, interaction_ids: Iterable[int] | sa.Select[Any]) -> int:
+        """Make these messages' waiting outbox rows due now (those not being sent): a plugin
+        that will refuse them (``refuse_outbound``) has them failed at once rather than at
+        their scheduled time. Returns how many rows. Inside ``sb.transaction``."""
+        ids = interaction_ids if isinstance(interaction_ids, sa.Select) else list(interaction_ids)
+        now = utcnow()
+        return int(
+            conn.execute(
+                sa.update(outbox_t)
+                .where(
+                    outbox_t.c.interaction_id.in_(ids),
+                    sa.or_(outbox_t.c.locked_until.is_(None), outbox_t.c.locked_until < now),
+                )
+                .values(next_attempt_at=now)
+            ).rowcount
+        )
 
     async def _accept(
         self, batch: list[_Request]
@@ -226,7 +290,6 @@ class Outbox:
                 if row is None:
                     return None
                 interaction = interaction_from_row(row)
-                Mailings.note_bounce(conn, interaction.id)
                 contact = load_contacts(conn, [interaction.contact_id])[interaction.contact_id]
                 record(
                     conn,
@@ -359,16 +422,8 @@ class Outbox:
                         interaction_t.c.text,
                         interaction_t.c.subject,
                         interaction_t.c.contact_id,
-                        unsubscribe_t.c.at.label("unsubscribed_at"),
                     )
                     .join(interaction_t, interaction_t.c.id == outbox_t.c.interaction_id)
-                    .outerjoin(
-                        unsubscribe_t,
-                        sa.and_(
-                            unsubscribe_t.c.contact_id == interaction_t.c.contact_id,
-                            unsubscribe_t.c.channel == outbox_t.c.channel,
-                        ),
-                    )
                     .where(outbox_t.c.id.in_(ids))
                     .order_by(outbox_t.c.next_attempt_at, outbox_t.c.id)
                 ).all()
@@ -376,39 +431,34 @@ class Outbox:
 
     async def _send_all(self, channel: Channel, rows: list[Any], held: set[int]) -> None:
         """Send, at most ``channel.max_concurrency`` at once (default 1: one by one, in
-        order); record the outcomes in groups (one transaction per group)."""
+        order); record the outcomes in groups (one transaction per group). Messages a
+        plugin refuses (hook ``refuse_outbound``, asked once for the batch) fail unsent."""
         limit = max(1, int(getattr(channel, "max_concurrency", 1) or 1))
+        messages = [_message(row) for row in rows]
+        refused = await self.core.plugins.hooks.refuse_outbound(messages=messages)
         for start in range(0, len(rows), FINISH_GROUP):
-            chunk = rows[start : start + FINISH_GROUP]
+            chunk = list(zip(rows[start : start + FINISH_GROUP], messages[start:], strict=False))
             if limit == 1:
-                group = [await self._send_one(channel, row) for row in chunk]
+                group = [await self._send_one(channel, row, m, refused) for row, m in chunk]
             else:
                 slots = asyncio.Semaphore(limit)
 
-                async def one(row: Any, slots: asyncio.Semaphore = slots) -> _Outcome:
+                async def one(
+                    row: Any, message: OutboundMessage, slots: asyncio.Semaphore = slots
+                ) -> _Outcome:
                     async with slots:
-                        return await self._send_one(channel, row)
+                        return await self._send_one(channel, row, message, refused)
 
-                group = list(await asyncio.gather(*(one(row) for row in chunk)))
+                group = list(await asyncio.gather(*(one(row, m) for row, m in chunk)))
             await self._record(group)
             held.difference_update(o.row.id for o in group)
 
-    async def _send_one(self, channel: Channel, row: Any) -> _Outcome:
-        if row.unsubscribed_at is not None and (row.payload or {}).get("mailing_id"):
-            # checked when sent, not only when the mailing was made: a slow mailing's
-            # later messages are not sent to someone who unsubscribed meanwhile
-            return _Outcome(row, failure=UNSUBSCRIBED)
-        kind, _, value = row.address.partition(":")
-        message = OutboundMessage(
-            interaction_id=row.interaction_id,
-            channel=row.channel,
-            address=Address(kind, value),
-            text=row.text,
-            subject=row.subject,
-            payload=dict(row.payload or {}),
-            attempt=row.attempts,
-            contact_id=row.contact_id,
-        )
+    async def _send_one(
+        self, channel: Channel, row: Any, message: OutboundMessage, refused: Mapping[int, str]
+    ) -> _Outcome:
+        reason = refused.get(row.interaction_id)
+        if reason is not None:
+            return _Outcome(row, failure=reason)
         try:
             receipt = await channel.send(message)
         except PermanentSendError as exc:
@@ -510,6 +560,39 @@ class Outbox:
                 finished.append((interaction, contact, o.failure))
             record(conn, events)
         return finished
+
+
+def _message(row: Any) -> OutboundMessage:
+    """What the channel is given for one claimed outbox row."""
+    kind, _, value = row.address.partition(":")
+    return OutboundMessage(
+        interaction_id=row.interaction_id,
+        channel=row.channel,
+        address=Address(kind, value),
+        text=row.text,
+        subject=row.subject,
+        payload=dict(row.payload or {}),
+        attempt=row.attempts,
+        contact_id=row.contact_id,
+    )
+
+
+@attrs.frozen
+class Queued:
+    """One message for :meth:`Outbox.queue_in`: to ``address`` (``kind:value``) of contact
+    ``contact_id`` on ``channel``, due at ``due`` (now when None). ``payload`` is what
+    the channel gets besides the text (``html``, headers...), or a function of the new
+    interaction's id that returns it (for links that name the message)."""
+
+    contact_id: int
+    channel: str
+    address: Address | str
+    text: str | None = None
+    subject: str | None = None
+    kind: InteractionKind = InteractionKind.MESSAGE
+    payload: Mapping[str, Any] | Callable[[int], Mapping[str, Any]] = attrs.field(factory=dict)
+    meta: Mapping[str, Any] | None = None
+    due: datetime | None = None
 
 
 FINISH_GROUP = 20

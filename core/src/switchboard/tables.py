@@ -199,62 +199,6 @@ class WebhookFailureRow(SQLModel, table=True):
     created_at: datetime | None = _ts(nullable=False)
 
 
-class ListMemberRow(SQLModel, table=True):
-    """A contact on a named list (the audience of mailings)."""
-
-    __tablename__ = "list_member"
-    __table_args__ = (sa.Index("ix_list_member_contact", "contact_id"),)
-
-    list: str = Field(primary_key=True, max_length=100)
-    contact_id: int = Field(primary_key=True, foreign_key="contact.id", ondelete="CASCADE")
-    added_at: datetime | None = _ts(nullable=False)
-
-
-class UnsubscribeRow(SQLModel, table=True):
-    """A contact who asked for no more mailings on a channel."""
-
-    __tablename__ = "unsubscribe"
-
-    contact_id: int = Field(primary_key=True, foreign_key="contact.id", ondelete="CASCADE")
-    channel: str = Field(primary_key=True, max_length=64)
-    at: datetime | None = _ts(nullable=False)
-    source: str | None = Field(default=None, max_length=200)
-
-
-class MailingRow(SQLModel, table=True):
-    """A message from a template to every contact on a list."""
-
-    __tablename__ = "mailing"
-
-    id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(max_length=200)
-    channel: str = Field(max_length=64)
-    template: str = Field(max_length=200)
-    audience: str = Field(max_length=100)
-    scheduled_at: datetime | None = _ts(nullable=False)
-    rate_per_minute: float | None = None
-    total: int = 0
-    skipped: int = 0
-    created_at: datetime | None = _ts(nullable=False)
-
-
-class MailingRecipientRow(SQLModel, table=True):
-    """One recipient of a mailing: its message (interaction) and what they did with it."""
-
-    __tablename__ = "mailing_recipient"
-    __table_args__ = (sa.Index("ix_mailing_recipient_mailing", "mailing_id"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    mailing_id: int = Field(foreign_key="mailing.id", ondelete="CASCADE")
-    interaction_id: int = Field(foreign_key="interaction.id", unique=True, ondelete="CASCADE")
-    contact_id: int = Field(foreign_key="contact.id", ondelete="CASCADE")
-    opened_at: datetime | None = _ts()
-    clicked_at: datetime | None = _ts()
-    replied_at: datetime | None = _ts()
-    bounced_at: datetime | None = _ts()
-    unsubscribed_at: datetime | None = _ts()
-
-
 class CallIvrStepRow(SQLModel, table=True):
     """One IVR node a call visited (also in the record's ``ivr_path``), for analytics."""
 

@@ -22,11 +22,15 @@ from switchboard.config import ConfigError
 from switchboard.testing import RunningService, make_config
 from switchboard_console import ConsoleSettings, Rate, TariffSettings, call_costs
 from switchboard_console.i18n import catalog_path, choose
+from switchboard_mailings import MailingSettings, MailingsPlugin
 
 
 @pytest.fixture
 def service(tmp_path: Path, db_url: str) -> Iterator[RunningService]:
-    with console_service(tmp_path / "service", database_url=db_url) as running:
+    """The console with the mailings plugin beside it (its table on the dashboard)."""
+    with console_service(
+        tmp_path / "service", (MailingsPlugin(), "mailings", MailingSettings), database_url=db_url
+    ) as running:
         yield running
 
 
@@ -311,6 +315,7 @@ def test_the_dashboard_shows_the_seeded_figures_and_exports_csv(
         assert costs[-1]["prefix"] == "total" and costs[-1]["saving"] == "0.94"
         for table in ("day", "ivr_node", "mailings"):
             assert c.get(f"/console/dashboard/{table}.csv?{PERIOD}").status_code == 200
+        assert 'data-testid="mailings"' in html
         assert c.get(f"/console/dashboard/nope.csv?{PERIOD}").status_code == 404
         assert c.get("/console/dashboard?from=yesterday").status_code == 422
         # an empty period draws no chart and says so
@@ -318,12 +323,22 @@ def test_the_dashboard_shows_the_seeded_figures_and_exports_csv(
         assert "No data for this period." in empty
 
 
+def test_without_the_mailings_plugin_the_dashboard_has_no_mailings(tmp_path: Path) -> None:
+    with console_service(tmp_path / "alone") as alone, client(alone) as c:
+        sign_in(c, "sue")
+        page = c.get(f"/console/dashboard?{PERIOD}")
+        assert page.status_code == 200 and 'data-testid="by-agent"' in page.text
+        assert 'data-testid="mailings"' not in page.text
+        missing = c.get(f"/console/dashboard/mailings.csv?{PERIOD}")
+        assert missing.status_code == 404 and "not installed" in missing.text
+
+
 async def test_call_costs_by_prefix(open_sb: Any) -> None:
     agents = [{"name": "alice", "extension": "101"}, {"name": "bob", "extension": "102"}]
     sb = await open_sb(config={"switchboard": {"agents": agents}})
     await seed_calls(sb)
     tariff = TariffSettings(rates=[Rate(**r) for r in TARIFF["rates"]])  # type: ignore[attr-defined]
-    out = call_costs(sb.store, DAY1, DAY2 + timedelta(days=1), tariff)
+    out = await call_costs(sb, DAY1, DAY2 + timedelta(days=1), tariff)
     by = {r["prefix"]: r for r in out["rows"]}
     assert set(by) == {"+7495", "+7", "other"}
     assert (by["+7495"]["billed_minutes"], by["+7495"]["cost"]) == (3.0, 0.06)
@@ -331,7 +346,7 @@ async def test_call_costs_by_prefix(open_sb: Any) -> None:
     assert out["total"]["reference_cost"] == pytest.approx(1.05)
     # per-second billing, inbound calls billed too
     tariff.increment_seconds, tariff.bill_inbound = 1, True
-    out = call_costs(sb.store, DAY1, DAY2 + timedelta(days=1), tariff)
+    out = await call_costs(sb, DAY1, DAY2 + timedelta(days=1), tariff)
     by = {r["prefix"]: r for r in out["rows"]}
     assert by["+1"]["calls"] == 1 and by["+1"]["billed_minutes"] == pytest.approx(61 / 60, abs=0.01)
     assert by["+7495"]["calls"] == 2  # c2 inbound and c4 outbound

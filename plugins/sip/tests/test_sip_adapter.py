@@ -22,7 +22,7 @@ from sip_peers import (
 )
 
 from switchboard import Disposition, InteractionStatus
-from switchboard.core import ChannelState
+from switchboard.channels import ChannelState
 from switchboard.testing import open_switchboard
 from switchboard_sip import message as sipmsg
 from switchboard_sip.testing import Kamailio, Sipp, caller_scenario

@@ -11,64 +11,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from switchboard.api import analytics, calls, contacts, events, health, mailings, messages, tasks
-from switchboard.api.calls import CallIn, get_recording, place_call, voice_channel
-from switchboard.api.common import (
-    Accepted,
-    Body,
-    Caller,
-    Core,
-    call_json,
-    csv_response,
-    domain_error,
-    require_zones,
-    run,
-    supervisor_only,
-)
-from switchboard.api.contacts import (
-    ContactIn,
-    ContactPatch,
-    create_contact,
-    get_contact,
-    list_contacts,
-    patch_contact,
-    timeline,
-)
-from switchboard.api.events import stream_events
-from switchboard.api.mailings import tracking
-from switchboard.api.messages import MessageIn, queue_message
-from switchboard.api.tasks import task_done
+from switchboard.api import analytics, calls, contacts, events, health, messages, tasks
+from switchboard.api.common import domain_error
 
-__all__ = [
-    "Accepted",
-    "Body",
-    "CallIn",
-    "Caller",
-    "ContactIn",
-    "ContactPatch",
-    "Core",
-    "MessageIn",
-    "call_json",
-    "create_contact",
-    "csv_response",
-    "domain_error",
-    "get_contact",
-    "get_recording",
-    "list_contacts",
-    "patch_contact",
-    "place_call",
-    "queue_message",
-    "require_zones",
-    "router",
-    "run",
-    "stream_events",
-    "supervisor_only",
-    "task_done",
-    "timeline",
-    "tracking",
-    "voice_channel",
-]
+__all__ = ["domain_error", "router"]
 
 router = APIRouter()  # each part's paths are under /api (metrics label routes by them)
-for part in (health, contacts, messages, calls, tasks, events, mailings, analytics):
+for part in (health, contacts, messages, calls, tasks, events, analytics):
     router.include_router(part.router)

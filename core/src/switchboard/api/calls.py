@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from pydantic import Field, model_validator
 
@@ -18,15 +18,9 @@ from switchboard.api.common import (
     RowId,
     agent_by_name,
     call_json,
-    call_or_404,
-    can_hear,
-    contact_or_404,
     parse_address,
     run,
 )
-from switchboard.auth import Principal
-from switchboard.channels import VoiceChannel
-from switchboard.core import ChannelState, Switchboard
 from switchboard.files import safe_filename
 
 router = APIRouter(prefix="/api")
@@ -50,37 +44,10 @@ class CallIn(Body):
 @router.post("/calls", status_code=202)
 async def click_to_call(body: CallIn, sb: Core, who: Caller) -> Accepted:
     """Ring the agent's phone; when the agent answers, call the customer and bridge."""
-    return Accepted(id=await place_call(sb, who, body), status="ringing")
-
-
-async def place_call(sb: Switchboard, who: Principal, body: CallIn) -> str:
-    """Click-to-call through the first running voice channel: its call id; HTTPException
-    when not allowed or not possible (also used by the console's pages)."""
     agent = await agent_by_name(sb, body.agent, "body.agent")
-    if not who.sees_all and who.agent_id != agent.id:
-        raise HTTPException(403, "agents may place calls only from their own extension")
-    if body.contact_id is not None:
-        contact = await contact_or_404(sb, body.contact_id)
-        phones = [a for a in contact.addresses if a.kind == "phone"]
-        if not phones:
-            raise HTTPException(422, f"contact {contact.id} has no phone number")
-        target = phones[0]
-    else:
-        assert body.to is not None
-        target = parse_address(sb, body.to, "body.to")
-    channel = voice_channel(sb)
-    if channel is None:
-        raise HTTPException(503, "no voice channel is running")
-    call_id: str = await channel.dial(agent, target)
-    return call_id
-
-
-def voice_channel(sb: Switchboard) -> VoiceChannel | None:
-    """The first running channel that can place calls, if any."""
-    for handle in sb.channels.values():
-        if handle.state is ChannelState.RUNNING and isinstance(handle.channel, VoiceChannel):
-            return handle.channel
-    return None
+    to = parse_address(sb, body.to, "body.to") if body.to is not None else None
+    call_id = await sb.place_call(who, agent, to=to, contact_id=body.contact_id)
+    return Accepted(id=call_id, status="ringing")
 
 
 @router.get("/calls")
@@ -109,16 +76,11 @@ async def list_calls(
 async def get_recording(call_id: str, sb: Core, who: Caller) -> FileResponse:
     """The call's recording as ``audio/wav``: for the agent who took the call, supervisors
     and admins."""
-    call = await call_or_404(sb, call_id)
-    if call.recording is None:
-        raise HTTPException(404, f"call {call_id!r} has no recording")
-    if not can_hear(call, who):
-        raise HTTPException(
-            403, "only the agent who took the call, supervisors and admins may hear its recording"
-        )
-    path = Path(call.recording.path)
-    if not await run(path.is_file):
-        raise HTTPException(404, f"the recording of call {call_id!r} is missing from disk")
+    return recording_response(call_id, await sb.recording_file(who, call_id))
+
+
+def recording_response(call_id: str, path: Path) -> FileResponse:
+    """A recording as a WAV download named after its call (the name made safe)."""
     return FileResponse(
         path, media_type="audio/wav", filename=f"{safe_filename(call_id, 'call')}.wav"
     )
@@ -126,4 +88,4 @@ async def get_recording(call_id: str, sb: Core, who: Caller) -> FileResponse:
 
 @router.get("/calls/{call_id:path}")
 async def get_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
-    return call_json(await call_or_404(sb, call_id), who)
+    return call_json(await sb.call(call_id), who)

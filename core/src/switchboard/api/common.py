@@ -19,9 +19,17 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from switchboard.address import Address, AddressError
 from switchboard.auth import Principal
 from switchboard.core import Switchboard
-from switchboard.errors import Conflict, Forbidden, Invalid, NotFound, SwitchboardError
+from switchboard.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    SwitchboardError,
+    Unavailable,
+)
 from switchboard.events import to_json
-from switchboard.models import Agent, CallRecord, Contact
+from switchboard.models import Agent, CallRecord
+from switchboard.service import can_hear
 
 #: Row ids are INTEGER columns (32-bit on PostgreSQL): a bigger one is a 422 here, not an
 #: overflow in the driver (schemathesis found the 500s, on both databases).
@@ -78,10 +86,13 @@ async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 async def agent_by_name(sb: Switchboard, name: str, field: str) -> Agent:
-    agent: Agent | None = await run(sb.store.get_agent, name)
-    if agent is None:
-        raise HTTPException(422, [{"loc": [field], "msg": f"no agent {name!r}", "type": "agent"}])
-    return agent
+    """The agent named in a request's ``field``: 422 naming the field when there is none."""
+    try:
+        return await sb.agent(name)
+    except NotFound:
+        raise HTTPException(
+            422, [{"loc": [field], "msg": f"no agent {name!r}", "type": "agent"}]
+        ) from None
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -98,6 +109,7 @@ ERROR_STATUS: dict[type[SwitchboardError], int] = {
     Conflict: 409,
     Invalid: 422,
     Forbidden: 403,
+    Unavailable: 503,
 }
 
 
@@ -146,20 +158,6 @@ class Accepted(BaseModel):
     status: str
 
 
-async def contact_or_404(sb: Switchboard, contact_id: int) -> Contact:
-    contact: Contact | None = await run(sb.store.get_contact, contact_id)
-    if contact is None:
-        raise HTTPException(404, f"no contact with id {contact_id}")
-    return contact
-
-
-async def call_or_404(sb: Switchboard, call_id: str) -> CallRecord:
-    call = await run(sb.store.get_call, call_id)
-    if call is None:
-        raise HTTPException(404, f"no call with id {call_id!r}")
-    return call  # type: ignore[no-any-return]
-
-
 def supervisor_only(who: Principal, what: str) -> None:
     if not who.sees_all:
         raise HTTPException(403, f"{what}: for supervisors and admins")
@@ -197,10 +195,6 @@ def csv_response(rows: list[dict[str, Any]], filename: str) -> Response:
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-def can_hear(call: CallRecord, who: Principal) -> bool:
-    return who.sees_all or (who.agent_id is not None and call.agent_id == who.agent_id)
 
 
 def call_json(call: CallRecord, who: Principal) -> dict[str, Any]:

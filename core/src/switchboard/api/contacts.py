@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import Field
 
-from switchboard.address import AddressError
 from switchboard.api.common import (
     MAX_ROW_ID,
     ONE_LINE,
@@ -17,13 +16,13 @@ from switchboard.api.common import (
     RowId,
     agent_by_name,
     call_json,
-    contact_or_404,
     parse_address,
     parse_addresses,
     run,
 )
+from switchboard.auth import Principal
 from switchboard.events import to_json
-from switchboard.models import InteractionKind
+from switchboard.service import Timeline
 
 router = APIRouter(prefix="/api")
 
@@ -54,13 +53,7 @@ async def list_contacts(
     limit: int = Query(default=50, ge=1, le=500),
     offset: int = Query(default=0, ge=0, le=MAX_ROW_ID),
 ) -> dict[str, Any]:
-    address = None
-    if q:
-        try:
-            address = sb.addresses.parse(q) if any(c.isdigit() for c in q) or "@" in q else None
-        except AddressError:
-            address = None
-    items, total = await run(sb.store.search_contacts, q, address, limit=limit, offset=offset)
+    items, total = await sb.search_contacts(q, limit=limit, offset=offset)
     return {"items": [to_json(c) for c in items], "total": total, "limit": limit, "offset": offset}
 
 
@@ -91,30 +84,31 @@ async def lookup_contact(
 
 @router.get("/contacts/{contact_id}")
 async def get_contact(contact_id: RowId, sb: Core, who: Caller) -> dict[str, Any]:
-    return to_json(await contact_or_404(sb, contact_id))  # type: ignore[no-any-return]
+    return to_json(await sb.contact(contact_id))  # type: ignore[no-any-return]
 
 
 @router.patch("/contacts/{contact_id}")
 async def patch_contact(
     contact_id: RowId, body: ContactPatch, sb: Core, who: Caller
 ) -> dict[str, Any]:
-    await contact_or_404(sb, contact_id)
-    values: dict[str, Any] = {}
     fields = body.model_fields_set
+    changes: dict[str, Any] = {}
     if "name" in fields and body.name is not None:
-        values["name"] = body.name
+        changes["name"] = body.name
     if "company" in fields:
-        values["company"] = body.company
+        changes["company"] = body.company
     if "owner_agent" in fields:
-        owner = (
+        changes["owner"] = (
             await agent_by_name(sb, body.owner_agent, "body.owner_agent")
             if body.owner_agent
             else None
         )
-        values["owner_agent_id"] = owner.id if owner else None
-    add = parse_addresses(sb, body.add_addresses, "body.add_addresses")
-    remove = parse_addresses(sb, body.remove_addresses, "body.remove_addresses")
-    contact = await run(sb.store.update_contact, contact_id, values=values, add=add, remove=remove)
+    contact = await sb.update_contact(
+        contact_id,
+        add=parse_addresses(sb, body.add_addresses, "body.add_addresses"),
+        remove=parse_addresses(sb, body.remove_addresses, "body.remove_addresses"),
+        **changes,
+    )
     return to_json(contact)  # type: ignore[no-any-return]
 
 
@@ -129,13 +123,16 @@ async def timeline(
     ),
 ) -> dict[str, Any]:
     """Messages, emails and calls, newest first; page on with ``before``."""
-    await contact_or_404(sb, contact_id)
-    items = await run(sb.store.timeline, contact_id, limit=limit, before_id=before)
-    calls = await run(sb.store.calls_of, [i.id for i in items if i.kind is InteractionKind.CALL])
+    page = await sb.timeline(contact_id, limit=limit, before=before)
+    return {"items": timeline_json(page, who), "next_before": page.next_before}
+
+
+def timeline_json(page: Timeline, who: Principal) -> list[dict[str, Any]]:
+    """A timeline page's items as JSON, a call's with its record (``call``)."""
     out = []
-    for item in items:
+    for item in page.items:
         data = to_json(item)
-        if item.id in calls:
-            data["call"] = call_json(calls[item.id], who)
+        if item.id in page.calls:
+            data["call"] = call_json(page.calls[item.id], who)
         out.append(data)
-    return {"items": out, "next_before": items[-1].id if len(items) == limit else None}
+    return out

@@ -12,7 +12,7 @@ from switchboard.api.common import (
     bearer,
     run,
 )
-from switchboard.core import ChannelState
+from switchboard.channels import ChannelState
 from switchboard.events import to_json
 
 router = APIRouter(prefix="/api")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from pydantic import Field, model_validator
 
-from switchboard.address import AddressError
 from switchboard.api.common import (
     ONE_LINE,
     Accepted,
@@ -15,8 +16,6 @@ from switchboard.api.common import (
     Caller,
     Core,
     RowId,
-    call_or_404,
-    contact_or_404,
     parse_address,
     run,
 )
@@ -73,10 +72,10 @@ async def send_message(body: MessageIn, sb: Core, who: Caller) -> Accepted:
 
 
 async def queue_message(sb: Switchboard, who: Principal, body: MessageIn) -> Interaction:
-    """Render the template (if any) and queue the message; HTTPException on bad input (also
-    used by the console's pages)."""
-    text, subject = body.text, body.subject
-    payload: dict[str, Any] = {
+    """Render the template (if any) and queue the message; 422 naming the field for an
+    address or a template that does not work."""
+    address = parse_address(sb, body.address, "body.address") if body.address else None
+    payload = {
         k: v
         for k, v in (
             ("html", body.html),
@@ -85,56 +84,26 @@ async def queue_message(sb: Switchboard, who: Principal, body: MessageIn) -> Int
         )
         if v is not None
     }
-    if body.template is not None:
-        rendered = await _render(
-            sb,
+    with template_errors():
+        return await sb.send_message(
             who,
-            body.template,
-            body.contact_id,
-            body.address,
-            body.variables,
-            body.call_id,
-        )
-        text, subject = rendered.text, subject or rendered.subject
-        payload["template"] = body.template
-        if rendered.html is not None:
-            payload["html"] = rendered.html
-    try:
-        interaction = await sb.outbox.enqueue(
             body.channel,
             contact_id=body.contact_id,
-            address=body.address,
-            text=text,
-            subject=subject,
+            address=address,
+            text=body.text,
+            subject=body.subject,
+            template=body.template,
+            variables=body.variables,
+            call_id=body.call_id,
             payload=payload,
-            kind=InteractionKind.EMAIL if subject is not None else InteractionKind.MESSAGE,
         )
-    except AddressError as exc:
-        raise HTTPException(
-            422, [{"loc": ["body", "address"], "msg": str(exc), "type": "address"}]
-        ) from None
-    return interaction
 
 
-async def _render(
-    sb: Switchboard,
-    who: Principal,
-    template: str,
-    contact_id: int | None,
-    address: str | None,
-    variables: dict[str, Any],
-    call_id: str | None = None,
-) -> Any:
-    """Render a template for a contact (or a bare address), the calling agent and, if
-    given, a call (``call``: its record, e.g. for a follow-up after it); 422 with the
-    template's error (unknown template, missing variable...)."""
-    contact = await contact_or_404(sb, contact_id) if contact_id is not None else None
-    call = await call_or_404(sb, call_id) if call_id is not None else None
-    to = parse_address(sb, address, "address") if address is not None else None
+@contextmanager
+def template_errors() -> Iterator[None]:
+    """A template's error (unknown template, missing variable...) as 422 naming it."""
     try:
-        return sb.render(
-            template, contact=contact, address=to, agent=who.agent, call=call, variables=variables
-        )
+        yield
     except TemplateError as exc:
         raise HTTPException(
             422, [{"loc": ["body", "template"], "msg": str(exc), "type": "template"}]
@@ -157,9 +126,16 @@ async def list_templates(sb: Core, who: Caller) -> dict[str, Any]:
 @router.post("/templates/{name}/preview")
 async def preview_template(name: str, body: PreviewIn, sb: Core, who: Caller) -> dict[str, Any]:
     """Render a template as it would be sent (subject, text, html), sending nothing."""
-    rendered = await _render(
-        sb, who, name, body.contact_id, body.address, body.variables, body.call_id
-    )
+    address = parse_address(sb, body.address, "address") if body.address else None
+    with template_errors():
+        rendered = await sb.render_for(
+            who,
+            name,
+            contact_id=body.contact_id,
+            address=address,
+            variables=body.variables,
+            call_id=body.call_id,
+        )
     return {"subject": rendered.subject, "text": rendered.text, "html": rendered.html}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from switchboard.api.common import (
     Caller,
@@ -30,13 +30,7 @@ async def list_tasks(
     """Callback tasks (missed calls), oldest due first: an agent's own; everyone's (or one
     agent's, with ``agent``) for supervisors and admins."""
     agent_id = (await agent_by_name(sb, agent, "query.agent")).id if agent else None
-    if not who.sees_all:
-        if agent_id is not None and agent_id != who.agent_id:
-            raise HTTPException(403, "agents see their own tasks only")
-        if who.agent_id is None:
-            raise HTTPException(403, "this token has no agent: no tasks of its own")
-        agent_id = who.agent_id
-    tasks = await run(sb.store.list_tasks, status=status, agent_id=agent_id, limit=limit)
+    tasks = await sb.tasks(who, status=status, agent_id=agent_id, limit=limit)
     return {"items": [to_json(t) for t in tasks]}
 
 
@@ -44,15 +38,7 @@ async def list_tasks(
 async def task_done(task_id: RowId, sb: Core, who: Caller) -> dict[str, Any]:
     """Mark a task done (an event ``task.done`` tells the others); agents close their own
     tasks only."""
-    if not who.sees_all:
-        found = await run(sb.store.get_interaction, task_id)
-        if found is not None and (found.meta or {}).get("agent_id") != who.agent_id:
-            raise HTTPException(403, "agents close their own tasks only")
-    task = await run(sb.store.finish_task, task_id)
-    if task is None:
-        raise HTTPException(404, f"no task with id {task_id}")
-    sb.events.notify()
-    return to_json(task)  # type: ignore[no-any-return]
+    return to_json(await sb.finish_task(who, task_id))  # type: ignore[no-any-return]
 
 
 @router.get("/quarantine")

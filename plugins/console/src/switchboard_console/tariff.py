@@ -16,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from switchboard.store import Store, call_t
+from switchboard import Switchboard
+from switchboard.views import call_record
 from switchboard_console.settings import Rate, TariffSettings
 
 UNRATED = "other"
@@ -39,37 +40,43 @@ def _rate_of(number: str, rates: list[Rate]) -> Rate | None:
     return next((r for r in rates if digits.startswith(r.prefix)), None)
 
 
-def call_costs(
-    store: Store, since: datetime, until: datetime, tariff: TariffSettings
+async def call_costs(
+    sb: Switchboard, since: datetime, until: datetime, tariff: TariffSettings
+) -> dict[str, Any]:
+    """:func:`costs_in` off the event loop, on the store's database."""
+    return await sb.transaction(lambda conn: costs_in(conn, since, until, tariff), write=False)
+
+
+def costs_in(
+    conn: Connection, since: datetime, until: datetime, tariff: TariffSettings
 ) -> dict[str, Any]:
     """Rows per prefix (``prefix``, ``calls``, ``minutes`` talked, ``billed_minutes``,
     ``cost``, ``reference_cost``, ``saving``) and their ``total``; calls to numbers no
     prefix matches are counted under ``other`` at no price."""
-    c = call_t.c
+    c = call_record.c
     rates = sorted(tariff.rates, key=lambda r: len(r.prefix), reverse=True)
     longest = max((len(r.prefix) for r in rates), default=1)
     number = sa.case((c.direction == "outbound", c.to_address), else_=c.from_address)
     key = sa.func.substr(number, 1, len(PHONE) + longest).label("key")
     directions = ["outbound", "inbound"] if tariff.bill_inbound else ["outbound"]
-    with store.read() as conn:
-        stmt = (
-            sa.select(
-                key,
-                sa.func.count().label("calls"),
-                sa.func.sum(c.talk_s).label("talk"),
-                sa.func.sum(_increments(conn, c.talk_s, tariff.increment_seconds)).label("n"),
-            )
-            .where(
-                c.direction.in_(directions),
-                c.ringing_at >= since,
-                c.ringing_at < until,
-                # answered: the billing index holds just these (a literal 0, so that the
-                # planners see the partial index's own condition)
-                c.talk_s > sa.literal_column("0"),
-            )
-            .group_by(key)
+    stmt = (
+        sa.select(
+            key,
+            sa.func.count().label("calls"),
+            sa.func.sum(c.talk_s).label("talk"),
+            sa.func.sum(_increments(conn, c.talk_s, tariff.increment_seconds)).label("n"),
         )
-        groups = conn.execute(stmt).all()
+        .where(
+            c.direction.in_(directions),
+            c.ringing_at >= since,
+            c.ringing_at < until,
+            # answered: the billing index holds just these (a literal 0, so that the
+            # planners see the partial index's own condition)
+            c.talk_s > sa.literal_column("0"),
+        )
+        .group_by(key)
+    )
+    groups = conn.execute(stmt).all()
     found: dict[str, dict[str, float]] = {}
     for g in groups:
         rate = _rate_of(g.key or "", rates)

@@ -34,10 +34,11 @@ from switchboard import (
     Principal,
     Switchboard,
     SwitchboardError,
-    api,
+    Timeline,
+    can_hear,
     to_json,
+    web,
 )
-from switchboard.auth import fingerprint
 from switchboard_console.charts import bar_chart
 from switchboard_console.i18n import Formats, choose, translations
 from switchboard_console.settings import LANGUAGES, ConsoleSettings
@@ -107,7 +108,7 @@ class Console:
             data = self.signer.loads(raw, max_age=int(self.settings.session_hours * 3600))
         except BadSignature:
             return None
-        who = request.app.state.tokens.by_fingerprint(data.get("k", ""))
+        who = web.principal_of_fingerprint(request, data.get("k", ""))
         if who is None:  # the token was removed from the config
             return None
         if await self.signed_out(data["c"]):
@@ -300,11 +301,11 @@ def build_router(console: Console) -> APIRouter:
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not hmac.compare_digest(csrf.encode(), expected.encode()):
             return _login_form(request, next, "stale")
-        who = request.app.state.tokens.check(token.strip())
+        who = web.principal_of_token(request, token.strip())
         if who is None:
             return _login_form(request, next, "token")
         response = console.redirect(_local(next))
-        session = {"k": fingerprint(token.strip()), "c": secrets.token_urlsafe(24)}
+        session = {"k": web.token_fingerprint(token.strip()), "c": secrets.token_urlsafe(24)}
         value = console.signer.dumps(session)
         console.set_cookie(
             response, SESSION_COOKIE, value, int(console.settings.session_hours * 3600)
@@ -325,10 +326,11 @@ def build_router(console: Console) -> APIRouter:
     async def contacts(
         request: Request,
         session: Signed,
-        sb: api.Core,
+        sb: web.Core,
         q: str = "",
     ) -> Response:
-        found = await api.list_contacts(sb, session.who, q.strip() or None, 50, 0)
+        items, total = await sb.search_contacts(q.strip() or None, limit=50)
+        found = {"items": [to_json(c) for c in items], "total": total}
         return console.render(
             request,
             "contacts.html",
@@ -342,7 +344,7 @@ def build_router(console: Console) -> APIRouter:
     @router.post("/contacts")
     async def new_contact(
         session: Checked,
-        sb: api.Core,
+        sb: web.Core,
         name: Annotated[str, Form()],
         company: Annotated[str, Form()] = "",
         phone: Annotated[str, Form()] = "",
@@ -351,48 +353,33 @@ def build_router(console: Console) -> APIRouter:
     ) -> Response:
         """A contact typed in by an agent (a prospect to call); the API's rules apply."""
         try:
-            body = api.ContactIn(
-                name=name.strip(),
+            addresses = [sb.parse_address(a.strip()) for a in (phone, email) if a.strip()]
+            created = await sb.create_contact(
+                name.strip(),
+                addresses,
                 company=company.strip() or None,
-                addresses=[a.strip() for a in (phone, email) if a.strip()],
-                owner_agent=owner or None,
+                owner_agent_id=(await sb.agent(owner)).id if owner else None,
             )
-            created = await api.create_contact(body, sb, session.who)
-        except ValueError as exc:
+        except SwitchboardError as exc:
             return console.redirect("/console/contacts", ("error", str(exc)))
-        except (HTTPException, SwitchboardError) as exc:
-            return console.redirect("/console/contacts", ("error", _detail(exc)))
-        return console.redirect(f"/console/contacts/{created['id']}", ("ok", "saved"))
+        return console.redirect(f"/console/contacts/{created.id}", ("ok", "saved"))
 
     @router.get("/contacts/{contact_id}")
     async def card(
         request: Request,
         contact_id: int,
         session: Signed,
-        sb: api.Core,
+        sb: web.Core,
         before: int | None = None,
     ) -> Response:
         try:
-            contact = await api.get_contact(contact_id, sb, session.who)
-        except (HTTPException, NotFound) as exc:
-            if isinstance(exc, HTTPException) and exc.status_code != 404:
-                raise
+            contact = to_json(await sb.contact(contact_id))
+            page = await sb.timeline(contact_id, limit=50, before=before)
+        except NotFound:
             return console.render(
                 request, "error.html", session.lang, session, status_code=404, status=404
             )
-        timeline = await api.timeline(contact_id, sb, session.who, 50, before)
-        for item in timeline["items"]:
-            call = item.get("call")
-            if call is None:
-                continue
-            call["talk_s"] = None
-            if call.get("answered_at") and call.get("ended_at"):
-                talk = datetime.fromisoformat(call["ended_at"]) - datetime.fromisoformat(
-                    call["answered_at"]
-                )
-                call["talk_s"] = talk.total_seconds()
-            if call.get("recording"):
-                call["recording"]["url"] = f"/console/calls/{quote(call['call_id'])}/recording"
+        timeline = {"items": _timeline_json(page, session.who), "next_before": page.next_before}
         return console.render(
             request,
             "card.html",
@@ -402,7 +389,7 @@ def build_router(console: Console) -> APIRouter:
             timeline=timeline,
             agents=await _agent_names(sb),
             targets=_targets(sb, contact),
-            can_call=api.voice_channel(sb) is not None,
+            can_call=sb.voice_channel() is not None,
             templates=list(sb.templates.names),
         )
 
@@ -410,30 +397,32 @@ def build_router(console: Console) -> APIRouter:
     async def edit(
         contact_id: int,
         session: Checked,
-        sb: api.Core,
+        sb: web.Core,
         name: Annotated[str, Form()],
         company: Annotated[str, Form()] = "",
         owner: Annotated[str, Form()] = "",
         add_address: Annotated[str, Form()] = "",
     ) -> Response:
         back = f"/console/contacts/{contact_id}"
-        patch = api.ContactPatch(
-            name=name.strip() or None,
-            company=company.strip() or None,
-            owner_agent=owner or None,
-            add_addresses=[add_address.strip()] if add_address.strip() else [],
-        )
         try:
-            await api.patch_contact(contact_id, patch, sb, session.who)
-        except (HTTPException, SwitchboardError) as exc:
-            return console.redirect(back, ("error", _detail(exc)))
+            changes: dict[str, Any] = {
+                "company": company.strip() or None,
+                "owner": await sb.agent(owner) if owner else None,
+            }
+            if name.strip():
+                changes["name"] = name.strip()
+            await sb.update_contact(
+                contact_id, add=[add_address.strip()] if add_address.strip() else [], **changes
+            )
+        except SwitchboardError as exc:
+            return console.redirect(back, ("error", str(exc)))
         return console.redirect(back, ("ok", "saved"))
 
     @router.post("/contacts/{contact_id}/call")
     async def call(
         contact_id: int,
         session: Checked,
-        sb: api.Core,
+        sb: web.Core,
         address: Annotated[str, Form()],
     ) -> Response:
         back = f"/console/contacts/{contact_id}"
@@ -441,10 +430,9 @@ def build_router(console: Console) -> APIRouter:
         if agent is None:
             return console.redirect(back, ("error", "no_extension"))
         try:
-            body = api.CallIn(agent=agent.name, to=address)
-            call_id = await api.place_call(sb, session.who, body)
-        except (HTTPException, SwitchboardError) as exc:
-            return console.redirect(back, ("error", _detail(exc)))
+            call_id = await sb.place_call(session.who, agent, to=address)
+        except SwitchboardError as exc:
+            return console.redirect(back, ("error", str(exc)))
         return console.redirect(back, ("ok", f"calling:{call_id}"))
 
     @router.post("/contacts/{contact_id}/message")
@@ -452,7 +440,7 @@ def build_router(console: Console) -> APIRouter:
         request: Request,
         contact_id: int,
         session: Checked,
-        sb: api.Core,
+        sb: web.Core,
         target: Annotated[str, Form()],
         text: Annotated[str, Form()] = "",
         subject: Annotated[str, Form()] = "",
@@ -461,37 +449,30 @@ def build_router(console: Console) -> APIRouter:
         back = f"/console/contacts/{contact_id}"
         channel, _, address = target.partition("|")
         try:
-            body = api.MessageIn(
-                channel=channel,
+            await sb.send_message(
+                session.who,
+                channel,
                 contact_id=contact_id,
                 address=address or None,
                 text=None if template else text,
                 subject=None if template else (subject.strip() or None),
                 template=template or None,
             )
-        except ValueError as exc:
+        except SwitchboardError as exc:
             return console.redirect(back, ("error", str(exc)))
-        try:
-            await api.queue_message(sb, session.who, body)
-        except (HTTPException, SwitchboardError) as exc:
-            return console.redirect(back, ("error", _detail(exc)))
         return console.redirect(back, ("ok", "queued"))
 
     @router.get("/calls/{call_id:path}/recording")
-    async def recording(call_id: str, session: Signed, sb: api.Core) -> Response:
-        return await api.get_recording(call_id, sb, session.who)
+    async def recording(call_id: str, session: Signed, sb: web.Core) -> Response:
+        return web.recording_response(call_id, await sb.recording_file(session.who, call_id))
 
     # -- callback tasks -----------------------------------------------------------------
 
     @router.get("/tasks")
-    async def tasks(request: Request, session: Signed, sb: api.Core) -> Response:
+    async def tasks(request: Request, session: Signed, sb: web.Core) -> Response:
         """Open callback tasks: an agent's own; everyone's for supervisors and admins."""
         who = session.who
-        if who.sees_all or who.agent_id is not None:
-            mine = None if who.sees_all else who.agent_id
-            found = await api.run(sb.store.list_tasks, status="open", agent_id=mine, limit=500)
-        else:
-            found = []
+        found = await sb.tasks(who, limit=500) if who.sees_all or who.agent_id else []
         cards = await sb.contacts(t.contact_id for t in found)
         names = {i: c.name for i, c in cards.items()}
         return console.render(
@@ -508,20 +489,20 @@ def build_router(console: Console) -> APIRouter:
     async def task_done(
         task_id: int,
         session: Checked,
-        sb: api.Core,
+        sb: web.Core,
         back: Annotated[str, Form()] = "/console/tasks",
     ) -> Response:
         back = _local(back)
         try:
-            await api.task_done(task_id, sb, session.who)
-        except (HTTPException, SwitchboardError) as exc:
-            return console.redirect(back, ("error", _detail(exc)))
+            await sb.finish_task(session.who, task_id)
+        except SwitchboardError as exc:
+            return console.redirect(back, ("error", str(exc)))
         return console.redirect(back, ("ok", "task_done"))
 
     # -- the screen pop -----------------------------------------------------------------
 
     @router.get("/events")
-    async def events(request: Request, session: Signed, sb: api.Core) -> EventSourceResponse:
+    async def events(request: Request, session: Signed, sb: web.Core) -> EventSourceResponse:
         """Pops (``pop``: the card's HTML) for calls ringing for this agent, and the state
         of those calls (``call``: answered, ended)."""
         mine = session.who.agent_id
@@ -541,7 +522,7 @@ def build_router(console: Console) -> APIRouter:
                 return ServerSentEvent(id=str(e.id), event="call", data=json.dumps(state))
             return None
 
-        return api.stream_events(request, sb, session.who, render)
+        return web.event_stream(request, sb, session.who, render)
 
     # -- the dashboard ------------------------------------------------------------------
 
@@ -570,9 +551,10 @@ def build_router(console: Console) -> APIRouter:
             out["totals"] = _totals(out["day"])
         if "costs" in tables:
             tariff = console.settings.tariff
-            out["costs"] = await api.run(call_costs, sb.store, since, until, tariff)
-        if "mailings" in tables:
-            mailings = await api.run(sb.mailings.list_mailings)
+            out["costs"] = await call_costs(sb, since, until, tariff)
+        service = getattr(sb.plugin("mailings"), "mailings", None)  # switchboard-mailings
+        if "mailings" in tables and service is not None:
+            mailings = await service.list_mailings()
             out["mailings"] = [  # those created in the period
                 m for m in mailings if since <= datetime.fromisoformat(m["created_at"]) < until
             ]
@@ -582,7 +564,7 @@ def build_router(console: Console) -> APIRouter:
     async def dashboard(
         request: Request,
         session: Signed,
-        sb: api.Core,
+        sb: web.Core,
         start: Annotated[date | None, Depends(_date("from"))],
         end: Annotated[date | None, Depends(_date("to"))],
     ) -> Response:
@@ -608,7 +590,7 @@ def build_router(console: Console) -> APIRouter:
     async def dashboard_csv(
         table: str,
         session: Signed,
-        sb: api.Core,
+        sb: web.Core,
         start: Annotated[date | None, Depends(_date("from"))],
         end: Annotated[date | None, Depends(_date("to"))],
     ) -> Response:
@@ -617,16 +599,42 @@ def build_router(console: Console) -> APIRouter:
         if table not in TABLES:
             raise HTTPException(404, f"no table {table!r}: {', '.join(TABLES)}")
         start, end = period(start, end)
-        rows = (await figures(sb, start, end, (table,)))[table]
+        rows = (await figures(sb, start, end, (table,))).get(table)
+        if rows is None:  # mailings without the mailings plugin
+            raise HTTPException(404, f"no table {table!r}: its plugin is not installed")
         if table == "costs":
             rows = cost_rows(rows)
         name = f"{table}-{start.isoformat()}-{end.isoformat()}.csv"
-        return api.csv_response(rows, name)
+        return web.csv_response(rows, name)
 
     return router
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _timeline_json(page: Timeline, who: Principal) -> list[dict[str, Any]]:
+    """A timeline page for the card: each item as JSON, a call's with its record, its
+    talk time and its recording's console link (``allowed``: may ``who`` hear it)."""
+    out = []
+    for item in page.items:
+        data = to_json(item)
+        call = page.calls.get(item.id)
+        if call is not None:
+            record = to_json(call)
+            talk = None
+            if call.answered_at and call.ended_at:
+                talk = (call.ended_at - call.answered_at).total_seconds()
+            record["talk_s"] = talk
+            if call.recording is not None:
+                record["recording"] = {
+                    "duration": call.recording.duration,
+                    "url": f"/console/calls/{quote(call.call_id)}/recording",
+                    "allowed": can_hear(call, who),
+                }
+            data["call"] = record
+        out.append(data)
+    return out
 
 
 def cost_rows(costs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -671,7 +679,7 @@ def _detail(exc: HTTPException | SwitchboardError) -> str:
 
 
 async def _agent_names(sb: Switchboard) -> dict[int, str]:
-    return {a.id: a.name for a in await api.run(sb.store.list_agents)}
+    return {a.id: a.name for a in await sb.agents() if a.id is not None}
 
 
 def _targets(sb: Switchboard, contact: dict[str, Any]) -> list[dict[str, str]]:
@@ -751,19 +759,19 @@ def build_api_router(console: Console) -> APIRouter:
 
     @router.get("/costs", response_model=None)
     async def call_cost_analytics(
-        sb: api.Core,
-        who: api.Caller,
+        sb: web.Core,
+        who: web.Caller,
         since: Annotated[datetime, Query(alias="from", description="start (ISO 8601, zone)")],
         until: Annotated[datetime, Query(alias="to", description="end, excluded")],
         format: str = Query(default="json", pattern="^(json|csv)$"),
     ) -> dict[str, Any] | Response:
         """What the period's answered calls cost per tariff prefix, beside the reference
         tariff (``[plugins.console.tariff]``); supervisors and admins."""
-        api.supervisor_only(who, "call costs")
-        api.require_zones(since, until)
-        costs = await api.run(call_costs, sb.store, since, until, console.settings.tariff)
+        web.supervisor_only(who, "call costs")
+        web.require_zones(since, until)
+        costs = await call_costs(sb, since, until, console.settings.tariff)
         if format == "csv":
-            return api.csv_response(cost_rows(costs), "call-costs.csv")
+            return web.csv_response(cost_rows(costs), "call-costs.csv")
         return {"from": since.isoformat(), "to": until.isoformat(), **costs}
 
     return router

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import click
-
 from switchboard import Channel, hookimpl
 from switchboard_email.channel import EmailChannel, EmailSettings
 
@@ -28,12 +26,6 @@ class EmailPlugin:
     @hookimpl
     def register_channels(self, register: Callable[[Channel], None]) -> None:
         register(self.channel)
-
-    @hookimpl
-    def register_commands(self, group: click.Group) -> None:
-        from switchboard_email.commands import email_commands
-
-        group.add_command(email_commands)
 
 
 PLUGIN = EmailPlugin()

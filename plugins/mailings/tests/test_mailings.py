@@ -41,7 +41,9 @@ MAILINGS = {"public_url": "https://crm.example.com", "link_secret": "0123456789a
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    app, channels = start_service(tmp_path, templates=TEMPLATES, mailings=MAILINGS)
+    app, channels = start_service(
+        tmp_path, templates=TEMPLATES, plugins_config={"mailings": MAILINGS}
+    )
     with serve_in_thread(app) as running:
         yield Service(running, channels)
 
@@ -157,7 +159,7 @@ def test_a_mailing_to_a_list_with_tracking_and_one_click_unsubscribe(service: Se
 
 
 def test_mailings_need_links_configured(tmp_path: Path) -> None:
-    app, _ = start_service(tmp_path, templates=TEMPLATES)
+    app, _ = start_service(tmp_path, templates=TEMPLATES, plugins_config={})
     with serve_in_thread(app) as running:
         service = Service(running, {})
         with service.client("sue") as sue:

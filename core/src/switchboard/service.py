@@ -1,0 +1,349 @@
+"""What agents and plugins do through the core, as one set of methods on
+:class:`~switchboard.Switchboard`: contacts, the timeline, click-to-call, messages and
+callback tasks, with the same permission rules wherever they are called from.
+
+The HTTP API's handlers (``switchboard/api/``) and the console's pages both call these:
+the rules live here once, and each front end only parses its input and shows the result.
+They raise domain errors (``NotFound``, ``Invalid``, ``Forbidden``, ``Unavailable``...),
+never HTTP ones; blocking store calls run off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from switchboard.address import Address, AddressError
+from switchboard.auth import Principal
+from switchboard.channels import ChannelState, VoiceChannel
+from switchboard.errors import Forbidden, Invalid, NotFound, Unavailable
+from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
+from switchboard.templates import Rendered
+
+if TYPE_CHECKING:
+    from switchboard.address import AddressBook
+    from switchboard.core import ChannelHandle
+    from switchboard.events import EventHub
+    from switchboard.outbox import Outbox
+    from switchboard.store import Store
+
+#: Leave a contact's field as it is (``update_contact``).
+KEEP: Any = attrs.NOTHING
+
+
+@attrs.frozen
+class Timeline:
+    """One page of a contact's timeline, newest first: the interactions, the call
+    records of the calls among them (by interaction id), and where the next page starts
+    (``before=next_before``; None on the last page)."""
+
+    items: list[Interaction]
+    calls: dict[int, CallRecord]
+    next_before: int | None
+
+
+#: The bounds of what people type, wherever it comes in (the API's bodies say the same).
+NAME_MAX, SUBJECT_MAX, TEXT_MAX = 300, 998, 100_000
+
+
+def one_line(value: str | None, field: str, limit: int, *, required: bool = False) -> None:
+    """``Invalid`` unless ``value`` is one line (no CR, LF or NUL) of at most ``limit``
+    characters (and not empty when ``required``)."""
+    if value is None:
+        return
+    if required and not value.strip():
+        raise Invalid(f"{field}: required")
+    if len(value) > limit or any(c in value for c in "\r\n\x00"):
+        raise Invalid(f"{field}: one line of at most {limit} characters")
+
+
+def can_hear(call: CallRecord, who: Principal) -> bool:
+    """Whether ``who`` may hear the call's recording: the agent who took it, supervisors
+    and admins."""
+    return who.sees_all or (who.agent_id is not None and call.agent_id == who.agent_id)
+
+
+class ServiceAPI:
+    """Mixed into :class:`~switchboard.Switchboard`; see docs/plugins.md."""
+
+    if TYPE_CHECKING:
+        store: Store
+        addresses: AddressBook
+        outbox: Outbox
+        events: EventHub
+        channels: dict[str, ChannelHandle]
+
+        def render(
+            self,
+            template: str,
+            *,
+            contact: Contact | None = None,
+            address: Address | str | None = None,
+            agent: Agent | None = None,
+            call: CallRecord | None = None,
+            variables: Mapping[str, Any] | None = None,
+        ) -> Rendered: ...
+
+    def parse_address(self, raw: Address | str) -> Address:
+        """An address in its normal form (``+7 495 ...`` → ``phone:+7495...``); ``Invalid``
+        when it cannot be read."""
+        if isinstance(raw, Address):
+            return raw
+        try:
+            return self.addresses.parse(raw)
+        except AddressError as exc:
+            raise Invalid(str(exc)) from None
+
+    # -- contacts ---------------------------------------------------------------------------
+
+    async def contact(self, contact_id: int) -> Contact:
+        """The contact card with its addresses; ``NotFound``."""
+        found = await asyncio.to_thread(self.store.get_contact, contact_id)
+        if found is None:
+            raise NotFound(f"no contact with id {contact_id}")
+        return found
+
+    async def search_contacts(
+        self, q: str | None = None, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Contact], int]:
+        """Contacts whose name or company contains ``q``, or with the address ``q`` reads
+        as (a phone number in any form, an email); all without ``q``. A page of them and
+        how many match."""
+        address = None
+        if q and (any(c.isdigit() for c in q) or "@" in q):
+            try:
+                address = self.addresses.parse(q)
+            except AddressError:
+                address = None
+        return await asyncio.to_thread(
+            self.store.search_contacts, q, address, limit=limit, offset=offset
+        )
+
+    async def update_contact(
+        self,
+        contact_id: int,
+        *,
+        name: str = KEEP,
+        company: str | None = KEEP,
+        owner: Agent | None = KEEP,
+        add: Sequence[Address | str] = (),
+        remove: Sequence[Address | str] = (),
+    ) -> Contact:
+        """Change a contact: the fields given (``KEEP`` the others; ``company=None`` and
+        ``owner=None`` clear them), addresses added and removed. ``NotFound``; ``Conflict``
+        for an address of another contact; ``Invalid`` for one that cannot be read."""
+        await self.contact(contact_id)
+        values: dict[str, Any] = {}
+        if name is not KEEP:
+            one_line(name, "name", NAME_MAX, required=True)
+            values["name"] = name
+        if company is not KEEP:
+            one_line(company, "company", NAME_MAX)
+            values["company"] = company
+        if owner is not KEEP:
+            values["owner_agent_id"] = owner.id if owner is not None else None
+        added = [self.parse_address(a) for a in add]
+        removed = [self.parse_address(a) for a in remove]
+        return await asyncio.to_thread(
+            self.store.update_contact, contact_id, values=values, add=added, remove=removed
+        )
+
+    async def timeline(
+        self, contact_id: int, *, limit: int = 50, before: int | None = None
+    ) -> Timeline:
+        """Messages, emails and calls of a contact, newest first; ``NotFound``."""
+        await self.contact(contact_id)
+        items = await asyncio.to_thread(
+            self.store.timeline, contact_id, limit=limit, before_id=before
+        )
+        calls = await asyncio.to_thread(
+            self.store.calls_of, [i.id for i in items if i.kind is InteractionKind.CALL]
+        )
+        return Timeline(items, calls, items[-1].id if len(items) == limit else None)
+
+    # -- agents -----------------------------------------------------------------------------
+
+    async def agent(self, key: str | int) -> Agent:
+        """The agent with this name, extension or id; ``NotFound``."""
+        found = await asyncio.to_thread(self.store.get_agent, key)
+        if found is None:
+            raise NotFound(f"no agent {key!r}")
+        return found
+
+    async def agents(self) -> list[Agent]:
+        """The configured agents."""
+        return await asyncio.to_thread(self.store.list_agents)
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def voice_channel(self) -> VoiceChannel | None:
+        """The first running channel that can place calls, if any."""
+        for handle in self.channels.values():
+            if handle.state is ChannelState.RUNNING and isinstance(handle.channel, VoiceChannel):
+                return handle.channel
+        return None
+
+    async def call(self, call_id: str) -> CallRecord:
+        """A call's record; ``NotFound``."""
+        found = await asyncio.to_thread(self.store.get_call, call_id)
+        if found is None:
+            raise NotFound(f"no call with id {call_id!r}")
+        return found
+
+    async def place_call(
+        self,
+        who: Principal,
+        agent: Agent,
+        *,
+        to: Address | str | None = None,
+        contact_id: int | None = None,
+    ) -> str:
+        """Click-to-call: ring ``agent``'s phone, then the customer (``to``, or the first
+        phone number of ``contact_id``), through the first running voice channel; its call
+        id. ``Forbidden`` for an agent calling from another's extension, ``Invalid`` for a
+        contact without a phone, ``Unavailable`` when no voice channel runs."""
+        if not who.sees_all and who.agent_id != agent.id:
+            raise Forbidden("agents may place calls only from their own extension")
+        if (to is None) == (contact_id is None):
+            raise Invalid("give to or contact_id (not both)")
+        if contact_id is not None:
+            contact = await self.contact(contact_id)
+            phones = [a for a in contact.addresses if a.kind == "phone"]
+            if not phones:
+                raise Invalid(f"contact {contact.id} has no phone number")
+            target = phones[0]
+        else:
+            assert to is not None
+            target = self.parse_address(to)
+        channel = self.voice_channel()
+        if channel is None:
+            raise Unavailable("no voice channel is running")
+        call_id: str = await channel.dial(agent, target)
+        return call_id
+
+    async def recording_file(self, who: Principal, call_id: str) -> Path:
+        """Where the call's recording (a WAV) is on disk, for whoever may hear it:
+        ``NotFound`` (no call, no recording, or the file is gone), ``Forbidden``."""
+        call = await self.call(call_id)
+        if call.recording is None:
+            raise NotFound(f"call {call_id!r} has no recording")
+        if not can_hear(call, who):
+            raise Forbidden(
+                "only the agent who took the call, supervisors and admins may hear its recording"
+            )
+        path = Path(call.recording.path)
+        if not await asyncio.to_thread(path.is_file):
+            raise NotFound(f"the recording of call {call_id!r} is missing from disk")
+        return path
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def render_for(
+        self,
+        who: Principal,
+        template: str,
+        *,
+        contact_id: int | None = None,
+        address: Address | str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        call_id: str | None = None,
+    ) -> Rendered:
+        """A template rendered as ``who`` would send it: for a contact (or a bare
+        address), ``who``'s agent and, if given, a call (a follow-up after it).
+        ``TemplateError`` (an ``Invalid``), ``NotFound``."""
+        contact = await self.contact(contact_id) if contact_id is not None else None
+        call = await self.call(call_id) if call_id is not None else None
+        to = self.parse_address(address) if address is not None else None
+        return self.render(
+            template, contact=contact, address=to, agent=who.agent, call=call, variables=variables
+        )
+
+    async def send_message(
+        self,
+        who: Principal,
+        channel: str,
+        *,
+        contact_id: int | None = None,
+        address: Address | str | None = None,
+        text: str | None = None,
+        subject: str | None = None,
+        template: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        call_id: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> Interaction:
+        """Queue a message (the outbox sends it, with retries): ``text`` (and ``subject``),
+        or a ``template`` rendered by :meth:`render_for`. ``payload`` is what the channel
+        gets besides (``html``, ``in_reply_to``...). ``Invalid``, ``NotFound``,
+        ``TemplateError``."""
+        if (text is None) == (template is None):
+            raise Invalid("give text or template (not both)")
+        one_line(subject, "subject", SUBJECT_MAX)
+        if text is not None and (len(text) > TEXT_MAX or "\x00" in text):
+            raise Invalid(f"text: at most {TEXT_MAX} characters, no NUL")
+        extra = dict(payload or {})
+        if template is not None:
+            rendered = await self.render_for(
+                who,
+                template,
+                contact_id=contact_id,
+                address=address,
+                variables=variables,
+                call_id=call_id,
+            )
+            text, subject = rendered.text, subject or rendered.subject
+            extra["template"] = template
+            if rendered.html is not None:
+                extra["html"] = rendered.html
+        try:
+            return await self.outbox.enqueue(
+                channel,
+                contact_id=contact_id,
+                address=address,
+                text=text,
+                subject=subject,
+                payload=extra,
+                kind=InteractionKind.EMAIL if subject is not None else InteractionKind.MESSAGE,
+            )
+        except AddressError as exc:
+            raise Invalid(str(exc)) from None
+
+    # -- callback tasks ---------------------------------------------------------------------
+
+    async def tasks(
+        self,
+        who: Principal,
+        *,
+        status: str = "open",
+        agent_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Interaction]:
+        """Callback tasks, oldest due first: an agent's own; everyone's (or one agent's)
+        for supervisors and admins. ``Forbidden`` for an agent asking for another's, or a
+        token without an agent."""
+        if not who.sees_all:
+            if agent_id is not None and agent_id != who.agent_id:
+                raise Forbidden("agents see their own tasks only")
+            if who.agent_id is None:
+                raise Forbidden("this token has no agent: no tasks of its own")
+            agent_id = who.agent_id
+        return await asyncio.to_thread(
+            self.store.list_tasks, status=status, agent_id=agent_id, limit=limit
+        )
+
+    async def finish_task(self, who: Principal, task_id: int) -> Interaction:
+        """Mark a task done (event ``task.done``); agents close their own tasks only.
+        ``NotFound``, ``Forbidden``."""
+        if not who.sees_all:
+            found = await asyncio.to_thread(self.store.get_interaction, task_id)
+            if found is not None and (found.meta or {}).get("agent_id") != who.agent_id:
+                raise Forbidden("agents close their own tasks only")
+        task = await asyncio.to_thread(self.store.finish_task, task_id)
+        if task is None:
+            raise NotFound(f"no task with id {task_id}")
+        self.events.notify()
+        return task
