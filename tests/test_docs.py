@@ -182,3 +182,16 @@ def test_the_ivr_doc_shows_the_example_flow_as_it_is() -> None:
     example = (DOCS.parent / "examples" / "ivr" / "sales-support.toml").read_text()
     body = example.split("\n", 3)[3]  # the flow, after its comment header
     assert body.strip() in (DOCS / "ivr.md").read_text()
+
+
+def test_the_ivr_docs_voicemail_without_a_menu_is_a_valid_flow() -> None:
+    import tomllib
+
+    from switchboard_ivr.flow import build_flow
+
+    text = (DOCS / "ivr.md").read_text(encoding="utf-8")
+    section = text.split("## Voicemail and consent without a menu", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
+    flow = build_flow(tomllib.loads(block), agents=["alice", "bob"])
+    assert flow.start == "everyone" and flow.consent is not None
+    assert flow.nodes["everyone"].data["no_answer"] == "voicemail"

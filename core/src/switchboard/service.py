@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -193,6 +194,25 @@ class ServiceAPI:
         if found is None:
             raise NotFound(f"no call with id {call_id!r}")
         return found
+
+    async def find_calls(
+        self,
+        *,
+        contact_id: int | None = None,
+        agent_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[CallRecord]:
+        """Call records, newest first: of a contact, of an agent, in ``[since, until)``."""
+        return await asyncio.to_thread(
+            self.store.list_calls,
+            contact_id=contact_id,
+            agent_id=agent_id,
+            since=since,
+            until=until,
+            limit=limit,
+        )
 
     async def place_call(
         self,

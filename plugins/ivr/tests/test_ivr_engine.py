@@ -150,7 +150,11 @@ async def test_longest_idle_rings_who_waited_longest() -> None:
         3: datetime(2026, 11, 25, 9, 0, tzinfo=UTC),
     }
     s = FakeSession(["2"], answering=["boris"])
-    await engine(idle=lambda agent_id: last.get(agent_id)).run(s)
+
+    async def idle(agent_id: int) -> datetime | None:
+        return last.get(agent_id)
+
+    await engine(idle=idle).run(s)
     assert s.rung == [["carl"], ["boris"]]
 
 

@@ -204,6 +204,46 @@ async def test_hang_up_in_the_menu_is_abandoned_at_that_node(tmp_path: Path, kam
         await sb.close()
 
 
+RING_THEN_VOICEMAIL = """
+start = "everyone"
+consent = { text = "This call is recorded." }
+
+[groups.all]
+agents = ["alice", "bob"]
+ring_timeout = 1.5
+
+[nodes.everyone]
+type = "group"
+group = "all"
+no_answer = "voicemail"
+
+[nodes.voicemail]
+type = "voicemail"
+max_seconds = 20
+"""
+
+
+async def test_consent_then_the_agents_then_voicemail_without_a_menu(
+    tmp_path: Path, kam: Kamailio
+) -> None:
+    """What the SIP channel's own voicemail and consent settings did before 0.2: the IVR
+    owns both, and this flow of two nodes is the same behaviour."""
+    flow = tmp_path / "flow.toml"
+    flow.write_text(RING_THEN_VOICEMAIL)
+    sb = await open_flow(tmp_path, kam, flow)
+    try:
+        kam.route("101", 9)  # both phones unreachable: nobody answers
+        kam.route("102", 9)
+        await call(tmp_path, kam, talk_ms=9000, audio=True)
+        record = await until(lambda: ended_call(sb), within=40)
+        assert path_of(record) == [("everyone", ""), ("voicemail", "")]
+        assert record.disposition is Disposition.VOICEMAIL
+        assert record.recording is not None and record.recording.path.endswith("-voicemail.wav")
+        assert record.recording.duration > 0.5  # the caller's message
+    finally:
+        await sb.close()
+
+
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "ivr" / "sales-support.toml"
 WEDNESDAY_NOON = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 12:00 in Moscow
 SATURDAY = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-import wave
 from pathlib import Path
 
 import pytest
 from sip_peers import CALLER, answering_phone, ended_call, open_sip, phone, place_call, until
 
 from switchboard import Direction, Disposition, hookimpl
-from switchboard_sip.media import tone
 from switchboard_sip.testing import (
     Kamailio,
     Sipp,
@@ -226,39 +224,3 @@ class _PopWatcher:
     @hookimpl
     def call_ringing(self, call: object, contact: object) -> None:
         self.pops.append(time.monotonic())
-
-
-async def test_voicemail_when_nobody_answers_and_a_consent_prompt_before_agents(
-    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
-) -> None:
-    consent = tmp_path / "consent.wav"
-    with wave.open(str(consent), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)  # converted to 8 kHz when loaded
-        w.writeframes(tone(0.5) * 2)
-    sb = await open_sip(
-        tmp_path, kam, ring_timeout=1.5, voicemail=True, consent_prompt=str(consent)
-    )
-    try:
-        kam.route("101", 9)
-        kam.route("102", 9)
-        await place_call(tmp_path, kam, caller_scenario(CALLER, talk_ms=6000), timeout=30)
-        record = await until(lambda: ended_call(sb))
-        assert record.disposition is Disposition.VOICEMAIL
-        assert record.recording is not None and record.recording.path.endswith("-voicemail.wav")
-        assert pcm_rms(record.recording.path, 0) > 100  # the caller's message
-    finally:
-        await sb.close()
-
-
-async def test_a_missing_prompt_file_fails_the_channel_at_start(
-    tmp_path: Path, kam: Kamailio
-) -> None:
-    sb = await open_sip(tmp_path, kam, consent_prompt=str(tmp_path / "nope.wav"))
-    try:
-        handle = sb.channels["sip"]
-        assert handle.state.value == "failing"
-        assert "nope.wav does not exist" in (handle.last_error or "")
-    finally:
-        await sb.close()

@@ -19,7 +19,6 @@ from switchboard.api.common import (
     agent_by_name,
     call_json,
     parse_address,
-    run,
 )
 from switchboard.files import safe_filename
 
@@ -61,8 +60,7 @@ async def list_calls(
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> dict[str, Any]:
     agent_id = (await agent_by_name(sb, agent, "query.agent")).id if agent else None
-    calls = await run(
-        sb.store.list_calls,
+    calls = await sb.find_calls(
         contact_id=contact_id,
         agent_id=agent_id,
         since=since,

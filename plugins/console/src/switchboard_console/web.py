@@ -1,6 +1,6 @@
 """The console's pages under ``/console``: server-rendered HTML, forms with CSRF tokens, one
-small packaged script for the screen pop. Every action goes through the same functions as
-the HTTP API (:mod:`switchboard.api`), so the same rules and errors apply.
+small packaged script for the screen pop. Every action goes through the same service
+methods of ``Switchboard`` as the HTTP API's handlers, so the same rules and errors apply.
 
 (No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations,
 which name dependencies local to :func:`build_router`.)"""

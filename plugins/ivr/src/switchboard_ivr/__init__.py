@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import click
 
-from switchboard import CallRecord, Contact, CoreSettings, hookimpl
+from switchboard import CallRecord, Contact, CoreSettings, Switchboard, hookimpl
 from switchboard_ivr.engine import Engine
 from switchboard_ivr.flow import Flow, FlowError, draw, load_flow
 from switchboard_ivr.tts import Speaker
@@ -63,7 +63,7 @@ class IvrPlugin:
 
     def __init__(self, now: Callable[[], datetime] | None = None) -> None:
         self.engine: Engine | None = None
-        self.switchboard: Any = None
+        self.switchboard: Switchboard | None = None
         self.now = now  # the clock of business hours (tests fix it)
 
     @hookimpl
@@ -71,13 +71,13 @@ class IvrPlugin:
         register(IvrSettings)
 
     @hookimpl
-    def configure(self, switchboard: Any) -> None:
+    async def configure(self, switchboard: Switchboard) -> None:
         settings = switchboard.config.plugin_settings(self.plugin_name)
         if not isinstance(settings, IvrSettings) or not settings.enabled:
             self.engine = None
             return
         self.switchboard = switchboard
-        agents = switchboard.store.list_agents()  # they come from the config: read once
+        agents = await switchboard.agents()  # they come from the config: read once
         self.engine = Engine(
             settings.loaded,
             Speaker(settings.tts_cache_dir),
@@ -86,8 +86,9 @@ class IvrPlugin:
             **({"now": self.now} if self.now is not None else {}),
         )
 
-    def _idle_since(self, agent_id: int) -> datetime | None:
-        calls = self.switchboard.store.list_calls(agent_id=agent_id, limit=1)
+    async def _idle_since(self, agent_id: int) -> datetime | None:
+        assert self.switchboard is not None  # configured before any call is routed
+        calls = await self.switchboard.find_calls(agent_id=agent_id, limit=1)
         return calls[0].ended_at if calls else None
 
     @hookimpl

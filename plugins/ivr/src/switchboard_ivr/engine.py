@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +25,11 @@ def beep(seconds: float = 0.4, freq: float = 1000.0) -> bytes:
     )
 
 
+async def _never(agent_id: int) -> datetime | None:
+    """No call history: every agent equally idle."""
+    return None
+
+
 class Engine:
     """One flow, shared by every call: ring-group state (round robin) lives here."""
 
@@ -34,13 +38,13 @@ class Engine:
         flow: Flow,
         render: Callable[[Prompt], Path],
         agents: Callable[[], Sequence[Agent]],
-        idle_since: Callable[[int], datetime | None] | None = None,
+        idle_since: Callable[[int], Awaitable[datetime | None]] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.flow = flow
         self.render = render
         self.agents = agents
-        self.idle_since = idle_since or (lambda _agent_id: None)
+        self.idle_since = idle_since or _never
         self.now = now
         self._cursor: dict[str, int] = {}
         self._consented: set[int] = set()
@@ -120,10 +124,8 @@ class Engine:
             taken = await self.bridge(session, members, group.ring_timeout)
             return None if taken is not None else node.data.get("no_answer")
         idle: dict[int | None, datetime | None] = {}
-        if group.strategy == "longest_idle":  # store reads: off the event loop
-            idle = await asyncio.to_thread(
-                lambda: {a.id: self.idle_since(a.id or 0) for a in members}
-            )
+        if group.strategy == "longest_idle":
+            idle = {a.id: await self.idle_since(a.id or 0) for a in members}
         for agent in self.order(group.name, group.strategy, members, idle):
             if session.hung_up:
                 return None

@@ -11,7 +11,7 @@ from switchboard import CoreSettings
 
 @attrs.define
 class MailingSettings:
-    """``[plugins.mailings]`` (until 0.2: ``[switchboard.mailings]``). Without both keys
+    """``[plugins.mailings]`` (until 0.2 these sat among the core's settings). Without both keys
     lists work and mailings are refused (their links could not be signed)."""
 
     public_url: str | None = None  # where recipients reach the runner's /t/ links

@@ -33,7 +33,7 @@ from switchboard import (
     TransientSendError,
 )
 from switchboard_sip import message as sipmsg
-from switchboard_sip.media import CODECS, MonoRecorder, Recorder, load_prompt, tone
+from switchboard_sip.media import CODECS, MonoRecorder, Recorder, load_prompt
 from switchboard_sip.message import SipMessage
 from switchboard_sip.ua import CALLER_NUMBER, Leg, LegState, SipError, UserAgent
 
@@ -69,10 +69,6 @@ class SipSettings:
     dial_timeout: float = 45.0
     dial_format: str = attrs.field(default="e164")
     record: bool = True
-    consent_prompt: str | None = None
-    voicemail: bool = False
-    voicemail_prompt: str | None = None
-    voicemail_max_seconds: float = 120.0
     max_message_size: int = 65_535
     # requests only from the registrar (always trusted) and these networks (CIDR); others 403
     trusted_networks: list[str] = attrs.field(factory=list)
@@ -229,10 +225,6 @@ class SipCallSession:
         if not reachable:
             log.warning("call %s: no agent with an extension to ring", self.leg.call_id)
             return None
-        if s.consent_prompt and s.record:
-            await self.play(s.consent_prompt)
-            if self.hung_up:
-                return None
         name = (self.contact.name or self.leg.user or "caller")[:40].replace('"', "")
         ua = self.channel.ua
         assert ua is not None
@@ -369,9 +361,6 @@ class SipChannel:
         if not isinstance(settings, SipSettings):
             raise TypeError("the SIP channel needs [plugins.sip] settings")
         self.ctx, self.settings = ctx, settings
-        for prompt in (settings.consent_prompt, settings.voicemail_prompt):
-            if prompt:
-                self.prompt(prompt)  # a missing or broken file fails the start, not a call
         ua = UserAgent(
             server=settings.server,
             port=settings.port,
@@ -447,19 +436,11 @@ class SipChannel:
                 pass
             elif handler is not None:
                 await handler(session)
-            else:
-                agent = await session.bridge(agents)
-                if agent is None and not session.hung_up and self.settings.voicemail:
-                    await self._voicemail(session)
+            else:  # no plugin routes it: ring the agents (the IVR adds consent, voicemail)
+                await session.bridge(agents)
         finally:
             self.sessions.pop(leg.call_id, None)
             await self._finish(session)
-
-    async def _voicemail(self, session: SipCallSession) -> None:
-        if self.settings.voicemail_prompt:
-            await session.play(self.settings.voicemail_prompt)
-        await session.play(tone(0.4, 1000))
-        await session.record(self.settings.voicemail_max_seconds)
 
     async def _finish(self, session: SipCallSession) -> None:
         ctx = self.ctx

@@ -425,7 +425,7 @@ def load_prompt(path: str | os.PathLike[str]) -> bytes:
 
 
 def tone(seconds: float, freq: float = 440.0, volume: int = 8000) -> bytes:
-    """A sine tone (tests, and the default beep before voicemail)."""
+    """A sine tone (the tests' audio)."""
     import math
 
     n = int(seconds * RATE)
