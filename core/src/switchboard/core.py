@@ -33,7 +33,7 @@ from switchboard.config import Config, load_config
 from switchboard.errors import Invalid
 from switchboard.events import EventHub, PluginEventType, contact_created_events, record
 from switchboard.inbox import Inbox
-from switchboard.models import Agent, CallRecord, Contact
+from switchboard.models import Contact
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
 from switchboard.quarantine import Quarantine
@@ -42,7 +42,7 @@ from switchboard.service import NAME_MAX, ServiceAPI, one_line
 from switchboard.store import AddressTaken, Store, address_t, interaction_t, load_contacts
 from switchboard.supervisor import Supervisor
 from switchboard.tasks import Tasks
-from switchboard.templates import Rendered, Templates, template_values
+from switchboard.templates import Templates
 
 log = logging.getLogger("switchboard")
 T = TypeVar("T")
@@ -485,30 +485,6 @@ class Switchboard(ServiceAPI):
         except (TypeError, ValueError) as exc:
             raise Invalid(f"event {plugin}.{name}: data is not JSON: {exc}") from None
         return record(conn, [(PluginEventType(f"{plugin}.{name}"), body, agents)])[0]
-
-    def render(
-        self,
-        template: str,
-        *,
-        contact: Contact | None = None,
-        address: Address | str | None = None,
-        agent: Agent | None = None,
-        call: CallRecord | None = None,
-        variables: Mapping[str, Any] | None = None,
-    ) -> Rendered:
-        """Render the configured template ``template`` (its text, subject and HTML) for a
-        contact (and the ``address`` the message goes to), the agent who sends it and a
-        call, plus ``variables``: the one context of previews, sends and mailings
-        (:func:`switchboard.templates.template_values`). Raises :class:`TemplateError` (an
-        ``Invalid``) for an unknown template or a variable it uses that nobody gave."""
-        values = template_values(
-            variables or {},
-            contact=contact,
-            address=None if address is None else str(address),
-            agent=agent,
-            call=call,
-        )
-        return self.templates.render(template, values)
 
     async def close(self) -> None:
         await self.outbox.close()

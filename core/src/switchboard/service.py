@@ -23,7 +23,7 @@ from switchboard.auth import Principal
 from switchboard.channels import ChannelState, VoiceChannel
 from switchboard.errors import Forbidden, Invalid, NotFound, Unavailable
 from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
-from switchboard.templates import Rendered
+from switchboard.templates import Rendered, template_values
 
 if TYPE_CHECKING:
     from switchboard.address import AddressBook
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from switchboard.events import EventHub
     from switchboard.outbox import Outbox
     from switchboard.store import Store
+    from switchboard.templates import Templates
 
 #: Leave a contact's field as it is (``update_contact``).
 KEEP: Any = attrs.NOTHING
@@ -78,16 +79,7 @@ class ServiceAPI:
         events: EventHub
         channels: dict[str, ChannelHandle]
 
-        def render(
-            self,
-            template: str,
-            *,
-            contact: Contact | None = None,
-            address: Address | str | None = None,
-            agent: Agent | None = None,
-            call: CallRecord | None = None,
-            variables: Mapping[str, Any] | None = None,
-        ) -> Rendered: ...
+        templates: Templates
 
     def parse_address(self, raw: Address | str) -> Address:
         """An address in its normal form (``+7 495 ...`` → ``phone:+7495...``); ``Invalid``
@@ -261,6 +253,30 @@ class ServiceAPI:
         return path
 
     # -- messages ---------------------------------------------------------------------------
+
+    def render(
+        self,
+        template: str,
+        *,
+        contact: Contact | None = None,
+        address: Address | str | None = None,
+        agent: Agent | None = None,
+        call: CallRecord | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> Rendered:
+        """Render the configured template ``template`` (its text, subject and HTML) for a
+        contact (and the ``address`` the message goes to), the agent who sends it and a
+        call, plus ``variables``: the one context of previews, sends and mailings
+        (:func:`switchboard.templates.template_values`). Raises :class:`TemplateError` (an
+        ``Invalid``) for an unknown template or a variable it uses that nobody gave."""
+        values = template_values(
+            variables or {},
+            contact=contact,
+            address=None if address is None else str(address),
+            agent=agent,
+            call=call,
+        )
+        return self.templates.render(template, values)
 
     async def render_for(
         self,
