@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from switchboard import (
     Address,
     Contact,
+    InboundMessage,
     Interaction,
     InteractionStatus,
     Invalid,
@@ -389,3 +391,53 @@ async def test_a_paced_batch_keeps_its_lease_so_no_other_runner_resends_it(
     assert [m.text for m in first.sent] == [f"m{n}" for n in range(5)]
     assert second.sent == []
     assert a.outbox.depth() == 0
+
+
+async def test_delivery_receipts_move_a_sent_message_forward_only(open_sb: Any) -> None:
+    ch = LoopbackChannel("sms")
+    sb = await open_sb(LoopbackPlugin(ch))
+    queued = await sb.outbox.enqueue("sms", address="+12025550143", text="hello")
+    assert ch.ctx is not None
+    assert await ch.ctx.delivered("sms-out-1") is None  # not recorded as sent yet
+    await drain(sb)
+    delivered = await ch.ctx.delivered("sms-out-1")
+    assert delivered is not None and delivered.status is InteractionStatus.DELIVERED
+    read = await ch.ctx.delivered("sms-out-1", read=True)
+    assert read is not None and read.status is InteractionStatus.READ
+    assert await ch.ctx.delivered("sms-out-1") is None  # a late receipt: no step back
+    stored = sb.store.get_interaction(queued.id)
+    assert stored is not None and stored.status is InteractionStatus.READ
+    assert await ch.ctx.delivered("sms-out-999") is None
+    types = [e.type for e in sb.events.read_since(0)]
+    assert types.count("message.delivered") == 1 and types.count("message.read") == 1
+    with pytest.raises(Invalid):
+        await sb.outbox.delivery("sms", "sms-out-1", InteractionStatus.FAILED)
+
+
+class WindowChannel(LoopbackChannel):
+    """Refuses free text to contacts who have not written in the last hour."""
+
+    async def admit(self, contact_id: int | None, address: Any, payload: dict[str, Any]) -> None:
+        assert self.ctx is not None
+        if payload.get("template_ok"):
+            return
+        last = await self.ctx.last_inbound(contact_id=contact_id, address=address)
+        if last is None or datetime.now(UTC) - last > timedelta(hours=1):
+            raise Invalid("outside the window: send a template")
+
+
+async def test_a_channel_refuses_a_message_before_it_is_queued(open_sb: Any) -> None:
+    ch = WindowChannel("chat")
+    sb = await open_sb(LoopbackPlugin(ch))
+    with pytest.raises(Invalid, match="outside the window"):
+        await sb.outbox.enqueue("chat", address="+12025550143", text="hi")
+    assert sb.outbox.depth() == 0  # refused, not queued to fail later
+    ok = await sb.outbox.enqueue(
+        "chat", address="+12025550143", text="hi", payload={"template_ok": True}
+    )
+    await ch.inject(InboundMessage(external_id="in-1", sender="+12025550143", text="hello"))
+    assert await sb.last_inbound("chat", contact_id=ok.contact_id) is not None
+    assert await sb.last_inbound("chat", address="+1 202 555 0143") is not None
+    assert await sb.last_inbound("sms", contact_id=ok.contact_id) is None
+    await sb.outbox.enqueue("chat", contact_id=ok.contact_id, text="now in the window")
+    assert sb.outbox.depth() == 2

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 import attrs
 
 from switchboard.address import Address, AddressError
-from switchboard.models import Agent, CallRecord, Contact, Disposition, Interaction, InteractionKind
+from switchboard.models import (
+    Agent,
+    CallRecord,
+    Contact,
+    Disposition,
+    Interaction,
+    InteractionKind,
+    InteractionStatus,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -131,6 +139,11 @@ class Channel(Protocol):
     # Optional: ``max_concurrency`` (int, default 1): how many sends the outbox may run at
     # once on this channel (the email channel says its SMTP pool size). With 1, messages
     # go one by one in order.
+    # Optional: ``async def admit(contact_id, address, payload) -> None``: asked before a
+    # message is queued for this channel (``POST /api/messages``, ``sb.send_message``,
+    # ``outbox.enqueue``); raise ``Invalid`` with the reason to refuse it there and then,
+    # never queued to fail later (WhatsApp's 24-hour window). Not asked for
+    # ``outbox.queue_in`` (a plugin's bulk queueing checks its own messages).
 
     async def start(self, ctx: ChannelContext) -> None: ...
 
@@ -284,6 +297,21 @@ class ChannelContext:
         """A message this channel sent (``Receipt.external_id``) was not delivered after
         all (a bounce): it becomes ``failed`` with the reason. None if unknown."""
         return await self._core.outbox.failed_later(self.channel, external_id, reason)
+
+    async def last_inbound(
+        self, *, contact_id: int | None = None, address: Address | str | None = None
+    ) -> datetime | None:
+        """When the contact last wrote on this channel (None: never): see
+        :meth:`Switchboard.last_inbound`."""
+        return await self._core.last_inbound(self.channel, contact_id=contact_id, address=address)
+
+    async def delivered(self, external_id: str, *, read: bool = False) -> Interaction | None:
+        """A message this channel sent reached the recipient (``read=True``: was read):
+        the interaction becomes ``delivered`` / ``read`` (forward only) with the event
+        ``message.delivered`` / ``message.read``. None when no sent message of this
+        channel has that id yet (a receipt that overtook the send's own record)."""
+        status = InteractionStatus.READ if read else InteractionStatus.DELIVERED
+        return await self._core.outbox.delivery(self.channel, external_id, status)
 
     async def quarantine(
         self,

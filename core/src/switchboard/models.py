@@ -35,6 +35,8 @@ class InteractionStatus(enum.StrEnum):
     RECEIVED = "received"
     QUEUED = "queued"
     SENT = "sent"
+    DELIVERED = "delivered"  # the channel says it reached the recipient's device
+    READ = "read"  # the channel says the recipient read it
     FAILED = "failed"
     RINGING = "ringing"
     ANSWERED = "answered"
@@ -63,6 +65,8 @@ class EventType(enum.StrEnum):
     MESSAGE_QUARANTINED = "message.quarantined"
     MESSAGE_SENT = "message.sent"
     MESSAGE_FAILED = "message.failed"
+    MESSAGE_DELIVERED = "message.delivered"
+    MESSAGE_READ = "message.read"
     CONTACT_CREATED = "contact.created"
     TASK_CREATED = "task.created"
     TASK_DONE = "task.done"

@@ -104,6 +104,9 @@ class Outbox:
             )
         if contact_id is None and addr is None:
             raise Invalid("give contact_id or address")
+        admit = getattr(ch, "admit", None)
+        if admit is not None:  # the channel's own rule (WhatsApp's 24-hour window...)
+            await admit(contact_id, addr, dict(payload or {}))
         request = _Request(
             channel, ch.address_kind, contact_id, addr, text, subject, kind, dict(payload or {})
         )
@@ -315,6 +318,47 @@ class Outbox:
             interaction=found[0], contact=found[1], error=reason
         )
         return found[0]
+
+    async def delivery(
+        self, channel: str, external_id: str, status: InteractionStatus
+    ) -> Interaction | None:
+        """A message the channel sent was ``delivered`` or ``read`` (a receipt from the
+        channel, a webhook): the interaction moves forward to that status (never back:
+        a late ``delivered`` after ``read`` changes nothing) and the event
+        ``message.delivered`` / ``message.read`` is recorded. None when no sent message
+        of the channel has that id (not recorded as sent yet, or another's)."""
+        if status not in FORWARD:
+            raise Invalid(f"a delivery status is delivered or read, not {status.value!r}")
+        earlier = [s.value for s in FORWARD_FROM[status]]
+        event = (
+            EventType.MESSAGE_DELIVERED
+            if status is InteractionStatus.DELIVERED
+            else EventType.MESSAGE_READ
+        )
+
+        def store() -> Interaction | None:
+            with self.core.store.write() as conn:
+                row = conn.execute(
+                    sa.update(interaction_t)
+                    .where(
+                        interaction_t.c.channel == channel,
+                        interaction_t.c.external_id == external_id,
+                        interaction_t.c.direction == Direction.OUTBOUND.value,
+                        interaction_t.c.status.in_(earlier),
+                    )
+                    .values(status=status.value, updated_at=utcnow())
+                    .returning(*interaction_t.c)
+                ).first()
+                if row is None:
+                    return None
+                interaction = interaction_from_row(row)
+                record(conn, [(event, {"interaction": to_json(interaction)}, None)])
+                return interaction
+
+        found = await asyncio.to_thread(store)
+        if found is not None:
+            self.core.events.notify()
+        return found
 
     def depth(self) -> int:
         with self.core.store.read() as conn:
@@ -594,6 +638,13 @@ class Queued:
     meta: Mapping[str, Any] | None = None
     due: datetime | None = None
 
+
+#: Delivery statuses, and the ones each may follow (forward only).
+FORWARD_FROM: dict[InteractionStatus, tuple[InteractionStatus, ...]] = {
+    InteractionStatus.DELIVERED: (InteractionStatus.SENT,),
+    InteractionStatus.READ: (InteractionStatus.SENT, InteractionStatus.DELIVERED),
+}
+FORWARD = tuple(FORWARD_FROM)
 
 FINISH_GROUP = 20
 """Sends recorded per transaction. A process killed mid-group sends up to this many

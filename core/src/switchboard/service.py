@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import sqlalchemy as sa
 
 from switchboard.address import Address, AddressError
 from switchboard.auth import Principal
 from switchboard.channels import ChannelState, VoiceChannel
 from switchboard.errors import Forbidden, Invalid, NotFound, Unavailable
 from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
+from switchboard.store import interaction_t
 from switchboard.templates import Rendered, template_values
 
 if TYPE_CHECKING:
@@ -253,6 +255,36 @@ class ServiceAPI:
         return path
 
     # -- messages ---------------------------------------------------------------------------
+
+    async def last_inbound(
+        self,
+        channel: str,
+        *,
+        contact_id: int | None = None,
+        address: Address | str | None = None,
+    ) -> datetime | None:
+        """When the contact (by id, or the one owning ``address``) last wrote on
+        ``channel``; None if never (or no such contact). A messenger's customer-service
+        window (WhatsApp's 24 hours) counts from here."""
+        target = self.parse_address(address) if address is not None else None
+
+        def read() -> datetime | None:
+            with self.store.read() as conn:
+                who = contact_id
+                if who is None and target is not None:
+                    who = self.store.find_contact_id(target, conn)
+                if who is None:
+                    return None
+                found: datetime | None = conn.execute(
+                    sa.select(sa.func.max(interaction_t.c.created_at)).where(
+                        interaction_t.c.contact_id == who,
+                        interaction_t.c.channel == channel,
+                        interaction_t.c.direction == "inbound",
+                    )
+                ).scalar()
+                return found
+
+        return await asyncio.to_thread(read)
 
     def render(
         self,

@@ -455,7 +455,8 @@ def mailing_stats(sb: Switchboard, conn: sa.Connection, mailing_id: int) -> dict
         "total": total,
         "skipped": int(row.skipped),
         "queued": queued,
-        "sent": statuses.get("sent", 0),
+        # sent, and those the channel since said were delivered or read
+        "sent": sum(statuses.get(k, 0) for k in ("sent", "delivered", "read")),
         "failed": statuses.get("failed", 0),
         **{what: int(getattr(counts, what)) for what in ACTIONS},
         "done": total - queued,
