@@ -150,6 +150,14 @@ def test_every_mailings_setting_is_in_its_doc() -> None:
         assert f"| `{field.name}` |" in text, f"docs/mailings.md lacks {field.name}"
 
 
+def test_every_whatsapp_setting_is_in_its_doc() -> None:
+    from switchboard_whatsapp import WhatsAppSettings
+
+    text = (DOCS / "whatsapp.md").read_text(encoding="utf-8")
+    for field in attrs.fields(WhatsAppSettings):
+        assert f"| `{field.name}` |" in text, f"docs/whatsapp.md lacks {field.name}"
+
+
 def test_every_sip_setting_is_in_its_doc() -> None:
     from switchboard_sip import SipSettings
 

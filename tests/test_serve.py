@@ -75,11 +75,13 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "mailings",
             "sip",
             "telegram",
+            "whatsapp",
         }
         assert {n: c["state"] for n, c in health["channels"].items()} == {
             "email": "not configured",
             "sip": "not configured",
             "telegram": "not configured",
+            "whatsapp": "not configured",
         }
         console = httpx.get(f"http://127.0.0.1:{port}/console/login", timeout=5)
         assert console.status_code == 200 and "Your agent token" in console.text

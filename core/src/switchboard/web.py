@@ -15,13 +15,20 @@ request-body rules and responses as the core's own API (docs/plugins.md, "HTTP r
   server-sent events made by ``render`` (resumes after ``Last-Event-ID``);
 - ``principal_of_token(request, token)``, ``token_fingerprint(token)`` and
   ``principal_of_fingerprint(request, fp)``: a plugin's own sign-in with an API token
-  (a session cookie that names the token by its fingerprint, never holding it).
+  (a session cookie that names the token by its fingerprint, never holding it);
+- ``signed(body, given, secret)`` and ``subscription_challenge(params, verify_token)``:
+  the two checks of a signed webhook (an HMAC-SHA256 header over the raw body, as Meta,
+  GitHub and others send; the ``hub.*`` verification handshake of a subscription).
 
 Domain errors raised in a handler (``NotFound``, ``Conflict``, ``Invalid``, ``Forbidden``,
 ``Unavailable``) are answered 404, 409, 422, 403 and 503 by the runner's one handler.
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
 
 from fastapi import Request
 
@@ -52,6 +59,8 @@ __all__ = [
     "principal_of_token",
     "recording_response",
     "require_zones",
+    "signed",
+    "subscription_challenge",
     "supervisor_only",
     "token_fingerprint",
 ]
@@ -68,3 +77,25 @@ def principal_of_fingerprint(request: Request, value: str) -> Principal | None:
     removed from the config)."""
     found: Principal | None = request.app.state.tokens.by_fingerprint(value)
     return found
+
+
+def signed(body: bytes, given: str | None, secret: str, *, prefix: str = "sha256=") -> bool:
+    """Whether ``given`` (a header such as ``X-Hub-Signature-256: sha256=<hex>``) is the
+    HMAC-SHA256 of the raw ``body`` bytes with ``secret``, compared in constant time.
+    Check the bytes as received, before parsing: re-serialised JSON is not the same bytes."""
+    if not given or not secret or not given.startswith(prefix):
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(given[len(prefix) :].strip().lower().encode(), expected.encode())
+
+
+def subscription_challenge(params: Mapping[str, str], verify_token: str) -> str | None:
+    """The ``hub.challenge`` to echo when ``params`` (a GET's query) are a subscription
+    request (``hub.mode=subscribe``) with the right ``hub.verify_token``; else None."""
+    if params.get("hub.mode") != "subscribe" or not verify_token:
+        return None
+    token = params.get("hub.verify_token", "")
+    if not hmac.compare_digest(token.encode(), verify_token.encode()):
+        return None
+    challenge = params.get("hub.challenge", "")
+    return challenge if 0 < len(challenge) <= 256 and challenge.isprintable() else None

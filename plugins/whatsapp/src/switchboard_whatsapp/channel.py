@@ -1,0 +1,452 @@
+"""The WhatsApp channel: Cloud API webhooks in, the Graph API's ``/messages`` out.
+
+Inbound: Meta posts signed webhooks to the runner (``/whatsapp/webhook``, see
+:mod:`switchboard_whatsapp`); each message is stored on the timeline of the contact owning
+the sender's phone number (a WhatsApp id is a phone number: the same card as that
+number's calls), media downloaded through the Graph media URL with a size limit; status
+webhooks move sent messages to ``delivered`` / ``read`` or fail them with Meta's error.
+
+Outbound: through the outbox with pywa's async client (text, media by link, replies,
+reactions, message templates), paced to the number's throughput and per recipient;
+Meta's rate-limit codes are retried, the others fail with Meta's text. Free-form
+messages are refused before they are queued outside the customer-service window (24 h
+after the customer's last message); templates are always allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pywa.errors import (
+    AuthorizationError,
+    ThrottlingError,
+    WhatsAppError,
+)
+from pywa.types.templates import TemplateLanguage
+from pywa_async.client import WhatsApp
+
+from switchboard import (
+    Address,
+    AddressBook,
+    AddressError,
+    ChannelContext,
+    InboundMessage,
+    Invalid,
+    InvalidInbound,
+    OutboundMessage,
+    PermanentSendError,
+    Receipt,
+    TransientSendError,
+    new_file_path,
+)
+from switchboard_whatsapp.settings import WhatsAppSettings
+
+log = logging.getLogger("switchboard.channel.whatsapp")
+
+MEDIA = ("image", "document", "audio", "video", "sticker")
+TEXT_MAX = 4096  # what a WhatsApp text can hold; longer inbound text is cut there
+NAME_MAX = 200
+BSUID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Meta's codes that mean "slow down": retried with backoff, never failed for it.
+RATE_LIMITED = {4, 80007, 130429, 131048, 131056}
+
+
+def normalize_bsuid(raw: str, book: AddressBook) -> str:
+    """A business-scoped user id (``whatsapp:<id>``): Meta's id for a user who hides
+    their number; kept as given, bounded."""
+    value = raw.strip()
+    if not BSUID.fullmatch(value):
+        raise AddressError(raw[:40], "not a WhatsApp user id", "whatsapp")
+    return value
+
+
+def clean(text: Any, limit: int) -> str | None:
+    """Outside text made safe to store: a string, no NUL, at most ``limit`` characters."""
+    if not isinstance(text, str):
+        return None
+    return text.replace("\x00", "")[:limit]
+
+
+class GraphTransport(httpx.AsyncBaseTransport):
+    """Sends the Graph API's requests to ``graph_url`` (pywa fixes Meta's host): an egress
+    proxy in production, the loopback stand-in in tests. Other hosts go as they are."""
+
+    def __init__(self, graph_url: str) -> None:
+        self.target = httpx.URL(graph_url)
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "graph.facebook.com" and self.target.host != "graph.facebook.com":
+            request.url = request.url.copy_with(
+                scheme=self.target.scheme, host=self.target.host, port=self.target.port
+            )
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class Pacer:
+    """At most ``rate`` sends a second in all, and ``gap`` seconds between two sends to
+    one recipient; a send waits for its slot rather than being refused."""
+
+    def __init__(self, rate: float, gap: float) -> None:
+        self.interval = 1.0 / rate
+        self.gap = gap
+        self._next = 0.0
+        self._last: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+
+    async def wait(self, recipient: str) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next, self._last.get(recipient, 0.0) + self.gap)
+            self._next = slot + self.interval
+            self._last[recipient] = slot
+            if len(self._last) > 50_000:  # forget the oldest recipients
+                for key in list(self._last)[:10_000]:
+                    del self._last[key]
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class WhatsAppChannel:
+    name = "whatsapp"
+    address_kind = "phone"
+
+    def __init__(self) -> None:
+        self.ctx: ChannelContext | None = None
+        self.settings: WhatsAppSettings | None = None
+        self.client: WhatsApp | None = None
+        self.http: httpx.AsyncClient | None = None
+        self.pacer: Pacer | None = None
+
+    @property
+    def max_concurrency(self) -> int:
+        return self.settings.max_concurrency if self.settings is not None else 1
+
+    async def start(self, ctx: ChannelContext) -> None:
+        settings = ctx.settings
+        if not isinstance(settings, WhatsAppSettings):
+            raise TypeError("the WhatsApp channel needs [plugins.whatsapp] settings")
+        self.ctx, self.settings = ctx, settings
+        self.http = httpx.AsyncClient(
+            transport=GraphTransport(settings.graph_url), timeout=settings.request_timeout
+        )
+        self.client = WhatsApp(
+            phone_id=settings.phone_number_id,
+            token=settings.access_token,
+            session=self.http,
+            api_version=settings.api_version,
+        )
+        self.pacer = Pacer(settings.messages_per_second, settings.per_recipient_seconds)
+        try:  # a wrong token or number fails the start, shown in /api/health
+            await self.client.get_business_phone_number()
+        except WhatsAppError as exc:
+            await self.stop()
+            raise RuntimeError(f"the Graph API refused the number or token: {_why(exc)}") from None
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+        self.http = self.client = None
+
+    # -- inbound --------------------------------------------------------------------------
+
+    async def handle(self, payload: Mapping[str, Any]) -> int:
+        """Store what one webhook body carries (messages, statuses); return how many
+        items it held. One that cannot be read is quarantined with the reason; the others
+        are stored."""
+        assert self.ctx is not None
+        items = 0
+        for entry in _list(payload.get("entry")):
+            for change in _list(_dict(entry).get("changes")):
+                value = _dict(_dict(change).get("value"))
+                names = {
+                    str(c.get("wa_id") or c.get("user_id")): _dict(c)
+                    for c in _list(value.get("contacts"))
+                    if isinstance(c, dict)
+                }
+                for message in _list(value.get("messages")):
+                    items += 1
+                    await self._one(message, names)
+                for status in _list(value.get("statuses")):
+                    items += 1
+                    await self._status(status)
+        return items
+
+    async def _one(self, message: Any, names: dict[str, dict[str, Any]]) -> None:
+        assert self.ctx is not None
+        ident = message.get("id") if isinstance(message, dict) else None
+        try:
+            inbound, bsuid = await self.inbound(message, names)
+            received = await self.ctx.receive(inbound)
+            phone = str(inbound.sender) if str(inbound.sender).startswith("+") else None
+            if bsuid and phone and received.contact_created:  # both ids: one person
+                await self.ctx.link_addresses(f"phone:{phone}", f"whatsapp:{bsuid}")
+        except (InvalidInbound, AddressError, KeyError, TypeError, ValueError) as exc:
+            await self.ctx.quarantine(
+                str(ident or "unknown")[:255], f"{type(exc).__name__}: {exc}", message
+            )
+
+    async def inbound(
+        self, message: dict[str, Any], names: dict[str, dict[str, Any]]
+    ) -> tuple[InboundMessage, str | None]:
+        """The message to store for one ``messages[]`` item, and the sender's BSUID."""
+        ident = message["id"]
+        if not isinstance(ident, str) or not 0 < len(ident) <= 255:
+            raise ValueError("a message id of 1 to 255 characters")
+        wa_id = str(message.get("from") or "")
+        contact = names.get(wa_id) or names.get(str(message.get("from_user_id"))) or {}
+        bsuid = contact.get("user_id") or message.get("from_user_id")
+        if wa_id.isdigit():
+            sender = f"+{wa_id}"
+        elif isinstance(bsuid, str):
+            sender = f"whatsapp:{bsuid}"
+        else:
+            raise ValueError("a sender with neither a WhatsApp id nor a user id")
+        kind = str(message.get("type") or "unknown")[:32]
+        meta: dict[str, Any] = {"type": kind, "wa_message_id": ident}
+        if isinstance(message.get("context"), dict):
+            meta["reply_to"] = clean(message["context"].get("id"), 255)
+        text: str | None = None
+        body = _dict(message.get(kind))
+        if kind == "text":
+            text = clean(body.get("body"), TEXT_MAX)
+        elif kind in MEDIA:
+            text = clean(body.get("caption"), TEXT_MAX)
+            meta["attachment"] = await self._download(body, kind)
+        elif kind == "location":
+            meta["location"] = {
+                "latitude": _number(body.get("latitude")),
+                "longitude": _number(body.get("longitude")),
+                "name": clean(body.get("name"), NAME_MAX),
+                "address": clean(body.get("address"), 500),
+            }
+            text = meta["location"]["name"] or f"{body.get('latitude')}, {body.get('longitude')}"
+        elif kind == "contacts":
+            shared = [_shared_contact(c) for c in _list(message.get("contacts"))[:20]]
+            meta["contacts"] = shared
+            text = "; ".join(f"{c['name']} {' '.join(c['phones'])}".strip() for c in shared)
+        elif kind == "interactive":
+            reply = _dict(body.get("button_reply") or body.get("list_reply"))
+            meta["reply"] = {
+                "id": clean(reply.get("id"), 256),
+                "title": clean(reply.get("title"), 256),
+            }
+            text = meta["reply"]["title"]
+        elif kind == "button":  # a template's quick-reply button
+            meta["reply"] = {"payload": clean(body.get("payload"), 256)}
+            text = clean(body.get("text"), 256)
+        elif kind == "reaction":
+            meta["reaction_to"] = clean(body.get("message_id"), 255)
+            text = clean(body.get("emoji"), 16) or ""  # empty: the reaction was removed
+        else:  # a type this channel does not know yet: kept as a placeholder, never lost
+            text = f"[{kind} message]"
+            meta["unsupported"] = True
+        profile = _dict(contact.get("profile"))
+        return (
+            InboundMessage(
+                external_id=ident,
+                sender=sender,
+                text=text,
+                sender_name=clean(profile.get("name"), NAME_MAX) or None,
+                meta=meta,
+                received_at=_when(message.get("timestamp")),
+            ),
+            bsuid if isinstance(bsuid, str) and BSUID.fullmatch(bsuid) else None,
+        )
+
+    async def _download(self, media: dict[str, Any], kind: str) -> dict[str, Any]:
+        """Fetch a media item through its Graph URL, streamed and cut off at the limit."""
+        assert self.settings is not None
+        assert self.ctx is not None
+        assert self.client is not None
+        assert self.http is not None
+        info: dict[str, Any] = {
+            "kind": kind,
+            "media_id": clean(media.get("id"), 128),
+            "mime_type": clean(media.get("mime_type"), 128),
+            "file_name": clean(media.get("filename"), NAME_MAX),
+        }
+        limit = self.settings.max_file_bytes
+        try:
+            found = await self.client.api.get_media_url(str(media["id"]))
+            declared = found.get("file_size")
+            info["size"] = declared
+            if isinstance(declared, int) and declared > limit:
+                info["skipped"] = f"larger than max_file_bytes ({limit})"
+                return info
+            folder = Path(self.settings.files_dir)
+            if not folder.is_absolute():
+                folder = Path(self.ctx.recordings_dir).parent / folder
+            target = await asyncio.to_thread(new_file_path, folder, info["file_name"], kind)
+            size = 0
+            headers = {"Authorization": f"Bearer {self.settings.access_token}"}
+            async with self.http.stream("GET", str(found["url"]), headers=headers) as response:
+                response.raise_for_status()
+                with target.open("wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            break
+                        out.write(chunk)
+            if size > limit:  # the declared size was wrong
+                await asyncio.to_thread(target.unlink)
+                info["skipped"] = f"larger than max_file_bytes ({limit})"
+                return info
+        except (WhatsAppError, httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            info["error"] = f"download failed: {type(exc).__name__}: {str(exc)[:200]}"
+            return info
+        info["path"] = str(target)
+        info["size"] = size
+        return info
+
+    async def _status(self, status: Any) -> None:
+        assert self.ctx is not None
+        if not isinstance(status, dict) or not isinstance(status.get("id"), str):
+            await self.ctx.quarantine("status", "a status without an id", status)
+            return
+        ident, state = status["id"][:255], status.get("status")
+        if state in ("delivered", "read"):
+            await self.ctx.delivered(ident, read=state == "read")
+        elif state == "failed":
+            errors = [_dict(e) for e in _list(status.get("errors"))]
+            reason = "; ".join(_error_text(e) for e in errors) or "failed (no reason given)"
+            await self.ctx.failed_later(ident, reason[:1000])
+        # "sent" adds nothing: the outbox marked it sent when the Graph API took it
+
+    # -- outbound -------------------------------------------------------------------------
+
+    async def admit(
+        self, contact_id: int | None, address: Address | None, payload: Mapping[str, Any]
+    ) -> None:
+        """Free-form messages only within the window after the customer's last message;
+        templates always (Meta's customer-service window rule)."""
+        assert self.ctx is not None
+        assert self.settings is not None
+        if payload.get("whatsapp_template") or payload.get("reaction"):
+            return
+        last = await self.ctx.last_inbound(contact_id=contact_id, address=address)
+        window = timedelta(hours=self.settings.window_hours)
+        if last is None or datetime.now(UTC) - last > window:
+            since = "never wrote on WhatsApp" if last is None else f"last wrote {last.isoformat()}"
+            raise Invalid(
+                f"outside WhatsApp's {self.settings.window_hours:g}-hour customer-service window "
+                f"(the contact {since}): send an approved message template instead"
+            )
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        assert self.client is not None
+        assert self.settings is not None
+        assert self.pacer is not None
+        to = message.address.value.lstrip("+")
+        payload = message.payload
+        await self.pacer.wait(to)
+        try:
+            if isinstance(payload.get("whatsapp_template"), dict):
+                t = payload["whatsapp_template"]
+                try:
+                    language = TemplateLanguage(str(t.get("language")))
+                except ValueError:
+                    raise PermanentSendError(
+                        f"template language {t.get('language')!r}: not one Meta knows"
+                    ) from None
+                sent: Any = await self.client.send_template(
+                    to=to,
+                    name=str(t["name"]),
+                    language=language,
+                    params=list(t.get("components") or []),
+                    reply_to_message_id=payload.get("reply_to"),
+                )
+            elif isinstance(payload.get("reaction"), dict):
+                r = payload["reaction"]
+                sent = await self.client.send_reaction(
+                    to=to, emoji=r["emoji"], message_id=r["message_id"]
+                )
+            elif isinstance(payload.get("media"), dict):
+                sent = await self._send_media(to, payload["media"], message.text)
+            else:
+                sent = await self.client.send_message(
+                    to=to,
+                    text=message.text or "",
+                    preview_url=bool(payload.get("preview_url", self.settings.preview_url)),
+                    reply_to_message_id=payload.get("reply_to"),
+                )
+        except ThrottlingError as exc:
+            raise TransientSendError(_why(exc)) from None
+        except AuthorizationError as exc:  # an expired token: every send would fail
+            assert self.ctx is not None
+            self.ctx.fail(f"the Graph API refused the token: {_why(exc)}")
+            raise TransientSendError(_why(exc)) from None
+        except WhatsAppError as exc:
+            if exc.code in RATE_LIMITED or exc.is_transient:
+                raise TransientSendError(_why(exc)) from None
+            raise PermanentSendError(_why(exc)) from None
+        except httpx.HTTPError as exc:
+            raise TransientSendError(f"{type(exc).__name__}: {exc}") from None
+        return Receipt(external_id=str(sent.id))
+
+    async def _send_media(self, to: str, media: Mapping[str, Any], caption: str | None) -> Any:
+        assert self.client is not None
+        kind, link = media.get("kind"), media.get("link")
+        if kind not in MEDIA or not isinstance(link, str):
+            raise PermanentSendError(
+                "media: kind (image, document, audio, video, sticker) and link"
+            )
+        send = getattr(self.client, f"send_{kind}")
+        if kind in ("audio", "sticker"):
+            return await send(to=to, **{kind: link})
+        extra = (
+            {"filename": media["filename"]} if kind == "document" and media.get("filename") else {}
+        )
+        return await send(to=to, caption=caption, **{kind: link}, **extra)
+
+
+def _why(exc: WhatsAppError) -> str:
+    details = f": {exc.details}" if exc.details else ""
+    return f"{exc.code} {exc.message}{details}"[:1000]
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    data = _dict(error.get("error_data"))
+    details = data.get("details")
+    text = f"{error.get('code')} {error.get('title') or error.get('message') or ''}".strip()
+    return f"{text}: {details}" if details else text
+
+
+def _shared_contact(card: Any) -> dict[str, Any]:
+    card = _dict(card)
+    name = _dict(card.get("name"))
+    phones = [clean(_dict(p).get("phone"), 40) or "" for p in _list(card.get("phones"))[:10]]
+    return {"name": clean(name.get("formatted_name"), NAME_MAX) or "", "phones": phones}
+
+
+def _when(raw: Any) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(raw), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _number(raw: Any) -> float | None:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
