@@ -61,7 +61,11 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "backend": "sqlite",
             "revision": Store.head_revision(),
             # the plugins' own tables
-            "plugin_revisions": {"console": "console_0001", "mailings": "mailings_0001"},
+            "plugin_revisions": {
+                "console": "console_0001",
+                "mailings": "mailings_0001",
+                "whatsapp": "whatsapp_0001",
+            },
         }
         assert health["outbox_depth"] == 0
         assert (tmp_path / "switchboard.db").exists()  # relative to the config file

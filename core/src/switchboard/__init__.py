@@ -34,6 +34,7 @@ from switchboard.errors import (
 )
 from switchboard.events import Event, to_json
 from switchboard.files import new_file_path, safe_filename
+from switchboard.groupcommit import GroupCommit
 from switchboard.models import (
     Agent,
     CallRecord,
@@ -80,6 +81,7 @@ __all__ = [
     "Event",
     "EventType",
     "Forbidden",
+    "GroupCommit",
     "InboundMessage",
     "Interaction",
     "InteractionKind",

@@ -66,20 +66,20 @@ def test_a_signed_message_is_stored_once_and_unsigned_ones_not_at_all(
         messages=[text_message(OLGA, "Hello / привет", ident="wamid.A1")],
         contacts=[profile(OLGA, "Olga")],
     )
-    assert post_webhook(service.url, body, sig=None).status_code == 403
-    assert post_webhook(service.url, body, sig="sha256=" + "0" * 64).status_code == 403
+    assert post_webhook(service, body, sig=None).status_code == 403
+    assert post_webhook(service, body, sig="sha256=" + "0" * 64).status_code == 403
     tampered = body.replace(b"Hello", b"Jello")
-    assert post_webhook(service.url, tampered, sig=post_sig(body)).status_code == 403
+    assert post_webhook(service, tampered, sig=post_sig(body)).status_code == 403
     sb = service.switchboard
     assert sb.store.find_contact(Address("phone", f"+{OLGA}")) is None  # nothing stored
-    assert post_webhook(service.url, body).status_code == 200
-    assert post_webhook(service.url, body).status_code == 200  # Meta's retry: stored once
+    assert post_webhook(service, body).status_code == 200
+    assert post_webhook(service, body).status_code == 200  # Meta's retry: stored once
     contact = sb.store.find_contact(Address("phone", f"+{OLGA}"))
     assert contact is not None and contact.name == "Olga"
     [item] = timeline(service, contact.id or 0)
     assert (item.channel, item.text, item.external_id) == ("whatsapp", "Hello / привет", "wamid.A1")
     not_wa = b'{"object": "page", "entry": []}'
-    assert post_webhook(service.url, not_wa).status_code == 422
+    assert post_webhook(service, not_wa).status_code == 422
 
 
 def post_sig(body: bytes) -> str:
@@ -94,7 +94,7 @@ def test_a_message_from_a_number_that_called_lands_on_that_card(service: Running
     body = webhook_body(
         messages=[text_message(OLGA, "About yesterday's call")], contacts=[profile(OLGA, "Vanya")]
     )
-    assert post_webhook(service.url, body).status_code == 200
+    assert post_webhook(service, body).status_code == 200
     found = sb.store.find_contact(Address("phone", f"+{OLGA}"))
     assert found is not None and found.id == caller.id and found.name == "Ivan Petrov"
     assert [i.text for i in timeline(service, caller.id or 0)] == ["About yesterday's call"]
@@ -151,7 +151,7 @@ def test_every_kind_of_message_is_kept_and_hostile_parts_trimmed(
     ]
     name = "N\x00" + "x" * 500
     body = webhook_body(messages=messages, contacts=[profile(sender, name)])
-    assert post_webhook(service.url, body).status_code == 200
+    assert post_webhook(service, body).status_code == 200
     sb = service.switchboard
     contact = sb.store.find_contact(Address("phone", f"+{sender}"))
     assert contact is not None and "\x00" not in contact.name and len(contact.name) <= 300
@@ -202,7 +202,7 @@ def test_the_window_rule_both_ways_and_templates_outside_it(
         assert graph.sent[0]["template"]["language"] == {"code": "en_US"}
         assert graph.sent[0]["template"]["components"] == template["components"]
         # the customer writes: now free text goes
-        post_webhook(service.url, webhook_body(messages=[text_message(OLGA, "ok")]))
+        post_webhook(service, webhook_body(messages=[text_message(OLGA, "ok")]))
         sent = c.post(
             "/api/messages", json={"channel": "whatsapp", "address": f"+{OLGA}", "text": "Hi!"}
         )
@@ -216,7 +216,7 @@ def test_statuses_move_a_message_forward_or_fail_it_with_metas_reason(
     service: RunningService, graph: GraphApi
 ) -> None:
     sb = service.switchboard
-    post_webhook(service.url, webhook_body(messages=[text_message(OLGA, "hi")]))
+    post_webhook(service, webhook_body(messages=[text_message(OLGA, "hi")]))
     with api(service.url) as c:
         ids = [
             c.post(
@@ -253,7 +253,7 @@ def test_statuses_move_a_message_forward_or_fail_it_with_metas_reason(
             ],
         },
     ]
-    assert post_webhook(service.url, webhook_body(statuses=statuses)).status_code == 200
+    assert post_webhook(service, webhook_body(statuses=statuses)).status_code == 200
     assert status_of(ids[0]) is InteractionStatus.READ
     failed = sb.store.get_interaction(ids[1])
     assert failed is not None and failed.status is InteractionStatus.FAILED
@@ -267,7 +267,7 @@ def test_rate_limits_are_retried_and_re_engagement_fails_with_metas_text(
     service: RunningService, graph: GraphApi
 ) -> None:
     sb = service.switchboard
-    post_webhook(service.url, webhook_body(messages=[text_message(OLGA, "hi")]))
+    post_webhook(service, webhook_body(messages=[text_message(OLGA, "hi")]))
     graph.fail_next("messages", 130429, "Rate limit hit", status=429, times=2)
     with api(service.url) as c:
         slow = c.post(

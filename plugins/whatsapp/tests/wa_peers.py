@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from switchboard.app import create_app
 from switchboard.plugins import Plugins
 from switchboard.testing import RunningService, make_config, serve_in_thread
 from switchboard_whatsapp import WEBHOOK_PATH, WhatsAppPlugin, WhatsAppSettings
+from switchboard_whatsapp.tables import webhook_t
 from switchboard_whatsapp.testing import (
     APP_SECRET,
     PHONE_ID,
@@ -60,13 +63,33 @@ def whatsapp_service(
         yield running
 
 
-def post_webhook(url: str, body: bytes, sig: str | None = "good") -> httpx.Response:
+def settled(service: RunningService, within: float = 10.0) -> None:
+    """Wait until the channel has read every webhook body it kept."""
+    deadline = time.monotonic() + within
+    while True:
+        with service.switchboard.store.read() as conn:
+            left = conn.execute(sa.select(sa.func.count()).select_from(webhook_t)).scalar_one()
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"{left} webhook bodies not read"
+        time.sleep(0.02)
+
+
+def post_webhook(
+    target: RunningService | str, body: bytes, sig: str | None = "good"
+) -> httpx.Response:
+    """POST a webhook body (signed unless told otherwise); with a running service, wait
+    until the channel has read what it accepted."""
+    url = target if isinstance(target, str) else target.url
     headers = {"Content-Type": "application/json"}
     if sig == "good":
         headers["X-Hub-Signature-256"] = signature(body)
     elif sig is not None:
         headers["X-Hub-Signature-256"] = sig
-    return httpx.post(url + WEBHOOK_PATH, content=body, headers=headers, timeout=10)
+    response = httpx.post(url + WEBHOOK_PATH, content=body, headers=headers, timeout=10)
+    if response.status_code == 200 and not isinstance(target, str):
+        settled(target)
+    return response
 
 
 def api(url: str) -> httpx.Client:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from importlib.resources import files
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from switchboard import Channel, hookimpl
 from switchboard.web import signed, subscription_challenge
+from switchboard_whatsapp import tables
 from switchboard_whatsapp.channel import WhatsAppChannel, normalize_bsuid
 from switchboard_whatsapp.settings import WhatsAppSettings
 
@@ -33,6 +35,10 @@ class WhatsAppPlugin:
     @hookimpl
     def register_settings(self, register: Callable[[type[Any]], None]) -> None:
         register(WhatsAppSettings)
+
+    @hookimpl
+    def register_migrations(self, register: Any) -> None:
+        register(files("switchboard_whatsapp") / "migrations", tables.metadata)
 
     @hookimpl
     def register_address_kinds(self, register: Any) -> None:
@@ -59,8 +65,9 @@ class WhatsAppPlugin:
 
         @router.post(WEBHOOK_PATH, include_in_schema=False)
         async def webhook(request: Request) -> dict[str, bool]:
-            """Signed updates from Meta: checked on the raw bytes, stored, then 200 (any
-            other answer makes Meta send them again)."""
+            """Signed updates from Meta: checked on the raw bytes, kept as they came (one
+            row of the plugin's table), then 200 (any other answer makes Meta send them
+            again); the channel's reader stores their messages and statuses."""
             settings = channel.settings
             if settings is None or channel.ctx is None:
                 raise HTTPException(404, "the WhatsApp channel is not running")
@@ -79,7 +86,7 @@ class WhatsAppPlugin:
             ):
                 log.warning("a signed webhook that is not a WhatsApp update (%d bytes)", len(body))
                 raise HTTPException(422, "not a WhatsApp Business Account update")
-            await channel.handle(payload)  # stored before Meta gets its 200
+            await channel.accept(body)  # kept before Meta gets its 200, read right after
             return {"ok": True}
 
 

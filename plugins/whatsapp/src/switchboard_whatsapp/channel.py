@@ -16,6 +16,8 @@ after the customer's last message); templates are always allowed.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import re
 import time
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from pywa.errors import (
     AuthorizationError,
     ThrottlingError,
@@ -38,6 +41,7 @@ from switchboard import (
     AddressBook,
     AddressError,
     ChannelContext,
+    GroupCommit,
     InboundMessage,
     Invalid,
     InvalidInbound,
@@ -48,10 +52,12 @@ from switchboard import (
     new_file_path,
 )
 from switchboard_whatsapp.settings import WhatsAppSettings
+from switchboard_whatsapp.tables import webhook_t
 
 log = logging.getLogger("switchboard.channel.whatsapp")
 
 MEDIA = ("image", "document", "audio", "video", "sticker")
+READ_BATCH = 200  # kept webhook bodies read at a time
 TEXT_MAX = 4096  # what a WhatsApp text can hold; longer inbound text is cut there
 NAME_MAX = 200
 BSUID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -128,6 +134,8 @@ class WhatsAppChannel:
         self.client: WhatsApp | None = None
         self.http: httpx.AsyncClient | None = None
         self.pacer: Pacer | None = None
+        self._accepted: GroupCommit[bytes, None] | None = None
+        self._wake = asyncio.Event()
 
     @property
     def max_concurrency(self) -> int:
@@ -153,11 +161,56 @@ class WhatsAppChannel:
         except WhatsAppError as exc:
             await self.stop()
             raise RuntimeError(f"the Graph API refused the number or token: {_why(exc)}") from None
+        self._accepted = GroupCommit(self._keep, name="whatsapp-webhooks")
+        self._wake.set()  # bodies kept before a restart are read first
+        ctx.spawn(self._read_kept(), name="whatsapp-webhooks")
 
     async def stop(self) -> None:
+        if self._accepted is not None:
+            await self._accepted.close()
+            self._accepted = None
         if self.http is not None:
             await self.http.aclose()
         self.http = self.client = None
+
+    # -- webhook bodies: kept, then read ----------------------------------------------------
+
+    async def accept(self, body: bytes) -> None:
+        """Keep a signed webhook body (committed when this returns; concurrent bodies in
+        one transaction) and wake the reader. The 200 may follow: a crash now loses
+        nothing, and a body read twice stores its messages once (by their ids)."""
+        if self._accepted is None:
+            raise RuntimeError("the WhatsApp channel is not running")
+        await self._accepted.submit(body)
+        self._wake.set()
+
+    async def _keep(self, bodies: list[bytes]) -> list[BaseException | None]:
+        assert self.ctx is not None
+        now = time.time()
+        rows = [{"body": b, "received_at": now} for b in bodies]
+        await self.ctx.transaction(lambda conn: conn.execute(sa.insert(webhook_t), rows))
+        return [None] * len(bodies)
+
+    async def _read_kept(self) -> None:
+        """Turn kept bodies into messages and statuses, oldest first, many at a time (the
+        inbox stores concurrent messages in one transaction), then delete them. A failure
+        of the store raises: the channel is restarted and reads them again."""
+        assert self.ctx is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while rows := await self.ctx.transaction(_oldest, write=False):
+                await asyncio.gather(*(self._read(body) for _, body in rows))
+                await self.ctx.transaction(functools.partial(_forget, [i for i, _ in rows]))
+
+    async def _read(self, body: bytes) -> None:
+        assert self.ctx is not None
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:  # checked at the route: only a damaged row gets here
+            await self.ctx.quarantine("webhook", f"not JSON: {exc}", None)
+            return
+        await self.handle(payload)
 
     # -- inbound --------------------------------------------------------------------------
 
@@ -409,6 +462,17 @@ class WhatsAppChannel:
             {"filename": media["filename"]} if kind == "document" and media.get("filename") else {}
         )
         return await send(to=to, caption=caption, **{kind: link}, **extra)
+
+
+def _forget(ids: list[int], conn: sa.Connection) -> None:
+    conn.execute(sa.delete(webhook_t).where(webhook_t.c.id.in_(ids)))
+
+
+def _oldest(conn: sa.Connection) -> list[Any]:
+    rows = conn.execute(
+        sa.select(webhook_t.c.id, webhook_t.c.body).order_by(webhook_t.c.id).limit(READ_BATCH)
+    )
+    return [tuple(r) for r in rows]
 
 
 def _why(exc: WhatsAppError) -> str:
