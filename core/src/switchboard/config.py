@@ -100,6 +100,9 @@ class TemplateSettings:
     text: str
     subject: str | None = None
     html: str | None = None
+    #: Per channel, what a message of this template gets in its payload besides the text
+    #: (WhatsApp: ``whatsapp_template``); every string in it is rendered like the text.
+    channels: dict[str, dict[str, Any]] = attrs.Factory(dict)
 
 
 @attrs.define

@@ -367,6 +367,7 @@ class ServiceAPI:
             extra["template"] = template
             if rendered.html is not None:
                 extra["html"] = rendered.html
+            extra.update(rendered.payloads.get(channel, {}))  # e.g. whatsapp_template
         try:
             return await self.outbox.enqueue(
                 channel,

@@ -51,6 +51,8 @@ class Rendered:
     text: str
     subject: str | None
     html: str | None
+    #: Per channel, the template's payload additions, rendered (``channels`` in the config).
+    payloads: Mapping[str, dict[str, Any]] = attrs.field(factory=dict)
 
 
 class Templates:
@@ -73,6 +75,12 @@ class Templates:
                     self._compiled[(name, part)] = env.from_string(source)
                 except jinja2.TemplateSyntaxError as exc:
                     self.errors[f"{name}.{part}"] = f"line {exc.lineno}: {exc.message}"
+            for channel, extra in t.channels.items():
+                for where, source in _strings(extra, f"channels.{channel}"):
+                    try:
+                        self._compiled[(name, where)] = self._env.from_string(source)
+                    except jinja2.TemplateSyntaxError as exc:
+                        self.errors[f"{name}.{where}"] = f"line {exc.lineno}: {exc.message}"
 
     @property
     def names(self) -> list[str]:
@@ -99,8 +107,32 @@ class Templates:
             except jinja2.TemplateError as exc:
                 raise TemplateError(f"template {name!r} ({part}): {exc}") from None
 
+        def tree(value: Any, where: str) -> Any:
+            """A channel's payload additions with every string rendered."""
+            if isinstance(value, str):
+                return one(value, self._env, where)
+            if isinstance(value, Mapping):
+                return {k: tree(v, f"{where}.{k}") for k, v in value.items()}
+            if isinstance(value, list):
+                return [tree(v, f"{where}.{i}") for i, v in enumerate(value)]
+            return value
+
         text = one(t.text, self._env, "text")
         assert text is not None
         return Rendered(
-            text, one(t.subject, self._env, "subject"), one(t.html, self._html_env, "html")
+            text,
+            one(t.subject, self._env, "subject"),
+            one(t.html, self._html_env, "html"),
+            {ch: tree(extra, f"channels.{ch}") for ch, extra in t.channels.items()},
         )
+
+
+def _strings(value: Any, where: str) -> list[tuple[str, str]]:
+    """Every string in a nested payload, with where it is (``channels.whatsapp.name``)."""
+    if isinstance(value, str):
+        return [(where, value)]
+    if isinstance(value, Mapping):
+        return [s for k, v in value.items() for s in _strings(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [s for i, v in enumerate(value) for s in _strings(v, f"{where}.{i}")]
+    return []

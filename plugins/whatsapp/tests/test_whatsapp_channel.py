@@ -300,3 +300,62 @@ def test_a_refused_token_shows_the_channel_failing(tmp_path: Path, graph: GraphA
         state = health["channels"]["whatsapp"]
         assert state["state"] == "failing"
         assert "190" in state["last_error"] and "expired-token" not in str(health)
+
+
+def test_a_status_that_comes_before_the_send_is_recorded_applies_then(
+    service: RunningService, graph: GraphApi
+) -> None:
+    sb = service.switchboard
+    post_webhook(service, webhook_body(messages=[text_message(OLGA, "hi")]))
+    coming = graph.reserve_id()
+    now = str(int(time.time()))
+    early = [{"id": coming, "status": "read", "timestamp": now, "recipient_id": OLGA}]
+    assert post_webhook(service, webhook_body(statuses=early)).status_code == 200
+    with api(service.url) as c:
+        sent = c.post(
+            "/api/messages", json={"channel": "whatsapp", "address": f"+{OLGA}", "text": "x"}
+        ).json()["id"]
+    until(lambda: (i := sb.store.get_interaction(sent)) and i.status is InteractionStatus.READ)
+
+
+def test_a_template_of_ours_fills_metas_approved_one_outside_the_window(
+    tmp_path: Path, graph: GraphApi
+) -> None:
+    templates = {
+        "order_update": {
+            "text": "Hello {{ contact.name }}, order {{ order }} has shipped.",
+            "channels": {
+                "whatsapp": {
+                    "whatsapp_template": {
+                        "name": "order_update",
+                        "language": "en_US",
+                        "components": [
+                            {
+                                "type": "body",
+                                "parameters": [
+                                    {"type": "text", "text": "{{ contact.name }}"},
+                                    {"type": "text", "text": "{{ order }}"},
+                                ],
+                            }
+                        ],
+                    }
+                }
+            },
+        }
+    }
+    with whatsapp_service(tmp_path, graph, templates=templates) as service:
+        sb = service.switchboard
+        olga = service.call(sb.create_contact("Olga", [Address("phone", f"+{OLGA}")]))
+        with api(service.url) as c:
+            body = {"channel": "whatsapp", "contact_id": olga.id, "template": "order_update"}
+            missing = c.post("/api/messages", json=body)
+            assert missing.status_code == 422 and "order" in missing.text
+            sent = c.post("/api/messages", json={**body, "variables": {"order": "A-1042"}})
+            assert sent.status_code == 202  # outside the window: a template goes
+        until(lambda: graph.sent)
+        [out] = graph.sent
+        assert out["type"] == "template" and out["template"]["name"] == "order_update"
+        params = out["template"]["components"][0]["parameters"]
+        assert [p["text"] for p in params] == ["Olga", "A-1042"]
+        stored = sb.store.get_interaction(sent.json()["id"])
+        assert stored is not None and stored.text == "Hello Olga, order A-1042 has shipped."

@@ -40,7 +40,13 @@ def wa_settings(graph: GraphApi, **extra: Any) -> dict[str, Any]:
     }
 
 
-def wa_config(folder: Path, graph: GraphApi, database_url: str | None = None, **extra: Any) -> Any:
+def wa_config(
+    folder: Path,
+    graph: GraphApi,
+    database_url: str | None = None,
+    templates: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Any:
     core: dict[str, Any] = {
         "default_region": "US",
         "tokens": [{"token": API_TOKEN, "role": "admin", "name": "crm"}],
@@ -48,17 +54,24 @@ def wa_config(folder: Path, graph: GraphApi, database_url: str | None = None, **
     }
     if database_url:
         core["database_url"] = database_url
+    if templates:
+        core["templates"] = templates
     data = {"switchboard": core, "plugins": {"whatsapp": wa_settings(graph, **extra)}}
     return make_config(folder, data, {"whatsapp": WhatsAppSettings})
 
 
 @contextmanager
 def whatsapp_service(
-    folder: Path, graph: GraphApi, database_url: str | None = None, **extra: Any
+    folder: Path,
+    graph: GraphApi,
+    database_url: str | None = None,
+    templates: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> Iterator[RunningService]:
     plugins = Plugins()
     assert plugins.register(WhatsAppPlugin(), "whatsapp"), plugins.errors
-    app = create_app(wa_config(folder, graph, database_url, **extra), plugins=plugins)
+    config = wa_config(folder, graph, database_url, templates, **extra)
+    app = create_app(config, plugins=plugins)
     with serve_in_thread(app) as running:
         yield running
 

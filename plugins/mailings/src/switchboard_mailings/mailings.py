@@ -227,7 +227,9 @@ class Mailings:
                         text=r.text,
                         subject=r.subject,
                         kind=message_kind,
-                        payload=functools.partial(_payload, links, mailing_id, template, r.html),
+                        payload=functools.partial(
+                            _payload, links, mailing_id, template, r, channel
+                        ),
                         meta={"mailing_id": mailing_id},
                         due=start + timedelta(seconds=n * spacing),
                     )
@@ -381,18 +383,25 @@ class Mailings:
 
 
 def _payload(
-    links: Links, mailing_id: int, template: str, html: str | None, interaction_id: int
+    links: Links,
+    mailing_id: int,
+    template: str,
+    rendered: Rendered,
+    channel: str,
+    interaction_id: int,
 ) -> dict[str, Any]:
-    """What the channel gets with a mailing message: the one-click unsubscribe link, and
-    the HTML with tracked links (both name the message)."""
+    """What the channel gets with a mailing message: the template's payload for the
+    channel (a WhatsApp template...), the one-click unsubscribe link, and the HTML with
+    tracked links (both name the message)."""
     token = links.token(interaction_id)
     payload: dict[str, Any] = {
+        **rendered.payloads.get(channel, {}),
         "mailing_id": mailing_id,
         "template": template,
         "list_unsubscribe": links.unsubscribe_url(token),
     }
-    if html is not None:
-        payload["html"] = links.track_html(token, html)
+    if rendered.html is not None:
+        payload["html"] = links.track_html(token, rendered.html)
     return payload
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from switchboard import Channel, hookimpl
+from switchboard import Channel, Interaction, hookimpl
 from switchboard.web import signed, subscription_challenge
 from switchboard_whatsapp import tables
 from switchboard_whatsapp.channel import WhatsAppChannel, normalize_bsuid
@@ -47,6 +47,11 @@ class WhatsAppPlugin:
     @hookimpl
     def register_channels(self, register: Callable[[Channel], None]) -> None:
         register(self.channel)
+
+    @hookimpl
+    async def message_sent(self, interaction: Interaction) -> None:
+        if interaction.channel == self.channel.name and interaction.external_id:
+            await self.channel.sent(interaction.external_id)
 
     @hookimpl
     def register_routes(self, router: APIRouter) -> None:

@@ -52,7 +52,7 @@ from switchboard import (
     new_file_path,
 )
 from switchboard_whatsapp.settings import WhatsAppSettings
-from switchboard_whatsapp.tables import webhook_t
+from switchboard_whatsapp.tables import early_status_t, webhook_t
 
 log = logging.getLogger("switchboard.channel.whatsapp")
 
@@ -369,13 +369,33 @@ class WhatsAppChannel:
             await self.ctx.quarantine("status", "a status without an id", status)
             return
         ident, state = status["id"][:255], status.get("status")
-        if state in ("delivered", "read"):
-            await self.ctx.delivered(ident, read=state == "read")
-        elif state == "failed":
+        if state not in ("delivered", "read", "failed"):
+            return  # "sent" adds nothing: the outbox marked it sent when the API took it
+        error = None
+        if state == "failed":
             errors = [_dict(e) for e in _list(status.get("errors"))]
-            reason = "; ".join(_error_text(e) for e in errors) or "failed (no reason given)"
-            await self.ctx.failed_later(ident, reason[:1000])
-        # "sent" adds nothing: the outbox marked it sent when the Graph API took it
+            error = ("; ".join(_error_text(e) for e in errors) or "failed (no reason given)")[:1000]
+        if await self._apply(ident, state, error):
+            return
+        # Meta answered before the outbox recorded the send: keep the status for then
+        # (message_sent), and look once more in case the send was recorded meanwhile.
+        await self.ctx.transaction(functools.partial(_keep_early, ident, state, error))
+        if await self._apply(ident, state, error):
+            await self.ctx.transaction(functools.partial(_forget_early, ident))
+
+    async def _apply(self, ident: str, state: str, error: str | None) -> bool:
+        assert self.ctx is not None
+        if state == "failed":
+            return await self.ctx.failed_later(ident, error or "failed") is not None
+        return await self.ctx.delivered(ident, read=state == "read") is not None
+
+    async def sent(self, external_id: str) -> None:
+        """The outbox recorded a send (hook ``message_sent``): a status that came first is
+        applied now."""
+        assert self.ctx is not None
+        early = await self.ctx.transaction(functools.partial(_take_early, external_id))
+        if early is not None:
+            await self._apply(external_id, early[0], early[1])
 
     # -- outbound -------------------------------------------------------------------------
 
@@ -462,6 +482,44 @@ class WhatsAppChannel:
             {"filename": media["filename"]} if kind == "document" and media.get("filename") else {}
         )
         return await send(to=to, caption=caption, **{kind: link}, **extra)
+
+
+STATUS_RANK = {"delivered": 1, "read": 2, "failed": 3}
+
+
+def _keep_early(ident: str, state: str, error: str | None, conn: sa.Connection) -> None:
+    """Keep the furthest status seen for a message not recorded as sent yet."""
+    row = conn.execute(
+        sa.select(early_status_t.c.status).where(early_status_t.c.message_id == ident)
+    ).first()
+    if row is None:
+        conn.execute(
+            sa.insert(early_status_t).values(
+                message_id=ident, status=state, error=error, at=time.time()
+            )
+        )
+    elif STATUS_RANK[state] > STATUS_RANK.get(row.status, 0):
+        conn.execute(
+            sa.update(early_status_t)
+            .where(early_status_t.c.message_id == ident)
+            .values(status=state, error=error)
+        )
+
+
+def _take_early(ident: str, conn: sa.Connection) -> tuple[str, str | None] | None:
+    row = conn.execute(
+        sa.select(early_status_t.c.status, early_status_t.c.error).where(
+            early_status_t.c.message_id == ident
+        )
+    ).first()
+    if row is None:
+        return None
+    _forget_early(ident, conn)
+    return str(row.status), row.error
+
+
+def _forget_early(ident: str, conn: sa.Connection) -> None:
+    conn.execute(sa.delete(early_status_t).where(early_status_t.c.message_id == ident))
 
 
 def _forget(ids: list[int], conn: sa.Connection) -> None:

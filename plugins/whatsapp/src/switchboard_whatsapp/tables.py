@@ -16,3 +16,14 @@ webhook_t = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),  # the bytes as received
     sa.Column("received_at", sa.Float, nullable=False),  # epoch seconds
 )
+
+#: A status that came before the send it is about was recorded as sent (Meta can be that
+#: fast): applied when the outbox records the send (hook ``message_sent``).
+early_status_t = sa.Table(
+    "whatsapp_early_status",
+    metadata,
+    sa.Column("message_id", sa.String(255), primary_key=True),  # Meta's wamid
+    sa.Column("status", sa.String(16), nullable=False),  # delivered, read or failed
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("at", sa.Float, nullable=False),  # epoch seconds
+)

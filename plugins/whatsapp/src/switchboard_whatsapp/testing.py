@@ -46,6 +46,7 @@ class GraphApi:
         self.requests = 0
         self._errors: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._ids = itertools.count(1)
+        self._reserved: list[str] = []
         self._lock = threading.Lock()
         self.app = Starlette(
             routes=[
@@ -56,6 +57,13 @@ class GraphApi:
         )
 
     # -- what tests do --------------------------------------------------------------------
+
+    def reserve_id(self) -> str:
+        """The message id the next successful send will get (to post its status first)."""
+        ident = f"wamid.HBgL{next(self._ids):08d}"
+        with self._lock:
+            self._reserved.append(ident)
+        return ident
 
     def add_media(self, data: bytes, mime_type: str = "image/jpeg") -> str:
         """A media item a webhook may name; returns its id."""
@@ -118,8 +126,8 @@ class GraphApi:
             "whatsapp"
         ):
             return JSONResponse({"error": {"message": "bad request", "code": 100}}, 400)
-        ident = f"wamid.HBgL{next(self._ids):08d}"
         with self._lock:
+            ident = self._reserved.pop(0) if self._reserved else f"wamid.HBgL{next(self._ids):08d}"
             self.sent.append({**body, "id": ident, "at": time.monotonic()})
         to = body.get("to")
         answer: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""whatsapp: webhook bodies kept until read
+"""whatsapp: webhook bodies kept until read; statuses that came before their send
 
 Revision ID: whatsapp_0001
 Revises:
@@ -24,7 +24,16 @@ def upgrade() -> None:
         sa.Column("received_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_table(
+        "whatsapp_early_status",
+        sa.Column("message_id", sa.String(length=255), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("message_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("whatsapp_early_status")
     op.drop_table("whatsapp_webhook")
