@@ -144,6 +144,9 @@ class Channel(Protocol):
     # ``outbox.enqueue``); raise ``Invalid`` with the reason to refuse it there and then,
     # never queued to fail later (WhatsApp's 24-hour window). Not asked for
     # ``outbox.queue_in`` (a plugin's bulk queueing checks its own messages).
+    # Optional: ``async def window(contact) -> datetime | None``: the end of the
+    # contact's customer-service window on this channel (past: closed; None: never
+    # opened), shown on the contact (``GET /api/contacts/{id}``'s ``windows``, the console).
 
     async def start(self, ctx: ChannelContext) -> None: ...
 

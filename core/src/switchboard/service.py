@@ -256,6 +256,18 @@ class ServiceAPI:
 
     # -- messages ---------------------------------------------------------------------------
 
+    async def windows(self, contact_id: int) -> dict[str, datetime | None]:
+        """For each running channel with a customer-service window (WhatsApp's 24 hours),
+        when free-form messages to the contact stop being allowed: a time (in the past:
+        closed), or None when the contact never wrote there. ``NotFound``."""
+        contact = await self.contact(contact_id)
+        out: dict[str, datetime | None] = {}
+        for name, handle in sorted(self.channels.items()):
+            window = getattr(handle.channel, "window", None)
+            if window is not None and handle.state is ChannelState.RUNNING:
+                out[name] = await window(contact)
+        return out
+
     async def last_inbound(
         self,
         channel: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +360,14 @@ def test_a_template_of_ours_fills_metas_approved_one_outside_the_window(
         assert [p["text"] for p in params] == ["Olga", "A-1042"]
         stored = sb.store.get_interaction(sent.json()["id"])
         assert stored is not None and stored.text == "Hello Olga, order A-1042 has shipped."
+
+
+def test_the_contact_shows_when_its_window_ends(service: RunningService) -> None:
+    sb = service.switchboard
+    olga = service.call(sb.create_contact("Olga", [Address("phone", f"+{OLGA}")]))
+    with api(service.url) as c:
+        assert c.get(f"/api/contacts/{olga.id}").json()["windows"] == {"whatsapp": None}
+        post_webhook(service, webhook_body(messages=[text_message(OLGA, "hello")]))
+        end = c.get(f"/api/contacts/{olga.id}").json()["windows"]["whatsapp"]
+    hours = (datetime.fromisoformat(end) - datetime.now(UTC)).total_seconds() / 3600
+    assert 23.9 < hours <= 24.0

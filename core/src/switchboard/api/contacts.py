@@ -84,7 +84,12 @@ async def lookup_contact(
 
 @router.get("/contacts/{contact_id}")
 async def get_contact(contact_id: RowId, sb: Core, who: Caller) -> dict[str, Any]:
-    return to_json(await sb.contact(contact_id))  # type: ignore[no-any-return]
+    """The card, and ``windows``: per channel with a customer-service window, when free
+    messages to the contact stop being allowed (None: never opened)."""
+    card: dict[str, Any] = to_json(await sb.contact(contact_id))
+    ends = await sb.windows(contact_id)
+    card["windows"] = {ch: end.isoformat() if end else None for ch, end in ends.items()}
+    return card
 
 
 @router.patch("/contacts/{contact_id}")

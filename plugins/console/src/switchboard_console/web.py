@@ -389,6 +389,8 @@ def build_router(console: Console) -> APIRouter:
             timeline=timeline,
             agents=await _agent_names(sb),
             targets=_targets(sb, contact),
+            windows=await sb.windows(contact_id),
+            now=datetime.now(UTC),
             can_call=sb.voice_channel() is not None,
             templates=list(sb.templates.names),
         )

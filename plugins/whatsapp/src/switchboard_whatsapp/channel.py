@@ -41,6 +41,7 @@ from switchboard import (
     AddressBook,
     AddressError,
     ChannelContext,
+    Contact,
     GroupCommit,
     InboundMessage,
     Invalid,
@@ -398,6 +399,14 @@ class WhatsAppChannel:
             await self._apply(external_id, early[0], early[1])
 
     # -- outbound -------------------------------------------------------------------------
+
+    async def window(self, contact: Contact) -> datetime | None:
+        """When free-form messages to ``contact`` stop being allowed: ``window_hours``
+        after their last message here (None: they never wrote)."""
+        assert self.ctx is not None
+        assert self.settings is not None
+        last = await self.ctx.last_inbound(contact_id=contact.id)
+        return last + timedelta(hours=self.settings.window_hours) if last else None
 
     async def admit(
         self, contact_id: int | None, address: Address | None, payload: Mapping[str, Any]
