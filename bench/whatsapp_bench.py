@@ -18,16 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
 
 from switchboard.store import Store, interaction_t
 
@@ -35,63 +30,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import database, machine
 from ingest import bare_loop
 
-from switchboard.testing import free_port
 from switchboard_whatsapp.testing import (
-    APP_SECRET,
-    PHONE_ID,
-    TOKEN,
-    VERIFY_TOKEN,
     graph_api,
     signature,
+    start_runner,
     text_message,
     webhook_body,
 )
-
-
-def start(url: str, graph: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    config = folder / "bench.toml"
-    config.write_text(f"""
-[switchboard]
-database_url = "{url}"
-default_region = "US"
-[plugins.whatsapp]
-phone_number_id = "{PHONE_ID}"
-access_token = "{TOKEN}"
-app_secret = "{APP_SECRET}"
-verify_token = "{VERIFY_TOKEN}"
-graph_url = "{graph}"
-""")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            shutil.which("switchboard") or "switchboard",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--channels",
-            "whatsapp",
-        ],
-        env={**os.environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            health = httpx.get(f"{base}/api/health", timeout=1).json()
-            if health.get("channels", {}).get("whatsapp", {}).get("state") == "running":
-                return proc, base
-        except (httpx.TransportError, ValueError):
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("the runner did not start the WhatsApp channel")
-        time.sleep(0.2)
 
 
 def request(body: bytes) -> bytes:
@@ -164,7 +109,7 @@ def main() -> None:
     with graph_api() as graph:
         for backend in args.backends.split(","):
             with database(backend) as url, tempfile.TemporaryDirectory() as folder:
-                proc, base = start(url, graph.url, Path(folder))
+                proc, base = start_runner(Path(folder), graph.url, url)
                 try:
                     accepted, elapsed = asyncio.run(
                         post_all(base, url, args.messages, args.concurrency)

@@ -4,10 +4,7 @@ webhook was answered 200 ends up on a timeline, once."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,61 +14,14 @@ import httpx
 import sqlalchemy as sa
 
 from switchboard.store import Store, interaction_t
-from switchboard.testing import free_port
 from switchboard_whatsapp import WEBHOOK_PATH
 from switchboard_whatsapp.testing import (
-    APP_SECRET,
-    PHONE_ID,
-    TOKEN,
-    VERIFY_TOKEN,
-    GraphApi,
     graph_api,
     signature,
+    start_runner,
     text_message,
     webhook_body,
 )
-
-
-def runner(folder: Path, graph: GraphApi, db: str) -> tuple[subprocess.Popen[bytes], str]:
-    config = folder / "wa.toml"
-    config.write_text(f"""
-[switchboard]
-database_url = "{db}"
-default_region = "US"
-[plugins.whatsapp]
-phone_number_id = "{PHONE_ID}"
-access_token = "{TOKEN}"
-app_secret = "{APP_SECRET}"
-verify_token = "{VERIFY_TOKEN}"
-graph_url = "{graph.url}"
-""")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            shutil.which("switchboard") or "switchboard",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--channels",
-            "whatsapp",
-        ],
-        env={**os.environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            health = httpx.get(f"{url}/api/health", timeout=1).json()
-            if health["channels"]["whatsapp"]["state"] == "running":
-                return proc, url
-        except (httpx.TransportError, ValueError, KeyError):
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None, "the runner did not start"
-        time.sleep(0.2)
 
 
 def stored_ids(db: str) -> list[str]:
@@ -89,7 +39,7 @@ def test_a_killed_runner_loses_no_acknowledged_message(tmp_path: Path) -> None:
     acknowledged: list[str] = []
     lock = threading.Lock()
     with graph_api() as graph:
-        proc, url = runner(tmp_path, graph, db)
+        proc, url = start_runner(tmp_path, graph.url, db)
 
         def post(i: int) -> None:
             ident = f"wamid.K{i:05d}"
@@ -120,7 +70,7 @@ def test_a_killed_runner_loses_no_acknowledged_message(tmp_path: Path) -> None:
         killer.join()
         proc.wait(10)
         assert n // 4 <= len(acknowledged) < n  # killed in the middle of the burst
-        again, _ = runner(tmp_path, graph, db)
+        again, _ = start_runner(tmp_path, graph.url, db)
         try:
             deadline = time.monotonic() + 30
             while not set(acknowledged) <= set(stored_ids(db)):

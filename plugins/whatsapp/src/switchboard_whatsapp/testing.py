@@ -19,10 +19,13 @@ import hashlib
 import hmac
 import itertools
 import json
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -230,3 +233,43 @@ def text_message(wa_id: str, text: str, ident: str | None = None, **extra: Any) 
 def profile(wa_id: str, name: str) -> dict[str, Any]:
     """One ``contacts[]`` item: the sender's profile name."""
     return {"profile": {"name": name}, "wa_id": wa_id}
+
+
+def start_runner(
+    folder: Path, graph_url: str, database_url: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``switchboard serve`` in its own process with only the WhatsApp channel, its Graph
+    API at ``graph_url``: the process and its base URL, once the channel runs."""
+    import httpx
+
+    from switchboard.testing import free_port
+
+    config = folder / "whatsapp.toml"
+    config.write_text(f"""
+[switchboard]
+database_url = "{database_url}"
+default_region = "US"
+[plugins.whatsapp]
+phone_number_id = "{PHONE_ID}"
+access_token = "{TOKEN}"
+app_secret = "{APP_SECRET}"
+verify_token = "{VERIFY_TOKEN}"
+graph_url = "{graph_url}"
+""")
+    port = free_port()
+    command = [shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]
+    command += ["serve", "--config", str(config), "--port", str(port), "--channels", "whatsapp"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            health = httpx.get(f"{url}/api/health", timeout=1).json()
+            if health["channels"]["whatsapp"]["state"] == "running":
+                return proc, url
+        except (httpx.TransportError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("the runner did not start the WhatsApp channel")
+        time.sleep(0.2)
