@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from wa_peers import api, post_webhook, whatsapp_service
 
 from switchboard import Address, InteractionStatus
@@ -371,3 +372,24 @@ def test_the_contact_shows_when_its_window_ends(service: RunningService) -> None
         end = c.get(f"/api/contacts/{olga.id}").json()["windows"]["whatsapp"]
     hours = (datetime.fromisoformat(end) - datetime.now(UTC)).total_seconds() / 3600
     assert 23.9 < hours <= 24.0
+
+
+def test_a_status_of_a_message_not_ours_is_forgotten_after_an_hour(
+    service: RunningService,
+) -> None:
+    from switchboard_whatsapp.tables import early_status_t
+
+    sb = service.switchboard
+    now = str(int(time.time()))
+    others = [{"id": "wamid.NOT-OURS", "status": "delivered", "timestamp": now}]
+    post_webhook(service, webhook_body(statuses=others))
+
+    def kept() -> list[str]:
+        with sb.store.read() as conn:
+            return list(conn.execute(sa.select(early_status_t.c.message_id)).scalars())
+
+    assert kept() == ["wamid.NOT-OURS"]  # it may still be one of ours being recorded
+    with sb.store.write() as conn:  # an hour passes
+        conn.execute(sa.update(early_status_t).values(at=time.time() - 3601))
+    post_webhook(service, webhook_body(messages=[text_message(OLGA, "anything")]))
+    until(lambda: kept() == [])  # expired after the reader's next batch

@@ -59,6 +59,7 @@ log = logging.getLogger("switchboard.channel.whatsapp")
 
 MEDIA = ("image", "document", "audio", "video", "sticker")
 READ_BATCH = 200  # kept webhook bodies read at a time
+EARLY_KEPT = 3600.0  # seconds a status waits for its send to be recorded
 TEXT_MAX = 4096  # what a WhatsApp text can hold; longer inbound text is cut there
 NAME_MAX = 200
 BSUID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -203,6 +204,9 @@ class WhatsAppChannel:
             while rows := await self.ctx.transaction(_oldest, write=False):
                 await asyncio.gather(*(self._read(body) for _, body in rows))
                 await self.ctx.transaction(functools.partial(_forget, [i for i, _ in rows]))
+            # statuses of messages never recorded as ours (sent from Meta's own tools or
+            # another app on the number) would wait forever: they go after EARLY_KEPT
+            await self.ctx.transaction(functools.partial(_expire_early, time.time() - EARLY_KEPT))
 
     async def _read(self, body: bytes) -> None:
         assert self.ctx is not None
@@ -525,6 +529,10 @@ def _take_early(ident: str, conn: sa.Connection) -> tuple[str, str | None] | Non
         return None
     _forget_early(ident, conn)
     return str(row.status), row.error
+
+
+def _expire_early(before: float, conn: sa.Connection) -> None:
+    conn.execute(sa.delete(early_status_t).where(early_status_t.c.at < before))
 
 
 def _forget_early(ident: str, conn: sa.Connection) -> None:
