@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
@@ -241,6 +242,12 @@ class ChannelContext:
     @property
     def recordings_dir(self) -> str:
         return self._core.config.core.recordings_dir
+
+    def files_dir(self, setting: str | os.PathLike[str]) -> Path:
+        """The folder a channel keeps files from outside in (attachments, media): its
+        setting as given when absolute, else beside the recordings folder."""
+        folder = Path(setting)
+        return folder if folder.is_absolute() else Path(self.recordings_dir).parent / folder
 
     async def transaction(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
         """``work(conn)`` in a transaction on the store's database, for the plugin's own

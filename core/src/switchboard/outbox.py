@@ -278,18 +278,9 @@ class Outbox:
 
         def store() -> tuple[Interaction, Contact] | None:
             with self.core.store.write() as conn:
-                row = conn.execute(
-                    sa.update(interaction_t)
-                    .where(
-                        interaction_t.c.channel == channel,
-                        interaction_t.c.external_id == external_id,
-                        interaction_t.c.direction == Direction.OUTBOUND.value,
-                    )
-                    .values(
-                        status=InteractionStatus.FAILED.value, error=reason, updated_at=utcnow()
-                    )
-                    .returning(*interaction_t.c)
-                ).first()
+                row = _update_sent(
+                    conn, channel, external_id, status=InteractionStatus.FAILED.value, error=reason
+                )
                 if row is None:
                     return None
                 interaction = interaction_from_row(row)
@@ -338,17 +329,7 @@ class Outbox:
 
         def store() -> Interaction | None:
             with self.core.store.write() as conn:
-                row = conn.execute(
-                    sa.update(interaction_t)
-                    .where(
-                        interaction_t.c.channel == channel,
-                        interaction_t.c.external_id == external_id,
-                        interaction_t.c.direction == Direction.OUTBOUND.value,
-                        interaction_t.c.status.in_(earlier),
-                    )
-                    .values(status=status.value, updated_at=utcnow())
-                    .returning(*interaction_t.c)
-                ).first()
+                row = _update_sent(conn, channel, external_id, earlier, status=status.value)
                 if row is None:
                     return None
                 interaction = interaction_from_row(row)
@@ -604,6 +585,30 @@ class Outbox:
                 finished.append((interaction, contact, o.failure))
             record(conn, events)
         return finished
+
+
+def _update_sent(
+    conn: sa.Connection,
+    channel: str,
+    external_id: str,
+    only: Collection[str] | None = None,
+    **values: Any,
+) -> Any:
+    """Update the outbound message the channel knows as ``external_id`` (only while its
+    status is one of ``only``, when given); the updated row, or None."""
+    where = [
+        interaction_t.c.channel == channel,
+        interaction_t.c.external_id == external_id,
+        interaction_t.c.direction == Direction.OUTBOUND.value,
+    ]
+    if only is not None:
+        where.append(interaction_t.c.status.in_(list(only)))
+    return conn.execute(
+        sa.update(interaction_t)
+        .where(*where)
+        .values(**values, updated_at=utcnow())
+        .returning(*interaction_t.c)
+    ).first()
 
 
 def _message(row: Any) -> OutboundMessage:

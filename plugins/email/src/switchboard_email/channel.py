@@ -21,7 +21,6 @@ import ssl
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
-from pathlib import Path
 from typing import Any
 
 import aioimaplib
@@ -372,9 +371,7 @@ class EmailChannel:
         (the sender's file name is never a path)."""
         assert self.s is not None
         assert self.ctx is not None
-        folder = Path(self.s.attachments_dir)
-        if not folder.is_absolute():
-            folder = Path(self.ctx.recordings_dir).parent / folder
+        folder = self.ctx.files_dir(self.s.attachments_dir)
         saved = []
         for a in parsed.attachments:
             info: dict[str, Any] = {

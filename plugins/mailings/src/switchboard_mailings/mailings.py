@@ -269,7 +269,8 @@ class Mailings:
     # -- what recipients do ---------------------------------------------------------------
 
     async def opened(self, token: str) -> bool:
-        key = self.links.parse(token) if self.links else None
+        links = self.links
+        key = links.parse(token) if links else None
         if key is None:
             return False
         return await self.sb.transaction(lambda conn: _mark(conn, key, "opened") is not None)
@@ -293,11 +294,13 @@ class Mailings:
 
     def genuine(self, token: str) -> bool:
         """Whether a token is one of ours (signed with the link secret)."""
-        return self.links is not None and self.links.parse(token) is not None
+        links = self.links
+        return links is not None and links.parse(token) is not None
 
     async def unsubscribe(self, token: str) -> bool:
         """One-click unsubscribe: the contact gets no more mailings on this channel."""
-        key = self.links.parse(token) if self.links else None
+        links = self.links
+        key = links.parse(token) if links else None
         if key is None:
             return False
 

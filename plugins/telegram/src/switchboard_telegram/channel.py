@@ -326,9 +326,7 @@ class TelegramChannel:
         if media.file_size is not None and media.file_size > self.settings.max_file_bytes:
             info["skipped"] = f"larger than max_file_bytes ({self.settings.max_file_bytes})"
             return info
-        folder = Path(self.settings.files_dir)
-        if not folder.is_absolute():
-            folder = Path(self.ctx.recordings_dir).parent / folder
+        folder = self.ctx.files_dir(self.settings.files_dir)
         try:
             # our own folder and id; the sender's file name only as a cleaned last part
             target = await asyncio.to_thread(new_file_path, folder, info["file_name"], kind)

@@ -23,7 +23,6 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -343,9 +342,7 @@ class WhatsAppChannel:
             if isinstance(declared, int) and declared > limit:
                 info["skipped"] = f"larger than max_file_bytes ({limit})"
                 return info
-            folder = Path(self.settings.files_dir)
-            if not folder.is_absolute():
-                folder = Path(self.ctx.recordings_dir).parent / folder
+            folder = self.ctx.files_dir(self.settings.files_dir)
             target = await asyncio.to_thread(new_file_path, folder, info["file_name"], kind)
             size = 0
             headers = {"Authorization": f"Bearer {self.settings.access_token}"}
