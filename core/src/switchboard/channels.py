@@ -143,8 +143,9 @@ class Channel(Protocol):
     # Optional: ``async def admit(contact_id, address, payload) -> None``: asked before a
     # message is queued for this channel (``POST /api/messages``, ``sb.send_message``,
     # ``outbox.enqueue``); raise ``Invalid`` with the reason to refuse it there and then,
-    # never queued to fail later (WhatsApp's 24-hour window). Not asked for
-    # ``outbox.queue_in`` (a plugin's bulk queueing checks its own messages).
+    # never queued to fail later (WhatsApp's 24-hour window). Asked only while the
+    # channel runs in this process; not asked for ``outbox.queue_in`` (a plugin's bulk
+    # queueing checks its own messages).
     # Optional: ``async def window(contact) -> datetime | None``: the end of the
     # contact's customer-service window on this channel (past: closed; None: never
     # opened), shown on the contact (``GET /api/contacts/{id}``'s ``windows``, the console).

@@ -22,7 +22,13 @@ import sqlalchemy as sa
 
 from switchboard.address import Address
 from switchboard.backoff import Backoff
-from switchboard.channels import Channel, OutboundMessage, PermanentSendError, TransientSendError
+from switchboard.channels import (
+    Channel,
+    ChannelState,
+    OutboundMessage,
+    PermanentSendError,
+    TransientSendError,
+)
 from switchboard.contacts import ContactResolver
 from switchboard.errors import Invalid, NotFound, SwitchboardError
 from switchboard.events import EventSpec, contact_created_events, record, to_json
@@ -90,7 +96,7 @@ class Outbox:
             known = ", ".join(sorted(self.core.channel_objects)) or "none"
             raise Invalid(f"unknown channel {channel!r} (channels: {known})")
         handle = self.core.channels[channel]
-        if handle.state == "not configured":  # ChannelState.NOT_CONFIGURED (a StrEnum)
+        if handle.state is ChannelState.NOT_CONFIGURED:
             # installed, but it would never send: refuse now rather than queue forever
             raise Invalid(
                 f"channel {channel!r} is installed but not configured "
@@ -105,7 +111,9 @@ class Outbox:
         if contact_id is None and addr is None:
             raise Invalid("give contact_id or address")
         admit = getattr(ch, "admit", None)
-        if admit is not None:  # the channel's own rule (WhatsApp's 24-hour window...)
+        # the channel's own rule (WhatsApp's 24-hour window...), asked where it runs: a
+        # process that only queues (a command, a runner without it) leaves it to the send
+        if admit is not None and handle.state is ChannelState.RUNNING:
             await admit(contact_id, addr, dict(payload or {}))
         request = _Request(
             channel, ch.address_kind, contact_id, addr, text, subject, kind, dict(payload or {})
@@ -456,27 +464,46 @@ class Outbox:
 
     async def _send_all(self, channel: Channel, rows: list[Any], held: set[int]) -> None:
         """Send, at most ``channel.max_concurrency`` at once (default 1: one by one, in
-        order); record the outcomes in groups (one transaction per group). Messages a
+        order); record the outcomes in groups (one transaction per group) while the next
+        sends go on, so a paced channel keeps its pace through the commits. Messages a
         plugin refuses (hook ``refuse_outbound``, asked once for the batch) fail unsent."""
         limit = max(1, int(getattr(channel, "max_concurrency", 1) or 1))
         messages = [_message(row) for row in rows]
         refused = await self.core.plugins.hooks.refuse_outbound(messages=messages)
-        for start in range(0, len(rows), FINISH_GROUP):
-            chunk = list(zip(rows[start : start + FINISH_GROUP], messages[start:], strict=False))
-            if limit == 1:
+        if limit == 1:
+            for start in range(0, len(rows), FINISH_GROUP):
+                chunk = zip(rows[start : start + FINISH_GROUP], messages[start:], strict=False)
                 group = [await self._send_one(channel, row, m, refused) for row, m in chunk]
-            else:
-                slots = asyncio.Semaphore(limit)
+                await self._record(group)
+                held.difference_update(o.row.id for o in group)
+            return
+        slots = asyncio.Semaphore(limit)
+        finished: list[_Outcome] = []
+        recording = asyncio.Lock()
 
-                async def one(
-                    row: Any, message: OutboundMessage, slots: asyncio.Semaphore = slots
-                ) -> _Outcome:
-                    async with slots:
-                        return await self._send_one(channel, row, message, refused)
+        async def record() -> None:
+            async with recording:
+                group = finished[:]
+                del finished[:]
+                if group:
+                    await self._record(group)
+                    held.difference_update(o.row.id for o in group)
 
-                group = list(await asyncio.gather(*(one(row, m) for row, m in chunk)))
-            await self._record(group)
-            held.difference_update(o.row.id for o in group)
+        async def one(row: Any, message: OutboundMessage) -> None:
+            async with slots:
+                outcome = await self._send_one(channel, row, message, refused)
+            finished.append(outcome)
+            if len(finished) >= FINISH_GROUP:
+                await record()
+
+        # a failure to record cancels the other sends (their rows are sent again later)
+        try:
+            async with asyncio.TaskGroup() as sending:
+                for row, message in zip(rows, messages, strict=True):
+                    sending.create_task(one(row, message))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        await record()
 
     async def _send_one(
         self, channel: Channel, row: Any, message: OutboundMessage, refused: Mapping[int, str]

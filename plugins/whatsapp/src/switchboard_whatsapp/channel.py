@@ -16,6 +16,7 @@ after the customer's last message); templates are always allowed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import json
 import logging
@@ -102,26 +103,35 @@ class GraphTransport(httpx.AsyncBaseTransport):
 
 
 class Pacer:
-    """At most ``rate`` sends a second in all, and ``gap`` seconds between two sends to
-    one recipient; a send waits for its slot rather than being refused."""
+    """At most ``rate`` sends in any one second, spaced evenly, and ``gap`` seconds between
+    two sends to one recipient; a send waits for its slot rather than being refused.
+
+    A slot is taken when the send goes, not when it starts waiting: sends that wake late
+    together (a busy event loop) still go one interval apart, never in a burst."""
 
     def __init__(self, rate: float, gap: float) -> None:
         self.interval = 1.0 / rate
         self.gap = gap
-        self._next = 0.0
+        self._recent: collections.deque[float] = collections.deque(maxlen=max(1, int(rate)))
         self._last: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
     async def wait(self, recipient: str) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next, self._last.get(recipient, 0.0) + self.gap)
-            self._next = slot + self.interval
-            self._last[recipient] = slot
-            if len(self._last) > 50_000:  # forget the oldest recipients
-                for key in list(self._last)[:10_000]:
-                    del self._last[key]
-        if slot > now:
+        while True:
+            async with self._lock:
+                now = time.monotonic()
+                slot = max(
+                    self._recent[-1] + self.interval if self._recent else now,
+                    self._last.get(recipient, -self.gap) + self.gap,
+                    # the send as many sends ago as the rate: a second ago at the most
+                    self._recent[0] + 1.0 if len(self._recent) == self._recent.maxlen else now,
+                )
+                if slot <= now:
+                    self._recent.append(now)
+                    self._last[recipient] = now
+                    if len(self._last) > 50_000:  # forget recipients past their gap
+                        self._last = {k: t for k, t in self._last.items() if t > now - self.gap}
+                    return
             await asyncio.sleep(slot - now)
 
 

@@ -47,6 +47,8 @@ class GraphApi:
         self.sent: list[dict[str, Any]] = []  # the /messages bodies that succeeded
         self.media: dict[str, tuple[bytes, str]] = {}
         self.requests = 0
+        self.attempts: list[tuple[float, str]] = []  # every /messages request: (when, to)
+        self.throttle_every = 0  # when above 0, every n-th /messages request answers 429
         self._errors: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._ids = itertools.count(1)
         self._reserved: list[str] = []
@@ -86,16 +88,10 @@ class GraphApi:
     ) -> None:
         """The next ``times`` requests of ``what`` (``messages``, ``media``, ``phone``)
         answer with this Graph API error."""
-        error: dict[str, Any] = {
-            "message": message,
-            "type": "OAuthException",
-            "code": code,
-            "fbtrace_id": "AbCdEf123",
-        }
-        if details is not None:
-            error["error_data"] = {"messaging_product": "whatsapp", "details": details}
         with self._lock:
-            self._errors.setdefault(what, []).extend([(status, {"error": error})] * times)
+            self._errors.setdefault(what, []).extend(
+                [(status, _error(code, message, details))] * times
+            )
 
     # -- the API --------------------------------------------------------------------------
 
@@ -121,10 +117,18 @@ class GraphApi:
         return None
 
     async def _messages(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        with self._lock:
+            self.attempts.append((time.monotonic(), str(body.get("to"))))
+            throttled = self.throttle_every > 0 and len(self.attempts) % self.throttle_every == 0
+        if throttled:  # what Meta answers above the number's throughput
+            return JSONResponse(
+                _error(130429, "Rate limit hit", "Cloud API message throughput has been reached."),
+                status_code=429,
+            )
         failed = self._failure(request, "messages")
         if failed is not None:
             return failed
-        body = json.loads(await request.body())
         if request.path_params["phone"] != self.phone_id or body.get("messaging_product") != (
             "whatsapp"
         ):
@@ -175,6 +179,19 @@ class GraphApi:
             return Response(status_code=401)
         data, mime = self.media[request.path_params["media_id"]]
         return Response(data, media_type=mime)
+
+
+def _error(code: int, message: str, details: str | None = None) -> dict[str, Any]:
+    """A Graph API error body."""
+    error: dict[str, Any] = {
+        "message": message,
+        "type": "OAuthException",
+        "code": code,
+        "fbtrace_id": "AbCdEf123",
+    }
+    if details is not None:
+        error["error_data"] = {"messaging_product": "whatsapp", "details": details}
+    return {"error": error}
 
 
 @contextmanager
@@ -236,10 +253,11 @@ def profile(wa_id: str, name: str) -> dict[str, Any]:
 
 
 def start_runner(
-    folder: Path, graph_url: str, database_url: str
+    folder: Path, graph_url: str, database_url: str, *, whatsapp: str = "", more: str = ""
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``switchboard serve`` in its own process with only the WhatsApp channel, its Graph
-    API at ``graph_url``: the process and its base URL, once the channel runs."""
+    API at ``graph_url``: the process and its base URL, once the channel runs.
+    ``whatsapp``: more ``[plugins.whatsapp]`` lines; ``more``: more TOML tables."""
     import httpx
 
     from switchboard.testing import free_port
@@ -255,6 +273,8 @@ access_token = "{TOKEN}"
 app_secret = "{APP_SECRET}"
 verify_token = "{VERIFY_TOKEN}"
 graph_url = "{graph_url}"
+{whatsapp}
+{more}
 """)
     port = free_port()
     command = [shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]

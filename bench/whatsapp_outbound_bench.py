@@ -1,0 +1,142 @@
+"""WhatsApp channel, outbound: does the channel hold its configured rate under 429s?
+
+``switchboard serve`` runs as its own process with the WhatsApp plugin (its entry point),
+``messages_per_second = R`` and its Graph API at the loopback stand-in in this process,
+which answers every K-th ``/messages`` request with Meta's throughput error (HTTP 429,
+code 130429 "Rate limit hit"). This process queues N template messages to N recipients
+through the outbox (``sb.outbox.enqueue``, what a plugin or a mailing does) on the same
+database; the runner's outbox sends them, the channel pacing every attempt, the throttled
+ones retried with the outbox's backoff.
+
+Figures: the attempt rate (every request the stand-in saw, throttled ones included)
+against R while the queue was full (until the last message had its first attempt; the
+throttled ones' retries trickle after it, spaced by the backoff), the most attempts in any
+one-second window, when the last send succeeded, and what was lost or sent twice (0 and 0 expected: each recipient gets exactly one
+message, every interaction ends ``sent``).
+
+Usage: python bench/whatsapp_outbound_bench.py [--messages 2000] [--rate 80] [--throttle-every 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from switchboard import Switchboard
+from switchboard.store import interaction_t
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import database, machine
+
+from switchboard_whatsapp.testing import graph_api, start_runner
+
+TEMPLATE = {"name": "order_update", "language": "en_US", "components": []}
+
+
+async def queue(config: Path, n: int) -> None:
+    """Queue ``n`` template messages, one per recipient, through the outbox."""
+    sb = await Switchboard.open(config)
+    try:
+        for start in range(0, n, 500):  # concurrent enqueues share a transaction
+            await asyncio.gather(
+                *(
+                    sb.outbox.enqueue(
+                        "whatsapp",
+                        address=f"+1202555{i:04d}",
+                        text=f"order {i} has shipped",
+                        payload={"whatsapp_template": TEMPLATE},
+                    )
+                    for i in range(start, min(n, start + 500))
+                )
+            )
+    finally:
+        await sb.close()
+
+
+def statuses(url: str) -> Counter[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(interaction_t.c.status, sa.func.count()).group_by(interaction_t.c.status)
+            )
+            return Counter({str(status): int(count) for status, count in rows})
+    finally:
+        engine.dispose()
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most attempts in any window of one second (starting at an attempt)."""
+    return max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=80.0)
+    parser.add_argument("--throttle-every", type=int, default=20)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    n = args.messages
+    print(
+        f"WhatsApp outbound benchmark on {machine()}; {n} messages at "
+        f"messages_per_second={args.rate:g}, every {args.throttle_every}th request "
+        "answered 429 (130429)"
+    )
+    for backend in args.backends.split(","):
+        with (
+            graph_api() as graph,
+            database(backend) as url,
+            tempfile.TemporaryDirectory() as folder,
+        ):
+            graph.throttle_every = args.throttle_every
+            proc, _ = start_runner(
+                Path(folder),
+                graph.url,
+                url,
+                whatsapp=f"messages_per_second = {args.rate}\nmax_concurrency = 16",
+                more="[switchboard.outbox]\nbackoff_initial = 0.5\nbackoff_max = 4.0\n"
+                "batch_size = 200\npoll_interval = 0.2\n",
+            )
+            try:
+                asyncio.run(queue(Path(folder) / "whatsapp.toml", n))
+                deadline = time.monotonic() + n / args.rate * 3 + 60
+                while (done := statuses(url))["sent"] + done["failed"] < n:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"not all sent in time: {dict(done)}")
+                    time.sleep(1.0)  # seldom: this process also runs the stand-in
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+            attempts = sorted(t for t, _ in graph.attempts)
+            first: dict[str, float] = {}
+            for t, to in sorted(graph.attempts):
+                first.setdefault(to, t)
+            drained = max(first.values())  # the last message's first attempt
+            steady = [t for t in attempts if t <= drained]
+            sends = sorted(s["at"] for s in graph.sent)
+            recipients = Counter(s["to"] for s in graph.sent)
+            lost = n - len(recipients)
+            twice = sum(c - 1 for c in recipients.values())
+            print(
+                f"  {backend:10s} {len(attempts)} attempts ({len(attempts) - len(sends)} "
+                f"answered 429); until every message had its first attempt: "
+                f"{(len(steady) - 1) / (drained - steady[0]):.1f} attempts/s "
+                f"(configured {args.rate:g}); busiest second {busiest_second(attempts)}; "
+                f"all sent after {sends[-1] - attempts[0]:.1f} s; interactions {dict(done)}; "
+                f"lost {lost}; sent twice {twice}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
