@@ -445,3 +445,82 @@ def test_sends_through_the_outbox_keep_the_configured_pace(tmp_path: Path, graph
     assert sorted(s["to"] for s in graph.sent) == [f"1202555{i:04d}" for i in range(30)]
     # at 20 a second the attempts cannot take less than (n - 1) / 20 seconds
     assert times[-1] - times[0] >= (len(times) - 1) / 20 * 0.95
+
+
+def test_media_upload_links_and_interactive_menus_go_out_and_bad_ones_are_refused(
+    service: RunningService, graph: GraphApi
+) -> None:
+    from switchboard import Invalid
+
+    sb = service.switchboard
+    post_webhook(service, webhook_body(messages=[text_message(OLGA, "send me the invoice")]))
+    files = Path(sb.config.core.recordings_dir).parent / "whatsapp-files"
+    files.mkdir(parents=True, exist_ok=True)
+    (files / "invoice.pdf").write_bytes(b"%PDF-1.4 invoice")
+
+    def queue(text: str | None, payload: dict[str, Any]) -> int:
+        return service.call(
+            sb.outbox.enqueue("whatsapp", address=f"+{OLGA}", text=text, payload=payload)
+        ).id
+
+    queue("Your invoice", {"media": {"kind": "document", "path": str(files / "invoice.pdf")}})
+    queue("Our shop", {"media": {"kind": "image", "link": "https://example.com/shop.jpg"}})
+    queue(
+        "Did it arrive?",
+        {"interactive": {"buttons": [{"id": "yes", "title": "Yes"}, {"id": "no", "title": "No"}]}},
+    )
+    queue(
+        "Pick a time",
+        {
+            "interactive": {
+                "header": "Delivery",
+                "list": {
+                    "button": "Times",
+                    "sections": [
+                        {"rows": [{"id": "am", "title": "Morning", "description": "9-12"}]}
+                    ],
+                },
+            }
+        },
+    )
+    until(lambda: len(graph.sent) == 4)
+    sent = {b["type"] + b.get("interactive", {}).get("type", ""): b for b in graph.sent}
+    document, image, buttons, menu = (
+        sent[k] for k in ("document", "image", "interactivebutton", "interactivelist")
+    )
+    [upload] = graph.uploads
+    assert upload["filename"] == "invoice.pdf" and upload["size"] == 16
+    assert graph.media[upload["id"]][0] == b"%PDF-1.4 invoice"
+    assert document["type"] == "document" and document["document"]["id"] == upload["id"]
+    assert document["document"]["filename"] == "invoice.pdf"
+    assert document["document"]["caption"] == "Your invoice"
+    assert image["image"] == {"link": "https://example.com/shop.jpg", "caption": "Our shop"}
+    assert buttons["type"] == "interactive" and buttons["interactive"]["type"] == "button"
+    assert [b["reply"] for b in buttons["interactive"]["action"]["buttons"]] == [
+        {"id": "yes", "title": "Yes"},
+        {"id": "no", "title": "No"},
+    ]
+    assert menu["interactive"]["type"] == "list"
+    assert menu["interactive"]["header"] == {"type": "text", "text": "Delivery"}
+    assert menu["interactive"]["action"]["button"] == "Times"
+    assert menu["interactive"]["action"]["sections"][0]["rows"][0]["id"] == "am"
+
+    outside = files / "escape"
+    outside.symlink_to("/etc/hostname")
+    refused = [
+        {"media": {"kind": "document", "path": "/etc/hostname"}},  # outside our folders
+        {"media": {"kind": "document", "path": str(outside)}},  # a link out of them
+        {"media": {"kind": "document", "path": str(files / "../whatsapp-files/none.pdf")}},
+        {"media": {"kind": "image", "link": "/etc/hostname"}},  # pywa would upload a path
+        {"media": {"kind": "image", "link": "file:///etc/hostname"}},
+        {"media": {"kind": "exe", "link": "https://example.com/x"}},
+        {"interactive": {"buttons": [{"id": str(i), "title": "b"} for i in range(4)]}},
+        {"interactive": {"buttons": [{"id": "x", "title": "a title far over twenty"}]}},
+        {"interactive": {"list": {"button": "Go", "sections": [{"rows": []}]}}},
+        {"interactive": "menu"},
+    ]
+    for payload in refused:
+        with pytest.raises(Invalid):
+            queue("no", payload)
+    time.sleep(0.3)
+    assert len(graph.sent) == 4 and len(graph.uploads) == 1

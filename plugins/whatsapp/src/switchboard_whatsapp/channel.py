@@ -20,11 +20,14 @@ import collections
 import functools
 import json
 import logging
+import mimetypes
 import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
@@ -33,6 +36,7 @@ from pywa.errors import (
     ThrottlingError,
     WhatsAppError,
 )
+from pywa.types.callback import Button, Section, SectionList, SectionRow
 from pywa.types.templates import TemplateLanguage
 from pywa_async.client import WhatsApp
 
@@ -63,6 +67,14 @@ EARLY_KEPT = 3600.0  # seconds a status waits for its send to be recorded
 TEXT_MAX = 4096  # what a WhatsApp text can hold; longer inbound text is cut there
 NAME_MAX = 200
 BSUID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: The largest file Meta takes per kind of media (Cloud API media reference), in bytes.
+MEDIA_LIMITS = {
+    "image": 5 * 2**20,
+    "audio": 16 * 2**20,
+    "video": 16 * 2**20,
+    "document": 100 * 2**20,
+    "sticker": 500 * 2**10,
+}
 #: Meta's codes that mean "slow down": retried with backoff, never failed for it.
 RATE_LIMITED = {4, 80007, 130429, 131048, 131056}
 
@@ -426,6 +438,10 @@ class WhatsAppChannel:
         templates always (Meta's customer-service window rule)."""
         assert self.ctx is not None
         assert self.settings is not None
+        if "interactive" in payload:
+            interactive_args(payload["interactive"])  # a malformed one is a 422 now
+        if "media" in payload:
+            self.media_source(payload["media"])
         if payload.get("whatsapp_template") or payload.get("reaction"):
             return
         last = await self.ctx.last_inbound(contact_id=contact_id, address=address)
@@ -465,8 +481,15 @@ class WhatsAppChannel:
                 sent = await self.client.send_reaction(
                     to=to, emoji=r["emoji"], message_id=r["message_id"]
                 )
-            elif isinstance(payload.get("media"), dict):
+            elif "media" in payload:
                 sent = await self._send_media(to, payload["media"], message.text)
+            elif "interactive" in payload:
+                sent = await self.client.send_message(
+                    to=to,
+                    text=message.text or "",
+                    reply_to_message_id=payload.get("reply_to"),
+                    **interactive_args(payload["interactive"]),
+                )
             else:
                 sent = await self.client.send_message(
                     to=to,
@@ -486,22 +509,119 @@ class WhatsAppChannel:
             raise PermanentSendError(_why(exc)) from None
         except httpx.HTTPError as exc:
             raise TransientSendError(f"{type(exc).__name__}: {exc}") from None
+        except Invalid as exc:  # queued by a process where the channel did not run
+            raise PermanentSendError(str(exc)) from None
         return Receipt(external_id=str(sent.id))
 
-    async def _send_media(self, to: str, media: Mapping[str, Any], caption: str | None) -> Any:
-        assert self.client is not None
-        kind, link = media.get("kind"), media.get("link")
-        if kind not in MEDIA or not isinstance(link, str):
-            raise PermanentSendError(
-                "media: kind (image, document, audio, video, sticker) and link"
-            )
-        send = getattr(self.client, f"send_{kind}")
-        if kind in ("audio", "sticker"):
-            return await send(to=to, **{kind: link})
-        extra = (
-            {"filename": media["filename"]} if kind == "document" and media.get("filename") else {}
+    def media_source(self, media: Any) -> tuple[str, str | Path]:
+        """The kind and source of an outbound ``media`` payload: an http(s) ``link`` (Meta
+        fetches it), or a ``path`` to upload, which must be a file in the recordings folder
+        or the channel's ``files_dir`` and within Meta's size for the kind. ``Invalid``
+        otherwise: pywa reads any other string as a local path, base64 or a media id, so
+        nothing else reaches it."""
+        assert self.ctx is not None
+        assert self.settings is not None
+        kind = media.get("kind") if isinstance(media, dict) else None
+        if kind not in MEDIA:
+            raise Invalid("media.kind: image, document, audio, video or sticker")
+        link, path = media.get("link"), media.get("path")
+        if isinstance(link, str) and path is None:
+            url = urlsplit(link)
+            if url.scheme not in ("http", "https") or not url.netloc or len(link) > 2000:
+                raise Invalid("media.link: an http(s) URL")
+            return kind, link
+        if not isinstance(path, str | Path) or link is not None:
+            raise Invalid("media: a link or a path (one of them)")
+        found = Path(path).resolve()
+        roots = (
+            Path(self.ctx.recordings_dir).resolve(),
+            self.ctx.files_dir(self.settings.files_dir).resolve(),
         )
-        return await send(to=to, caption=caption, **{kind: link}, **extra)
+        if not any(found.is_relative_to(root) for root in roots) or not found.is_file():
+            raise Invalid("media.path: a file in the recordings folder or files_dir")
+        if found.stat().st_size > MEDIA_LIMITS[kind]:
+            raise Invalid(f"media.path: larger than Meta takes for {kind} ({MEDIA_LIMITS[kind]})")
+        return kind, found
+
+    async def _send_media(self, to: str, media: Any, caption: str | None) -> Any:
+        """By link, or uploaded first (pywa's upload: ``POST /{phone-id}/media``, then the
+        message names the media id)."""
+        assert self.client is not None
+        kind, source = self.media_source(media)
+        send = getattr(self.client, f"send_{kind}")
+        extra: dict[str, Any] = {}
+        if isinstance(source, Path):
+            name = str(media.get("filename") or source.name)
+            extra["mime_type"] = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if kind in ("audio", "sticker"):
+            return await send(to=to, **{kind: source}, **extra)
+        if kind == "document":
+            extra["filename"] = clean(media.get("filename"), NAME_MAX) or (
+                source.name if isinstance(source, Path) else None
+            )
+        return await send(to=to, caption=caption, **{kind: source}, **extra)
+
+
+def interactive_args(spec: Any) -> dict[str, Any]:
+    """pywa's arguments for an ``interactive`` payload: ``{"buttons": [{"id", "title"}]}``
+    (1 to 3 reply buttons) or ``{"list": {"button", "sections": [{"title", "rows": [{"id",
+    "title", "description"}]}]}}`` (up to 10 rows), with an optional ``header`` and
+    ``footer``; Meta's lengths are checked here (``Invalid`` naming the part)."""
+    if not isinstance(spec, dict):
+        raise Invalid("interactive: an object with buttons or list")
+    out: dict[str, Any] = {}
+    for part, limit in (("header", 60), ("footer", 60)):
+        if spec.get(part) is not None:
+            out[part] = _bounded(spec[part], limit, f"interactive.{part}")
+    if "buttons" in spec:
+        buttons = spec["buttons"]
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+            raise Invalid("interactive.buttons: 1 to 3 buttons")
+        out["buttons"] = [
+            Button(
+                title=_bounded(_dict(b).get("title"), 20, "interactive.buttons[].title"),
+                callback_data=_bounded(_dict(b).get("id"), 256, "interactive.buttons[].id"),
+            )
+            for b in buttons
+        ]
+        return out
+    menu = _dict(spec.get("list"))
+    sections = menu.get("sections")
+    if not isinstance(sections, list) or not 1 <= len(sections) <= 10:
+        raise Invalid("interactive: buttons, or a list with 1 to 10 sections")
+    rows = [r for sec in sections for r in _list(_dict(sec).get("rows"))]
+    if not 1 <= len(rows) <= 10:
+        raise Invalid("interactive.list: 1 to 10 rows in all")
+    out["buttons"] = SectionList(
+        button_title=_bounded(menu.get("button"), 20, "interactive.list.button"),
+        sections=[
+            Section(
+                title=_bounded(_dict(sec).get("title"), 24, "interactive.list.sections[].title")
+                if len(sections) > 1 or _dict(sec).get("title") is not None
+                else "",
+                rows=[
+                    SectionRow(
+                        title=_bounded(_dict(r).get("title"), 24, "rows[].title"),
+                        callback_data=_bounded(_dict(r).get("id"), 200, "rows[].id"),
+                        description=(
+                            _bounded(_dict(r)["description"], 72, "rows[].description")
+                            if _dict(r).get("description") is not None
+                            else None
+                        ),
+                    )
+                    for r in _list(_dict(sec).get("rows"))
+                ],
+            )
+            for sec in sections
+        ],
+    )
+    return out
+
+
+def _bounded(value: Any, limit: int, name: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= limit or "\x00" in value:
+        raise Invalid(f"{name}: text of 1 to {limit} characters")
+    return value
 
 
 STATUS_RANK = {"delivered": 1, "read": 2, "failed": 3}

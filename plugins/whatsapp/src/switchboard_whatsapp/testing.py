@@ -3,8 +3,9 @@
 Meta's servers cannot be reached from a test run, so this server answers the requests the
 channel makes as the Cloud API documents them: ``GET /v{version}/{phone-number-id}`` (the
 number), ``POST /v{version}/{phone-number-id}/messages`` (text, media, template,
-reaction; answers ``{"messaging_product", "contacts": [{"input", "wa_id"}], "messages":
-[{"id": "wamid..."}]}``), ``GET /v{version}/{media-id}`` (the media's short-lived URL)
+reaction, interactive; answers ``{"messaging_product", "contacts": [{"input", "wa_id"}], "messages":
+[{"id": "wamid..."}]}``), ``POST /v{version}/{phone-number-id}/media`` (a multipart
+upload, answered by ``{"id"}``), ``GET /v{version}/{media-id}`` (the media's short-lived URL)
 and the media bytes at that URL, each with the bearer token checked. Errors come as the
 Graph API sends them: ``{"error": {"message", "type", "code", "error_data": {"details"},
 "fbtrace_id"}}`` with its HTTP status. Tests queue them with :meth:`GraphApi.fail_next`.
@@ -46,6 +47,7 @@ class GraphApi:
         self.url = ""  # set once served
         self.sent: list[dict[str, Any]] = []  # the /messages bodies that succeeded
         self.media: dict[str, tuple[bytes, str]] = {}
+        self.uploads: list[dict[str, Any]] = []  # the media uploaded: id, filename, type, size
         self.requests = 0
         self.attempts: list[tuple[float, str]] = []  # every /messages request: (when, to)
         self.throttle_every = 0  # when above 0, every n-th /messages request answers 429
@@ -56,6 +58,7 @@ class GraphApi:
         self.app = Starlette(
             routes=[
                 Route("/v{version}/{phone}/messages", self._messages, methods=["POST"]),
+                Route("/v{version}/{phone}/media", self._upload, methods=["POST"]),
                 Route("/v{version}/{node}", self._node, methods=["GET"]),
                 Route("/media-bytes/{media_id}", self._bytes, methods=["GET"]),
             ]
@@ -86,7 +89,8 @@ class GraphApi:
         details: str | None = None,
         times: int = 1,
     ) -> None:
-        """The next ``times`` requests of ``what`` (``messages``, ``media``, ``phone``)
+        """The next ``times`` requests of ``what`` (``messages``, ``media``, ``upload``,
+        ``phone``)
         answer with this Graph API error."""
         with self._lock:
             self._errors.setdefault(what, []).extend(
@@ -145,6 +149,26 @@ class GraphApi:
         if body.get("type") == "template":
             answer["messages"][0]["message_status"] = "accepted"
         return JSONResponse(answer)
+
+    async def _upload(self, request: Request) -> Response:
+        """``POST /{phone-number-id}/media``: multipart ``file``, ``type`` and
+        ``messaging_product``; answers ``{"id": media_id}``."""
+        failed = self._failure(request, "upload")
+        if failed is not None:
+            return failed
+        async with request.form() as form:
+            upload = form.get("file")
+            kind = form.get("type")
+            if form.get("messaging_product") != "whatsapp" or isinstance(upload, str) or not upload:
+                return JSONResponse({"error": {"message": "bad upload", "code": 100}}, 400)
+            data = await upload.read()
+            filename = upload.filename
+        media_id = self.add_media(data, str(kind))
+        with self._lock:
+            self.uploads.append(
+                {"id": media_id, "filename": filename, "type": kind, "size": len(data)}
+            )
+        return JSONResponse({"id": media_id})
 
     async def _node(self, request: Request) -> Response:
         node = request.path_params["node"]
