@@ -33,7 +33,7 @@ from switchboard.errors import (
     Unavailable,
 )
 from switchboard.events import Event, to_json
-from switchboard.files import new_file_path, safe_filename
+from switchboard.files import Attachment, FileRoots, attachments, new_file_path, safe_filename
 from switchboard.groupcommit import GroupCommit
 from switchboard.models import (
     Agent,
@@ -64,6 +64,7 @@ __all__ = [
     "AddressBook",
     "AddressError",
     "Agent",
+    "Attachment",
     "Backoff",
     "CallHandler",
     "CallRecord",
@@ -80,6 +81,7 @@ __all__ = [
     "Disposition",
     "Event",
     "EventType",
+    "FileRoots",
     "Forbidden",
     "GroupCommit",
     "InboundMessage",
@@ -109,6 +111,7 @@ __all__ = [
     "UTCDateTime",
     "Unavailable",
     "VoiceChannel",
+    "attachments",
     "can_hear",
     "hookimpl",
     "load_config",

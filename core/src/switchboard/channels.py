@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 import attrs
 
 from switchboard.address import Address, AddressError
+from switchboard.errors import Invalid
 from switchboard.models import (
     Agent,
     CallRecord,
@@ -246,9 +247,22 @@ class ChannelContext:
 
     def files_dir(self, setting: str | os.PathLike[str]) -> Path:
         """The folder a channel keeps files from outside in (attachments, media): its
-        setting as given when absolute, else beside the recordings folder."""
+        setting as given when absolute, else beside the recordings folder. Call it when
+        the channel starts: the folder joins the ones the runner serves attachments from
+        and :meth:`local_file` accepts."""
         folder = Path(setting)
-        return folder if folder.is_absolute() else Path(self.recordings_dir).parent / folder
+        folder = folder if folder.is_absolute() else Path(self.recordings_dir).parent / folder
+        self._core.file_roots.add(folder)
+        return folder
+
+    def local_file(self, path: str | os.PathLike[str]) -> Path:
+        """A file to send (an upload, a document), checked: it must resolve to a regular
+        file inside the recordings folder or a channel's files folder. ``Invalid``
+        otherwise, so a path from a payload or a template never reads anything else."""
+        found = self._core.file_roots.check(path)
+        if found is None:
+            raise Invalid("a file in the recordings folder or a channel's files folder")
+        return found
 
     async def transaction(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
         """``work(conn)`` in a transaction on the store's database, for the plugin's own

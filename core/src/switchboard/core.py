@@ -32,6 +32,7 @@ from switchboard.channels import Channel, ChannelContext, ChannelState
 from switchboard.config import Config, load_config
 from switchboard.errors import Invalid
 from switchboard.events import EventHub, PluginEventType, contact_created_events, record
+from switchboard.files import FileRoots
 from switchboard.inbox import Inbox
 from switchboard.models import Contact
 from switchboard.outbox import Outbox
@@ -108,6 +109,8 @@ class Switchboard(ServiceAPI):
         self.schemas: list[PluginSchema] = []
         #: The message templates of ``[switchboard.templates]``; see :meth:`render`.
         self.templates = Templates(config.core.templates)
+        #: The folders files are served and sent from (recordings, channels' files).
+        self.file_roots = FileRoots(config.core.recordings_dir)
 
     @classmethod
     async def open(

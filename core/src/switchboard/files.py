@@ -12,8 +12,12 @@ import os
 import re
 import unicodedata
 import uuid
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import attrs
 
 #: Bytes of a cleaned file name (UTF-8); file systems take 255, the id prefix needs room.
 MAX_NAME_BYTES = 150
@@ -47,3 +51,87 @@ def new_file_path(folder: str | os.PathLike[str], name: str | None, fallback: st
         raise ValueError(f"refusing a file path outside {root}: {path}")
     sub.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class FileRoots:
+    """The folders Switchboard keeps files in: the recordings folder and every channel's
+    files folder (registered by ``ctx.files_dir``). A path is served or sent only when it
+    resolves (symbolic links followed) to a regular file inside one of them: a path that
+    came from a payload, a template or a stored row never reaches anything else."""
+
+    def __init__(self, *folders: str | os.PathLike[str]) -> None:
+        self._roots: set[Path] = set()
+        for folder in folders:
+            self.add(folder)
+
+    def add(self, folder: str | os.PathLike[str]) -> Path:
+        resolved = Path(folder).resolve()
+        self._roots.add(resolved)
+        return resolved
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(sorted(self._roots))
+
+    def check(self, path: str | os.PathLike[str]) -> Path | None:
+        """``path`` resolved, if it is a regular file inside one of the folders; else None."""
+        try:
+            found = Path(path).resolve()
+        except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL...
+            return None
+        if not any(found.is_relative_to(root) for root in self._roots):
+            return None
+        return found if found.is_file() else None
+
+
+@attrs.frozen
+class Attachment:
+    """A file a message carried, as its channel noted it in the interaction's ``meta``:
+    ``meta.attachment`` (one: Telegram, WhatsApp) or ``meta.attachments`` (a list: email),
+    each ``{path, file_name | filename, mime_type | content_type, size}``, or ``skipped``
+    / ``error`` with the reason it was not kept (then ``path`` is None)."""
+
+    index: int
+    name: str
+    mime_type: str | None
+    size: int | None
+    path: str | None
+    note: str | None  # why the file was not kept
+
+
+def attachments(meta: Mapping[str, Any] | None) -> list[Attachment]:
+    """The attachments an interaction's ``meta`` names, in order (see :class:`Attachment`)."""
+    meta = meta or {}
+    found = [meta["attachment"]] if isinstance(meta.get("attachment"), dict) else []
+    if isinstance(meta.get("attachments"), list):
+        found += [a for a in meta["attachments"] if isinstance(a, dict)]
+    out = []
+    for index, a in enumerate(found):
+        name = a.get("file_name") or a.get("filename") or a.get("kind") or "file"
+        mime = a.get("mime_type") or a.get("content_type")
+        size = a.get("size")
+        path = a.get("path")
+        note = a.get("skipped") or a.get("error")
+        out.append(
+            Attachment(
+                index=index,
+                name=safe_filename(str(name), "file"),
+                mime_type=str(mime)[:128] if mime else None,
+                size=size if isinstance(size, int) else None,
+                path=path if isinstance(path, str) and not note else None,
+                note=str(note)[:500] if note else (None if path else "not kept"),
+            )
+        )
+    return out
+
+
+#: Types a browser may show in place: pictures, sound and video (not SVG, which runs
+#: scripts). Anything else is served as a download of ``application/octet-stream``.
+INLINE = re.compile(r"^(image/(png|jpeg|gif|webp)|audio/[\w.+-]+|video/[\w.+-]+)$")
+
+
+def shown_as(mime_type: str | None) -> str | None:
+    """``image``, ``audio`` or ``video`` when a browser may show a file of this type in
+    place (see :data:`INLINE`); None: a download."""
+    if mime_type and INLINE.fullmatch(mime_type.lower()):
+        return mime_type.partition("/")[0].lower()
+    return None

@@ -23,6 +23,7 @@ from switchboard.address import Address, AddressError
 from switchboard.auth import Principal
 from switchboard.channels import ChannelState, VoiceChannel
 from switchboard.errors import Forbidden, Invalid, NotFound, Unavailable
+from switchboard.files import Attachment, FileRoots, attachments
 from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
 from switchboard.store import interaction_t
 from switchboard.templates import Rendered, template_values
@@ -82,6 +83,7 @@ class ServiceAPI:
         channels: dict[str, ChannelHandle]
 
         templates: Templates
+        file_roots: FileRoots
 
     def parse_address(self, raw: Address | str) -> Address:
         """An address in its normal form (``+7 495 ...`` → ``phone:+7495...``); ``Invalid``
@@ -255,6 +257,26 @@ class ServiceAPI:
         return path
 
     # -- messages ---------------------------------------------------------------------------
+
+    async def attachment(self, interaction_id: int, index: int) -> tuple[Attachment, Path]:
+        """A file a message carried (``meta.attachment`` / ``meta.attachments``, see
+        :class:`~switchboard.Attachment`) and where it is on disk. ``NotFound`` when there is
+        no such message or attachment, it was not kept, or the file is gone or lies outside
+        the folders the runner serves (the recordings folder and the running channels'
+        files folders)."""
+        interaction = await asyncio.to_thread(self.store.get_interaction, interaction_id)
+        if interaction is None:
+            raise NotFound(f"interaction {interaction_id} not found")
+        found = attachments(interaction.meta)
+        if not 0 <= index < len(found):
+            raise NotFound(f"interaction {interaction_id} has no attachment {index}")
+        attachment = found[index]
+        if attachment.path is None:
+            raise NotFound(f"attachment {index} was not kept: {attachment.note}")
+        path = await asyncio.to_thread(self.file_roots.check, attachment.path)
+        if path is None:
+            raise NotFound(f"attachment {index} is not on disk (or not in a served folder)")
+        return attachment, path
 
     async def windows(self, contact_id: int) -> dict[str, datetime | None]:
         """For each running channel with a customer-service window (WhatsApp's 24 hours),

@@ -86,6 +86,12 @@ class Templates:
     def names(self) -> list[str]:
         return sorted(self._templates)
 
+    def for_channel(self, channel: str) -> list[str]:
+        """The templates with a payload of their own for ``channel`` (``channels.NAME`` in
+        the config): on WhatsApp, the ones that send an approved message template, which
+        is all a closed customer-service window allows."""
+        return sorted(n for n, t in self._templates.items() if channel in t.channels)
+
     def render(self, name: str, variables: Mapping[str, Any]) -> Rendered:
         t = self._templates.get(name)
         if t is None:

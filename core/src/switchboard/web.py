@@ -11,6 +11,10 @@ request-body rules and responses as the core's own API (docs/plugins.md, "HTTP r
 - ``require_zones(since, until)``: 422 unless both ends of a period name their zone;
 - ``csv_response(rows, filename)``: rows as a CSV download;
 - ``recording_response(call_id, path)``: a call's recording as a WAV download;
+- ``attachment_response(attachment, path)``: a message's file (``sb.attachment(...)``),
+  shown in place when a picture, sound or video, else a download;
+- ``attachments_json(interaction, prefix)``: a message's files for a timeline, each with
+  its URL under ``prefix``;
 - ``event_stream(request, sb, who, render)``: the live events ``who`` may see, as
   server-sent events made by ``render`` (resumes after ``Last-Event-ID``);
 - ``principal_of_token(request, token)``, ``token_fingerprint(token)`` and
@@ -43,7 +47,9 @@ from switchboard.api.common import (
     require_zones,
     supervisor_only,
 )
+from switchboard.api.contacts import attachments_json
 from switchboard.api.events import stream_events as event_stream
+from switchboard.api.messages import attachment_response
 from switchboard.auth import Principal
 from switchboard.auth import fingerprint as token_fingerprint
 
@@ -53,6 +59,8 @@ __all__ = [
     "Caller",
     "Core",
     "RowId",
+    "attachment_response",
+    "attachments_json",
     "csv_response",
     "event_stream",
     "principal_of_fingerprint",

@@ -285,18 +285,34 @@ async def test_outbound_text_is_escaped_for_the_parse_mode(tg: Harness) -> None:
     await worker
 
 
-async def test_outbound_document(tg: Harness, tmp_path: Path) -> None:
+async def test_outbound_document_only_from_our_own_folders(tg: Harness, tmp_path: Path) -> None:
     sb, _ = await tg.open()
-    path = tmp_path / "offer.pdf"
+    folder = Path(sb.config.core.recordings_dir).parent / "telegram-files"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "offer.pdf"
     path.write_bytes(b"%PDF offer")
+    (tmp_path / "secret.txt").write_text("not for customers")
     worker = asyncio.create_task(sb.outbox.run())
     await sb.outbox.enqueue(
         "telegram", address="telegram:509", text="Our offer", payload={"file": str(path)}
+    )
+    stray = await sb.outbox.enqueue(
+        "telegram",
+        address="telegram:509",
+        text="x",
+        payload={"file": str(tmp_path / "secret.txt")},
     )
     await until(lambda: tg.api.sent)
     [sent] = tg.api.sent
     assert sent["caption"] == "Our offer"
     assert sent["document"] == {"filename": "offer.pdf", "data": b"%PDF offer"}
+    failed = await until(
+        lambda: (
+            (i := sb.store.get_interaction(stray.id)) and i.status is InteractionStatus.FAILED and i
+        )
+    )
+    assert "a file in the recordings folder" in failed.error
+    assert len(tg.api.sent) == 1
     sb.outbox.stop()
     await worker
 

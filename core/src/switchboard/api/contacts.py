@@ -22,6 +22,8 @@ from switchboard.api.common import (
 )
 from switchboard.auth import Principal
 from switchboard.events import to_json
+from switchboard.files import attachments, shown_as
+from switchboard.models import Interaction
 from switchboard.service import Timeline
 
 router = APIRouter(prefix="/api")
@@ -139,5 +141,27 @@ def timeline_json(page: Timeline, who: Principal) -> list[dict[str, Any]]:
         data = to_json(item)
         if item.id in page.calls:
             data["call"] = call_json(page.calls[item.id], who)
+        files = attachments_json(item, "/api")
+        if files:
+            data["attachments"] = files
         out.append(data)
     return out
+
+
+def attachments_json(item: Interaction, prefix: str) -> list[dict[str, Any]]:
+    """The files a message carried, each with the URL that serves it (under ``prefix``:
+    ``/api``, or ``/console`` for the console's session) and how a browser shows it
+    (``shown``: image, audio, video, or None for a download), or ``note`` saying why it
+    was not kept."""
+    return [
+        {
+            "index": a.index,
+            "name": a.name,
+            "mime_type": a.mime_type,
+            "size": a.size,
+            "url": f"{prefix}/interactions/{item.id}/attachments/{a.index}" if a.path else None,
+            "shown": shown_as(a.mime_type) if a.path else None,
+            "note": a.note,
+        }
+        for a in attachments(item.meta)
+    ]

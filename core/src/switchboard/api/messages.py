@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Path
+from fastapi.responses import FileResponse
 from pydantic import Field, model_validator
 
 from switchboard.api.common import (
@@ -22,6 +24,7 @@ from switchboard.api.common import (
 from switchboard.auth import Principal
 from switchboard.core import Switchboard
 from switchboard.events import to_json
+from switchboard.files import Attachment, shown_as
 from switchboard.models import Interaction, InteractionKind
 from switchboard.templates import TemplateError
 
@@ -97,6 +100,31 @@ async def queue_message(sb: Switchboard, who: Principal, body: MessageIn) -> Int
             call_id=body.call_id,
             payload=payload,
         )
+
+
+@router.get("/interactions/{interaction_id}/attachments/{index}")
+async def get_attachment(
+    interaction_id: RowId,
+    sb: Core,
+    who: Caller,
+    index: int = Path(ge=0, le=999, description="the file's place in the message's attachments"),
+) -> FileResponse:
+    """A file a message carried (its ``attachments[index]`` on the timeline)."""
+    return attachment_response(*await sb.attachment(interaction_id, index))
+
+
+def attachment_response(attachment: Attachment, path: pathlib.Path) -> FileResponse:
+    """A message's file: shown in place when it is a picture, sound or video, else a
+    download; its type is the sender's word, so the browser is told not to guess
+    (``nosniff``) and to run nothing in it (``sandbox``)."""
+    inline = shown_as(attachment.mime_type) is not None
+    return FileResponse(
+        path,
+        media_type=attachment.mime_type if inline else "application/octet-stream",
+        filename=attachment.name,
+        content_disposition_type="inline" if inline else "attachment",
+        headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"},
+    )
 
 
 @contextmanager

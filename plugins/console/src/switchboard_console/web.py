@@ -380,6 +380,15 @@ def build_router(console: Console) -> APIRouter:
                 request, "error.html", session.lang, session, status_code=404, status=404
             )
         timeline = {"items": _timeline_json(page, session.who), "next_before": page.next_before}
+        windows = await sb.windows(contact_id)
+        now = datetime.now(UTC)
+        # a closed window (WhatsApp's 24 hours) takes only the templates made for it
+        closed = {
+            channel: sb.templates.for_channel(channel)
+            for channel, end in windows.items()
+            if end is None or end <= now
+        }
+        targets = _targets(sb, contact)
         return console.render(
             request,
             "card.html",
@@ -388,9 +397,13 @@ def build_router(console: Console) -> APIRouter:
             contact=contact,
             timeline=timeline,
             agents=await _agent_names(sb),
-            targets=_targets(sb, contact),
-            windows=await sb.windows(contact_id),
-            now=datetime.now(UTC),
+            targets=[t for t in targets if t["channel"] not in closed],
+            closed=[
+                (channel, names, [t for t in targets if t["channel"] == channel])
+                for channel, names in sorted(closed.items())
+            ],
+            windows=windows,
+            now=now,
             can_call=sb.voice_channel() is not None,
             templates=list(sb.templates.names),
         )
@@ -463,6 +476,14 @@ def build_router(console: Console) -> APIRouter:
         except SwitchboardError as exc:
             return console.redirect(back, ("error", str(exc)))
         return console.redirect(back, ("ok", "queued"))
+
+    @router.get("/interactions/{interaction_id}/attachments/{index}")
+    async def attachment(
+        interaction_id: int, index: int, session: Signed, sb: web.Core
+    ) -> Response:
+        """A file a message carried: a photo shown on the card, a voice note played, a
+        document downloaded."""
+        return web.attachment_response(*await sb.attachment(interaction_id, index))
 
     @router.get("/calls/{call_id:path}/recording")
     async def recording(call_id: str, session: Signed, sb: web.Core) -> Response:
@@ -635,6 +656,7 @@ def _timeline_json(page: Timeline, who: Principal) -> list[dict[str, Any]]:
                     "allowed": can_hear(call, who),
                 }
             data["call"] = record
+        data["files"] = web.attachments_json(item, "/console")
         out.append(data)
     return out
 

@@ -166,6 +166,7 @@ class EmailChannel:
         self._closing = False
         self.ctx, self.s = ctx, ctx.settings
         assert self.s is not None
+        ctx.files_dir(self.s.attachments_dir)  # the runner serves the attachments kept there
         try:
             ctx.address(self.s.from_address)
         except AddressError as exc:

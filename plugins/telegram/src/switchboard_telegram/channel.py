@@ -18,7 +18,6 @@ import logging
 import time
 import warnings
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -40,6 +39,7 @@ from switchboard import (
     Backoff,
     ChannelContext,
     InboundMessage,
+    Invalid,
     InvalidInbound,
     OutboundMessage,
     PermanentSendError,
@@ -150,6 +150,7 @@ class TelegramChannel:
     async def start(self, ctx: ChannelContext) -> None:
         settings: TelegramSettings = ctx.settings
         self.ctx, self.settings = ctx, settings
+        ctx.files_dir(settings.files_dir)  # the runner serves the files kept there
         self.limiter = RateLimiter(settings)
         bot = telegram.Bot(
             settings.token, base_url=settings.base_url, base_file_url=settings.base_file_url
@@ -354,7 +355,11 @@ class TelegramChannel:
         try:
             document = message.payload.get("file")
             if document:
-                path = Path(str(document))
+                assert self.ctx is not None
+                try:  # only a file of ours: never a path a payload or template chose
+                    path = self.ctx.local_file(str(document))
+                except Invalid as exc:
+                    raise PermanentSendError(f"file: {exc}") from None
                 sent = await self.bot.send_document(
                     chat_id,
                     document=await asyncio.to_thread(path.read_bytes),

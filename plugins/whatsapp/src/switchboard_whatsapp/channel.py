@@ -169,6 +169,7 @@ class WhatsAppChannel:
         if not isinstance(settings, WhatsAppSettings):
             raise TypeError("the WhatsApp channel needs [plugins.whatsapp] settings")
         self.ctx, self.settings = ctx, settings
+        ctx.files_dir(settings.files_dir)  # the runner serves the media kept there
         self.http = httpx.AsyncClient(
             transport=GraphTransport(settings.graph_url), timeout=settings.request_timeout
         )
@@ -516,9 +517,9 @@ class WhatsAppChannel:
     def media_source(self, media: Any) -> tuple[str, str | Path]:
         """The kind and source of an outbound ``media`` payload: an http(s) ``link`` (Meta
         fetches it), or a ``path`` to upload, which must be a file in the recordings folder
-        or the channel's ``files_dir`` and within Meta's size for the kind. ``Invalid``
-        otherwise: pywa reads any other string as a local path, base64 or a media id, so
-        nothing else reaches it."""
+        or a channel's files folder (``ctx.local_file``) and within Meta's size for the
+        kind. ``Invalid`` otherwise: pywa reads any other string as a local path, base64 or
+        a media id, so nothing else reaches it."""
         assert self.ctx is not None
         assert self.settings is not None
         kind = media.get("kind") if isinstance(media, dict) else None
@@ -532,13 +533,10 @@ class WhatsAppChannel:
             return kind, link
         if not isinstance(path, str | Path) or link is not None:
             raise Invalid("media: a link or a path (one of them)")
-        found = Path(path).resolve()
-        roots = (
-            Path(self.ctx.recordings_dir).resolve(),
-            self.ctx.files_dir(self.settings.files_dir).resolve(),
-        )
-        if not any(found.is_relative_to(root) for root in roots) or not found.is_file():
-            raise Invalid("media.path: a file in the recordings folder or files_dir")
+        try:
+            found = self.ctx.local_file(path)
+        except Invalid as exc:
+            raise Invalid(f"media.path: {exc}") from None
         if found.stat().st_size > MEDIA_LIMITS[kind]:
             raise Invalid(f"media.path: larger than Meta takes for {kind} ({MEDIA_LIMITS[kind]})")
         return kind, found
