@@ -54,3 +54,5 @@ bench: sync
 	$(UV) run --frozen python bench/analytics_bench.py
 	$(UV) run --frozen python bench/console_pop.py
 	$(UV) run --frozen python bench/console_session.py
+	$(UV) run --frozen python bench/whatsapp_bench.py
+	$(UV) run --frozen python bench/whatsapp_outbound_bench.py

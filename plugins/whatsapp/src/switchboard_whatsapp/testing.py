@@ -276,16 +276,12 @@ def profile(wa_id: str, name: str) -> dict[str, Any]:
     return {"profile": {"name": name}, "wa_id": wa_id}
 
 
-def start_runner(
+def runner_config(
     folder: Path, graph_url: str, database_url: str, *, whatsapp: str = "", more: str = ""
-) -> tuple[subprocess.Popen[bytes], str]:
-    """``switchboard serve`` in its own process with only the WhatsApp channel, its Graph
-    API at ``graph_url``: the process and its base URL, once the channel runs.
-    ``whatsapp``: more ``[plugins.whatsapp]`` lines; ``more``: more TOML tables."""
-    import httpx
-
-    from switchboard.testing import free_port
-
+) -> Path:
+    """A configuration file for a runner with the WhatsApp channel, its Graph API at
+    ``graph_url``. ``whatsapp``: more ``[plugins.whatsapp]`` lines; ``more``: more TOML
+    tables."""
     config = folder / "whatsapp.toml"
     config.write_text(f"""
 [switchboard]
@@ -300,6 +296,20 @@ graph_url = "{graph_url}"
 {whatsapp}
 {more}
 """)
+    return config
+
+
+def start_runner(
+    folder: Path, graph_url: str, database_url: str, *, whatsapp: str = "", more: str = ""
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``switchboard serve`` in its own process with only the WhatsApp channel (the
+    configuration of :func:`runner_config`): the process and its base URL, once the
+    channel runs."""
+    import httpx
+
+    from switchboard.testing import free_port
+
+    config = runner_config(folder, graph_url, database_url, whatsapp=whatsapp, more=more)
     port = free_port()
     command = [shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]
     command += ["serve", "--config", str(config), "--port", str(port), "--channels", "whatsapp"]
