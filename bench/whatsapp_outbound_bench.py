@@ -1,7 +1,7 @@
 """WhatsApp channel, outbound: does the channel hold its configured rate under 429s?
 
-The Graph API stand-in runs in this process and answers every K-th ``/messages`` request
-with Meta's throughput error (HTTP 429, code 130429 "Rate limit hit"). This process first
+The Graph API stand-in runs in a process of its own and answers every K-th ``/messages``
+request with Meta's throughput error (HTTP 429, code 130429 "Rate limit hit"). This process first
 queues N template messages to N recipients through the outbox (``sb.outbox.enqueue``, what
 a plugin or a mailing does), then starts ``switchboard serve`` in its own process with the
 WhatsApp plugin (its entry point) and ``messages_per_second = R`` on the same database; its
@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import multiprocessing
 import signal
 import sys
 import tempfile
 import time
 from collections import Counter
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -79,6 +81,19 @@ def busiest_second(times: list[float]) -> int:
     return max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
 
 
+def stand_in(throttle_every: int, expect: int, pipe: Connection) -> None:
+    """The Graph API stand-in, in a process of its own (so nothing this process does
+    delays its answers and bunches their times): sends its URL, waits until ``expect``
+    messages went through, then sends every attempt ``(time, to)`` and every success."""
+    with graph_api() as graph:
+        graph.throttle_every = throttle_every
+        pipe.send(graph.url)
+        deadline = time.monotonic() + 3600
+        while len(graph.sent) < expect and time.monotonic() < deadline:
+            time.sleep(0.5)
+        pipe.send((graph.attempts, [(s["at"], s["to"]) for s in graph.sent]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=2000)
@@ -92,30 +107,25 @@ def main() -> None:
         f"messages_per_second={args.rate:g}, every {args.throttle_every}th request "
         "answered 429 (130429)"
     )
+    settings = {
+        "whatsapp": f"messages_per_second = {args.rate}\nmax_concurrency = 16",
+        "more": "[switchboard.outbox]\nbackoff_initial = 0.5\nbackoff_max = 4.0\n"
+        "batch_size = 200\npoll_interval = 0.2\n",
+    }
     for backend in args.backends.split(","):
-        with (
-            graph_api() as graph,
-            database(backend) as url,
-            tempfile.TemporaryDirectory() as folder,
-        ):
-            graph.throttle_every = args.throttle_every
-            settings = {
-                "whatsapp": f"messages_per_second = {args.rate}\nmax_concurrency = 16",
-                "more": "[switchboard.outbox]\nbackoff_initial = 0.5\nbackoff_max = 4.0\n"
-                "batch_size = 200\npoll_interval = 0.2\n",
-            }
-            # queued before the runner starts: this process also answers as the Graph API,
-            # and queueing while it answers would delay some answers and bunch others
-            asyncio.run(queue(runner_config(Path(folder), graph.url, url, **settings), n))
-            proc, _ = start_runner(Path(folder), graph.url, url, **settings)
+        ours, theirs = multiprocessing.Pipe()
+        graph = multiprocessing.Process(target=stand_in, args=(args.throttle_every, n, theirs))
+        graph.start()
+        graph_url = ours.recv()
+        with database(backend) as url, tempfile.TemporaryDirectory() as folder:
+            # queued before the runner starts, so the sends start from a full queue
+            asyncio.run(queue(runner_config(Path(folder), graph_url, url, **settings), n))
+            proc, _ = start_runner(Path(folder), graph_url, url, **settings)
             try:
-                deadline = time.monotonic() + n / args.rate * 3 + 60
-                # watched in memory, not in the database: this process also answers as
-                # the Graph API, and its work here would hold answers back and bunch them
-                while len(graph.sent) < n:
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"not all sent in time: {len(graph.sent)}")
-                    time.sleep(0.5)
+                if not ours.poll(n / args.rate * 3 + 60):
+                    raise SystemExit("not all sent in time")
+                attempted, succeeded = ours.recv()
+                deadline = time.monotonic() + 60
                 while (done := statuses(url))["sent"] + done["failed"] < n:  # recorded
                     if time.monotonic() > deadline:
                         raise SystemExit(f"not all recorded in time: {dict(done)}")
@@ -123,25 +133,26 @@ def main() -> None:
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
-            attempts = sorted(t for t, _ in graph.attempts)
-            first: dict[str, float] = {}
-            for t, to in sorted(graph.attempts):
-                first.setdefault(to, t)
-            drained = max(first.values())  # the last message's first attempt
-            steady = [t for t in attempts if t <= drained]
-            sends = sorted(s["at"] for s in graph.sent)
-            recipients = Counter(s["to"] for s in graph.sent)
-            lost = n - len(recipients)
-            twice = sum(c - 1 for c in recipients.values())
-            print(
-                f"  {backend:10s} {len(attempts)} attempts ({len(attempts) - len(sends)} "
-                f"answered 429); until every message had its first attempt: "
-                f"{(len(steady) - 1) / (drained - steady[0]):.1f} attempts/s "
-                f"(configured {args.rate:g}); busiest second {busiest_second(attempts)}; "
-                f"all sent after {sends[-1] - attempts[0]:.1f} s; interactions {dict(done)}; "
-                f"lost {lost}; sent twice {twice}",
-                flush=True,
-            )
+                graph.join(30)
+        attempts = sorted(t for t, _ in attempted)
+        first: dict[str, float] = {}
+        for t, to in sorted(attempted):
+            first.setdefault(to, t)
+        drained = max(first.values())  # the last message's first attempt
+        steady = [t for t in attempts if t <= drained]
+        sends = sorted(t for t, _ in succeeded)
+        recipients = Counter(to for _, to in succeeded)
+        lost = n - len(recipients)
+        twice = sum(c - 1 for c in recipients.values())
+        print(
+            f"  {backend:10s} {len(attempts)} attempts ({len(attempts) - len(sends)} "
+            f"answered 429); until every message had its first attempt: "
+            f"{(len(steady) - 1) / (drained - steady[0]):.1f} attempts/s "
+            f"(configured {args.rate:g}); busiest second {busiest_second(attempts)}; "
+            f"all sent after {sends[-1] - attempts[0]:.1f} s; interactions {dict(done)}; "
+            f"lost {lost}; sent twice {twice}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
