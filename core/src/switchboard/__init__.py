@@ -35,6 +35,7 @@ from switchboard.errors import (
 from switchboard.events import Event, to_json
 from switchboard.files import Attachment, FileRoots, attachments, new_file_path, safe_filename
 from switchboard.groupcommit import GroupCommit
+from switchboard.kept import KeptBodies
 from switchboard.models import (
     Agent,
     CallRecord,
@@ -50,6 +51,7 @@ from switchboard.models import (
     Role,
 )
 from switchboard.outbox import Queued
+from switchboard.pacing import Pacer
 from switchboard.plugins import hookimpl
 from switchboard.service import KEEP, Timeline, can_hear
 from switchboard.tables import UTCDateTime
@@ -91,8 +93,10 @@ __all__ = [
     "Invalid",
     "InvalidInbound",
     "IvrStep",
+    "KeptBodies",
     "NotFound",
     "OutboundMessage",
+    "Pacer",
     "PermanentSendError",
     "Principal",
     "Queued",

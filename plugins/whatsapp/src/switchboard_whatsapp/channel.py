@@ -16,7 +16,6 @@ after the customer's last message); templates are always allowed.
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import json
 import logging
@@ -46,11 +45,12 @@ from switchboard import (
     AddressError,
     ChannelContext,
     Contact,
-    GroupCommit,
     InboundMessage,
     Invalid,
     InvalidInbound,
+    KeptBodies,
     OutboundMessage,
+    Pacer,
     PermanentSendError,
     Receipt,
     TransientSendError,
@@ -62,7 +62,6 @@ from switchboard_whatsapp.tables import early_status_t, webhook_t
 log = logging.getLogger("switchboard.channel.whatsapp")
 
 MEDIA = ("image", "document", "audio", "video", "sticker")
-READ_BATCH = 200  # kept webhook bodies read at a time
 EARLY_KEPT = 3600.0  # seconds a status waits for its send to be recorded
 TEXT_MAX = 4096  # what a WhatsApp text can hold; longer inbound text is cut there
 NAME_MAX = 200
@@ -114,39 +113,6 @@ class GraphTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-class Pacer:
-    """At most ``rate`` sends in any one second, spaced evenly, and ``gap`` seconds between
-    two sends to one recipient; a send waits for its slot rather than being refused.
-
-    A slot is taken when the send goes, not when it starts waiting: sends that wake late
-    together (a busy event loop) still go one interval apart, never in a burst."""
-
-    def __init__(self, rate: float, gap: float) -> None:
-        self.interval = 1.0 / rate
-        self.gap = gap
-        self._recent: collections.deque[float] = collections.deque(maxlen=max(1, int(rate)))
-        self._last: dict[str, float] = {}
-        self._lock = asyncio.Lock()
-
-    async def wait(self, recipient: str) -> None:
-        while True:
-            async with self._lock:
-                now = time.monotonic()
-                slot = max(
-                    self._recent[-1] + self.interval if self._recent else now,
-                    self._last.get(recipient, -self.gap) + self.gap,
-                    # the send as many sends ago as the rate: a second ago at the most
-                    self._recent[0] + 1.0 if len(self._recent) == self._recent.maxlen else now,
-                )
-                if slot <= now:
-                    self._recent.append(now)
-                    self._last[recipient] = now
-                    if len(self._last) > 50_000:  # forget recipients past their gap
-                        self._last = {k: t for k, t in self._last.items() if t > now - self.gap}
-                    return
-            await asyncio.sleep(slot - now)
-
-
 class WhatsAppChannel:
     name = "whatsapp"
     address_kind = "phone"
@@ -157,8 +123,7 @@ class WhatsAppChannel:
         self.client: WhatsApp | None = None
         self.http: httpx.AsyncClient | None = None
         self.pacer: Pacer | None = None
-        self._accepted: GroupCommit[bytes, None] | None = None
-        self._wake = asyncio.Event()
+        self.kept: KeptBodies | None = None
 
     @property
     def max_concurrency(self) -> int:
@@ -185,14 +150,15 @@ class WhatsAppChannel:
         except WhatsAppError as exc:
             await self.stop()
             raise RuntimeError(f"the Graph API refused the number or token: {_why(exc)}") from None
-        self._accepted = GroupCommit(self._keep, name="whatsapp-webhooks")
-        self._wake.set()  # bodies kept before a restart are read first
-        ctx.spawn(self._read_kept(), name="whatsapp-webhooks")
+        # statuses of messages never recorded as ours (sent from Meta's own tools or
+        # another app on the number) would wait forever: they go after EARLY_KEPT
+        self.kept = KeptBodies(ctx, webhook_t, self._read, after=self._expire_early)
+        self.kept.start()
 
     async def stop(self) -> None:
-        if self._accepted is not None:
-            await self._accepted.close()
-            self._accepted = None
+        if self.kept is not None:
+            await self.kept.close()
+            self.kept = None
         if self.http is not None:
             await self.http.aclose()
         self.http = self.client = None
@@ -200,35 +166,16 @@ class WhatsAppChannel:
     # -- webhook bodies: kept, then read ----------------------------------------------------
 
     async def accept(self, body: bytes) -> None:
-        """Keep a signed webhook body (committed when this returns; concurrent bodies in
-        one transaction) and wake the reader. The 200 may follow: a crash now loses
-        nothing, and a body read twice stores its messages once (by their ids)."""
-        if self._accepted is None:
+        """Keep a signed webhook body (committed when this returns) for the reader. The 200
+        may follow: a crash now loses nothing, and a body read twice stores its messages
+        once (by their ids)."""
+        if self.kept is None:
             raise RuntimeError("the WhatsApp channel is not running")
-        await self._accepted.submit(body)
-        self._wake.set()
+        await self.kept.accept(body)
 
-    async def _keep(self, bodies: list[bytes]) -> list[BaseException | None]:
+    async def _expire_early(self) -> None:
         assert self.ctx is not None
-        now = time.time()
-        rows = [{"body": b, "received_at": now} for b in bodies]
-        await self.ctx.transaction(lambda conn: conn.execute(sa.insert(webhook_t), rows))
-        return [None] * len(bodies)
-
-    async def _read_kept(self) -> None:
-        """Turn kept bodies into messages and statuses, oldest first, many at a time (the
-        inbox stores concurrent messages in one transaction), then delete them. A failure
-        of the store raises: the channel is restarted and reads them again."""
-        assert self.ctx is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while rows := await self.ctx.transaction(_oldest, write=False):
-                await asyncio.gather(*(self._read(body) for _, body in rows))
-                await self.ctx.transaction(functools.partial(_forget, [i for i, _ in rows]))
-            # statuses of messages never recorded as ours (sent from Meta's own tools or
-            # another app on the number) would wait forever: they go after EARLY_KEPT
-            await self.ctx.transaction(functools.partial(_expire_early, time.time() - EARLY_KEPT))
+        await self.ctx.transaction(functools.partial(_expire_early, time.time() - EARLY_KEPT))
 
     async def _read(self, body: bytes) -> None:
         assert self.ctx is not None
@@ -662,17 +609,6 @@ def _expire_early(before: float, conn: sa.Connection) -> None:
 
 def _forget_early(ident: str, conn: sa.Connection) -> None:
     conn.execute(sa.delete(early_status_t).where(early_status_t.c.message_id == ident))
-
-
-def _forget(ids: list[int], conn: sa.Connection) -> None:
-    conn.execute(sa.delete(webhook_t).where(webhook_t.c.id.in_(ids)))
-
-
-def _oldest(conn: sa.Connection) -> list[Any]:
-    rows = conn.execute(
-        sa.select(webhook_t.c.id, webhook_t.c.body).order_by(webhook_t.c.id).limit(READ_BATCH)
-    )
-    return [tuple(r) for r in rows]
 
 
 def _why(exc: WhatsAppError) -> str:
