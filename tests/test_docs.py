@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from pathlib import Path
@@ -126,53 +127,24 @@ def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:
         assert f"| `{field.name}` |" in text, f"docs/config.md lacks {cls.__name__}.{field.name}"
 
 
-def test_every_telegram_setting_is_in_its_doc() -> None:
-    from switchboard_telegram import TelegramSettings
-
-    text = (DOCS / "telegram.md").read_text(encoding="utf-8")
-    for field in attrs.fields(TelegramSettings):
-        assert f"`{field.name}`" in text, f"docs/telegram.md lacks {field.name}"
-
-
-def test_every_email_setting_is_in_its_doc() -> None:
-    from switchboard_email import EmailSettings
-
-    text = (DOCS / "email.md").read_text(encoding="utf-8")
-    for field in attrs.fields(EmailSettings):
-        assert f"`{field.name}`" in text, f"docs/email.md lacks {field.name}"
-
-
-def test_every_mailings_setting_is_in_its_doc() -> None:
-    from switchboard_mailings import MailingSettings
-
-    text = (DOCS / "mailings.md").read_text(encoding="utf-8")
-    for field in attrs.fields(MailingSettings):
-        assert f"| `{field.name}` |" in text, f"docs/mailings.md lacks {field.name}"
-
-
-def test_every_whatsapp_setting_is_in_its_doc() -> None:
-    from switchboard_whatsapp import WhatsAppSettings
-
-    text = (DOCS / "whatsapp.md").read_text(encoding="utf-8")
-    for field in attrs.fields(WhatsAppSettings):
-        assert f"| `{field.name}` |" in text, f"docs/whatsapp.md lacks {field.name}"
-
-
-def test_every_sip_setting_is_in_its_doc() -> None:
-    from switchboard_sip import SipSettings
-
-    text = (DOCS / "sip.md").read_text()
-    for field in attrs.fields(SipSettings):
-        assert f"`{field.name}`" in text, f"docs/sip.md lacks {field.name}"
-
-
-def test_every_ivr_setting_is_in_its_doc() -> None:
-    from switchboard_ivr import IvrSettings
-
-    text = (DOCS / "ivr.md").read_text()
-    for field in attrs.fields(IvrSettings):
+@pytest.mark.parametrize(
+    ("module", "settings", "doc"),
+    [
+        ("switchboard_telegram", "TelegramSettings", "telegram.md"),
+        ("switchboard_email", "EmailSettings", "email.md"),
+        ("switchboard_mailings", "MailingSettings", "mailings.md"),
+        ("switchboard_whatsapp", "WhatsAppSettings", "whatsapp.md"),
+        ("switchboard_vk", "VkSettings", "vk.md"),
+        ("switchboard_sip", "SipSettings", "sip.md"),
+        ("switchboard_ivr", "IvrSettings", "ivr.md"),
+    ],
+)
+def test_every_plugin_setting_is_in_its_doc(module: str, settings: str, doc: str) -> None:
+    cls = getattr(importlib.import_module(module), settings)
+    text = (DOCS / doc).read_text(encoding="utf-8")
+    for field in attrs.fields(cls):
         if field.init:
-            assert f"`{field.name}`" in text, f"docs/ivr.md lacks {field.name}"
+            assert f"`{field.name}`" in text, f"docs/{doc} lacks {field.name}"
 
 
 def test_every_console_setting_is_in_its_doc() -> None:

@@ -64,6 +64,7 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "plugin_revisions": {
                 "console": "console_0001",
                 "mailings": "mailings_0001",
+                "vk": "vk_0001",
                 "whatsapp": "whatsapp_0001",
             },
         }
@@ -79,12 +80,14 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "mailings",
             "sip",
             "telegram",
+            "vk",
             "whatsapp",
         }
         assert {n: c["state"] for n, c in health["channels"].items()} == {
             "email": "not configured",
             "sip": "not configured",
             "telegram": "not configured",
+            "vk": "not configured",
             "whatsapp": "not configured",
         }
         console = httpx.get(f"http://127.0.0.1:{port}/console/login", timeout=5)
