@@ -56,3 +56,4 @@ bench: sync
 	$(UV) run --frozen python bench/console_session.py
 	$(UV) run --frozen python bench/whatsapp_bench.py
 	$(UV) run --frozen python bench/whatsapp_outbound_bench.py
+	$(UV) run --frozen python bench/vk_bench.py

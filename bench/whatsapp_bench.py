@@ -27,9 +27,10 @@ from pathlib import Path
 from switchboard.store import Store, interaction_t
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import database, machine
+from _common import database, machine, post_all, raw_post
 from ingest import bare_loop
 
+from switchboard_whatsapp import WEBHOOK_PATH
 from switchboard_whatsapp.testing import (
     graph_api,
     signature,
@@ -37,35 +38,6 @@ from switchboard_whatsapp.testing import (
     text_message,
     webhook_body,
 )
-
-
-def request(body: bytes) -> bytes:
-    """One keep-alive HTTP/1.1 POST of a signed webhook body, as bytes."""
-    head = (
-        "POST /whatsapp/webhook HTTP/1.1\r\nHost: bench\r\n"
-        "Content-Type: application/json\r\n"
-        f"X-Hub-Signature-256: {signature(body)}\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-async def connection(host: str, port: int, requests: list[bytes]) -> None:
-    """Send ``requests`` one after another on one connection, each answered 200."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        for req in requests:
-            writer.write(req)
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200"), head[:60]
-            length = next(
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
-    finally:
-        writer.close()
 
 
 def stored(url: str) -> int:
@@ -76,21 +48,19 @@ def stored(url: str) -> int:
         store.close()
 
 
-async def post_all(base: str, url: str, n: int, concurrency: int) -> tuple[float, float]:
+async def post_webhooks(base: str, url: str, n: int, concurrency: int) -> tuple[float, float]:
     """Seconds until the last 200, and until the last message was stored."""
     requests = [
-        request(
+        raw_post(WEBHOOK_PATH, body, {"X-Hub-Signature-256": signature(body)})
+        for body in (
             webhook_body(
                 messages=[text_message(f"1202555{i % 500:04d}", f"m{i}", ident=f"wamid.B{i}")]
             )
+            for i in range(n)
         )
-        for i in range(n)
     ]
-    host, port = base.removeprefix("http://").split(":")
     started = time.perf_counter()
-    await asyncio.gather(
-        *(connection(host, int(port), requests[k::concurrency]) for k in range(concurrency))
-    )
+    await post_all(base, requests, concurrency)
     accepted = time.perf_counter() - started
     while await asyncio.to_thread(stored, url) < n:
         await asyncio.sleep(0.01)
@@ -112,7 +82,7 @@ def main() -> None:
                 proc, base = start_runner(Path(folder), graph.url, url)
                 try:
                     accepted, elapsed = asyncio.run(
-                        post_all(base, url, args.messages, args.concurrency)
+                        post_webhooks(base, url, args.messages, args.concurrency)
                     )
                 finally:
                     proc.send_signal(signal.SIGTERM)

@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import itertools
 import os
+import shutil
 import socket
+import subprocess
 import textwrap
 import threading
 import time
@@ -185,6 +187,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def serve_process(
+    config: Path, channel: str, *, timeout: float = 60
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``switchboard serve`` in a process of its own with one channel (``--channels``), as
+    an operator runs it: the process and its base URL, once ``/api/health`` says the
+    channel runs. Stop it with SIGTERM."""
+    import httpx
+
+    port = free_port()
+    command = [shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]
+    command += ["serve", "--config", str(config), "--port", str(port), "--channels", channel]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            health = httpx.get(f"{url}/api/health", timeout=1).json()
+            if health["channels"][channel]["state"] == "running":
+                return proc, url
+        except (httpx.TransportError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"the runner did not start the {channel} channel")
+        time.sleep(0.2)
 
 
 @contextmanager

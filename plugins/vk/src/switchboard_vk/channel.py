@@ -34,6 +34,7 @@ from switchboard import (
     AddressError,
     Backoff,
     ChannelContext,
+    GroupCommit,
     InboundMessage,
     Invalid,
     InvalidInbound,
@@ -124,6 +125,7 @@ class VkChannel:
         self.pacer: Pacer | None = None
         self.kept: KeptBodies | None = None
         self._names: dict[int, str] = {}
+        self._lookups: GroupCommit[int, str] | None = None
 
     @property
     def max_concurrency(self) -> int:
@@ -140,6 +142,7 @@ class VkChannel:
         )
         self.api = VkApi(settings, self.http)
         self.pacer = Pacer(settings.requests_per_second, settings.per_recipient_seconds)
+        self._lookups = GroupCommit(self._users_get, max_batch=1000, name="vk-users")
         try:  # a wrong token or community fails the start, shown in /api/health
             await self.api.call("groups.getById", group_id=settings.group_id)
         except (VkError, httpx.HTTPError) as exc:
@@ -152,6 +155,9 @@ class VkChannel:
             ctx.spawn(self._long_poll(), name="vk-longpoll")
 
     async def stop(self) -> None:
+        if self._lookups is not None:
+            await self._lookups.close()
+            self._lookups = None
         if self.kept is not None:
             await self.kept.close()
             self.kept = None
@@ -291,20 +297,30 @@ class VkChannel:
         )
 
     async def _name(self, user_id: int) -> str | None:
-        """The user's name from ``users.get`` (kept for the run); None if VK will not say."""
-        assert self.api is not None
+        """The user's name from ``users.get`` (kept for the run); None if VK will not say.
+        Concurrent lookups go to VK together: one ``users.get`` for up to 1,000 users."""
         if user_id not in self._names:
-            try:
-                users = await self.api.call("users.get", user_ids=user_id)
-                user = _dict(_list(users)[0] if _list(users) else None)
-                name = f"{user.get('first_name') or ''} {user.get('last_name') or ''}".strip()
-            except (VkError, httpx.HTTPError) as exc:
-                log.info("users.get for %d failed: %s", user_id, exc)
-                return None
+            assert self._lookups is not None
+            name = await self._lookups.submit(user_id)
             if len(self._names) > 50_000:
                 self._names.clear()
-            self._names[user_id] = clean(name, NAME_MAX) or ""
+            self._names[user_id] = name
         return self._names[user_id] or None
+
+    async def _users_get(self, ids: list[int]) -> list[str | BaseException]:
+        assert self.api is not None
+        wanted = sorted(set(ids))
+        try:
+            users = await self.api.call("users.get", user_ids=",".join(map(str, wanted)))
+        except (VkError, httpx.HTTPError) as exc:
+            log.info("users.get for %d users failed: %s", len(wanted), exc)
+            return ["" for _ in ids]
+        names = {}
+        for user in _list(users):
+            user = _dict(user)
+            full = f"{user.get('first_name') or ''} {user.get('last_name') or ''}".strip()
+            names[user.get("id")] = clean(full, NAME_MAX) or ""
+        return [names.get(i, "") for i in ids]
 
     async def _download(self, attachment: dict[str, Any]) -> dict[str, Any]:
         """Fetch an attachment's file (the largest photo size, the document, the voice

@@ -17,11 +17,13 @@ and answers a repeat with its id, sending nothing (VK's de-duplication).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -48,7 +50,9 @@ class VkApiStandIn:
         self.updates: list[dict[str, Any]] = []  # the long poll's history; ts = its length
         self.key = "key-1"
         self.lose_answers = 0  # this many next messages.send calls send, then answer 502
+        self.throttle_every = 0  # when above 0, every n-th messages.send answers error 6
         self._by_random: dict[int, int] = {}
+        self._sends = 0
         self._errors: dict[str, list[tuple[int, str]]] = {}
         self._poll_failures: list[int] = []
         self._ids = itertools.count(1)
@@ -98,6 +102,10 @@ class VkApiStandIn:
             self.calls.append((time.monotonic(), name))
             queued = self._errors.get(name)
             failure = queued.pop(0) if queued else None
+            if name == "messages.send" and self.throttle_every > 0:
+                self._sends += 1
+                if self._sends % self.throttle_every == 0:
+                    failure = (6, "Too many requests per second")
         if data.get("access_token") != self.token:
             failure = (5, "User authorization failed: invalid access_token (4).")
         if failure is not None:
@@ -171,10 +179,10 @@ class VkApiStandIn:
         deadline = time.monotonic() + min(float(q.get("wait", "25")), 90)
         while ts == len(self.updates) and time.monotonic() < deadline:
             self._new.clear()
-            try:
-                await asyncio.wait_for(self._new.wait(), deadline - time.monotonic())
-            except TimeoutError:
-                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new.wait(), min(0.2, deadline - time.monotonic()))
+            if await request.is_disconnected():  # the runner went away
+                return Response(status_code=499)
         with self._lock:
             updates = self.updates[ts:]
             return JSONResponse({"ts": str(ts + len(updates)), "updates": updates})
@@ -255,3 +263,24 @@ def message_new(
     if secret is not None:
         update["secret"] = secret
     return update
+
+
+def runner_config(
+    folder: Path, api_url: str, database_url: str, *, vk: str = "", more: str = ""
+) -> Path:
+    """A configuration file for a runner with the VK channel, its API at ``api_url``.
+    ``vk``: more ``[plugins.vk]`` lines (``mode = "callback"``...); ``more``: more tables."""
+    config = folder / "vk.toml"
+    config.write_text(f"""
+[switchboard]
+database_url = "{database_url}"
+[plugins.vk]
+group_id = {GROUP_ID}
+access_token = "{TOKEN}"
+api_url = "{api_url}"
+confirmation_code = "{CONFIRMATION}"
+secret = "{SECRET}"
+{vk}
+{more}
+""")
+    return config

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -305,25 +304,7 @@ def start_runner(
     """``switchboard serve`` in its own process with only the WhatsApp channel (the
     configuration of :func:`runner_config`): the process and its base URL, once the
     channel runs."""
-    import httpx
-
-    from switchboard.testing import free_port
+    from switchboard.testing import serve_process
 
     config = runner_config(folder, graph_url, database_url, whatsapp=whatsapp, more=more)
-    port = free_port()
-    command = [shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]
-    command += ["serve", "--config", str(config), "--port", str(port), "--channels", "whatsapp"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            health = httpx.get(f"{url}/api/health", timeout=1).json()
-            if health["channels"]["whatsapp"]["state"] == "running":
-                return proc, url
-        except (httpx.TransportError, ValueError, KeyError):
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("the runner did not start the WhatsApp channel")
-        time.sleep(0.2)
+    return serve_process(config, "whatsapp")
