@@ -89,6 +89,24 @@ async def test_enqueue_then_send(open_sb: Any) -> None:
     assert sb.store.count(outbox_t) == 0
 
 
+async def test_a_receipt_id_another_message_holds_is_kept_in_meta_not_a_failed_batch(
+    open_sb: Any,
+) -> None:
+    ch, out = LoopbackChannel("sms"), Outcomes()
+    sb = await open_sb(LoopbackPlugin(ch), out)
+    # an inbound message already holds the id the channel will give the first send
+    await ch.inject(InboundMessage(external_id="sms-out-1", sender="+12025550143", text="hi"))
+    first = await sb.outbox.enqueue("sms", address="+12025550143", text="one")
+    second = await sb.outbox.enqueue("sms", address="+12025550143", text="two")
+    await drain(sb)
+    assert len(ch.sent) == 2  # each sent once: no failed batch sent again
+    clashed, fine = sb.store.get_interaction(first.id), sb.store.get_interaction(second.id)
+    assert clashed is not None and clashed.status is InteractionStatus.SENT
+    assert clashed.external_id is None and clashed.meta["receipt_id"] == "sms-out-1"
+    assert fine is not None and fine.external_id == "sms-out-2"
+    assert [i.id for i in out.sent] == [first.id, second.id]
+
+
 @pytest.mark.parametrize("limit", [1, 4])
 async def test_sends_run_up_to_the_channels_max_concurrency(open_sb: Any, limit: int) -> None:
     ch, out = LoopbackChannel("sms"), Outcomes()

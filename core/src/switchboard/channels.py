@@ -307,6 +307,17 @@ class ChannelContext:
         except AddressError as exc:
             raise InvalidInbound(f"sender: {exc}") from exc
 
+    async def record_sent(self, message: InboundMessage) -> Received:
+        """A message our side sent outside Switchboard (from the provider's own app: VK's
+        web interface, the WhatsApp Business app): stored once (by ``external_id``) on the
+        timeline of the contact owning ``sender`` (the customer it went to) as outbound and
+        sent; event ``message.sent`` and hook ``message_sent``. Check first that it is not
+        one the outbox sent (``find_sent``)."""
+        try:
+            return await self._core.inbox.receive(self.channel, message, outbound=True)
+        except AddressError as exc:
+            raise InvalidInbound(f"recipient: {exc}") from exc
+
     async def edit(self, message: InboundMessage) -> Received:
         """A message was edited at its source: update the stored one (same external id)."""
         try:

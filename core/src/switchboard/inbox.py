@@ -56,12 +56,15 @@ def bounded(message: InboundMessage) -> InboundMessage:
 
 
 class _Pending:
-    __slots__ = ("address", "answer", "channel", "message")
+    __slots__ = ("address", "answer", "channel", "message", "outbound")
 
-    def __init__(self, channel: str, message: InboundMessage, address: Address) -> None:
+    def __init__(
+        self, channel: str, message: InboundMessage, address: Address, outbound: bool = False
+    ) -> None:
         self.channel = channel
         self.message = message
         self.address = address
+        self.outbound = outbound  # ours, sent outside Switchboard (``ctx.record_sent``)
         self.answer: Contact | None = None
 
 
@@ -73,8 +76,12 @@ class Inbox:
             self._process, max_batch=max_batch, name="switchboard-inbox"
         )
 
-    async def receive(self, channel: str, message: InboundMessage) -> Received:
+    async def receive(
+        self, channel: str, message: InboundMessage, *, outbound: bool = False
+    ) -> Received:
         """Store one inbound message; raises :class:`AddressError` for a bad sender.
+        With ``outbound``, a message our side sent outside Switchboard: ``sender`` is the
+        customer it went to; it is stored as sent (event ``message.sent``).
 
         The message is bounded first (:mod:`switchboard.limits`): NULs dropped, names and
         subjects on one line and cut to their columns, a long external id digested."""
@@ -82,7 +89,7 @@ class Inbox:
             raise ValueError(f"{channel}: an inbound message needs an external_id")
         message = bounded(message)
         address = self.core.addresses.parse(message.sender)
-        return await self._batches.submit(_Pending(channel, message, address))
+        return await self._batches.submit(_Pending(channel, message, address, outbound))
 
     async def close(self) -> None:
         await self._batches.close()
@@ -179,7 +186,13 @@ class Inbox:
                 continue
             if received.contact_created:
                 await self.core.plugins.hooks.contact_created(contact=received.contact)
-            if not received.duplicate:
+            if received.duplicate:
+                continue
+            if received.interaction.direction is Direction.OUTBOUND:
+                await self.core.plugins.hooks.message_sent(
+                    interaction=received.interaction, contact=received.contact
+                )
+            else:
                 await self.core.plugins.hooks.message_received(
                     interaction=received.interaction,
                     contact=received.contact,
@@ -230,9 +243,11 @@ class Inbox:
                 {
                     "contact_id": contact_id,
                     "channel": p.channel,
-                    "direction": Direction.INBOUND.value,
+                    "direction": (Direction.OUTBOUND if p.outbound else Direction.INBOUND).value,
                     "kind": m.kind.value,
-                    "status": InteractionStatus.RECEIVED.value,
+                    "status": (
+                        InteractionStatus.SENT if p.outbound else InteractionStatus.RECEIVED
+                    ).value,
                     "external_id": m.external_id,
                     "address": str(p.address),
                     "text": m.text,
@@ -276,7 +291,9 @@ class Inbox:
                 *contact_created_events(contacts[c] for c in created),
                 *(
                     (
-                        EventType.MESSAGE_RECEIVED,
+                        EventType.MESSAGE_SENT
+                        if r.interaction.direction is Direction.OUTBOUND
+                        else EventType.MESSAGE_RECEIVED,
                         {"interaction": to_json(r.interaction), "contact": to_json(r.contact)},
                         None,
                     )

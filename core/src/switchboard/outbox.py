@@ -48,6 +48,7 @@ from switchboard.store import (
     interaction_t,
     load_contacts,
     outbox_t,
+    pairs_in,
     values_in,
 )
 
@@ -555,6 +556,7 @@ class Outbox:
         now = utcnow()
         done = [o for o in outcomes if o.retry is None]
         with self.core.store.write() as conn:
+            taken = _receipts_taken(conn, done)
             for o in outcomes:
                 if o.retry is not None:
                     error, delay = o.retry
@@ -571,8 +573,20 @@ class Outbox:
                 values: dict[str, Any] = {"updated_at": now}
                 if o.failure is None:
                     values.update(status=InteractionStatus.SENT.value, external_id=o.external_id)
-                    if o.meta:
-                        values["meta"] = o.meta
+                    meta = dict(o.meta)
+                    if (o.row.channel, o.external_id) in taken:
+                        # another message of the channel has this id (a channel numbering
+                        # its receipts like its inbound messages): sent all the same, the id
+                        # kept in meta, never a failed batch and a second send
+                        log.warning(
+                            "channel %s: receipt id %r is another message's; kept in meta",
+                            o.row.channel,
+                            o.external_id,
+                        )
+                        values["external_id"] = None
+                        meta["receipt_id"] = o.external_id
+                    if meta:
+                        values["meta"] = meta
                 else:
                     values.update(status=InteractionStatus.FAILED.value, error=o.failure)
                 conn.execute(
@@ -612,6 +626,35 @@ class Outbox:
                 finished.append((interaction, contact, o.failure))
             record(conn, events)
         return finished
+
+
+def _receipts_taken(conn: sa.Connection, done: list[_Outcome]) -> set[tuple[str, str]]:
+    """The (channel, receipt id) pairs among ``done`` that other interactions hold, or that
+    two of ``done`` share (the first keeps it)."""
+    pairs = [
+        (o.row.channel, o.external_id, o.row.interaction_id)
+        for o in done
+        if o.failure is None and o.external_id
+    ]
+    if not pairs:
+        return set()
+    held = conn.execute(
+        sa.select(interaction_t.c.channel, interaction_t.c.external_id, interaction_t.c.id).where(
+            pairs_in(
+                conn,
+                interaction_t.c.channel,
+                interaction_t.c.external_id,
+                {(c, e) for c, e, _ in pairs},
+            )
+        )
+    )
+    owner = {(r.channel, r.external_id): r.id for r in held}
+    taken = set()
+    for channel, external_id, interaction_id in pairs:
+        key = (channel, external_id)
+        if owner.setdefault(key, interaction_id) != interaction_id:
+            taken.add(key)
+    return taken
 
 
 def _update_sent(

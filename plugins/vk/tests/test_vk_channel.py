@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from vk_peers import api, post_callback, until, vk_service
 
 from switchboard import Address, InteractionStatus
+from switchboard.events import event_t
 from switchboard.testing import RunningService
 from switchboard_vk import CALLBACK_PATH
 from switchboard_vk.tables import state_t
@@ -23,6 +24,7 @@ from switchboard_vk.testing import (
     SECRET,
     VkApiStandIn,
     message_new,
+    reply,
     vk_api,
 )
 
@@ -198,7 +200,7 @@ def test_a_retried_send_is_one_message_at_vk_and_errors_are_sorted(
         assert len(vk.sent) == 1 and vk.sent[0]["message"] == "Hi"
         attempts = [m for _, m in vk.calls if m == "messages.send"]
         assert len(attempts) == 3  # throttled, sent with the answer lost, the repeat
-        assert sb.store.get_interaction(first).external_id == f"{IVAN}:{vk.sent[0]['id']}"
+        assert sb.store.get_interaction(first).external_id == f"{IVAN}:id{vk.sent[0]['id']}"
 
         vk.fail_next("messages.send", 901, "Can't send messages for users without permission")
         with api(service.url) as c:
@@ -242,3 +244,40 @@ def test_a_refused_token_shows_the_channel_failing(tmp_path: Path, vk: VkApiStan
     assert state["state"] == "failing"
     assert "5 User authorization failed" in state["last_error"]
     assert "expired-token" not in json.dumps(health)
+
+
+def test_replies_written_in_vks_interface_are_recorded_as_sent_and_ours_once(
+    tmp_path: Path, vk: VkApiStandIn
+) -> None:
+    with vk_service(tmp_path, vk) as service:
+        sb = service.switchboard
+        vk.push(message_new(IVAN, "Where is my order?", 1))
+        until(lambda: timeline_of(service, f"vk:{IVAN}"))
+        with api(service.url) as c:
+            ours = c.post(
+                "/api/messages", json={"channel": "vk", "address": f"vk:{IVAN}", "text": "Today"}
+            ).json()["id"]
+        until(lambda: sb.store.get_interaction(ours).status is InteractionStatus.SENT)
+        # an agent answers in VK's own interface: VK tells the community (message_reply)
+        vk.push(reply(GROUP_ID, IVAN, "Courier at 5 pm", 990, random_id=123456))
+        until(lambda: len(timeline_of(service, f"vk:{IVAN}")) == 3)
+        vk.push(reply(GROUP_ID, 2_000_000_001, "in a group chat", 991))  # not one customer
+        vk.push(reply(GROUP_ID, IVAN, "Courier at 5 pm", 990, random_id=123456))  # again
+        vk.push(message_new(IVAN, "Thanks", 2))
+        items = until(
+            lambda: (
+                len(timeline_of(service, f"vk:{IVAN}")) == 4 and timeline_of(service, f"vk:{IVAN}")
+            )
+        )
+        by_text = {i.text: i for i in items}
+        assert set(by_text) == {"Where is my order?", "Today", "Courier at 5 pm", "Thanks"}
+        elsewhere = by_text["Courier at 5 pm"]
+        assert elsewhere.direction.value == "outbound" and elsewhere.status.value == "sent"
+        assert by_text["Today"].id == ours  # the echo of our own send was not added again
+        with sb.store.read() as conn:
+            sent = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(event_t)
+                .where(event_t.c.type == "message.sent")
+            ).scalar_one()
+        assert sent == 2  # ours, by the outbox; the one from VK's interface, by the channel

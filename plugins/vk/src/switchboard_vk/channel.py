@@ -17,6 +17,7 @@ message with VK's text; a refused token fails the channel.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hashlib
 import json
@@ -125,6 +126,7 @@ class VkChannel:
         self.pacer: Pacer | None = None
         self.kept: KeptBodies | None = None
         self._names: dict[int, str] = {}
+        self._ours: collections.deque[int] = collections.deque(maxlen=10_000)
         self._lookups: GroupCommit[int, str] | None = None
 
     @property
@@ -243,12 +245,15 @@ class VkChannel:
             await self.ctx.quarantine("update", "an update that is not an object", update)
             return
         kind, obj = update.get("type"), _dict(update.get("object"))
-        if kind not in ("message_new", "message_edit"):
+        if kind not in ("message_new", "message_edit", "message_reply"):
             log.debug("VK update %r ignored", str(kind)[:40])
             return
         message = _dict(obj.get("message")) if kind == "message_new" else obj
         ident = _external_id(message)
         try:
+            if kind == "message_reply":
+                await self._reply(message)
+                return
             inbound = await self.inbound(message)
             if kind == "message_edit":
                 await self.ctx.edit(inbound)
@@ -256,6 +261,23 @@ class VkChannel:
                 await self.ctx.receive(inbound)
         except (InvalidInbound, AddressError, KeyError, TypeError, ValueError) as exc:
             await self.ctx.quarantine(ident or "unknown", f"{type(exc).__name__}: {exc}", update)
+
+    async def _reply(self, message: dict[str, Any]) -> None:
+        """``message_reply``: the community wrote to a user. One the outbox sent (its
+        ``random_id``, or its id recorded as sent) is on the timeline already; one written
+        in VK's own interface is recorded there as sent."""
+        assert self.ctx is not None
+        peer, ident = message.get("peer_id"), message.get("id")
+        if message.get("random_id") in self._ours:
+            return
+        if isinstance(ident, int):
+            sent = await asyncio.to_thread(self.ctx.find_sent, f"{peer}:id{ident}")
+            if sent is not None:
+                return
+        if not isinstance(peer, int) or not 0 < peer < 2_000_000_000:
+            return  # a group chat: not one customer's timeline
+        message = {**message, "from_id": peer}  # on the card of the user it went to
+        await self.ctx.record_sent(await self.inbound(message))
 
     async def inbound(self, message: dict[str, Any]) -> InboundMessage:
         """The message to store for a VK message object (API 5.199)."""
@@ -397,6 +419,8 @@ class VkChannel:
             "random_id": random_id(message),
             "message": message.text or "",
         }
+        # its message_reply echo is ours, not one written in VK's interface
+        self._ours.append(params["random_id"])
         try:
             document = message.payload.get("file")
             if document is not None:
@@ -417,7 +441,8 @@ class VkChannel:
             raise PermanentSendError(str(exc)) from None
         except httpx.HTTPError as exc:
             raise TransientSendError(f"{type(exc).__name__}: {exc}") from None
-        return Receipt(external_id=f"{peer}:{sent}" if isinstance(sent, int) else str(sent))
+        # VK's message id, marked: inbound ids are conversation numbers, another count
+        return Receipt(external_id=f"{peer}:id{sent}" if isinstance(sent, int) else str(sent))
 
     async def _upload(self, peer: int, document: Any) -> str:
         """A local file (a recording, a file we keep: ``ctx.local_file``) uploaded through

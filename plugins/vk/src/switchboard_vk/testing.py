@@ -147,6 +147,11 @@ class VkApiStandIn:
                 if random_id != 0:
                     self._by_random[random_id] = ident
                 self.sent.append({**data, "id": ident, "at": time.monotonic()})
+            self.push(
+                reply(
+                    self.group_id, int(data["peer_id"]), data.get("message", ""), ident, random_id
+                )
+            )  # VK tells the community what it sent
             return ident
         if name == "docs.getMessagesUploadServer":
             return {"upload_url": f"{self.url}/upload/doc"}
@@ -284,3 +289,25 @@ secret = "{SECRET}"
 {more}
 """)
     return config
+
+
+def reply(group_id: int, peer_id: int, text: str, ident: int, random_id: int = 0) -> dict[str, Any]:
+    """A ``message_reply`` update: the community wrote to ``peer_id`` (through the API, with
+    our ``random_id``, or in VK's own interface)."""
+    return {
+        "group_id": group_id,
+        "type": "message_reply",
+        "event_id": f"re{ident:08x}",
+        "v": "5.199",
+        "object": {
+            "date": int(time.time()),
+            "from_id": -group_id,
+            "id": ident,
+            "out": 1,
+            "peer_id": peer_id,
+            "text": text,
+            "conversation_message_id": 100_000 + ident,
+            "random_id": random_id,
+            "attachments": [],
+        },
+    }
