@@ -281,3 +281,32 @@ def test_replies_written_in_vks_interface_are_recorded_as_sent_and_ours_once(
                 .where(event_t.c.type == "message.sent")
             ).scalar_one()
         assert sent == 2  # ours, by the outbox; the one from VK's interface, by the channel
+
+
+def test_the_console_shows_vk_messages_with_the_channels_badge(tmp_path: Path) -> None:
+    import re
+
+    from console_peers import TOKENS, console_service
+    from vk_peers import vk_settings
+
+    from switchboard_vk import VkPlugin, VkSettings
+
+    with vk_api() as vk:
+        vk.users[IVAN] = ("Ivan", "Petrov")
+        with console_service(
+            tmp_path / "svc",
+            (VkPlugin(), "vk", VkSettings),
+            plugins_config={"vk": vk_settings(vk, mode="callback")},
+        ) as service:
+            post_callback(service, message_new(IVAN, "Привет из VK", 1, secret=SECRET))
+            contact = service.switchboard.store.find_contact(Address("vk", str(IVAN)))
+            assert contact is not None and contact.name == "Ivan Petrov"
+            with httpx.Client(base_url=service.url, timeout=10) as c:
+                form = c.get("/console/login")
+                csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+                assert csrf is not None
+                c.post("/console/login", data={"token": TOKENS["alice"], "csrf": csrf.group(1)})
+                page = c.get(f"/console/contacts/{contact.id}").text
+    assert "Привет из VK" in page
+    assert '<span class="channel ch-vk" title="vk" data-testid="channel">VK</span>' in page
+    assert 'value="vk|vk:1001"' in page  # an agent can answer on VK from the card
