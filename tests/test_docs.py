@@ -135,6 +135,7 @@ def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:
         ("switchboard_mailings", "MailingSettings", "mailings.md"),
         ("switchboard_whatsapp", "WhatsAppSettings", "whatsapp.md"),
         ("switchboard_vk", "VkSettings", "vk.md"),
+        ("switchboard_max", "MaxSettings", "max.md"),
         ("switchboard_sip", "SipSettings", "sip.md"),
         ("switchboard_ivr", "IvrSettings", "ivr.md"),
     ],

@@ -64,6 +64,7 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "plugin_revisions": {
                 "console": "console_0001",
                 "mailings": "mailings_0001",
+                "max": "max_0001",
                 "vk": "vk_0001",
                 "whatsapp": "whatsapp_0001",
             },
@@ -78,6 +79,7 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "email",
             "ivr",
             "mailings",
+            "max",
             "sip",
             "telegram",
             "vk",
@@ -85,6 +87,7 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
         }
         assert {n: c["state"] for n, c in health["channels"].items()} == {
             "email": "not configured",
+            "max": "not configured",
             "sip": "not configured",
             "telegram": "not configured",
             "vk": "not configured",

@@ -35,7 +35,7 @@ from switchboard.errors import (
 from switchboard.events import Event, to_json
 from switchboard.files import Attachment, FileRoots, attachments, new_file_path, safe_filename
 from switchboard.groupcommit import GroupCommit
-from switchboard.kept import KeptBodies
+from switchboard.kept import KeptBodies, Position
 from switchboard.models import (
     Agent,
     CallRecord,
@@ -98,6 +98,7 @@ __all__ = [
     "OutboundMessage",
     "Pacer",
     "PermanentSendError",
+    "Position",
     "Principal",
     "Queued",
     "Receipt",

@@ -102,3 +102,35 @@ class KeptBodies:
                 await self.ctx.transaction(functools.partial(forget, [i for i, _ in rows]))
             if self.after is not None:
                 await self.after()
+
+
+class Position:
+    """Where a channel stands in a provider's stream of updates (VK's long poll ``ts``,
+    MAX's ``marker``), kept in a table of the plugin's own with the columns ``name``
+    (string primary key) and ``value`` (string). Save it only after the updates before it
+    are stored: a restart goes on from there, losing nothing."""
+
+    def __init__(self, ctx: ChannelContext, table: sa.Table, name: str) -> None:
+        self.ctx = ctx
+        self.table = table
+        self.name = name
+
+    async def load(self) -> str | None:
+        t = self.table
+        query = sa.select(t.c.value).where(t.c.name == self.name)
+
+        def read(conn: sa.Connection) -> str | None:
+            value = conn.execute(query).scalar()
+            return str(value) if value is not None else None
+
+        return await self.ctx.transaction(read, write=False)
+
+    async def save(self, value: str) -> None:
+        t = self.table
+
+        def write(conn: sa.Connection) -> None:
+            updated = conn.execute(sa.update(t).where(t.c.name == self.name).values(value=value))
+            if updated.rowcount == 0:
+                conn.execute(sa.insert(t).values(name=self.name, value=value))
+
+        await self.ctx.transaction(write)

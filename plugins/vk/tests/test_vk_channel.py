@@ -109,9 +109,15 @@ def test_long_poll_stores_messages_with_files_and_saves_its_position(
         assert voice["mime_type"] == "audio/ogg" and Path(voice["path"]).read_bytes() == b"OggS"
         assert sticker["error"].startswith("download failed")
         assert got["unsupported"] == ["wall"]
-        with sb.store.read() as conn:
-            saved = conn.execute(sa.select(state_t.c.value).where(state_t.c.name == "ts")).scalar()
-        assert saved == "3"  # after the three updates, stored
+
+        def saved() -> str | None:
+            with sb.store.read() as conn:
+                query = sa.select(state_t.c.value).where(state_t.c.name == "ts")
+                return conn.execute(query).scalar()
+
+        assert until(
+            lambda: saved() == "3"
+        )  # after the three updates, stored  # after the three updates, stored
 
         vk.push(message_new(IVAN, "the contract, signed", 2, event="message_edit"))
         until(

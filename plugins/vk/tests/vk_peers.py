@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from switchboard import ChannelState
 from switchboard.app import create_app
 from switchboard.plugins import Plugins
 from switchboard.testing import RunningService, make_config, serve_in_thread
@@ -51,6 +52,9 @@ def vk_service(
     data = {"switchboard": core, "plugins": {"vk": vk_settings(vk, **extra)}}
     app = create_app(make_config(folder, data, {"vk": VkSettings}), plugins=plugins)
     with serve_in_thread(app) as running:
+        if "access_token" not in extra:  # a refused token never runs
+            channels = running.switchboard.channels
+            until(lambda: channels["vk"].state is ChannelState.RUNNING)
         if extra.get("mode", "longpoll") == "longpoll" and "access_token" not in extra:
             # VK's long poll starts from "now" when no position was saved: wait for it,
             # so updates pushed next are the channel's to read

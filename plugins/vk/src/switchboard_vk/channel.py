@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import hashlib
 import json
 import logging
@@ -28,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 from switchboard import (
     AddressBook,
@@ -43,6 +41,7 @@ from switchboard import (
     OutboundMessage,
     Pacer,
     PermanentSendError,
+    Position,
     Receipt,
     TransientSendError,
     new_file_path,
@@ -196,7 +195,8 @@ class VkChannel:
         assert self.ctx is not None
         backoff = Backoff(1.0, 60.0)
         server: dict[str, Any] = {}
-        ts = await self.ctx.transaction(functools.partial(_load, "ts"), write=False)
+        position = Position(self.ctx, state_t, "ts")
+        ts = await position.load()
         while True:
             try:
                 if not server:
@@ -233,7 +233,7 @@ class VkChannel:
             updates = _list(answer.get("updates"))
             await asyncio.gather(*(self.handle(u) for u in updates))
             ts = str(answer.get("ts") or ts)
-            await self.ctx.transaction(functools.partial(_save, "ts", ts))
+            await position.save(ts)
 
     # -- inbound: both --------------------------------------------------------------------
 
@@ -515,17 +515,6 @@ def _external_id(message: dict[str, Any]) -> str | None:
     if isinstance(peer, int) and isinstance(message.get("id"), int) and message["id"] > 0:
         return f"{peer}:id{message['id']}"
     return None
-
-
-def _load(name: str, conn: sa.Connection) -> str | None:
-    value = conn.execute(sa.select(state_t.c.value).where(state_t.c.name == name)).scalar()
-    return str(value) if value is not None else None
-
-
-def _save(name: str, value: str, conn: sa.Connection) -> None:
-    updated = conn.execute(sa.update(state_t).where(state_t.c.name == name).values(value=value))
-    if updated.rowcount == 0:
-        conn.execute(sa.insert(state_t).values(name=name, value=value))
 
 
 def _name_of(kind: str) -> str:
