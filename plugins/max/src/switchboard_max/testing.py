@@ -268,3 +268,24 @@ def message_callback(user_id: int, callback_id: str, payload: str, on_mid: str) 
             "body": {"mid": on_mid, "seq": 1, "text": "Pick one"},
         },
     }
+
+
+def runner_config(
+    folder: Path, api_url: str, database_url: str, *, settings: str = "", more: str = ""
+) -> Path:
+    """A configuration file for a runner with the MAX channel, its API at ``api_url``.
+    ``settings``: more ``[plugins.max]`` lines (``mode = "webhook"``...); ``more``: more
+    tables."""
+    config = folder / "max.toml"
+    config.write_text(f"""
+[switchboard]
+database_url = "{database_url}"
+[plugins.max]
+token = "{TOKEN}"
+api_url = "{api_url}"
+secret = "{SECRET}"
+webhook_url = "https://crm.example.com/max/webhook"
+{settings}
+{more}
+""")
+    return config
