@@ -33,7 +33,14 @@ from switchboard.errors import (
     Unavailable,
 )
 from switchboard.events import Event, to_json
-from switchboard.files import Attachment, FileRoots, attachments, new_file_path, safe_filename
+from switchboard.files import (
+    Attachment,
+    FileRoots,
+    attachments,
+    download_file,
+    new_file_path,
+    safe_filename,
+)
 from switchboard.groupcommit import GroupCommit
 from switchboard.kept import KeptBodies, Position
 from switchboard.models import (
@@ -118,6 +125,7 @@ __all__ = [
     "VoiceChannel",
     "attachments",
     "can_hear",
+    "download_file",
     "hookimpl",
     "load_config",
     "new_file_path",

@@ -8,6 +8,7 @@ checked to lie inside the folder before anything is written.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import unicodedata
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 
 #: Bytes of a cleaned file name (UTF-8); file systems take 255, the id prefix needs room.
 MAX_NAME_BYTES = 150
@@ -135,3 +137,48 @@ def shown_as(mime_type: str | None) -> str | None:
     if mime_type and INLINE.fullmatch(mime_type.lower()):
         return mime_type.partition("/")[0].lower()
     return None
+
+
+async def download_file(
+    http: httpx.AsyncClient,
+    url: str,
+    info: dict[str, Any],
+    *,
+    folder: Path,
+    limit: int,
+    setting: str = "max_file_bytes",
+    fallback: str = "file",
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Download a file a message carries into a new file under ``folder`` (named from
+    ``info["file_name"]`` cleaned, else ``fallback``: :func:`new_file_path`), streamed and
+    cut off at ``limit`` bytes, and note the outcome in ``info`` (returned): ``path`` and
+    ``size``; or ``skipped`` when it is larger than ``limit`` (declared in ``info["size"]``
+    or found while streaming; ``setting`` names the limit in the reason); or ``error``
+    with the reason. Never raises for the download: the message is stored either way."""
+    reason = f"larger than {setting} ({limit})"
+    declared = info.get("size")
+    if isinstance(declared, int) and declared > limit:
+        info["skipped"] = reason
+        return info
+    try:
+        target = await asyncio.to_thread(new_file_path, folder, info.get("file_name"), fallback)
+        size = 0
+        async with http.stream("GET", url, headers=headers) as response:
+            response.raise_for_status()
+            with target.open("wb") as out:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        break
+                    out.write(chunk)
+        if size > limit:  # the declared size was wrong, or there was none
+            await asyncio.to_thread(target.unlink)
+            info["skipped"] = reason
+            return info
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        info["error"] = f"download failed: {type(exc).__name__}: {str(exc)[:200]}"
+        return info
+    info["path"] = str(target)
+    info["size"] = size
+    return info

@@ -44,7 +44,7 @@ from switchboard import (
     Position,
     Receipt,
     TransientSendError,
-    new_file_path,
+    download_file,
 )
 from switchboard_vk.settings import VkSettings
 from switchboard_vk.tables import callback_t, state_t
@@ -373,37 +373,17 @@ class VkChannel:
             images = [i for i in _list(body.get("images")) if isinstance(i, dict)]
             best = max(images, key=lambda i: _int(i.get("width")), default={})
             url, info["mime_type"] = best.get("url"), "image/png"
-        limit = self.settings.max_file_bytes
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             info["error"] = "no file URL"
             return info
-        if isinstance(info.get("size"), int) and info["size"] > limit:
-            info["skipped"] = f"larger than max_file_bytes ({limit})"
-            return info
-        folder = self.ctx.files_dir(self.settings.files_dir)
-        try:
-            target = await asyncio.to_thread(
-                new_file_path, folder, info.get("file_name") or _name_of(kind), kind
-            )
-            size = 0
-            async with self.http.stream("GET", url) as response:
-                response.raise_for_status()
-                with target.open("wb") as out:
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > limit:
-                            break
-                        out.write(chunk)
-            if size > limit:
-                await asyncio.to_thread(target.unlink)
-                info["skipped"] = f"larger than max_file_bytes ({limit})"
-                return info
-        except (httpx.HTTPError, OSError, ValueError) as exc:
-            info["error"] = f"download failed: {type(exc).__name__}: {str(exc)[:200]}"
-            return info
-        info["path"] = str(target)
-        info["size"] = size
-        return info
+        return await download_file(
+            self.http,
+            url,
+            info,
+            folder=self.ctx.files_dir(self.settings.files_dir),
+            limit=self.settings.max_file_bytes,
+            fallback=_name_of(kind),
+        )
 
     # -- outbound -------------------------------------------------------------------------
 

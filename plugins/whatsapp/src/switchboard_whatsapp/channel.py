@@ -15,7 +15,6 @@ after the customer's last message); templates are always allowed.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -54,7 +53,7 @@ from switchboard import (
     PermanentSendError,
     Receipt,
     TransientSendError,
-    new_file_path,
+    download_file,
 )
 from switchboard_whatsapp.settings import WhatsAppSettings
 from switchboard_whatsapp.tables import early_status_t, webhook_t
@@ -304,36 +303,22 @@ class WhatsAppChannel:
             "mime_type": clean(media.get("mime_type"), 128),
             "file_name": clean(media.get("filename"), NAME_MAX),
         }
-        limit = self.settings.max_file_bytes
         try:
             found = await self.client.api.get_media_url(str(media["id"]))
-            declared = found.get("file_size")
-            info["size"] = declared
-            if isinstance(declared, int) and declared > limit:
-                info["skipped"] = f"larger than max_file_bytes ({limit})"
-                return info
-            folder = self.ctx.files_dir(self.settings.files_dir)
-            target = await asyncio.to_thread(new_file_path, folder, info["file_name"], kind)
-            size = 0
-            headers = {"Authorization": f"Bearer {self.settings.access_token}"}
-            async with self.http.stream("GET", str(found["url"]), headers=headers) as response:
-                response.raise_for_status()
-                with target.open("wb") as out:
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > limit:
-                            break
-                        out.write(chunk)
-            if size > limit:  # the declared size was wrong
-                await asyncio.to_thread(target.unlink)
-                info["skipped"] = f"larger than max_file_bytes ({limit})"
-                return info
-        except (WhatsAppError, httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            url = str(found["url"])
+        except (WhatsAppError, httpx.HTTPError, KeyError, ValueError) as exc:
             info["error"] = f"download failed: {type(exc).__name__}: {str(exc)[:200]}"
             return info
-        info["path"] = str(target)
-        info["size"] = size
-        return info
+        info["size"] = found.get("file_size")
+        return await download_file(
+            self.http,
+            url,
+            info,
+            folder=self.ctx.files_dir(self.settings.files_dir),
+            limit=self.settings.max_file_bytes,
+            fallback=kind,
+            headers={"Authorization": f"Bearer {self.settings.access_token}"},
+        )
 
     async def _status(self, status: Any) -> None:
         assert self.ctx is not None
