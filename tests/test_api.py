@@ -525,3 +525,33 @@ def test_a_channel_installed_but_not_configured_refuses_messages(tmp_path: Path)
         )
         assert r.status_code == 422
         assert "installed but not configured" in r.text and "[plugins.fax]" in r.text
+
+
+def test_merging_joins_the_card_that_holds_an_address(service: Service) -> None:
+    with service.client("anna") as c:
+        vk_user = c.post(
+            "/api/contacts", json={"name": "Ivan (TG)", "addresses": ["telegram:1001"]}
+        )
+        caller = c.post(
+            "/api/contacts", json={"name": "Ivan Petrov", "addresses": ["+7 916 123-45-67"]}
+        )
+        assert vk_user.status_code == caller.status_code == 201, vk_user.text
+        vk_id, caller_id = vk_user.json()["id"], caller.json()["id"]
+        sms = service.channels["sms"]
+        service.running.call(sms.inject(InboundMessage("m1", "+79161234567", text="hi")))
+        # the Telegram user wrote their phone number: an agent joins the cards
+        merged = c.post(f"/api/contacts/{vk_id}/merge", json={"address": "8 916 123 45 67"})
+        assert merged.status_code == 200, merged.text
+        assert merged.json()["id"] == vk_id
+        assert set(merged.json()["addresses"]) == {"telegram:1001", "phone:+79161234567"}
+        assert c.get(f"/api/contacts/{caller_id}").status_code == 404
+        items = c.get(f"/api/contacts/{vk_id}/timeline").json()["items"]
+        assert [i["text"] for i in items] == ["hi"]  # the other card's timeline moved
+        added = c.post(f"/api/contacts/{vk_id}/merge", json={"address": "ivan@example.com"})
+        assert "email:ivan@example.com" in added.json()["addresses"]  # nobody held it
+        bad = c.post(f"/api/contacts/{vk_id}/merge", json={"address": "phone:hello"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body.address"]
+        assert (
+            c.post("/api/contacts/999999/merge", json={"address": "+79160000000"}).status_code
+            == 404
+        )

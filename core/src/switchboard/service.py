@@ -85,6 +85,8 @@ class ServiceAPI:
         templates: Templates
         file_roots: FileRoots
 
+        async def link_addresses(self, known: Address, new: Address) -> Contact: ...
+
     def parse_address(self, raw: Address | str) -> Address:
         """An address in its normal form (``+7 495 ...`` → ``phone:+7495...``); ``Invalid``
         when it cannot be read."""
@@ -148,6 +150,17 @@ class ServiceAPI:
         return await asyncio.to_thread(
             self.store.update_contact, contact_id, values=values, add=added, remove=removed
         )
+
+    async def merge_into(self, contact_id: int, address: Address | str) -> Contact:
+        """The person of ``contact_id`` also has ``address`` (a phone number a messenger
+        user wrote, another email): the card that holds it, when another, is merged into
+        this one (its timeline and addresses move, the other card is gone); otherwise the
+        address is added. ``NotFound``, ``Invalid``."""
+        contact = await self.contact(contact_id)
+        new = self.parse_address(address)
+        if not contact.addresses:  # nothing to link through: the address is simply added
+            return await self.update_contact(contact_id, add=[new])
+        return await self.link_addresses(contact.addresses[0], new)
 
     async def timeline(
         self, contact_id: int, *, limit: int = 50, before: int | None = None

@@ -313,6 +313,21 @@ def test_the_console_shows_vk_messages_with_the_channels_badge(tmp_path: Path) -
                 assert csrf is not None
                 c.post("/console/login", data={"token": TOKENS["alice"], "csrf": csrf.group(1)})
                 page = c.get(f"/console/contacts/{contact.id}").text
+                # Ivan wrote his phone number: the agent joins the card of his calls to this one
+                sb = service.switchboard
+                called = service.call(
+                    sb.create_contact("Ivan (called)", [Address("phone", "+79161234567")])
+                )
+                token = re.search(r'name="csrf" value="([^"]+)"', page)
+                assert token is not None
+                joined = c.post(
+                    f"/console/contacts/{contact.id}/merge",
+                    data={"csrf": token.group(1), "address": "+7 916 123-45-67"},
+                )
+                assert joined.status_code == 303 and "error" not in joined.headers["location"]
+            merged = sb.store.find_contact(Address("phone", "+79161234567"))
+            assert merged is not None and merged.id == contact.id
+            assert sb.store.get_contact(called.id) is None
     assert "Привет из VK" in page
     assert '<span class="channel ch-vk" title="vk" data-testid="channel">VK</span>' in page
     assert 'value="vk|vk:1001"' in page  # an agent can answer on VK from the card

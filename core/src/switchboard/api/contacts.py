@@ -94,6 +94,18 @@ async def get_contact(contact_id: RowId, sb: Core, who: Caller) -> dict[str, Any
     return card
 
 
+class MergeIn(Body):
+    address: str = Field(max_length=320, description="an address of the same person")
+
+
+@router.post("/contacts/{contact_id}/merge")
+async def merge_contact(contact_id: RowId, body: MergeIn, sb: Core, who: Caller) -> dict[str, Any]:
+    """The contact also has ``address``: the card that holds it is merged into this one
+    (timeline and addresses move), or the address is added; the merged contact."""
+    merged = await sb.merge_into(contact_id, parse_address(sb, body.address, "body.address"))
+    return to_json(merged)  # type: ignore[no-any-return]
+
+
 @router.patch("/contacts/{contact_id}")
 async def patch_contact(
     contact_id: RowId, body: ContactPatch, sb: Core, who: Caller

@@ -433,6 +433,21 @@ def build_router(console: Console) -> APIRouter:
             return console.redirect(back, ("error", str(exc)))
         return console.redirect(back, ("ok", "saved"))
 
+    @router.post("/contacts/{contact_id}/merge")
+    async def merge(
+        contact_id: int,
+        session: Checked,
+        sb: web.Core,
+        address: Annotated[str, Form()],
+    ) -> Response:
+        """The person also has this address: the card holding it joins this one."""
+        back = f"/console/contacts/{contact_id}"
+        try:
+            await sb.merge_into(contact_id, address.strip())
+        except SwitchboardError as exc:
+            return console.redirect(back, ("error", str(exc)))
+        return console.redirect(back, ("ok", "saved"))
+
     @router.post("/contacts/{contact_id}/call")
     async def call(
         contact_id: int,
