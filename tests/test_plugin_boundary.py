@@ -18,6 +18,7 @@ PUBLIC_MODULES = {
     "switchboard.conformance",
     "switchboard.web",
     "switchboard.views",
+    "switchboard.outside",
 }
 
 

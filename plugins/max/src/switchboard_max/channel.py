@@ -23,7 +23,6 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -45,6 +44,7 @@ from switchboard import (
     TransientSendError,
     download_file,
 )
+from switchboard.outside import as_dict, as_float, as_list, as_time, clean
 from switchboard_max.settings import MaxSettings
 from switchboard_max.tables import state_t, webhook_t
 
@@ -64,13 +64,6 @@ def normalize_max(raw: str, book: AddressBook) -> str:
     if not USER_ID.fullmatch(value):
         raise AddressError(raw[:40], "expected a numeric MAX user id", "max")
     return value
-
-
-def clean(text: Any, limit: int) -> str | None:
-    """Outside text made safe to store: a string, no NUL, at most ``limit`` characters."""
-    if not isinstance(text, str):
-        return None
-    return text.replace("\x00", "")[:limit]
 
 
 class MaxError(Exception):
@@ -115,7 +108,7 @@ class MaxApi:
         except ValueError:
             answer = None
         if response.status_code >= 400:
-            error = _dict(answer)
+            error = as_dict(answer)
             raise MaxError(
                 response.status_code,
                 str(error.get("code") or "error")[:100],
@@ -151,10 +144,10 @@ class MaxChannel:
         self.api = MaxApi(settings, self.http)
         self.pacer = Pacer(settings.requests_per_second, settings.per_recipient_seconds)
         try:  # a wrong token fails the start, shown in /api/health
-            me = _dict(await self.api.call("GET", "/me"))
+            me = as_dict(await self.api.call("GET", "/me"))
             self.bot_id = me.get("user_id") if isinstance(me.get("user_id"), int) else None
             if settings.mode == "webhook":
-                answer = _dict(
+                answer = as_dict(
                     await self.api.call(
                         "POST",
                         "/subscriptions",
@@ -215,7 +208,7 @@ class MaxChannel:
         while True:
             asked = asyncio.get_running_loop().time()
             try:
-                answer = _dict(
+                answer = as_dict(
                     await self.api.call(
                         "GET",
                         "/updates",
@@ -234,7 +227,7 @@ class MaxChannel:
                 await asyncio.sleep(delay)
                 continue
             backoff.succeeded()
-            updates = _list(answer.get("updates"))
+            updates = as_list(answer.get("updates"))
             await asyncio.gather(*(self.handle(u) for u in updates))
             if answer.get("marker") is not None:
                 marker = str(answer["marker"])
@@ -252,8 +245,8 @@ class MaxChannel:
             await self.ctx.quarantine("update", "an update that is not an object", update)
             return
         kind = update.get("update_type")
-        message = _dict(update.get("message"))
-        ident = clean(_dict(message.get("body")).get("mid"), 255)
+        message = as_dict(update.get("message"))
+        ident = clean(as_dict(message.get("body")).get("mid"), 255)
         try:
             if kind == "message_created":
                 inbound = await self.inbound(message)
@@ -262,7 +255,7 @@ class MaxChannel:
             elif kind == "message_edited":
                 await self.ctx.edit(await self.inbound(message))
             elif kind == "message_callback":
-                ident = clean(_dict(update.get("callback")).get("callback_id"), 255)
+                ident = clean(as_dict(update.get("callback")).get("callback_id"), 255)
                 await self._callback(update)
             else:
                 log.debug("MAX update %r ignored", str(kind)[:40])
@@ -271,22 +264,22 @@ class MaxChannel:
 
     async def inbound(self, message: dict[str, Any]) -> InboundMessage:
         """The message to store for a MAX ``Message`` object."""
-        body = _dict(message.get("body"))
+        body = as_dict(message.get("body"))
         mid = body.get("mid")
         if not isinstance(mid, str) or not 0 < len(mid) <= 255:
             raise ValueError("a message id (body.mid) of 1 to 255 characters")
-        sender = _dict(message.get("sender"))
+        sender = as_dict(message.get("sender"))
         user = sender.get("user_id")
         if not isinstance(user, int) or user <= 0 or sender.get("is_bot"):
             raise ValueError("not from a user (sender.user_id)")
         meta: dict[str, Any] = {"max_mid": mid, "seq": body.get("seq")}
-        recipient = _dict(message.get("recipient"))
+        recipient = as_dict(message.get("recipient"))
         if recipient.get("chat_type") not in (None, "dialog"):
             meta["chat_id"] = recipient.get("chat_id")
-        link = _dict(message.get("link"))
+        link = as_dict(message.get("link"))
         if link.get("type") == "reply":
-            meta["reply_to"] = clean(_dict(link.get("message")).get("mid"), 255)
-        attachments = [a for a in _list(body.get("attachments")) if isinstance(a, dict)]
+            meta["reply_to"] = clean(as_dict(link.get("message")).get("mid"), 255)
+        attachments = [a for a in as_list(body.get("attachments")) if isinstance(a, dict)]
         files = [await self._download(a) for a in attachments[:10] if a.get("type") in MEDIA]
         if files:
             meta["attachments"] = files
@@ -296,8 +289,8 @@ class MaxChannel:
         located = [a for a in attachments if a.get("type") == "location"]
         if located:
             meta["location"] = {
-                "latitude": _number(located[0].get("latitude")),
-                "longitude": _number(located[0].get("longitude")),
+                "latitude": as_float(located[0].get("latitude")),
+                "longitude": as_float(located[0].get("longitude")),
             }
         text = clean(body.get("text"), TEXT_MAX) or None
         if text is None and shared:
@@ -313,7 +306,7 @@ class MaxChannel:
             text=text,
             sender_name=name or None,
             meta=meta,
-            received_at=_when(message.get("timestamp")),
+            received_at=as_time(message.get("timestamp"), 1000),
         )
 
     async def _link_own_contact(self, message: dict[str, Any], inbound: InboundMessage) -> None:
@@ -321,7 +314,7 @@ class MaxChannel:
         phone number: it joins their card (the card of that number's calls, if there is
         one)."""
         assert self.ctx is not None
-        user = _dict(message.get("sender")).get("user_id")
+        user = as_dict(message.get("sender")).get("user_id")
         for shared in inbound.meta.get("contacts", []):
             if shared.get("user_id") != user:
                 continue
@@ -337,8 +330,8 @@ class MaxChannel:
         answered, so their app stops waiting."""
         assert self.ctx is not None
         assert self.api is not None
-        callback = _dict(update.get("callback"))
-        ident, user = callback.get("callback_id"), _dict(callback.get("user"))
+        callback = as_dict(update.get("callback"))
+        ident, user = callback.get("callback_id"), as_dict(callback.get("user"))
         if not isinstance(ident, str) or not isinstance(user.get("user_id"), int):
             raise ValueError("a callback without callback_id or user")
         payload = clean(callback.get("payload"), 1000) or ""
@@ -354,10 +347,10 @@ class MaxChannel:
                 meta={
                     "callback": payload,
                     "on_message": clean(
-                        _dict(_dict(update.get("message")).get("body")).get("mid"), 255
+                        as_dict(as_dict(update.get("message")).get("body")).get("mid"), 255
                     ),
                 },
-                received_at=_when(callback.get("timestamp")),
+                received_at=as_time(callback.get("timestamp"), 1000),
             )
         )
         if received.duplicate:
@@ -375,7 +368,7 @@ class MaxChannel:
         assert self.ctx is not None
         assert self.http is not None
         kind = str(attachment["type"])
-        payload = _dict(attachment.get("payload"))
+        payload = as_dict(attachment.get("payload"))
         info: dict[str, Any] = {"kind": kind}
         if kind == "file":
             info["file_name"] = clean(attachment.get("filename"), NAME_MAX)
@@ -414,7 +407,7 @@ class MaxChannel:
             if attachments:
                 body["attachments"] = attachments
             await self.pacer.wait(user)
-            answer = _dict(
+            answer = as_dict(
                 await self.api.call("POST", "/messages", params={"user_id": user}, body=body)
             )
         except Invalid as exc:
@@ -428,7 +421,7 @@ class MaxChannel:
             raise PermanentSendError(str(exc)) from None
         except httpx.HTTPError as exc:
             raise TransientSendError(f"{type(exc).__name__}: {exc}") from None
-        mid = _dict(_dict(answer.get("message")).get("body")).get("mid")
+        mid = as_dict(as_dict(answer.get("message")).get("body")).get("mid")
         if not isinstance(mid, str) or not mid:
             raise PermanentSendError(f"MAX answered without a message id: {str(answer)[:200]}")
         return Receipt(external_id=mid)
@@ -445,7 +438,7 @@ class MaxChannel:
             "image" if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif", ".webp") else "file"
         )
         await self.pacer.wait(user)
-        slot = _dict(await self.api.call("POST", "/uploads", params={"type": kind}))
+        slot = as_dict(await self.api.call("POST", "/uploads", params={"type": kind}))
         url = slot.get("url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise MaxError(502, "upload", "no upload URL")
@@ -453,7 +446,7 @@ class MaxChannel:
         response = await self.http.post(url, files={"data": (path.name, data)})
         if response.status_code >= 400:
             raise MaxError(response.status_code, "upload", response.text[:200])
-        uploaded = _dict(response.json())
+        uploaded = as_dict(response.json())
         if kind == "image":
             return {"type": "image", "payload": uploaded}  # {"photos": {...}} as given
         token = uploaded.get("token") or slot.get("token")
@@ -478,9 +471,9 @@ def _keyboard(spec: Any) -> dict[str, Any]:
 
 def _contact(attachment: dict[str, Any]) -> dict[str, Any]:
     """A shared contact: its name, phone numbers (from the vCard) and MAX user id."""
-    payload = _dict(attachment.get("payload"))
+    payload = as_dict(attachment.get("payload"))
     vcf = clean(payload.get("vcf_info"), 5000) or ""
-    info = _dict(payload.get("max_info"))
+    info = as_dict(payload.get("max_info"))
     phones = [clean(m.strip(), 40) or "" for m in TEL.findall(vcf)][:10]
     name = next(
         (line[3:].strip() for line in vcf.splitlines() if line.upper().startswith("FN:")), ""
@@ -490,25 +483,3 @@ def _contact(attachment: dict[str, Any]) -> dict[str, Any]:
         "phones": phones,
         "user_id": info.get("user_id") if isinstance(info.get("user_id"), int) else None,
     }
-
-
-def _when(raw: Any) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(int(raw) / 1000, UTC)  # MAX counts milliseconds
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
-
-
-def _number(raw: Any) -> float | None:
-    try:
-        return float(raw)
-    except (TypeError, ValueError):
-        return None
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}

@@ -23,7 +23,6 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -46,6 +45,7 @@ from switchboard import (
     TransientSendError,
     download_file,
 )
+from switchboard.outside import as_dict, as_list, as_time, clean
 from switchboard_vk.settings import VkSettings
 from switchboard_vk.tables import callback_t, state_t
 
@@ -67,13 +67,6 @@ def normalize_vk(raw: str, book: AddressBook) -> str:
     if not USER_ID.fullmatch(value):
         raise AddressError(raw[:40], "expected a numeric VK user id", "vk")
     return value
-
-
-def clean(text: Any, limit: int) -> str | None:
-    """Outside text made safe to store: a string, no NUL, at most ``limit`` characters."""
-    if not isinstance(text, str):
-        return None
-    return text.replace("\x00", "")[:limit]
 
 
 class VkError(Exception):
@@ -107,7 +100,7 @@ class VkApi:
         if not isinstance(body, dict):
             raise VkError(10, f"an answer of {method} that is not an object")
         if "error" in body:
-            error = _dict(body["error"])
+            error = as_dict(body["error"])
             code = error.get("error_code")
             raise VkError(code if isinstance(code, int) else 1, str(error.get("error_msg"))[:500])
         return body.get("response")
@@ -213,7 +206,7 @@ class VkChannel:
                         "wait": self.settings.long_poll_wait,
                     },
                 )
-                answer = _dict(response.json())
+                answer = as_dict(response.json())
             except (VkError, httpx.HTTPError, ValueError, KeyError) as exc:
                 delay = backoff.failed()
                 self.ctx.logger.warning("long poll failed (%s); again in %.1fs", exc, delay)
@@ -230,7 +223,7 @@ class VkChannel:
                         ts = None
                     server = {}
                 continue
-            updates = _list(answer.get("updates"))
+            updates = as_list(answer.get("updates"))
             await asyncio.gather(*(self.handle(u) for u in updates))
             ts = str(answer.get("ts") or ts)
             await position.save(ts)
@@ -244,11 +237,11 @@ class VkChannel:
         if not isinstance(update, dict):
             await self.ctx.quarantine("update", "an update that is not an object", update)
             return
-        kind, obj = update.get("type"), _dict(update.get("object"))
+        kind, obj = update.get("type"), as_dict(update.get("object"))
         if kind not in ("message_new", "message_edit", "message_reply"):
             log.debug("VK update %r ignored", str(kind)[:40])
             return
-        message = _dict(obj.get("message")) if kind == "message_new" else obj
+        message = as_dict(obj.get("message")) if kind == "message_new" else obj
         ident = _external_id(message)
         try:
             if kind == "message_reply":
@@ -294,14 +287,14 @@ class VkChannel:
             meta["payload"] = clean(message["payload"], 1000)
         files = [
             await self._download(a)
-            for a in _list(message.get("attachments"))[:10]
+            for a in as_list(message.get("attachments"))[:10]
             if isinstance(a, dict) and a.get("type") in MEDIA
         ]
         if files:
             meta["attachments"] = files
         others = [
             str(a.get("type"))[:32]
-            for a in _list(message.get("attachments"))
+            for a in as_list(message.get("attachments"))
             if isinstance(a, dict) and a.get("type") not in MEDIA
         ]
         if others:
@@ -315,7 +308,7 @@ class VkChannel:
             text=text,
             sender_name=await self._name(sender),
             meta=meta,
-            received_at=_when(message.get("date")),
+            received_at=as_time(message.get("date")),
         )
 
     async def _name(self, user_id: int) -> str | None:
@@ -338,8 +331,8 @@ class VkChannel:
             log.info("users.get for %d users failed: %s", len(wanted), exc)
             return ["" for _ in ids]
         names = {}
-        for user in _list(users):
-            user = _dict(user)
+        for user in as_list(users):
+            user = as_dict(user)
             full = f"{user.get('first_name') or ''} {user.get('last_name') or ''}".strip()
             names[user.get("id")] = clean(full, NAME_MAX) or ""
         return [names.get(i, "") for i in ids]
@@ -351,11 +344,11 @@ class VkChannel:
         assert self.ctx is not None
         assert self.http is not None
         kind = str(attachment["type"])
-        body = _dict(attachment.get(kind))
+        body = as_dict(attachment.get(kind))
         info: dict[str, Any] = {"kind": kind}
         url: Any = None
         if kind == "photo":
-            sizes = [s for s in _list(body.get("sizes")) if isinstance(s, dict)]
+            sizes = [s for s in as_list(body.get("sizes")) if isinstance(s, dict)]
             best = max(
                 sizes, key=lambda s: _int(s.get("width")) * _int(s.get("height")), default={}
             )
@@ -370,7 +363,7 @@ class VkChannel:
                 body.get("duration") if isinstance(body.get("duration"), int) else None
             )
         else:  # sticker
-            images = [i for i in _list(body.get("images")) if isinstance(i, dict)]
+            images = [i for i in as_list(body.get("images")) if isinstance(i, dict)]
             best = max(images, key=lambda i: _int(i.get("width")), default={})
             url, info["mime_type"] = best.get("url"), "image/png"
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
@@ -436,7 +429,7 @@ class VkChannel:
         if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif"):
             await self.pacer.wait(str(peer))
             server = await self.api.call("photos.getMessagesUploadServer", peer_id=peer)
-            uploaded = _dict(await self._post_file(server, "photo", path.name, data))
+            uploaded = as_dict(await self._post_file(server, "photo", path.name, data))
             await self.pacer.wait(str(peer))
             saved = await self.api.call(
                 "photos.saveMessagesPhoto",
@@ -444,20 +437,22 @@ class VkChannel:
                 photo=uploaded.get("photo"),
                 hash=uploaded.get("hash"),
             )
-            photo = _dict(_list(saved)[0] if _list(saved) else None)
+            photo = as_dict(as_list(saved)[0] if as_list(saved) else None)
             key = f"_{photo['access_key']}" if photo.get("access_key") else ""
             return f"photo{photo['owner_id']}_{photo['id']}{key}"
         await self.pacer.wait(str(peer))
         server = await self.api.call("docs.getMessagesUploadServer", peer_id=peer, type="doc")
-        uploaded = _dict(await self._post_file(server, "file", path.name, data))
+        uploaded = as_dict(await self._post_file(server, "file", path.name, data))
         await self.pacer.wait(str(peer))
-        saved = _dict(await self.api.call("docs.save", file=uploaded.get("file"), title=path.name))
-        doc = _dict(saved.get("doc"))
+        saved = as_dict(
+            await self.api.call("docs.save", file=uploaded.get("file"), title=path.name)
+        )
+        doc = as_dict(saved.get("doc"))
         return f"doc{doc['owner_id']}_{doc['id']}"
 
     async def _post_file(self, server: Any, field: str, name: str, data: bytes) -> Any:
         assert self.http is not None
-        url = _dict(server).get("upload_url")
+        url = as_dict(server).get("upload_url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise VkError(10, "no upload_url")
         response = await self.http.post(url, files={field: (name, data)})
@@ -503,24 +498,9 @@ def _name_of(kind: str) -> str:
     )
 
 
-def _when(raw: Any) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(int(raw), UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
-
-
 def _area(size: dict[str, Any]) -> int:
     return _int(size.get("width")) * _int(size.get("height"))
 
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}

@@ -55,6 +55,7 @@ from switchboard import (
     TransientSendError,
     download_file,
 )
+from switchboard.outside import as_dict, as_float, as_list, as_time, clean
 from switchboard_whatsapp.settings import WhatsAppSettings
 from switchboard_whatsapp.tables import early_status_t, webhook_t
 
@@ -84,13 +85,6 @@ def normalize_bsuid(raw: str, book: AddressBook) -> str:
     if not BSUID.fullmatch(value):
         raise AddressError(raw[:40], "not a WhatsApp user id", "whatsapp")
     return value
-
-
-def clean(text: Any, limit: int) -> str | None:
-    """Outside text made safe to store: a string, no NUL, at most ``limit`` characters."""
-    if not isinstance(text, str):
-        return None
-    return text.replace("\x00", "")[:limit]
 
 
 class GraphTransport(httpx.AsyncBaseTransport):
@@ -193,18 +187,18 @@ class WhatsAppChannel:
         are stored."""
         assert self.ctx is not None
         items = 0
-        for entry in _list(payload.get("entry")):
-            for change in _list(_dict(entry).get("changes")):
-                value = _dict(_dict(change).get("value"))
+        for entry in as_list(payload.get("entry")):
+            for change in as_list(as_dict(entry).get("changes")):
+                value = as_dict(as_dict(change).get("value"))
                 names = {
-                    str(c.get("wa_id") or c.get("user_id")): _dict(c)
-                    for c in _list(value.get("contacts"))
+                    str(c.get("wa_id") or c.get("user_id")): as_dict(c)
+                    for c in as_list(value.get("contacts"))
                     if isinstance(c, dict)
                 }
-                for message in _list(value.get("messages")):
+                for message in as_list(value.get("messages")):
                     items += 1
                     await self._one(message, names)
-                for status in _list(value.get("statuses")):
+                for status in as_list(value.get("statuses")):
                     items += 1
                     await self._status(status)
         return items
@@ -244,7 +238,7 @@ class WhatsAppChannel:
         if isinstance(message.get("context"), dict):
             meta["reply_to"] = clean(message["context"].get("id"), 255)
         text: str | None = None
-        body = _dict(message.get(kind))
+        body = as_dict(message.get(kind))
         if kind == "text":
             text = clean(body.get("body"), TEXT_MAX)
         elif kind in MEDIA:
@@ -252,18 +246,18 @@ class WhatsAppChannel:
             meta["attachment"] = await self._download(body, kind)
         elif kind == "location":
             meta["location"] = {
-                "latitude": _number(body.get("latitude")),
-                "longitude": _number(body.get("longitude")),
+                "latitude": as_float(body.get("latitude")),
+                "longitude": as_float(body.get("longitude")),
                 "name": clean(body.get("name"), NAME_MAX),
                 "address": clean(body.get("address"), 500),
             }
             text = meta["location"]["name"] or f"{body.get('latitude')}, {body.get('longitude')}"
         elif kind == "contacts":
-            shared = [_shared_contact(c) for c in _list(message.get("contacts"))[:20]]
+            shared = [_shared_contact(c) for c in as_list(message.get("contacts"))[:20]]
             meta["contacts"] = shared
             text = "; ".join(f"{c['name']} {' '.join(c['phones'])}".strip() for c in shared)
         elif kind == "interactive":
-            reply = _dict(body.get("button_reply") or body.get("list_reply"))
+            reply = as_dict(body.get("button_reply") or body.get("list_reply"))
             meta["reply"] = {
                 "id": clean(reply.get("id"), 256),
                 "title": clean(reply.get("title"), 256),
@@ -278,7 +272,7 @@ class WhatsAppChannel:
         else:  # a type this channel does not know yet: kept as a placeholder, never lost
             text = f"[{kind} message]"
             meta["unsupported"] = True
-        profile = _dict(contact.get("profile"))
+        profile = as_dict(contact.get("profile"))
         return (
             InboundMessage(
                 external_id=ident,
@@ -286,7 +280,7 @@ class WhatsAppChannel:
                 text=text,
                 sender_name=clean(profile.get("name"), NAME_MAX) or None,
                 meta=meta,
-                received_at=_when(message.get("timestamp")),
+                received_at=as_time(message.get("timestamp")),
             ),
             bsuid if isinstance(bsuid, str) and BSUID.fullmatch(bsuid) else None,
         )
@@ -330,7 +324,7 @@ class WhatsAppChannel:
             return  # "sent" adds nothing: the outbox marked it sent when the API took it
         error = None
         if state == "failed":
-            errors = [_dict(e) for e in _list(status.get("errors"))]
+            errors = [as_dict(e) for e in as_list(status.get("errors"))]
             error = ("; ".join(_error_text(e) for e in errors) or "failed (no reason given)")[:1000]
         if await self._apply(ident, state, error):
             return
@@ -509,37 +503,37 @@ def interactive_args(spec: Any) -> dict[str, Any]:
             raise Invalid("interactive.buttons: 1 to 3 buttons")
         out["buttons"] = [
             Button(
-                title=_bounded(_dict(b).get("title"), 20, "interactive.buttons[].title"),
-                callback_data=_bounded(_dict(b).get("id"), 256, "interactive.buttons[].id"),
+                title=_bounded(as_dict(b).get("title"), 20, "interactive.buttons[].title"),
+                callback_data=_bounded(as_dict(b).get("id"), 256, "interactive.buttons[].id"),
             )
             for b in buttons
         ]
         return out
-    menu = _dict(spec.get("list"))
+    menu = as_dict(spec.get("list"))
     sections = menu.get("sections")
     if not isinstance(sections, list) or not 1 <= len(sections) <= 10:
         raise Invalid("interactive: buttons, or a list with 1 to 10 sections")
-    rows = [r for sec in sections for r in _list(_dict(sec).get("rows"))]
+    rows = [r for sec in sections for r in as_list(as_dict(sec).get("rows"))]
     if not 1 <= len(rows) <= 10:
         raise Invalid("interactive.list: 1 to 10 rows in all")
     out["buttons"] = SectionList(
         button_title=_bounded(menu.get("button"), 20, "interactive.list.button"),
         sections=[
             Section(
-                title=_bounded(_dict(sec).get("title"), 24, "interactive.list.sections[].title")
-                if len(sections) > 1 or _dict(sec).get("title") is not None
+                title=_bounded(as_dict(sec).get("title"), 24, "interactive.list.sections[].title")
+                if len(sections) > 1 or as_dict(sec).get("title") is not None
                 else "",
                 rows=[
                     SectionRow(
-                        title=_bounded(_dict(r).get("title"), 24, "rows[].title"),
-                        callback_data=_bounded(_dict(r).get("id"), 200, "rows[].id"),
+                        title=_bounded(as_dict(r).get("title"), 24, "rows[].title"),
+                        callback_data=_bounded(as_dict(r).get("id"), 200, "rows[].id"),
                         description=(
-                            _bounded(_dict(r)["description"], 72, "rows[].description")
-                            if _dict(r).get("description") is not None
+                            _bounded(as_dict(r)["description"], 72, "rows[].description")
+                            if as_dict(r).get("description") is not None
                             else None
                         ),
                     )
-                    for r in _list(_dict(sec).get("rows"))
+                    for r in as_list(as_dict(sec).get("rows"))
                 ],
             )
             for sec in sections
@@ -602,36 +596,14 @@ def _why(exc: WhatsAppError) -> str:
 
 
 def _error_text(error: dict[str, Any]) -> str:
-    data = _dict(error.get("error_data"))
+    data = as_dict(error.get("error_data"))
     details = data.get("details")
     text = f"{error.get('code')} {error.get('title') or error.get('message') or ''}".strip()
     return f"{text}: {details}" if details else text
 
 
 def _shared_contact(card: Any) -> dict[str, Any]:
-    card = _dict(card)
-    name = _dict(card.get("name"))
-    phones = [clean(_dict(p).get("phone"), 40) or "" for p in _list(card.get("phones"))[:10]]
+    card = as_dict(card)
+    name = as_dict(card.get("name"))
+    phones = [clean(as_dict(p).get("phone"), 40) or "" for p in as_list(card.get("phones"))[:10]]
     return {"name": clean(name.get("formatted_name"), NAME_MAX) or "", "phones": phones}
-
-
-def _when(raw: Any) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(int(raw), UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
-
-
-def _number(raw: Any) -> float | None:
-    try:
-        return float(raw)
-    except (TypeError, ValueError):
-        return None
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
