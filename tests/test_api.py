@@ -8,9 +8,11 @@ import wave
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 from sbservice import TOKENS, Service, service_config
 
 from switchboard import Direction, InboundMessage
+from switchboard.events import event_t
 
 
 def wait_for(check, timeout: float = 5.0):  # type: ignore[no-untyped-def]
@@ -545,6 +547,11 @@ def test_merging_joins_the_card_that_holds_an_address(service: Service) -> None:
         assert merged.json()["id"] == vk_id
         assert set(merged.json()["addresses"]) == {"telegram:1001", "phone:+79161234567"}
         assert c.get(f"/api/contacts/{caller_id}").status_code == 404
+        with service.sb.store.read() as conn:
+            [event] = conn.execute(
+                sa.select(event_t.c.data).where(event_t.c.type == "contact.merged")
+            ).scalars()
+        assert event["merged_id"] == caller_id and event["contact"]["id"] == vk_id
         items = c.get(f"/api/contacts/{vk_id}/timeline").json()["items"]
         assert [i["text"] for i in items] == ["hi"]  # the other card's timeline moved
         added = c.post(f"/api/contacts/{vk_id}/merge", json={"address": "ivan@example.com"})

@@ -31,10 +31,16 @@ from switchboard.calls import CallLog
 from switchboard.channels import Channel, ChannelContext, ChannelState
 from switchboard.config import Config, load_config
 from switchboard.errors import Invalid
-from switchboard.events import EventHub, PluginEventType, contact_created_events, record
+from switchboard.events import (
+    EventHub,
+    PluginEventType,
+    contact_created_events,
+    record,
+    to_json,
+)
 from switchboard.files import FileRoots
 from switchboard.inbox import Inbox
-from switchboard.models import Contact
+from switchboard.models import Contact, EventType
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
 from switchboard.quarantine import Quarantine
@@ -343,9 +349,12 @@ class Switchboard(ServiceAPI):
     async def link_addresses(self, known: Address, new: Address) -> Contact:
         """Two addresses are the same person (a Telegram user shared their phone number):
         make them one contact. When each already has its own contact, the one behind
-        ``new`` is merged into the one behind ``known`` (timeline and addresses move)."""
+        ``new`` is merged into the one behind ``known`` (timeline and addresses move; event
+        ``contact.merged`` names the id that went away)."""
+        merged = False
 
         def store() -> tuple[Contact, Contact | None]:
+            nonlocal merged
             with self.store.write() as conn:
                 a = self.store.find_contact_id(known, conn)
                 b = self.store.find_contact_id(new, conn)
@@ -367,11 +376,17 @@ class Switchboard(ServiceAPI):
                         log.info("merging contact %d into %d (%s is %s)", b, a, new, known)
                         self.store.merge_contacts(conn, into=a, source=b)
                     target = a
-                return load_contacts(conn, [target])[target], None
+                contact = load_contacts(conn, [target])[target]
+                if a is not None and b is not None and a != b:
+                    data = {"contact": to_json(contact), "merged_id": b}
+                    record(conn, [(EventType.CONTACT_MERGED, data, None)])
+                    merged = True
+                return contact, None
 
         contact, created = await asyncio.to_thread(store)
-        if created is not None:
+        if created is not None or merged:
             self.events.notify()
+        if created is not None:
             await self.plugins.hooks.contact_created(contact=created)
         return contact
 

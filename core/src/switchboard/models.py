@@ -68,6 +68,7 @@ class EventType(enum.StrEnum):
     MESSAGE_DELIVERED = "message.delivered"
     MESSAGE_READ = "message.read"
     CONTACT_CREATED = "contact.created"
+    CONTACT_MERGED = "contact.merged"
     TASK_CREATED = "task.created"
     TASK_DONE = "task.done"
 
