@@ -3,10 +3,11 @@
 A provider that posts updates to the runner (Meta's webhooks, VK's Callback API) counts
 one as delivered when it gets its answer (200, ``ok``), and sends it again otherwise. The
 safe order is: check the signature or secret, **keep** the raw body (committed), answer,
-then turn it into messages. :class:`KeptBodies` does the keeping and the reading for a
-channel: concurrent bodies share one transaction (group commit), a reader task reads them
-oldest first, many at a time, and deletes them once handled, so a crash after the answer
-loses nothing (a body read twice must store its messages once: by their ids).
+then turn it into messages. :class:`KeptBodies` does the keeping and the reading (of JSON
+bodies, which every such provider sends) for a channel: concurrent bodies share one
+transaction (group commit), a reader task reads them oldest first, many at a time, and
+deletes them once handled, so a crash after the answer loses nothing (a body read twice
+must store its messages once: by their ids).
 
 The table is the plugin's own (its migrations), with three columns::
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -39,13 +41,14 @@ class KeptBodies:
         self,
         ctx: ChannelContext,
         table: sa.Table,
-        read: Callable[[bytes], Awaitable[None]],
+        read: Callable[[Any], Awaitable[object]],
         *,
         after: Callable[[], Awaitable[None]] | None = None,
         batch: int = READ_BATCH,
     ) -> None:
-        """``read(body)`` handles one body (a body it cannot read it quarantines; if it
-        raises, the reader stops, the channel is restarted and the body read again);
+        """``read(payload)`` handles one body's decoded JSON (an item it cannot read it
+        quarantines; if it raises, the reader stops, the channel is restarted and the body
+        read again; a kept body that is not JSON is quarantined here);
         ``after()`` runs each time the kept bodies are all read (housekeeping)."""
         self.ctx = ctx
         self.table = table
@@ -83,6 +86,14 @@ class KeptBodies:
         await self.ctx.transaction(lambda conn: conn.execute(sa.insert(self.table), rows))
         return [None] * len(bodies)
 
+    async def _decoded(self, body: bytes) -> None:
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:  # the route checked it: only a damaged row gets here
+            await self.ctx.quarantine("kept", f"not JSON: {exc}", None)
+            return
+        await self.read(payload)
+
     async def _read_kept(self) -> None:
         t = self.table
         oldest = sa.select(t.c.id, t.c.body).order_by(t.c.id).limit(self.batch)
@@ -98,7 +109,7 @@ class KeptBodies:
             self._wake.clear()
             while rows := await self.ctx.transaction(take, write=False):
                 # concurrently: the inbox stores concurrent messages in one transaction
-                await asyncio.gather(*(self.read(body) for _, body in rows))
+                await asyncio.gather(*(self._decoded(body) for _, body in rows))
                 await self.ctx.transaction(functools.partial(forget, [i for i, _ in rows]))
             if self.after is not None:
                 await self.after()

@@ -128,7 +128,6 @@ class MaxChannel:
         self.api: MaxApi | None = None
         self.pacer: Pacer | None = None
         self.kept: KeptBodies | None = None
-        self.bot_id: int | None = None
 
     @property
     def max_concurrency(self) -> int:
@@ -144,8 +143,7 @@ class MaxChannel:
         self.api = MaxApi(settings, self.http)
         self.pacer = Pacer(settings.requests_per_second, settings.per_recipient_seconds)
         try:  # a wrong token fails the start, shown in /api/health
-            me = as_dict(await self.api.call("GET", "/me"))
-            self.bot_id = me.get("user_id") if isinstance(me.get("user_id"), int) else None
+            await self.api.call("GET", "/me")
             if settings.mode == "webhook":
                 answer = as_dict(
                     await self.api.call(
@@ -164,7 +162,7 @@ class MaxChannel:
             await self.stop()
             raise RuntimeError(f"MAX refused the bot token or subscription: {exc}") from None
         if settings.mode == "webhook":
-            self.kept = KeptBodies(ctx, webhook_t, self._read)
+            self.kept = KeptBodies(ctx, webhook_t, self.handle)
             self.kept.start()
         else:
             ctx.spawn(self._long_poll(), name="max-updates")
@@ -184,15 +182,6 @@ class MaxChannel:
         if self.kept is None:
             raise RuntimeError("the MAX channel is not running in webhook mode")
         await self.kept.accept(body)
-
-    async def _read(self, body: bytes) -> None:
-        assert self.ctx is not None
-        try:
-            update = json.loads(body)
-        except ValueError as exc:  # checked at the route: only a damaged row gets here
-            await self.ctx.quarantine("webhook", f"not JSON: {exc}", None)
-            return
-        await self.handle(update)
 
     # -- inbound: long polling -------------------------------------------------------------
 

@@ -143,7 +143,7 @@ class VkChannel:
             await self.stop()
             raise RuntimeError(f"VK refused the community or token: {exc}") from None
         if settings.mode == "callback":
-            self.kept = KeptBodies(ctx, callback_t, self._read)
+            self.kept = KeptBodies(ctx, callback_t, self.handle)
             self.kept.start()
         else:
             ctx.spawn(self._long_poll(), name="vk-longpoll")
@@ -166,15 +166,6 @@ class VkChannel:
         if self.kept is None:
             raise RuntimeError("the VK channel is not running in callback mode")
         await self.kept.accept(body)
-
-    async def _read(self, body: bytes) -> None:
-        assert self.ctx is not None
-        try:
-            update = json.loads(body)
-        except ValueError as exc:  # checked at the route: only a damaged row gets here
-            await self.ctx.quarantine("callback", f"not JSON: {exc}", None)
-            return
-        await self.handle(update)
 
     # -- inbound: Bots Long Poll ----------------------------------------------------------
 

@@ -16,7 +16,6 @@ after the customer's last message); templates are always allowed.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import mimetypes
 import re
@@ -145,7 +144,7 @@ class WhatsAppChannel:
             raise RuntimeError(f"the Graph API refused the number or token: {_why(exc)}") from None
         # statuses of messages never recorded as ours (sent from Meta's own tools or
         # another app on the number) would wait forever: they go after EARLY_KEPT
-        self.kept = KeptBodies(ctx, webhook_t, self._read, after=self._expire_early)
+        self.kept = KeptBodies(ctx, webhook_t, self.handle, after=self._expire_early)
         self.kept.start()
 
     async def stop(self) -> None:
@@ -169,15 +168,6 @@ class WhatsAppChannel:
     async def _expire_early(self) -> None:
         assert self.ctx is not None
         await self.ctx.transaction(functools.partial(_expire_early, time.time() - EARLY_KEPT))
-
-    async def _read(self, body: bytes) -> None:
-        assert self.ctx is not None
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:  # checked at the route: only a damaged row gets here
-            await self.ctx.quarantine("webhook", f"not JSON: {exc}", None)
-            return
-        await self.handle(payload)
 
     # -- inbound --------------------------------------------------------------------------
 
