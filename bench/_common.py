@@ -9,6 +9,7 @@ import platform
 import statistics
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,3 +90,27 @@ async def post_all(base: str, requests: list[bytes], concurrency: int) -> None:
             writer.close()
 
     await asyncio.gather(*(connection(requests[k::concurrency]) for k in range(concurrency)))
+
+
+def stored(url: str) -> int:
+    """How many interactions the database at ``url`` holds."""
+    from switchboard.store import Store, interaction_t
+
+    store = Store(url)
+    try:
+        return store.count(interaction_t)
+    finally:
+        store.close()
+
+
+async def post_until_stored(
+    base: str, url: str, requests: list[bytes], concurrency: int
+) -> tuple[float, float]:
+    """:func:`post_all`, then wait until the database at ``url`` holds one interaction per
+    request: seconds until the last 200, and until the last one was stored."""
+    started = time.perf_counter()
+    await post_all(base, requests, concurrency)
+    accepted = time.perf_counter() - started
+    while await asyncio.to_thread(stored, url) < len(requests):
+        await asyncio.sleep(0.01)
+    return accepted, time.perf_counter() - started

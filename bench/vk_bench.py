@@ -35,24 +35,15 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from switchboard import Switchboard
-from switchboard.store import Store, interaction_t
 from switchboard.testing import serve_process
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import database, machine, post_all, raw_post
+from _common import database, machine, post_all, raw_post, stored
 from ingest import bare_loop
 from whatsapp_outbound_bench import busiest_second
 
 from switchboard_vk import CALLBACK_PATH
 from switchboard_vk.testing import SECRET, message_new, runner_config, vk_api
-
-
-def stored(url: str) -> int:
-    store = Store(url)
-    try:
-        return store.count(interaction_t)
-    finally:
-        store.close()
 
 
 def updates(n: int, secret: str | None = None) -> list[dict[str, object]]:

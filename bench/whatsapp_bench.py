@@ -21,13 +21,10 @@ import asyncio
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from switchboard.store import Store, interaction_t
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import database, machine, post_all, raw_post
+from _common import database, machine, post_until_stored, raw_post
 from ingest import bare_loop
 
 from switchboard_whatsapp import WEBHOOK_PATH
@@ -38,14 +35,6 @@ from switchboard_whatsapp.testing import (
     text_message,
     webhook_body,
 )
-
-
-def stored(url: str) -> int:
-    store = Store(url)
-    try:
-        return store.count(interaction_t)
-    finally:
-        store.close()
 
 
 async def post_webhooks(base: str, url: str, n: int, concurrency: int) -> tuple[float, float]:
@@ -59,12 +48,7 @@ async def post_webhooks(base: str, url: str, n: int, concurrency: int) -> tuple[
             for i in range(n)
         )
     ]
-    started = time.perf_counter()
-    await post_all(base, requests, concurrency)
-    accepted = time.perf_counter() - started
-    while await asyncio.to_thread(stored, url) < n:
-        await asyncio.sleep(0.01)
-    return accepted, time.perf_counter() - started
+    return await post_until_stored(base, url, requests, concurrency)
 
 
 def main() -> None:

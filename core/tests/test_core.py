@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -10,7 +11,14 @@ from typing import Any
 import attrs
 import pytest
 
-from switchboard import ChannelContext, InboundMessage, Switchboard, hookimpl
+from switchboard import (
+    ChannelContext,
+    InboundMessage,
+    Invalid,
+    NotConfigured,
+    Switchboard,
+    hookimpl,
+)
 from switchboard.channels import ChannelState
 from switchboard.store import Store, contact_t
 from switchboard.testing import LoopbackChannel, LoopbackPlugin
@@ -105,6 +113,27 @@ async def test_unconfigured_plugin_channels_stay_stopped(make_switchboard: Any) 
     assert ch.started == 0
     await sb.stop_channels()
     assert ch.stopped == 0
+
+
+async def test_a_channel_its_settings_do_not_ask_for_shows_why_and_is_not_restarted(
+    make_switchboard: Any,
+) -> None:
+    class Unwanted(LoopbackChannel):
+        async def start(self, ctx: ChannelContext) -> None:
+            await super().start(ctx)
+            raise NotConfigured("no [[plugins.two.pages]] with instagram_id")
+
+    half, whole = Unwanted("half"), LoopbackChannel("whole")
+    sb = await make_switchboard(LoopbackPlugin(half, whole, plugin_name="two"), start=False)
+    await sb.supervise_channels(backoff_initial=0.01, backoff_max=0.02)
+    await asyncio.sleep(0.1)  # many backoffs long: a restart would have happened
+    handle = sb.channels["half"]
+    assert handle.state is ChannelState.NOT_CONFIGURED and handle.restarts == 0
+    assert handle.last_error == "no [[plugins.two.pages]] with instagram_id"
+    assert half.started == 1 and sb.channels["whole"].state is ChannelState.RUNNING
+    with pytest.raises(Invalid, match=r"not configured \(no \[\[plugins\.two\.pages"):
+        await sb.outbox.enqueue("half", address="+12025550143", text="hi")
+    await sb.stop_channels()
 
 
 async def test_stop_channels_stops_each_once(make_switchboard: Any) -> None:

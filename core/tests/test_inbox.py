@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,6 +196,58 @@ async def test_an_edit_updates_the_message_in_place(open_sb: Any) -> None:
     assert not unseen.duplicate and unseen.interaction.text == "never saw it"
     types = [e.type for e in sb.events.read_since(0)]
     assert types == ["contact.created", "message.received", "message.edited", "message.received"]
+
+
+async def test_an_unsent_message_stays_marked_with_its_content_gone(
+    open_sb: Any, tmp_path: Path
+) -> None:
+    ch = LoopbackChannel("tg", "telegram")
+    sb = await open_sb(LoopbackPlugin(ch))
+    assert ch.ctx is not None
+    folder = ch.ctx.files_dir(tmp_path / "files")
+    folder.mkdir(parents=True)
+    ours = folder / "photo.jpg"
+    ours.write_bytes(b"jpeg")
+    elsewhere = tmp_path / "not-ours.txt"  # a stored path outside our folders
+    elsewhere.write_text("keep me")
+    files = [
+        {"kind": "image", "path": str(ours), "file_name": "photo.jpg"},
+        {"kind": "file", "path": str(elsewhere)},
+    ]
+    await ch.inject(InboundMessage("7:1", "telegram:7", text="secret", meta={"attachments": files}))
+    await ch.inject(InboundMessage("7:2", "telegram:7", text="kept"))
+    gone = await ch.ctx.deleted("7:1")
+    assert gone is not None and gone.text is None
+    assert gone.meta["deleted"]["content_kept"] is False
+    assert [a.get("path") for a in gone.meta["attachments"]] == [None, None]
+    assert gone.meta["attachments"][0]["skipped"] == "deleted by the sender"
+    assert not ours.exists() and elsewhere.read_text() == "keep me"
+    kept = await ch.ctx.deleted("7:2", keep=True)
+    assert kept is not None and kept.text == "kept" and kept.meta["deleted"]["content_kept"]
+    again = await ch.ctx.deleted("7:1")  # told twice: nothing new
+    assert again is not None and again.meta["deleted"] == gone.meta["deleted"]
+    assert await ch.ctx.deleted("7:999") is None
+    types = [e.type for e in sb.events.read_since(0)]
+    assert types.count("message.deleted") == 2
+
+
+async def test_a_name_learned_later_names_only_a_contact_still_named_by_its_address(
+    open_sb: Any,
+) -> None:
+    ch = LoopbackChannel("tg", "telegram")
+    sb = await open_sb(LoopbackPlugin(ch))
+    assert ch.ctx is not None
+    first = await ch.inject(InboundMessage("5:1", "telegram:5", text="hi"))
+    assert first.contact.name == "5"  # no name given: named by the address
+    assert await ch.ctx.name_contact("telegram:5", "Olga\nPetrova\x00") is True
+    renamed = sb.store.get_contact(first.contact.id)
+    assert renamed is not None and renamed.name == "Olga Petrova"  # one line, no NUL
+    assert await ch.ctx.name_contact("telegram:5", "someone else") is False  # named now
+    named = await sb.create_contact("Boss", [Address("telegram", "6")])
+    assert await ch.ctx.name_contact("telegram:6", "boss_tg") is False  # an agent's name
+    assert sb.store.get_contact(named.id).name == "Boss"
+    assert await ch.ctx.name_contact("telegram:7", "nobody") is False  # no such contact
+    assert await ch.ctx.name_contact("telegram:5", "  ") is False
 
 
 async def test_linking_addresses_merges_two_contacts(open_sb: Any) -> None:

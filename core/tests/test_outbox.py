@@ -432,6 +432,35 @@ async def test_delivery_receipts_move_a_sent_message_forward_only(open_sb: Any) 
         await sb.outbox.delivery("sms", "sms-out-1", InteractionStatus.FAILED)
 
 
+async def test_a_watermark_receipt_moves_what_was_sent_to_that_address_by_then(
+    open_sb: Any,
+) -> None:
+    ch = LoopbackChannel("sms")
+    sb = await open_sb(LoopbackPlugin(ch))
+    assert ch.ctx is not None
+    first = await sb.outbox.enqueue("sms", address="+12025550143", text="one")
+    other = await sb.outbox.enqueue("sms", address="+12025550144", text="to someone else")
+    await drain(sb)
+    watermark = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    later = await sb.outbox.enqueue("sms", address="+12025550143", text="after the mark")
+    await drain(sb)
+    moved = await ch.ctx.delivered_until("+1 202 555 0143", watermark)
+    assert [i.id for i in moved] == [first.id]
+    status = {i: sb.store.get_interaction(i).status for i in (first.id, other.id, later.id)}
+    assert status == {
+        first.id: InteractionStatus.DELIVERED,
+        other.id: InteractionStatus.SENT,  # another address
+        later.id: InteractionStatus.SENT,  # recorded as sent after the watermark
+    }
+    read = await ch.ctx.delivered_until("+12025550143", datetime.now(UTC), read=True)
+    assert {i.id for i in read} == {first.id, later.id}
+    assert await ch.ctx.delivered_until("+12025550143", datetime.now(UTC)) == []  # no step back
+    assert await ch.ctx.delivered_until("+12025550199", datetime.now(UTC)) == []  # no contact
+    types = [e.type for e in sb.events.read_since(0)]
+    assert types.count("message.delivered") == 1 and types.count("message.read") == 2
+
+
 class WindowChannel(LoopbackChannel):
     """Refuses free text to contacts who have not written in the last hour."""
 

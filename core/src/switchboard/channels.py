@@ -130,6 +130,12 @@ class PermanentSendError(SendError):
     """Never retry (bad address, the user blocked the bot, 5xx SMTP replies...)."""
 
 
+class NotConfigured(Exception):
+    """Raised by ``Channel.start``: the plugin's settings do not ask for this channel (a
+    plugin with two channels configured for one of them). The channel shows ``not
+    configured`` in ``/api/health`` with this text, and is not restarted."""
+
+
 @runtime_checkable
 class Channel(Protocol):
     """A way to reach contacts. ``name`` is what interactions and the API call it
@@ -150,6 +156,8 @@ class Channel(Protocol):
     # Optional: ``async def window(contact) -> datetime | None``: the end of the
     # contact's customer-service window on this channel (past: closed; None: never
     # opened), shown on the contact (``GET /api/contacts/{id}``'s ``windows``, the console).
+    # Optional: ``templates_outside_window`` (bool, default False): approved templates may
+    # still go once the window closed (WhatsApp's); the console then offers them.
 
     async def start(self, ctx: ChannelContext) -> None: ...
 
@@ -325,6 +333,19 @@ class ChannelContext:
         except AddressError as exc:
             raise InvalidInbound(f"sender: {exc}") from exc
 
+    async def deleted(self, external_id: str, *, keep: bool = False) -> Interaction | None:
+        """The sender deleted (unsent) a message stored from this channel: it stays on
+        the timeline marked ``meta.deleted``; unless ``keep``, its text is cleared and its
+        files deleted. Event ``message.deleted``; None when no message has that id."""
+        return await self._core.inbox.deleted(self.channel, external_id, keep=keep)
+
+    async def name_contact(self, address: Address | str, name: str) -> bool:
+        """A name learned after the person's first message was stored (a profile lookup
+        done in the background): the contact owning ``address`` takes it while it still
+        has the name it was created with (the address itself); a name an agent gave is
+        never overwritten. True when renamed."""
+        return await self._core.name_contact(self.address(address), name)
+
     async def link_addresses(self, known: Address | str, new: Address | str) -> Contact:
         """Two addresses belong to one person: make them one contact (merging if needed)."""
         return await self._core.link_addresses(self.address(known), self.address(new))
@@ -348,6 +369,18 @@ class ChannelContext:
         channel has that id yet (a receipt that overtook the send's own record)."""
         status = InteractionStatus.READ if read else InteractionStatus.DELIVERED
         return await self._core.outbox.delivery(self.channel, external_id, status)
+
+    async def delivered_until(
+        self, address: Address | str, until: datetime, *, read: bool = False
+    ) -> list[Interaction]:
+        """A watermark receipt (Messenger's ``delivery`` / ``read`` with a ``watermark``):
+        every message this channel sent to ``address`` and recorded as sent at or before
+        ``until`` becomes ``delivered`` / ``read`` (forward only), each with its event.
+        Returns the ones that moved."""
+        status = InteractionStatus.READ if read else InteractionStatus.DELIVERED
+        return await self._core.outbox.delivery_until(
+            self.channel, self.address(address), until, status
+        )
 
     async def quarantine(
         self,

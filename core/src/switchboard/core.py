@@ -28,7 +28,7 @@ from switchboard.address import Address, AddressBook
 from switchboard.analytics import call_stats
 from switchboard.backoff import Backoff
 from switchboard.calls import CallLog
-from switchboard.channels import Channel, ChannelContext, ChannelState
+from switchboard.channels import Channel, ChannelContext, ChannelState, NotConfigured
 from switchboard.config import Config, load_config
 from switchboard.errors import Invalid
 from switchboard.events import (
@@ -241,6 +241,8 @@ class Switchboard(ServiceAPI):
                 handle.last_error = reason
                 log.error("channel %s failed: %s; restarting in %.1fs", name, reason, delay)
                 await self._stop_one(name, ChannelState.FAILING)
+            elif handle.state is ChannelState.NOT_CONFIGURED:
+                return  # its settings do not ask for it
             else:
                 delay = backoff.failed()
                 log.warning("channel %s: next start in %.1fs", name, delay)
@@ -254,6 +256,11 @@ class Switchboard(ServiceAPI):
         ctx = ChannelContext(self, name, handle.plugin, self.config.plugin_settings(handle.plugin))
         try:
             await handle.channel.start(ctx)
+        except NotConfigured as exc:  # the settings do not ask for it: nothing to retry
+            log.info("channel %s (plugin %s) is not configured: %s", name, handle.plugin, exc)
+            await self._stop_one(name, ChannelState.NOT_CONFIGURED)
+            handle.last_error = str(exc)
+            return False
         except Exception as exc:
             handle.state = ChannelState.FAILING
             handle.last_error = f"{type(exc).__name__}: {exc}"

@@ -126,6 +126,8 @@ def attachments(meta: Mapping[str, Any] | None) -> list[Attachment]:
     return out
 
 
+#: A media type as a server may declare it (``type/subtype``), nothing more.
+MIME = re.compile(r"^[A-Za-z0-9][\w.+-]{0,63}/[A-Za-z0-9][\w.+-]{0,63}$")
 #: Types a browser may show in place: pictures, sound and video (not SVG, which runs
 #: scripts). Anything else is served as a download of ``application/octet-stream``.
 INLINE = re.compile(r"^(image/(png|jpeg|gif|webp)|audio/[\w.+-]+|video/[\w.+-]+)$")
@@ -153,7 +155,8 @@ async def download_file(
     """Download a file a message carries into a new file under ``folder`` (named from
     ``info["file_name"]`` cleaned, else ``fallback``: :func:`new_file_path`), streamed and
     cut off at ``limit`` bytes, and note the outcome in ``info`` (returned): ``path`` and
-    ``size``; or ``skipped`` when it is larger than ``limit`` (declared in ``info["size"]``
+    ``size`` (and ``mime_type`` from the server's ``Content-Type`` when ``info`` has
+    none); or ``skipped`` when it is larger than ``limit`` (declared in ``info["size"]``
     or found while streaming; ``setting`` names the limit in the reason); or ``error``
     with the reason. Never raises for the download: the message is stored either way."""
     reason = f"larger than {setting} ({limit})"
@@ -166,6 +169,10 @@ async def download_file(
         size = 0
         async with http.stream("GET", url, headers=headers) as response:
             response.raise_for_status()
+            if not info.get("mime_type"):  # the server's word, when the message gave none
+                declared_type = response.headers.get("content-type", "").split(";")[0].strip()
+                if MIME.fullmatch(declared_type):
+                    info["mime_type"] = declared_type.lower()
             with target.open("wb") as out:
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)

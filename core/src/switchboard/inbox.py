@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -101,45 +102,17 @@ class Inbox:
         moment (both in one batch from the channel) is applied to it once it is stored."""
         message = bounded(message)
 
+        def change(row: Any) -> dict[str, Any]:
+            meta = {
+                **(row.meta or {}),
+                **message.meta,
+                "edits": int((row.meta or {}).get("edits", 0)) + 1,
+            }
+            return {"text": message.text, "subject": message.subject or row.subject, "meta": meta}
+
         def store() -> Received | None:
-            with self.core.store.write() as conn:
-                row = conn.execute(
-                    sa.select(interaction_t).where(
-                        interaction_t.c.channel == channel,
-                        interaction_t.c.external_id == message.external_id,
-                    )
-                ).first()
-                if row is None:
-                    return None
-                meta = {
-                    **(row.meta or {}),
-                    **message.meta,
-                    "edits": int((row.meta or {}).get("edits", 0)) + 1,
-                }
-                updated = conn.execute(
-                    sa.update(interaction_t)
-                    .where(interaction_t.c.id == row.id)
-                    .values(
-                        text=message.text,
-                        subject=message.subject or row.subject,
-                        meta=meta,
-                        updated_at=utcnow(),
-                    )
-                    .returning(*interaction_t.c)
-                ).one()
-                interaction = interaction_from_row(updated)
-                contact = load_contacts(conn, [interaction.contact_id])[interaction.contact_id]
-                record(
-                    conn,
-                    [
-                        (
-                            EventType.MESSAGE_EDITED,
-                            {"interaction": to_json(interaction), "contact": to_json(contact)},
-                            None,
-                        )
-                    ],
-                )
-                return Received(interaction, contact, duplicate=False)
+            found = self._rewrite(channel, message.external_id, change, EventType.MESSAGE_EDITED)
+            return Received(found[0], found[1], duplicate=False) if found else None
 
         edited = await asyncio.to_thread(store)
         if edited is None:
@@ -152,6 +125,76 @@ class Inbox:
                 return received
         self.core.events.notify()
         return edited
+
+    async def deleted(
+        self, channel: str, external_id: str, *, keep: bool = False
+    ) -> Interaction | None:
+        """The sender deleted (unsent) a message stored from this channel: the
+        interaction stays on the timeline, marked ``meta.deleted`` (when, and whether its
+        content was kept). Unless ``keep``, its text is cleared and its files deleted
+        (``meta.attachment(s)`` keep only the name and the reason). Event
+        ``message.deleted``; None when no message of the channel has that id."""
+        external_id = limits.external_id(external_id)
+
+        files: list[str] = []
+
+        def change(row: Any) -> dict[str, Any] | None:
+            meta = dict(row.meta or {})
+            if meta.get("deleted"):
+                return None  # told twice: once is enough
+            meta["deleted"] = {"at": utcnow().isoformat(), "content_kept": keep}
+            if not keep:
+                for key in ("attachment", "attachments"):
+                    if key in meta:
+                        meta[key], gone = _forget_files(meta[key])
+                        files.extend(gone)
+            return {"text": row.text if keep else None, "meta": meta}
+
+        found = await asyncio.to_thread(
+            self._rewrite, channel, external_id, change, EventType.MESSAGE_DELETED
+        )
+        if found is None:
+            return None
+        for path in files:  # only files inside our folders: a stored path is not trusted
+            kept = self.core.file_roots.check(path)
+            if kept is not None:
+                await asyncio.to_thread(kept.unlink, missing_ok=True)
+        self.core.events.notify()
+        return found[0]
+
+    def _rewrite(
+        self,
+        channel: str,
+        external_id: str,
+        change: Callable[[Any], dict[str, Any] | None],
+        event: EventType,
+    ) -> tuple[Interaction, Contact] | None:
+        """In one transaction: the stored message ``(channel, external_id)`` gets the
+        values ``change(row)`` returns (None: it stays as it is, no event) and ``event``
+        is recorded; the message and its contact, or None when none is stored."""
+        with self.core.store.write() as conn:
+            row = conn.execute(
+                sa.select(interaction_t).where(
+                    interaction_t.c.channel == channel,
+                    interaction_t.c.external_id == external_id,
+                )
+            ).first()
+            if row is None:
+                return None
+            values = change(row)
+            if values is not None:
+                row = conn.execute(
+                    sa.update(interaction_t)
+                    .where(interaction_t.c.id == row.id)
+                    .values(**values, updated_at=utcnow())
+                    .returning(*interaction_t.c)
+                ).one()
+            interaction = interaction_from_row(row)
+            contact = load_contacts(conn, [interaction.contact_id])[interaction.contact_id]
+            if values is not None:
+                data = {"interaction": to_json(interaction), "contact": to_json(contact)}
+                record(conn, [(event, data, None)])
+            return interaction, contact
 
     async def _process(self, batch: list[_Pending]) -> list[Received | BaseException]:
         if self.resolver.has_plugins():
@@ -303,3 +346,20 @@ class Inbox:
             ],
         )
         return out
+
+
+def _forget_files(noted: Any) -> tuple[Any, list[str]]:
+    """``meta.attachment`` (a dict) or ``meta.attachments`` (a list of them) with each
+    file's path dropped and the reason noted; and the paths dropped."""
+    items = noted if isinstance(noted, list) else [noted]
+    paths: list[str] = []
+    kept: list[Any] = []
+    for item in items:
+        if isinstance(item, dict):
+            item = dict(item)
+            path = item.pop("path", None)
+            if isinstance(path, str):
+                paths.append(path)
+            item["skipped"] = "deleted by the sender"
+        kept.append(item)
+    return (kept if isinstance(noted, list) else kept[0]), paths

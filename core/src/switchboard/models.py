@@ -62,6 +62,7 @@ class EventType(enum.StrEnum):
     CALL_ENDED = "call.ended"
     MESSAGE_RECEIVED = "message.received"
     MESSAGE_EDITED = "message.edited"
+    MESSAGE_DELETED = "message.deleted"
     MESSAGE_QUARANTINED = "message.quarantined"
     MESSAGE_SENT = "message.sent"
     MESSAGE_FAILED = "message.failed"

@@ -99,10 +99,8 @@ class Outbox:
         handle = self.core.channels[channel]
         if handle.state is ChannelState.NOT_CONFIGURED:
             # installed, but it would never send: refuse now rather than queue forever
-            raise Invalid(
-                f"channel {channel!r} is installed but not configured "
-                f"(add [plugins.{handle.plugin}] to the configuration)"
-            )
+            why = handle.last_error or f"add [plugins.{handle.plugin}] to the configuration"
+            raise Invalid(f"channel {channel!r} is installed but not configured ({why})")
         addr = self.core.addresses.parse(address) if address is not None else None
         if addr is not None and addr.kind != ch.address_kind:
             raise Invalid(
@@ -327,14 +325,7 @@ class Outbox:
         a late ``delivered`` after ``read`` changes nothing) and the event
         ``message.delivered`` / ``message.read`` is recorded. None when no sent message
         of the channel has that id (not recorded as sent yet, or another's)."""
-        if status not in FORWARD:
-            raise Invalid(f"a delivery status is delivered or read, not {status.value!r}")
-        earlier = [s.value for s in FORWARD_FROM[status]]
-        event = (
-            EventType.MESSAGE_DELIVERED
-            if status is InteractionStatus.DELIVERED
-            else EventType.MESSAGE_READ
-        )
+        earlier, event = _forward(status)
 
         def store() -> Interaction | None:
             with self.core.store.write() as conn:
@@ -349,6 +340,44 @@ class Outbox:
         if found is not None:
             self.core.events.notify()
         return found
+
+    async def delivery_until(
+        self, channel: str, address: Address, until: datetime, status: InteractionStatus
+    ) -> list[Interaction]:
+        """A watermark receipt: every message the channel sent to ``address`` that was
+        recorded as sent (or last moved forward) at or before ``until`` was ``delivered``
+        or ``read`` (Messenger's ``read.watermark``). Each moves forward, with its event;
+        the ones that moved are returned. A message recorded after ``until`` stays as it
+        is: the receipt may not cover it."""
+        earlier, event = _forward(status)
+
+        def store() -> list[Interaction]:
+            with self.core.store.write() as conn:
+                contact_id = self.core.store.find_contact_id(address, conn)
+                if contact_id is None:
+                    return []
+                rows = conn.execute(
+                    sa.update(interaction_t)
+                    .where(
+                        interaction_t.c.contact_id == contact_id,  # the index's prefix
+                        interaction_t.c.created_at <= until,
+                        interaction_t.c.channel == channel,
+                        interaction_t.c.address == str(address),
+                        interaction_t.c.direction == Direction.OUTBOUND.value,
+                        interaction_t.c.status.in_(earlier),
+                        interaction_t.c.updated_at <= until,
+                    )
+                    .values(status=status.value, updated_at=utcnow())
+                    .returning(*interaction_t.c)
+                ).all()
+                moved = sorted((interaction_from_row(r) for r in rows), key=lambda i: i.id)
+                record(conn, [(event, {"interaction": to_json(i)}, None) for i in moved])
+                return moved
+
+        moved = await asyncio.to_thread(store)
+        if moved:
+            self.core.events.notify()
+        return moved
 
     def depth(self) -> int:
         with self.core.store.read() as conn:
@@ -655,6 +684,19 @@ def _receipts_taken(conn: sa.Connection, done: list[_Outcome]) -> set[tuple[str,
         if owner.setdefault(key, interaction_id) != interaction_id:
             taken.add(key)
     return taken
+
+
+def _forward(status: InteractionStatus) -> tuple[list[str], EventType]:
+    """The statuses a delivery ``status`` may follow, and its event; ``Invalid`` for a
+    status that is not a delivery."""
+    if status not in FORWARD:
+        raise Invalid(f"a delivery status is delivered or read, not {status.value!r}")
+    event = (
+        EventType.MESSAGE_DELIVERED
+        if status is InteractionStatus.DELIVERED
+        else EventType.MESSAGE_READ
+    )
+    return [s.value for s in FORWARD_FROM[status]], event
 
 
 def _update_sent(

@@ -24,8 +24,9 @@ from switchboard.auth import Principal
 from switchboard.channels import ChannelState, VoiceChannel
 from switchboard.errors import Forbidden, Invalid, NotFound, Unavailable
 from switchboard.files import Attachment, FileRoots, attachments
+from switchboard.limits import one_line as one_line_cut
 from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
-from switchboard.store import interaction_t
+from switchboard.store import address_t, contact_t, interaction_t
 from switchboard.templates import Rendered, template_values
 
 if TYPE_CHECKING:
@@ -105,6 +106,32 @@ class ServiceAPI:
         if found is None:
             raise NotFound(f"no contact with id {contact_id}")
         return found
+
+    async def name_contact(self, address: Address | str, name: str) -> bool:
+        """A person's name learned after their first message was stored (a profile lookup
+        that answered later): the contact owning ``address`` takes it while it still has
+        the name it was created with (the address's value), so a name an agent gave is
+        never overwritten. True when it was renamed."""
+        target = self.parse_address(address)
+        cleaned = one_line_cut(name, NAME_MAX)
+        if not cleaned:
+            return False
+        owner = (
+            sa.select(address_t.c.contact_id)
+            .where(address_t.c.kind == target.kind, address_t.c.value == target.value)
+            .scalar_subquery()
+        )
+        rename = (
+            sa.update(contact_t)
+            .where(contact_t.c.id == owner, contact_t.c.name == target.value)
+            .values(name=cleaned)
+        )
+
+        def store() -> bool:
+            with self.store.write() as conn:
+                return bool(conn.execute(rename).rowcount)
+
+        return await asyncio.to_thread(store)
 
     async def search_contacts(
         self, q: str | None = None, *, limit: int = 50, offset: int = 0

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import sqlalchemy as sa
 
 try:
     import pytest_asyncio
@@ -57,7 +58,7 @@ from switchboard.config import Config, config_from_dict
 from switchboard.core import Switchboard, settings_classes
 from switchboard.models import Agent, Direction
 from switchboard.plugins import Plugins, hookimpl
-from switchboard.store import Store
+from switchboard.store import Store, interaction_t
 
 T = TypeVar("T")
 
@@ -214,6 +215,97 @@ def serve_process(
             proc.kill()
             raise RuntimeError(f"the runner did not start the {channel} channel")
         time.sleep(0.2)
+
+
+def until(check: Callable[[], T], within: float = 10.0, what: str = "timed out") -> T:
+    """Poll ``check()`` until it returns something truthy, and return it;
+    ``AssertionError`` (saying ``what``) after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not (value := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+    return value
+
+
+def kept_read(service: RunningService, *tables: sa.Table, within: float = 10.0) -> None:
+    """Wait until a channel has read every body it kept in ``tables`` (its
+    :class:`~switchboard.KeptBodies` tables, emptied as they are read)."""
+    count = [sa.select(sa.func.count()).select_from(t) for t in tables]
+
+    def left() -> int:
+        with service.switchboard.store.read() as conn:
+            return sum(conn.execute(c).scalar_one() for c in count)
+
+    until(lambda: left() == 0, within, "kept bodies not read")
+
+
+def kill_during_burst(
+    start: Callable[[], tuple[subprocess.Popen[bytes], str]],
+    deliver: Callable[[str, int], str | None],
+    database_url: str,
+    *,
+    items: int = 400,
+    within: float = 30.0,
+) -> list[str]:
+    """The durability check of a channel the far side pushes to (webhooks): a runner from
+    ``start()`` gets ``items`` deliveries from 16 threads, ``deliver(base_url, i)``
+    answering the external id of item ``i`` when the runner acknowledged it (None when
+    not: it raises ``httpx.TransportError`` once the runner is gone). The runner is
+    SIGKILLed after a quarter were acknowledged, started again on the same database, and
+    every acknowledged item must end up stored, once (``AssertionError`` otherwise).
+    Returns the acknowledged ids."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    proc, url = start()
+
+    def post(i: int) -> None:
+        try:
+            ident = deliver(url, i)
+        except httpx.TransportError:
+            return  # the runner died first: the far side would send it again
+        if ident is not None:
+            with lock:
+                acknowledged.append(ident)
+
+    def kill_midway() -> None:
+        deadline = time.monotonic() + within
+        while len(acknowledged) < items // 4 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_midway)
+    killer.start()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(post, range(items)))
+    killer.join()
+    proc.wait(10)
+    assert items // 4 <= len(acknowledged) < items  # killed in the middle of the burst
+
+    def stored() -> list[str]:
+        store = Store(database_url)
+        try:
+            with store.read() as conn:
+                return list(conn.execute(sa.select(interaction_t.c.external_id)).scalars())
+        finally:
+            store.close()
+
+    again, _ = start()
+    try:
+        deadline = time.monotonic() + within
+        while not set(acknowledged) <= set(stored()):
+            assert time.monotonic() < deadline, "acknowledged items were lost"
+            time.sleep(0.1)
+        ids = stored()
+        assert len(ids) == len(set(ids))  # each stored once
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(20)
+    return acknowledged
 
 
 @contextmanager

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 from switchboard import ChannelState
 from switchboard.app import create_app
 from switchboard.plugins import Plugins
-from switchboard.testing import RunningService, make_config, serve_in_thread
+from switchboard.testing import RunningService, kept_read, make_config, serve_in_thread
 from switchboard_max import WEBHOOK_PATH, MaxPlugin, MaxSettings
 from switchboard_max.tables import webhook_t
 from switchboard_max.testing import SECRET, MaxApiStandIn
@@ -70,14 +69,7 @@ def max_service(
 
 def settled(service: RunningService, within: float = 10.0) -> None:
     """Wait until the channel has read every webhook body it kept."""
-    deadline = time.monotonic() + within
-    while True:
-        with service.switchboard.store.read() as conn:
-            left = conn.execute(sa.select(sa.func.count()).select_from(webhook_t)).scalar_one()
-        if not left:
-            return
-        assert time.monotonic() < deadline, f"{left} webhook bodies not read"
-        time.sleep(0.02)
+    kept_read(service, webhook_t, within=within)
 
 
 def post_webhook(

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 from switchboard import ChannelState
 from switchboard.app import create_app
 from switchboard.plugins import Plugins
-from switchboard.testing import RunningService, make_config, serve_in_thread
+from switchboard.testing import RunningService, kept_read, make_config, serve_in_thread
 from switchboard_vk import CALLBACK_PATH, VkPlugin, VkSettings
 from switchboard_vk.tables import callback_t
 from switchboard_vk.testing import CONFIRMATION, GROUP_ID, SECRET, VkApiStandIn
@@ -64,14 +63,7 @@ def vk_service(
 
 def settled(service: RunningService, within: float = 10.0) -> None:
     """Wait until the channel has read every Callback API body it kept."""
-    deadline = time.monotonic() + within
-    while True:
-        with service.switchboard.store.read() as conn:
-            left = conn.execute(sa.select(sa.func.count()).select_from(callback_t)).scalar_one()
-        if not left:
-            return
-        assert time.monotonic() < deadline, f"{left} callback bodies not read"
-        time.sleep(0.02)
+    kept_read(service, callback_t, within=within)
 
 
 def post_callback(service: RunningService, update: dict[str, Any] | bytes) -> httpx.Response:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 from switchboard.app import create_app
 from switchboard.plugins import Plugins
-from switchboard.testing import RunningService, make_config, serve_in_thread
+from switchboard.testing import RunningService, kept_read, make_config, serve_in_thread
 from switchboard_whatsapp import WEBHOOK_PATH, WhatsAppPlugin, WhatsAppSettings
 from switchboard_whatsapp.tables import webhook_t
 from switchboard_whatsapp.testing import (
@@ -78,14 +76,7 @@ def whatsapp_service(
 
 def settled(service: RunningService, within: float = 10.0) -> None:
     """Wait until the channel has read every webhook body it kept."""
-    deadline = time.monotonic() + within
-    while True:
-        with service.switchboard.store.read() as conn:
-            left = conn.execute(sa.select(sa.func.count()).select_from(webhook_t)).scalar_one()
-        if not left:
-            return
-        assert time.monotonic() < deadline, f"{left} webhook bodies not read"
-        time.sleep(0.02)
+    kept_read(service, webhook_t, within=within)
 
 
 def post_webhook(

@@ -382,11 +382,15 @@ def build_router(console: Console) -> APIRouter:
         timeline = {"items": _timeline_json(page, session.who), "next_before": page.next_before}
         windows = await sb.windows(contact_id)
         now = datetime.now(UTC)
-        # a closed window (WhatsApp's 24 hours) takes only the templates made for it
+        # a closed window (WhatsApp's 24 hours) takes only the templates made for it, or
+        # nothing at all where the channel sends none outside it (Messenger's)
         closed = {
             channel: sb.templates.for_channel(channel)
             for channel, end in windows.items()
             if end is None or end <= now
+        }
+        templated = {
+            c for c in closed if getattr(sb.channel_objects[c], "templates_outside_window", False)
         }
         targets = _targets(sb, contact)
         return console.render(
@@ -401,7 +405,9 @@ def build_router(console: Console) -> APIRouter:
             closed=[
                 (channel, names, [t for t in targets if t["channel"] == channel])
                 for channel, names in sorted(closed.items())
+                if channel in templated
             ],
+            templated=templated,
             windows=windows,
             now=now,
             can_call=sb.voice_channel() is not None,

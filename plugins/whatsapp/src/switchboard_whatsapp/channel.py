@@ -108,6 +108,7 @@ class GraphTransport(httpx.AsyncBaseTransport):
 class WhatsAppChannel:
     name = "whatsapp"
     address_kind = "phone"
+    templates_outside_window = True  # Meta's approved templates go whenever
 
     def __init__(self) -> None:
         self.ctx: ChannelContext | None = None
