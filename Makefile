@@ -58,3 +58,4 @@ bench: sync
 	$(UV) run --frozen python bench/whatsapp_outbound_bench.py
 	$(UV) run --frozen python bench/vk_bench.py
 	$(UV) run --frozen python bench/max_bench.py
+	$(UV) run --frozen python bench/meta_bench.py

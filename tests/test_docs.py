@@ -136,6 +136,8 @@ def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:
         ("switchboard_whatsapp", "WhatsAppSettings", "whatsapp.md"),
         ("switchboard_vk", "VkSettings", "vk.md"),
         ("switchboard_max", "MaxSettings", "max.md"),
+        ("switchboard_meta", "MetaSettings", "meta.md"),
+        ("switchboard_meta", "PageSettings", "meta.md"),
         ("switchboard_sip", "SipSettings", "sip.md"),
         ("switchboard_ivr", "IvrSettings", "ivr.md"),
     ],
@@ -146,6 +148,29 @@ def test_every_plugin_setting_is_in_its_doc(module: str, settings: str, doc: str
     for field in attrs.fields(cls):
         if field.init:
             assert f"`{field.name}`" in text, f"docs/{doc} lacks {field.name}"
+
+
+def test_the_meta_docs_examples_are_a_valid_configuration_and_payload() -> None:
+    import tomllib
+
+    from switchboard.config import structure
+    from switchboard_meta import MetaSettings
+    from switchboard_meta.channel import _quick_replies
+
+    text = (DOCS / "meta.md").read_text()
+    config, template = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    secrets = {"${META_APP_SECRET}": "0" * 32, "${META_VERIFY_TOKEN}": "verify-me"}
+    for name, value in secrets.items():
+        config = config.replace(name, value)
+    settings, problems = structure(tomllib.loads(config)["plugins"]["meta"], MetaSettings, "meta")
+    assert problems == [] and settings is not None
+    assert settings.check_config(None, None) == []  # type: ignore[arg-type]
+    assert settings.pages[0].instagram_id == "17841400000000001"
+    payload = tomllib.loads(template)["switchboard"]["templates"]["pick_colour"]["channels"]
+    assert [q["title"] for q in _quick_replies(payload["messenger"]["quick_replies"])] == [
+        "Red",
+        "Blue",
+    ]
 
 
 def test_every_console_setting_is_in_its_doc() -> None:

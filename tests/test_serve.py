@@ -65,6 +65,7 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
                 "console": "console_0001",
                 "mailings": "mailings_0001",
                 "max": "max_0001",
+                "meta": "meta_0001",
                 "vk": "vk_0001",
                 "whatsapp": "whatsapp_0001",
             },
@@ -80,6 +81,7 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "ivr",
             "mailings",
             "max",
+            "meta",
             "sip",
             "telegram",
             "vk",
@@ -87,7 +89,9 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
         }
         assert {n: c["state"] for n, c in health["channels"].items()} == {
             "email": "not configured",
+            "instagram": "not configured",
             "max": "not configured",
+            "messenger": "not configured",
             "sip": "not configured",
             "telegram": "not configured",
             "vk": "not configured",
