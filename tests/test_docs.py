@@ -6,6 +6,7 @@ import importlib
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -87,6 +88,35 @@ async def test_every_hook_example_is_a_plugin_that_registers(
     elif hook.startswith("register_"):
         assert await getattr(plugins.hooks, hook)() != []
     assert plugins.hook_errors == []
+
+
+async def test_the_event_consumer_example_gets_events(tmp_path: Path) -> None:
+    import asyncio
+
+    from switchboard import InboundMessage
+    from switchboard.testing import LoopbackChannel, LoopbackPlugin, open_switchboard
+
+    text = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    section = text.split("### Following the event log", 1)[1]
+    [example] = re.findall(r"```python\n(.*?)```", section.split("\n### ", 1)[0], flags=re.S)
+    namespace: dict[str, Any] = {"__name__": "example_consumer"}
+    exec(compile(example, "docs/plugins.md (consumers)", "exec"), namespace)
+    crm = namespace["AcmeCrm"]()
+    channel = LoopbackChannel("sms")
+    sb = await open_switchboard(tmp_path, crm, LoopbackPlugin(channel))
+    try:
+        sb.loops.start("events", sb.events.run)
+        await sb.consumers.start()
+        got = await channel.inject(InboundMessage("m1", "+12025550143", text="hello"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while getattr(crm, "last", None) is None:
+            assert asyncio.get_running_loop().time() < deadline, "no event reached it"
+            await asyncio.sleep(0.02)
+        event = sb.events.read_since(crm.last - 1, 1)[0]
+        assert event.type == "message.received"  # contact.created was not asked for
+        assert event.data["interaction"]["id"] == got.interaction.id
+    finally:
+        await sb.close()
 
 
 def test_the_plugin_style_example_registers() -> None:

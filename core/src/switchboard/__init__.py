@@ -24,6 +24,7 @@ from switchboard.channels import (
     VoiceChannel,
 )
 from switchboard.config import Config, ConfigError, CoreSettings, load_config
+from switchboard.consumers import EventConsumer, SkipEvent
 from switchboard.core import Switchboard
 from switchboard.errors import (
     Conflict,
@@ -90,6 +91,7 @@ __all__ = [
     "Direction",
     "Disposition",
     "Event",
+    "EventConsumer",
     "EventType",
     "FileRoots",
     "Forbidden",
@@ -116,6 +118,7 @@ __all__ = [
     "Rendered",
     "Role",
     "SendError",
+    "SkipEvent",
     "Switchboard",
     "SwitchboardError",
     "Tasks",

@@ -162,7 +162,7 @@ def create_app(
         sb.loops.start("events", sb.events.run)
         sb.loops.start("outbox", sb.outbox.run)
         sb.loops.start("events:prune", sb.events.prune_forever)
-        await webhooks.start()
+        await sb.consumers.start()  # the webhooks and the plugins' event consumers
         await sb.supervise_channels(
             wanted, backoff_initial=supervise_backoff[0], backoff_max=supervise_backoff[1]
         )
@@ -178,7 +178,8 @@ def create_app(
             sb.outbox.stop()
             await sb.loops.wait("outbox", sb.config.core.http.shutdown_timeout)
             await sb.stop_channels()
-            await webhooks.stop()
+            await sb.consumers.stop()
+            await webhooks.close()
             await sb.loops.stop()
             await sb.plugins.hooks.shutdown(app=app)
             await sb.close()

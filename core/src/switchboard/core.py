@@ -30,6 +30,7 @@ from switchboard.backoff import Backoff
 from switchboard.calls import CallLog
 from switchboard.channels import Channel, ChannelContext, ChannelState, NotConfigured
 from switchboard.config import Config, load_config
+from switchboard.consumers import Consumers
 from switchboard.errors import Invalid
 from switchboard.events import (
     EventHub,
@@ -107,6 +108,8 @@ class Switchboard(ServiceAPI):
         self.outbox = Outbox(self)
         self.calls = CallLog(self)
         self.events = EventHub(self)
+        #: Durable readers of the event log: the webhooks and plugins' (a CRM connector).
+        self.consumers = Consumers(self)
         self.quarantine = Quarantine(self)
         #: The supervised background loops (outbox, event hub, webhooks...).
         self.loops = Supervisor()

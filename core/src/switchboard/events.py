@@ -249,11 +249,11 @@ class EventHub:
     # -- retention ------------------------------------------------------------------------
 
     def prune(self, older_than_days: float, batch: int = 5000) -> int:
-        """Delete the events older than ``older_than_days`` that every configured webhook
-        has delivered (a webhook that is behind keeps its events); return how many. Deletes
-        in batches, so other writers wait at most one batch."""
+        """Delete the events older than ``older_than_days`` that every event consumer (each
+        webhook, each plugin's) has handled: one that is behind keeps its events. Returns
+        how many; deletes in batches, so other writers wait at most one batch."""
         cutoff = utcnow() - timedelta(days=older_than_days)
-        hooks = [w.name for w in self.core.config.core.webhooks]
+        hooks = {w.name for w in self.core.config.core.webhooks} | set(self.core.consumers.names())
         total = 0
         while True:
             with self.core.store.write() as conn:
@@ -261,7 +261,7 @@ class EventHub:
                 if hooks:
                     floor = conn.execute(
                         sa.select(sa.func.min(cursor_t.c.last_event_id)).where(
-                            cursor_t.c.name.in_(hooks)
+                            cursor_t.c.name.in_(sorted(hooks))
                         )
                     ).scalar()
                     old = old.where(event_t.c.id <= (floor or 0))

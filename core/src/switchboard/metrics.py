@@ -79,6 +79,23 @@ class SwitchboardCollector(Collector):
             hooks.add_metric([hook.s.name, "delivered"], float(hook.delivered))
             hooks.add_metric([hook.s.name, "failed"], float(hook.failed))
         yield hooks
+        lag = GaugeMetricFamily(
+            "switchboard_consumer_lag",
+            "Events written after the last one each event consumer handled (webhooks by "
+            "name, plugins' as consumer:NAME).",
+            labels=["consumer"],
+        )
+        handled = CounterMetricFamily(
+            "switchboard_consumer_events",
+            "Events each consumer handled, by outcome.",
+            labels=["consumer", "outcome"],
+        )
+        for name, consumer in sorted(sb.consumers.all.items()):
+            lag.add_metric([name], float(consumer[1].lag()))
+            handled.add_metric([name, "delivered"], float(consumer[1].delivered))
+            handled.add_metric([name, "failed"], float(consumer[1].failed))
+        yield lag
+        yield handled
 
     def _from_store(self) -> Iterator[Metric]:
         sb = self.core

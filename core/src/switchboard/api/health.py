@@ -67,7 +67,8 @@ async def health(sb: Core, request: Request) -> dict[str, Any]:
     for c in channels.values():
         c["last_error"] = c["last_error"] and redact(c["last_error"])
     loops = sb.loops.health()
-    for v in loops.values():
+    consumers = sb.consumers.health()
+    for v in [*loops.values(), *consumers.values()]:
         v["last_error"] = v["last_error"] and redact(v["last_error"])
     return {
         "status": status,
@@ -81,6 +82,8 @@ async def health(sb: Core, request: Request) -> dict[str, Any]:
         "hook_errors": [redact(str(e)) for e in sb.plugins.hook_errors[-10:]],
         "channels": channels,
         "loops": loops,
+        # each webhook's and plugin's event consumer: how far behind, and why
+        "consumers": consumers,
         "outbox_depth": depth,
         "event_subscribers": sb.events.subscribers,
     }
