@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -243,3 +245,36 @@ async def test_answered_calls_make_no_task_and_callbacks_can_be_switched_off(
     )
     await sb.calls.ended("sip", "c10")
     assert sb.store.list_tasks(status="all") == []
+
+
+class SlowCrm:
+    """A CRM lookup slower than the budget (2 s against 0.2 s)."""
+
+    plugin_name = "slow-crm"
+
+    def __init__(self) -> None:
+        self.asked: list[Address] = []
+
+    @hookimpl
+    async def resolve_contact(self, address: Address) -> Contact | None:
+        self.asked.append(address)
+        await asyncio.sleep(2.0)
+        return Contact(id=None, name="Too late", company=None, addresses=(address,))
+
+
+async def test_a_slow_crm_lookup_never_holds_up_the_screen_pop(open_sb: Any) -> None:
+    crm = SlowCrm()
+    sb = await open_sb(crm, config={"switchboard": {"resolve_timeout": 0.2}})
+    started = time.monotonic()
+    _record, contact = await sb.calls.ringing(
+        "sip",
+        "slow-1",
+        direction=Direction.INBOUND,
+        from_address="+74951112299",
+        to_address="100",
+        caller_name="Ivan",
+    )
+    assert time.monotonic() - started < 1.0  # the budget, not the CRM's 2 s
+    assert crm.asked == [Address("phone", "+74951112299")]
+    assert contact.name == "Ivan"  # the store decided: a new contact from the call
+    assert sb.inbox.resolver.timeouts == 1

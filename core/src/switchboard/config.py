@@ -146,6 +146,8 @@ class CoreSettings:
     database_url: str = "sqlite:///switchboard.db"
     default_region: str = "US"
     recordings_dir: str = "recordings"
+    # seconds a plugin's resolve_contact (a CRM lookup) may take before the store decides
+    resolve_timeout: float = 0.5
     agents: list[AgentSettings] = attrs.Factory(list)
     outbox: OutboxSettings = attrs.Factory(OutboxSettings)
     tokens: list[TokenSettings] = attrs.Factory(list)

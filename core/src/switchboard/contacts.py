@@ -3,6 +3,8 @@ CRM or directory may answer), then the store, else a new contact."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -16,24 +18,44 @@ from switchboard.store import address_t, contact_t, insert_many, pairs_in
 if TYPE_CHECKING:
     from switchboard.plugins import Plugins
 
+log = logging.getLogger("switchboard.contacts")
+
 
 class ContactResolver:
-    def __init__(self, plugins: Plugins) -> None:
+    def __init__(self, plugins: Plugins, timeout: float = 0.5) -> None:
         self.plugins = plugins
+        self.timeout = timeout
+        self.timeouts = 0  # lookups that took longer than ``timeout``
 
     def has_plugins(self) -> bool:
         return bool(self.plugins.pm.hook.resolve_contact.get_hookimpls())
 
     async def ask_plugins(self, addresses: Iterable[Address]) -> dict[Address, Contact]:
-        """What ``resolve_contact`` implementations answer for each address."""
+        """What ``resolve_contact`` implementations answer for each address, asked
+        together; one that takes longer than ``timeout`` seconds (a slow CRM) is given
+        up on, and the store decides for that address (a screen pop never waits past
+        the budget; the plugin may fill its link in later)."""
         answers: dict[Address, Contact] = {}
         if not self.has_plugins():
             return answers
-        for address in dict.fromkeys(addresses):
-            contact = await self.plugins.hooks.resolve_contact(address=address)
+        wanted = list(dict.fromkeys(addresses))
+        found = await asyncio.gather(*(self._ask(a) for a in wanted))
+        for address, contact in zip(wanted, found, strict=True):
             if isinstance(contact, Contact):
                 answers[address] = contact
         return answers
+
+    async def _ask(self, address: Address) -> Contact | None:
+        try:
+            return await asyncio.wait_for(
+                self.plugins.hooks.resolve_contact(address=address), self.timeout
+            )
+        except TimeoutError:
+            self.timeouts += 1
+            log.warning(
+                "resolve_contact for %s took over %.2fs: the store decides", address, self.timeout
+            )
+            return None
 
     @staticmethod
     def resolve_many(

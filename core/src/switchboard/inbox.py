@@ -72,7 +72,7 @@ class _Pending:
 class Inbox:
     def __init__(self, core: Switchboard, *, max_batch: int = 500) -> None:
         self.core = core
-        self.resolver = ContactResolver(core.plugins)
+        self.resolver = ContactResolver(core.plugins, core.config.core.resolve_timeout)
         self._batches: GroupCommit[_Pending, Received] = GroupCommit(
             self._process, max_batch=max_batch, name="switchboard-inbox"
         )
