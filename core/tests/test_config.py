@@ -86,8 +86,8 @@ def test_every_problem_is_reported_with_file_and_key(tmp_path: Path) -> None:
         "[switchboard] agents[0].name: required, but missing",
         "[switchboard] agents[1].role: expected one of 'admin', 'supervisor', 'agent', got 'boss'",
         "[switchboard]: unknown key(s) databse_url; expected one of: database_url, "
-        "default_region, recordings_dir, agents, outbox, tokens, webhooks, templates, http, "
-        "events, callbacks, analytics",
+        "default_region, recordings_dir, resolve_timeout, agents, outbox, tokens, webhooks, "
+        "templates, http, events, callbacks, analytics",
         "[plugins.sip] server: required, but missing",
         "[plugins.sip] port: expected an integer, got a boolean True",
         "[plugins.smtp]: no plugin named 'smtp' is loaded (loaded: sip)",
