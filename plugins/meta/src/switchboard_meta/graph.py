@@ -21,7 +21,6 @@ RATE_LIMITED = frozenset({4, 17, 32, 613})
 #: Graph codes of a temporary failure on Meta's side ("try again later").
 TEMPORARY = frozenset({1, 2})
 TOKEN_EXPIRED = 190
-USER_UNAVAILABLE = 551  # "This person isn't available right now"
 OUTSIDE_WINDOW = (10, 2018278)  # code 10 with this subcode: sent outside the allowed window
 
 
