@@ -1,8 +1,8 @@
 """The plugin boundary: bundled plugins import only what the core publishes (the names in
 ``switchboard.__all__`` and the public modules: ``switchboard.web`` for routes,
 ``switchboard.views`` for reading the core's tables, ``switchboard.testing``,
-``switchboard.conformance``). Nothing reaches past it (issue #16 paid off the console's
-and the email plugin's debts)."""
+``switchboard.conformance``, ``switchboard.crm`` for CRM connectors). Nothing reaches past
+it (issue #16 paid off the console's and the email plugin's debts)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ PUBLIC_MODULES = {
     "switchboard.web",
     "switchboard.views",
     "switchboard.outside",
+    "switchboard.crm",
 }
 
 

@@ -341,9 +341,15 @@ class CallLog:
                         recording_sha256=rec.sha256,
                     )
                 )
-                return self._load(conn, call_id, channel)
+                record = self._load(conn, call_id, channel)
+                record_events(
+                    conn,
+                    [(EventType.CALL_RECORDED, {"call": to_json(record)}, call_agents(record))],
+                )
+                return record
 
         record = await asyncio.to_thread(store)
+        self.core.events.notify()
         await self.core.plugins.hooks.recording_saved(record=record)
         return record
 

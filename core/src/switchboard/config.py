@@ -113,6 +113,11 @@ class HttpSettings:
     sse_queue_size: int = 1000
     sse_keepalive: float = 15.0
     shutdown_timeout: float = 8.0
+    #: Where systems outside reach the runner (a CRM fetching a recording link): the base
+    #: of the links ``sb.recording_link`` makes, e.g. ``https://switchboard.example.com``.
+    public_url: str | None = None
+    #: Signs those links (at least 16 characters); without it no link is made.
+    link_secret: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.define
@@ -146,8 +151,9 @@ class CoreSettings:
     database_url: str = "sqlite:///switchboard.db"
     default_region: str = "US"
     recordings_dir: str = "recordings"
-    # seconds a plugin's resolve_contact (a CRM lookup) may take before the store decides
-    resolve_timeout: float = 0.5
+    # seconds a plugin's resolve_contact (a CRM lookup) may take before the store decides:
+    # within the 100 ms screen-pop budget (a connector fills the CRM's name in later)
+    resolve_timeout: float = 0.08
     agents: list[AgentSettings] = attrs.Factory(list)
     outbox: OutboxSettings = attrs.Factory(OutboxSettings)
     tokens: list[TokenSettings] = attrs.Factory(list)
@@ -316,6 +322,13 @@ def _check_core(core: CoreSettings, plugins: Iterable[str] = ()) -> list[str]:
     tokens = [t.token for t in core.tokens]
     if len(set(tokens)) != len(tokens):
         problems.append("[switchboard] tokens: the same token appears more than once")
+    http = core.http
+    if http.public_url is not None and not http.public_url.startswith(("http://", "https://")):
+        problems.append(
+            f"[switchboard.http] public_url: expected an http(s) URL, got {http.public_url!r}"
+        )
+    if http.link_secret is not None and len(http.link_secret) < 16:
+        problems.append("[switchboard.http] link_secret: too short (at least 16 characters)")
     loaded = set(plugins)
     hooks = [w.name for w in core.webhooks]
     for dup in sorted({n for n in hooks if hooks.count(n) > 1}):

@@ -60,6 +60,7 @@ class EventType(enum.StrEnum):
     CALL_RINGING = "call.ringing"
     CALL_ANSWERED = "call.answered"
     CALL_ENDED = "call.ended"
+    CALL_RECORDED = "call.recorded"
     MESSAGE_RECEIVED = "message.received"
     MESSAGE_EDITED = "message.edited"
     MESSAGE_DELETED = "message.deleted"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import sqlalchemy as sa
 
+from switchboard import sharing
 from switchboard.address import Address, AddressError
 from switchboard.auth import Principal
 from switchboard.channels import ChannelState, VoiceChannel
@@ -31,6 +32,7 @@ from switchboard.templates import Rendered, template_values
 
 if TYPE_CHECKING:
     from switchboard.address import AddressBook
+    from switchboard.config import Config
     from switchboard.core import ChannelHandle
     from switchboard.events import EventHub
     from switchboard.outbox import Outbox
@@ -78,6 +80,7 @@ class ServiceAPI:
 
     if TYPE_CHECKING:
         store: Store
+        config: Config
         addresses: AddressBook
         outbox: Outbox
         events: EventHub
@@ -295,6 +298,32 @@ class ServiceAPI:
         if not await asyncio.to_thread(path.is_file):
             raise NotFound(f"the recording of call {call_id!r} is missing from disk")
         return path
+
+    def recording_link(self, call_id: str, ttl: float = 86_400.0) -> str:
+        """A signed link to the call's recording that works without a token for ``ttl``
+        seconds (for a CRM's call card): ``{public_url}/recordings/{token}``.
+        ``Unavailable`` when ``[switchboard.http]`` has no ``public_url`` and
+        ``link_secret``."""
+        http = self.config.core.http
+        if not http.public_url or not http.link_secret:
+            raise Unavailable("recording links need [switchboard.http] public_url and link_secret")
+        token = sharing.make_token(http.link_secret, call_id, ttl)
+        return f"{http.public_url.rstrip('/')}/recordings/{token}"
+
+    async def shared_recording(self, token: str) -> tuple[str, Path]:
+        """The call id and file a :meth:`recording_link` token opens: ``NotFound`` for a
+        token that is forged, expired or of a call without its recording on disk."""
+        secret = self.config.core.http.link_secret
+        call_id = sharing.read_token(secret, token) if secret else None
+        if call_id is None:
+            raise NotFound("no such recording link (or it has expired)")
+        call = await self.call(call_id)
+        if call.recording is None:
+            raise NotFound(f"call {call_id!r} has no recording")
+        path = Path(call.recording.path)
+        if not await asyncio.to_thread(path.is_file):
+            raise NotFound(f"the recording of call {call_id!r} is missing from disk")
+        return call_id, path
 
     # -- messages ---------------------------------------------------------------------------
 

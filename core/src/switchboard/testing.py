@@ -32,6 +32,7 @@ from collections.abc import (
     Coroutine,
     Iterator,
     Mapping,
+    Sequence,
 )
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,7 +57,7 @@ from switchboard.channels import (
 )
 from switchboard.config import Config, config_from_dict
 from switchboard.core import Switchboard, settings_classes
-from switchboard.models import Agent, Direction
+from switchboard.models import Agent, Direction, InteractionKind
 from switchboard.plugins import Plugins, hookimpl
 from switchboard.store import Store, interaction_t
 
@@ -634,3 +635,135 @@ def mutated(seed: bytes, alphabet: bytes, *, edits: int = 8, longest: int = 40) 
         return bytes(data)
 
     return build()
+
+
+# -- CRM connectors: a runner with calls and messages to push -----------------------------
+
+#: The agents a :class:`CrmRig` has; connectors' test settings map them to CRM users.
+CRM_AGENTS = ({"name": "anna", "extension": "101"}, {"name": "boris", "extension": "102"})
+#: ``[switchboard.http] link_secret`` of a :class:`CrmRig` (recording links are signed).
+LINK_SECRET = "crm-rig-recording-link-secret"
+
+
+class MessengerKinds:
+    """Registers the address kind ``telegram`` for a loopback messenger channel (the real
+    Telegram plugin is not loaded in a connector's tests)."""
+
+    plugin_name = "messenger-kinds"
+
+    @hookimpl
+    def register_address_kinds(self, register: Callable[[str, Any], None]) -> None:
+        register("telegram", lambda raw, book: raw.strip())
+
+
+class CrmRig:
+    """A runner serving a CRM connector, with loopback channels that make its events:
+    ``voice`` (calls), ``email`` and ``telegram`` (messages). Made by :func:`crm_rig`."""
+
+    def __init__(self, service: RunningService, folder: Path) -> None:
+        self.service = service
+        self.folder = folder
+        plugin = service.switchboard.plugin("loopback")
+        self.voice: LoopbackVoiceChannel = plugin.channels[0]
+        self.email: LoopbackChannel = plugin.channels[1]
+        self.telegram: LoopbackChannel = plugin.channels[2]
+        self._ids = itertools.count(1)
+
+    @property
+    def sb(self) -> Switchboard:
+        return self.service.switchboard
+
+    def agent(self, name: str) -> Agent:
+        return self.service.call(self.sb.agent(name))
+
+    def inbound_call(
+        self,
+        number: str,
+        *,
+        agent: str | None = "anna",
+        ring_for: Sequence[str] = ("anna",),
+        record: bool = True,
+        call_id: str | None = None,
+    ) -> str:
+        """A whole inbound call from ``number``: ringing (for ``ring_for``), answered by
+        ``agent`` (None: missed), recorded (a second of silence), ended. Its call id."""
+        call_id = call_id or f"crm-call-{next(self._ids)}"
+        ctx = self.voice.ctx
+        assert ctx is not None
+        ids = [self.agent(n).id for n in ring_for]
+        self.service.call(
+            ctx.calls.ringing(
+                "voice",
+                call_id,
+                direction=Direction.INBOUND,
+                from_address=number,
+                to_address="+74950000000",
+                agents=[i for i in ids if i is not None],
+            )
+        )
+        if agent is not None:
+            self.service.call(ctx.calls.answered("voice", call_id, self.agent(agent)))
+            if record:
+                self.service.call(ctx.calls.recording_saved("voice", call_id, self.wav(call_id)))
+        self.service.call(ctx.calls.ended("voice", call_id))
+        return call_id
+
+    def wav(self, name: str, seconds: float = 1.0) -> Path:
+        import wave
+
+        path = self.folder / f"{name}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(b"\0\0\0\0" * int(8000 * seconds))
+        return path
+
+    def receive(
+        self, channel: LoopbackChannel, sender: str, text: str, *, subject: str | None = None
+    ) -> Received:
+        """An inbound message (an email when ``channel`` is :attr:`email`)."""
+        kind = InteractionKind.EMAIL if channel is self.email else InteractionKind.MESSAGE
+        message = InboundMessage(
+            external_id=f"in-{next(self._ids)}",
+            sender=sender,
+            text=text,
+            subject=subject,
+            kind=kind,
+        )
+        return self.service.call(channel.inject(message))
+
+    def consumer(self, name: str) -> Any:
+        """The connector's event consumer (``health()``: lag, attempts, last error)."""
+        return self.sb.consumers.all[f"consumer:{name}"][1]
+
+
+def crm_rig(
+    start: Callable[..., RunningService],
+    connector: object,
+    settings: Mapping[str, Any],
+    *,
+    core: Mapping[str, Any] | None = None,
+) -> CrmRig:
+    """``start`` is the ``switchboard_service`` fixture; ``connector`` the plugin object
+    (a new one per test) and ``settings`` its ``[plugins.NAME]``. Recording links are on
+    (the runner's address is not known before it starts, so ``public_url`` is
+    ``http://switchboard.test``: a test fetches a link's path from ``service.url``)."""
+    channels = LoopbackPlugin(
+        LoopbackVoiceChannel("voice"),
+        LoopbackChannel("email", "email"),
+        LoopbackChannel("telegram", "telegram"),
+    )
+    name = getattr(connector, "plugin_name", "crm")
+    config = {
+        "switchboard": {
+            "agents": [dict(a) for a in CRM_AGENTS],
+            "http": {"public_url": "http://switchboard.test", "link_secret": LINK_SECRET},
+            **dict(core or {}),
+        },
+        "plugins": {name: dict(settings)},
+    }
+    service = start(channels, MessengerKinds(), connector, config=config)
+    folder = Path(service.switchboard.config.core.recordings_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return CrmRig(service, folder)

@@ -19,3 +19,4 @@ __all__ = ["domain_error", "router"]
 router = APIRouter()  # each part's paths are under /api (metrics label routes by them)
 for part in (health, contacts, messages, calls, tasks, events, analytics):
     router.include_router(part.router)
+router.include_router(calls.links)

@@ -23,6 +23,7 @@ from switchboard.api.common import (
 from switchboard.files import safe_filename
 
 router = APIRouter(prefix="/api")
+links = APIRouter()  # outside /api: no bearer token, the signed link is the key
 
 
 class CallIn(Body):
@@ -82,6 +83,14 @@ def recording_response(call_id: str, path: Path) -> FileResponse:
     return FileResponse(
         path, media_type="audio/wav", filename=f"{safe_filename(call_id, 'call')}.wav"
     )
+
+
+@links.get("/recordings/{token}", response_class=FileResponse)
+async def shared_recording(token: str, sb: Core) -> FileResponse:
+    """A recording through a signed, expiring link (``sb.recording_link``; a CRM's call
+    card): no bearer token, the link is the key. 404 for a forged or expired one."""
+    call_id, path = await sb.shared_recording(token)
+    return recording_response(call_id, path)
 
 
 @router.get("/calls/{call_id:path}")
