@@ -62,10 +62,13 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "revision": Store.head_revision(),
             # the plugins' own tables
             "plugin_revisions": {
+                "amocrm": "amocrm_0001",
+                "bitrix24": "bitrix24_0001",
                 "console": "console_0001",
                 "mailings": "mailings_0001",
                 "max": "max_0001",
                 "meta": "meta_0001",
+                "odoo": "odoo_0001",
                 "vk": "vk_0001",
                 "whatsapp": "whatsapp_0001",
             },
@@ -76,12 +79,15 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "Switchboard"
         )
         assert {p["name"] for p in health["plugins"]} == {
+            "amocrm",
+            "bitrix24",
             "console",
             "email",
             "ivr",
             "mailings",
             "max",
             "meta",
+            "odoo",
             "sip",
             "telegram",
             "vk",
