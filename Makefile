@@ -59,3 +59,4 @@ bench: sync
 	$(UV) run --frozen python bench/vk_bench.py
 	$(UV) run --frozen python bench/max_bench.py
 	$(UV) run --frozen python bench/meta_bench.py
+	$(UV) run --frozen python bench/crm_bench.py

@@ -170,6 +170,11 @@ def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:
         ("switchboard_meta", "PageSettings", "meta.md"),
         ("switchboard_sip", "SipSettings", "sip.md"),
         ("switchboard_ivr", "IvrSettings", "ivr.md"),
+        ("switchboard_amocrm", "AmoCrmSettings", "crm-amocrm.md"),
+        ("switchboard_odoo", "OdooSettings", "crm-odoo.md"),
+        ("switchboard_bitrix24", "Bitrix24Settings", "crm-bitrix24.md"),
+        ("switchboard.crm", "CrmPush", "crm-amocrm.md"),
+        ("switchboard.crm", "CrmPush", "plugins.md"),
     ],
 )
 def test_every_plugin_setting_is_in_its_doc(module: str, settings: str, doc: str) -> None:
@@ -203,6 +208,34 @@ def test_the_meta_docs_examples_are_a_valid_configuration_and_payload() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("doc", "plugin", "module", "settings"),
+    [
+        ("crm-amocrm.md", "amocrm", "switchboard_amocrm", "AmoCrmSettings"),
+        ("crm-odoo.md", "odoo", "switchboard_odoo", "OdooSettings"),
+        ("crm-bitrix24.md", "bitrix24", "switchboard_bitrix24", "Bitrix24Settings"),
+    ],
+)
+def test_the_crm_docs_examples_are_valid_configurations(
+    doc: str, plugin: str, module: str, settings: str
+) -> None:
+    """Each connector's example configuration passes the checks ``serve`` makes (with the
+    agents it maps, and its secrets from the environment)."""
+    import tomllib
+
+    from switchboard.config import config_from_dict
+
+    text = (DOCS / doc).read_text(encoding="utf-8")
+    (example,) = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    raw = tomllib.loads(example)
+    raw.setdefault("switchboard", {})["agents"] = [{"name": "anna"}, {"name": "boris"}]
+    env = {name: "x" * 24 for name in re.findall(r"\$\{(\w+)\}", example)}
+    cls = getattr(importlib.import_module(module), settings)
+    config = config_from_dict(raw, {plugin: cls}, env=env)
+    assert isinstance(config.plugin_settings(plugin), cls)
+    assert set(config.plugin_settings(plugin).users) == {"anna", "boris"}
+
+
 def test_every_console_setting_is_in_its_doc() -> None:
     from switchboard_console import ConsoleSettings, Rate, TariffSettings
 
@@ -231,3 +264,74 @@ def test_the_ivr_docs_voicemail_without_a_menu_is_a_valid_flow() -> None:
     flow = build_flow(tomllib.loads(block), agents=["alice", "bob"])
     assert flow.start == "everyone" and flow.consent is not None
     assert flow.nodes["everyone"].data["no_answer"] == "voicemail"
+
+
+def test_the_crm_connector_example_notes_messages_and_answers_pops(
+    switchboard_service: Any,
+) -> None:
+    """writing-a-plugin.md's Acme connector, run against a stand-in Acme CRM: a known
+    person's message lands on the contact Acme named, and is noted once."""
+    import sys
+    import types
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from switchboard import hookimpl
+    from switchboard.testing import crm_rig, serve_in_thread, until
+
+    text = (DOCS / "writing-a-plugin.md").read_text(encoding="utf-8")
+    section = text.split("## A CRM connector", 1)[1]
+    [example] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    module = types.ModuleType("acme_crm")  # the example's own module, as if installed
+    sys.modules["acme_crm"] = module
+    exec(compile(example, "docs/writing-a-plugin.md (CRM connector)", "exec"), module.__dict__)
+
+    notes: list[dict[str, Any]] = []
+
+    async def people(request: Request) -> Response:
+        if request.headers.get("authorization") != "Bearer acme-token-0123":
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        if request.query_params.get("q") == "email:olga@example.com":
+            return JSONResponse({"name": "Olga Petrova", "owner": 22})
+        return JSONResponse({"error": "no such person"}, status_code=404)
+
+    async def add_note(request: Request) -> Response:
+        notes.append(await request.json())
+        return JSONResponse({"id": len(notes)}, status_code=201)
+
+    acme = Starlette(
+        routes=[
+            Route("/people", people, methods=["GET"]),
+            Route("/notes", add_note, methods=["POST"]),
+        ]
+    )
+
+    class TestedAcme(module.AcmePlugin):  # type: ignore[misc, name-defined]
+        @hookimpl
+        def register_migrations(self, register: Any) -> None:
+            """No revisions folder here: the test makes the table itself below."""
+
+    try:
+        with serve_in_thread(acme) as crm:
+            settings = {
+                "base_url": crm.url,
+                "token": "acme-token-0123",
+                "users": {"anna": 11, "boris": 22},
+                "push": {"calls": False},
+            }
+            r = crm_rig(switchboard_service, TestedAcme(), settings, core={"resolve_timeout": 5})
+            module.metadata.create_all(r.sb.store.engine)
+            got = r.receive(r.email, "olga@example.com", "Is my order ready?")
+            assert got.contact.name == "Olga Petrova"  # resolve_contact, from Acme
+            assert got.contact.owner_agent_id == r.agent("boris").id
+            until(lambda: notes, what="the note in Acme")
+            consumer = r.consumer("acme")
+            until(lambda: consumer.lag() == 0)
+            for event in r.sb.events.read_since(0, 100):  # delivered again: noted once
+                r.service.call(consumer.handle(event))
+            assert notes == [{"person": "email:olga@example.com", "text": "Is my order ready?"}]
+    finally:
+        del sys.modules["acme_crm"]

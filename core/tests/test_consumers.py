@@ -149,3 +149,42 @@ async def test_a_failing_consumer_shows_its_lag_and_error_and_keeps_its_events(
         assert [text for _, text in crm.seen][:1] == ["waits"]
     finally:
         await sb.close()
+
+
+async def test_save_every_writes_the_cursor_when_idle_not_per_event(tmp_path: Path) -> None:
+    """A consumer whose pushes are idempotent saves its cursor at most every
+    ``save_every`` seconds, and whenever it runs out of events."""
+    ch = LoopbackChannel("sms")
+    crm = Crm(ch)
+    sb = await open_switchboard(tmp_path, crm, config={"switchboard": {}})
+    consumer = sb.consumers.all["consumer:crm"][1]
+    consumer.save_every = 3600.0
+    writes = 0
+    advance = consumer._advance
+
+    def counted(event_id: int, failure: str | None = None) -> None:
+        nonlocal writes
+        writes += 1
+        advance(event_id, failure)
+
+    consumer._advance = counted  # type: ignore[method-assign]
+    try:
+        await asyncio.to_thread(consumer.cursor)
+        for n in range(20):  # written before the consumer runs: one batch
+            await ch.inject(InboundMessage(f"m{n}", f"+74953001{n:03d}", text=f"m {n}"))
+        sb.loops.start("events", sb.events.run)
+        await sb.consumers.start()
+        await until(lambda: len(crm.seen) == 20)
+
+        def saved() -> int:
+            with sb.store.engine.connect() as conn:
+                row = conn.execute(
+                    sa.select(cursor_t.c.last_event_id).where(cursor_t.c.name == "consumer:crm")
+                ).one()
+            return int(row.last_event_id)
+
+        await until(lambda: saved() == consumer.position)  # saved once idle
+        assert consumer.position == sb.events.current_id()
+        assert writes <= 3  # the first event's, the batch end's or the idle one: not 20
+    finally:
+        await sb.close()

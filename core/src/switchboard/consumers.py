@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,9 @@ log = logging.getLogger("switchboard.consumers")
 failure_t: sa.Table = WebhookFailureRow.__table__  # type: ignore[attr-defined]
 
 Handler = Callable[[Event], Awaitable[None]]
+
+#: Failed attempts in a row at one event after which a consumer makes health degraded.
+STUCK_AFTER = 3
 
 
 class SkipEvent(Exception):
@@ -66,6 +70,7 @@ class EventConsumer:
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
         batch: int = 200,
+        save_every: float = 0.0,
     ) -> None:
         self.core = core
         self.name = name
@@ -80,6 +85,12 @@ class EventConsumer:
         self.delivered = 0
         self.failed = 0
         self._wakeup = asyncio.Event()
+        #: Seconds between two writes of the cursor (0: after every event). A consumer
+        #: whose pushes are idempotent (an id map) saves a write per event this way; after
+        #: a crash, the events of the last ``save_every`` seconds come again.
+        self.save_every = save_every
+        self._saved_at = 0.0
+        self._unsaved = False  # handled (or passed over) past the saved cursor
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -148,20 +159,27 @@ class EventConsumer:
         while True:
             events = await asyncio.to_thread(self.core.events.read_since, self.position, self.batch)
             if not events:
+                if self._unsaved:  # idle: the position handled so far is saved now
+                    await self._save()
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), 5.0)
                 continue
-            passed = False  # events passed over since the cursor was last written
             for event in events:
                 if self.types is not None and event.type not in self.types:
-                    passed = True
+                    self._unsaved = True  # passed over: saved with the next write
                 else:
                     await self._one(event)  # writes the cursor: the passed-over ones too
-                    passed = False
                 self.position, self.attempts = event.id, 0
-            if passed:
-                await asyncio.to_thread(self._advance, self.position)
+            if self._unsaved and self._due():
+                await self._save()
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._saved_at >= self.save_every
+
+    async def _save(self) -> None:
+        await asyncio.to_thread(self._advance, self.position)
+        self._saved_at, self._unsaved = time.monotonic(), False
 
     async def _one(self, event: Event) -> None:
         while True:
@@ -174,7 +192,11 @@ class EventConsumer:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"[:2000]
             else:
-                await asyncio.to_thread(self._advance, event.id)
+                if self._due():
+                    await asyncio.to_thread(self._advance, event.id)
+                    self._saved_at, self._unsaved = time.monotonic(), False
+                else:  # save_every: saved with a later event, or when idle
+                    self._unsaved = True
                 self.delivered += 1
                 self.last_error = None
                 return
@@ -197,6 +219,7 @@ class EventConsumer:
     async def _give_up(self, event: Event, reason: str) -> None:
         log.error("%s: event %d (%s) set aside: %s", self.name, event.id, event.type, reason)
         await asyncio.to_thread(self._advance, event.id, reason)
+        self._saved_at, self._unsaved = time.monotonic(), False
         self.failed += 1
         self.last_error = reason
 
@@ -218,11 +241,12 @@ class Consumers:
         max_attempts: int | None = None,
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
+        save_every: float = 0.0,
     ) -> EventConsumer:
         """A plugin's consumer ``name`` (its cursor is ``consumer:NAME``, its loop in
         ``/api/health`` too), started with the runner. ``handle(event)`` returns when the
         event is handled; it raises to have it again after a backoff, or
-        :class:`SkipEvent` to set it aside."""
+        :class:`SkipEvent` to set it aside. ``save_every``: see :class:`EventConsumer`."""
         key = f"consumer:{name}"
         return self.add_named(
             key,
@@ -232,6 +256,7 @@ class Consumers:
             max_attempts=max_attempts,
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
+            save_every=save_every,
         )
 
     def add_named(
@@ -244,6 +269,7 @@ class Consumers:
         max_attempts: int | None = None,
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
+        save_every: float = 0.0,
     ) -> EventConsumer:
         """A consumer with the cursor ``key`` and the loop name ``loop`` (the webhooks keep
         their own names: their cursors predate plugins' consumers)."""
@@ -257,6 +283,7 @@ class Consumers:
             max_attempts=max_attempts,
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
+            save_every=save_every,
         )
         self.all[key] = (loop, consumer)
         return consumer
@@ -283,3 +310,8 @@ class Consumers:
 
     def health(self) -> dict[str, dict[str, Any]]:
         return {key: consumer.health() for key, (_, consumer) in self.all.items()}
+
+    def stuck(self) -> list[str]:
+        """Consumers whose next event failed ``STUCK_AFTER`` times in a row (a CRM or
+        webhook refusing us, not a blip): ``/api/health`` is ``degraded`` while any is."""
+        return [key for key, (_, c) in self.all.items() if c.attempts >= STUCK_AFTER]

@@ -49,6 +49,7 @@ async def health(sb: Core, request: Request) -> dict[str, Any]:
         depth is None
         or sb.loops.failing
         or any(h.state is ChannelState.FAILING for h in sb.channels.values())
+        or sb.consumers.stuck()
     )
     errors = [str(e) for e in sb.plugins.errors]
     from switchboard import __version__
