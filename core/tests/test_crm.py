@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
 from switchboard import sharing
-from switchboard.crm import CrmPush, Links, TtlCache, customer_address, links_table
+from switchboard.crm import CrmPush, Link, Links, TtlCache, customer_address, links_table
 
 
 async def test_a_lookup_runs_once_and_finishes_after_its_caller_stopped_waiting() -> None:
@@ -82,20 +82,21 @@ def test_push_settings_ask_for_the_events_they_need() -> None:
     assert customer_address({"direction": "outbound", "to_address": "phone:+2"}) == "phone:+2"
 
 
-async def test_the_external_id_map_upserts(tmp_path: Path) -> None:
-    from switchboard.testing import open_switchboard
-
+async def test_the_external_id_map_upserts(open_sb: Any) -> None:
+    """On SQLite and PostgreSQL: one upsert per put; remembered kinds read back once."""
     metadata = sa.MetaData()
     table = links_table(metadata, "acme_link")
-    sb = await open_switchboard(tmp_path, start=False)
-    try:
-        metadata.create_all(sb.store.engine)
-        links = Links(sb, table)
-        assert await links.get("call", "c1") is None
-        await links.put("call", "c1", 42, "registered")
-        await links.put("call", "c1", 42, "finished", {"recording": True})
-        link = await links.get("call", "c1")
-        assert link is not None
-        assert (link.crm_id, link.state, link.data) == ("42", "finished", {"recording": True})
-    finally:
-        await sb.close()
+    sb = await open_sb(start=False)
+    metadata.create_all(sb.store.engine)
+    links = Links(sb, table)
+    assert await links.get("call", "c1") is None
+    await links.put("call", "c1", 42, "registered")
+    await links.put("call", "c1", 42, "finished", {"recording": True})
+    link = await links.get("call", "c1")
+    assert link is not None
+    assert (link.crm_id, link.state, link.data) == ("42", "finished", {"recording": True})
+    await links.put("contact", 7, "crm-7", "found")
+    with sb.store.engine.begin() as conn:  # gone from the table: a remembered kind stays
+        conn.execute(sa.delete(table))
+    assert (await links.get("contact", 7)) == Link("crm-7", "found")
+    assert await links.get("call", "c1") is None  # calls' states are read each time

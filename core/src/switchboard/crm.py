@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -61,6 +61,8 @@ __all__ = [
     "customer_address",
     "links_columns",
     "links_table",
+    "message_lines",
+    "values_of",
 ]
 
 log = logging.getLogger("switchboard.crm")
@@ -68,6 +70,8 @@ log = logging.getLogger("switchboard.crm")
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+#: A connector's cursor is saved at most this often (seconds): its pushes are idempotent.
+SAVE_EVERY = 0.5
 #: How long a 429's Retry-After is waited for inside one attempt; longer goes to backoff.
 MAX_RETRY_AFTER = 30.0
 
@@ -113,6 +117,27 @@ def customer_address(call: Mapping[str, Any]) -> str:
     return str(call.get("from_address" if inbound else "to_address") or "")
 
 
+def message_lines(interaction: Mapping[str, Any]) -> list[str]:
+    """A message or email event's ``interaction`` as lines for a CRM note: the channel,
+    the direction and the address (``email ← email:ivan@example.com``), ``Subject: ...``,
+    the text, and how many files it carried."""
+    arrow = "←" if interaction.get("direction") == "inbound" else "→"
+    lines = [f"{interaction.get('channel')} {arrow} {interaction.get('address') or ''}".strip()]
+    if interaction.get("subject"):
+        lines.append(f"Subject: {interaction['subject']}")
+    if interaction.get("text"):
+        lines.append(str(interaction["text"]))
+    files = (interaction.get("meta") or {}).get("attachments") or []
+    if files:
+        lines.append(f"({len(files)} attachment(s) in Switchboard)")
+    return lines
+
+
+def values_of(addresses: Iterable[str], kind: str) -> list[str]:
+    """The values of the addresses of one kind: ``values_of(["phone:+7..."], "phone")``."""
+    return [a.partition(":")[2] for a in addresses if a.startswith(f"{kind}:")]
+
+
 # -- the external-id map ----------------------------------------------------------------
 
 
@@ -145,25 +170,39 @@ class Link:
 
 
 class Links:
-    """A connector's external-id map (see :func:`links_table`), in the store's database."""
+    """A connector's external-id map (see :func:`links_table`), in the store's database.
+    The kinds in ``remember`` (ids that never change once made, such as a contact's) are
+    also kept in memory once read or written, so a busy connector does not read them back
+    for every event."""
 
-    def __init__(self, core: Switchboard, table: sa.Table) -> None:
+    def __init__(
+        self, core: Switchboard, table: sa.Table, remember: Iterable[str] = ("contact",)
+    ) -> None:
         self.core = core
         self.table = table
+        self.remember = frozenset(remember)
+        self._known: dict[tuple[str, str], Link] = {}
 
     async def get(self, kind: str, our_id: str | int) -> Link | None:
+        key = (kind, str(our_id))
+        known = self._known.get(key)
+        if known is not None:
+            return known
         t = self.table
 
         def read() -> Link | None:
             with self.core.store.engine.connect() as conn:
                 row = conn.execute(
                     sa.select(t.c.crm_id, t.c.state, t.c.data).where(
-                        t.c.kind == kind, t.c.our_id == str(our_id)
+                        t.c.kind == kind, t.c.our_id == key[1]
                     )
                 ).first()
             return None if row is None else Link(row.crm_id, row.state, dict(row.data or {}))
 
-        return await asyncio.to_thread(read)
+        link = await asyncio.to_thread(read)
+        if link is not None:
+            self._keep(key, link)
+        return link
 
     async def put(
         self,
@@ -173,7 +212,8 @@ class Links:
         state: str = "",
         data: Mapping[str, Any] | None = None,
     ) -> Link:
-        """Record (or update) the CRM's id of ``our_id`` and the push's state."""
+        """Record (or update) the CRM's id of ``our_id`` and the push's state: one
+        statement (an upsert)."""
         t = self.table
         values = {
             "crm_id": str(crm_id),
@@ -181,15 +221,29 @@ class Links:
             "data": dict(data or {}),
             "updated_at": utcnow(),
         }
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if self.core.store.dialect == "postgresql" else sqlite
+        upsert = (
+            dialect.insert(t)
+            .values(kind=kind, our_id=str(our_id), **values)
+            .on_conflict_do_update(index_elements=[t.c.kind, t.c.our_id], set_=values)
+        )
 
         def write() -> None:
             with self.core.store.write() as conn:
-                where = (t.c.kind == kind) & (t.c.our_id == str(our_id))
-                if conn.execute(sa.update(t).where(where).values(**values)).rowcount == 0:
-                    conn.execute(sa.insert(t).values(kind=kind, our_id=str(our_id), **values))
+                conn.execute(upsert)
 
         await asyncio.to_thread(write)
-        return Link(str(crm_id), state, dict(data or {}))
+        link = Link(str(crm_id), state, dict(data or {}))
+        self._keep((kind, str(our_id)), link)
+        return link
+
+    def _keep(self, key: tuple[str, str], link: Link) -> None:
+        if key[0] in self.remember:
+            if len(self._known) >= 50_000:
+                self._known.clear()
+            self._known[key] = link
 
 
 class TtlCache(Generic[K, V]):
@@ -301,6 +355,7 @@ class CrmHttp:
         when its status is in ``ok``. Raises as the module's text says."""
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         refreshed = False
+        waits = 0  # 429s waited out in this request
         while True:
             await self.pacer.wait("")
             headers = await self.headers() if self.headers is not None else {}
@@ -327,7 +382,8 @@ class CrmHttp:
                 raise CrmUnauthorized(f"{what}: 401 {answer.text[:300]}")
             if answer.status_code == 429:
                 wait = _retry_after(answer.headers.get("retry-after"))
-                if wait is not None and wait <= MAX_RETRY_AFTER:
+                if wait is not None and wait <= MAX_RETRY_AFTER and waits < 5:
+                    waits += 1
                     await asyncio.sleep(wait)
                     continue
                 raise CrmUnavailable(f"{what}: 429 rate limited")
@@ -388,7 +444,11 @@ class CrmConnector:
             if (agent_id := agents.get(name)) is not None
         }
         self.core.consumers.add(
-            self.name, self.handle, types=self.push.event_types(), backoff_max=60.0
+            self.name,
+            self.handle,
+            types=self.push.event_types(),
+            backoff_max=60.0,
+            save_every=SAVE_EVERY,  # every push is idempotent through the id map
         )
 
     async def check_users(self) -> None:

@@ -108,14 +108,15 @@ async def test_redelivered_update_and_restart_store_once(tg: Harness) -> None:
 
 async def test_stop_in_the_middle_of_a_burst_loses_nothing(tg: Harness) -> None:
     sb, _ = await tg.open()
-    for i in range(200):
+    burst = 2000  # long enough (about a second) that the stop comes in the middle of it
+    for i in range(burst):
         tg.api.push({"message": tg.api.message(600 + i % 7, f"m{i}")})
     await until(lambda: sb.store.count(interaction_t) >= 20)
     await sb.stop_channels()  # mid-burst: the poller is cancelled between updates
     stored = sb.store.count(interaction_t)
-    assert stored < 200
+    assert stored < burst
     sb2, _ = await tg.open()
-    await until(lambda: sb2.store.count(interaction_t) == 200)
+    await until(lambda: sb2.store.count(interaction_t) == burst, timeout=30)
     texts = {
         i.text
         for c in range(600, 607)
@@ -123,7 +124,7 @@ async def test_stop_in_the_middle_of_a_burst_loses_nothing(tg: Harness) -> None:
             sb2.store.find_contact_id(Address("telegram", str(c))) or 0, limit=500
         )
     }
-    assert texts == {f"m{i}" for i in range(200)}
+    assert texts == {f"m{i}" for i in range(burst)}
 
 
 async def test_edited_message_updates_the_interaction(tg: Harness) -> None:

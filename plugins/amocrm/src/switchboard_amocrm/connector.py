@@ -25,6 +25,8 @@ from switchboard.crm import (
     Links,
     TtlCache,
     customer_address,
+    message_lines,
+    values_of,
 )
 from switchboard_amocrm.client import AmoApi
 from switchboard_amocrm.settings import AmoCrmSettings
@@ -122,8 +124,7 @@ class AmoConnector(CrmConnector):
                 return int(found["id"])
         if not self.settings.create_contacts:
             return None
-        phones = [a.partition(":")[2] for a in addresses if a.startswith("phone:")]
-        emails = [a.partition(":")[2] for a in addresses if a.startswith("email:")]
+        phones, emails = values_of(addresses, "phone"), values_of(addresses, "email")
         name = str(contact.get("name") or (phones + emails + ["unknown"])[0])
         owner = self.crm_user(contact.get("owner_agent_id"))
         crm_id = await self.api.create_contact(name, phones, emails, int(owner) if owner else None)
@@ -261,22 +262,8 @@ class AmoConnector(CrmConnector):
             log.info("message %s: amoCRM has no contact for contact %s", our_id, contact.get("id"))
             return
         await self.links.put(
-            "message", our_id, await self.api.add_note(crm_id, note_text(interaction)), "noted"
+            "message",
+            our_id,
+            await self.api.add_note(crm_id, "\n".join(message_lines(interaction))[:20_000]),
+            "noted",
         )
-
-
-def note_text(interaction: dict[str, Any]) -> str:
-    """A message or email as a note: the channel and direction, the subject, the text."""
-    arrow = "←" if interaction.get("direction") == "inbound" else "→"
-    head = f"{interaction.get('channel')} {arrow} {interaction.get('address') or ''}".strip()
-    subject = interaction.get("subject")
-    text = interaction.get("text") or ""
-    files = (interaction.get("meta") or {}).get("attachments") or []
-    parts = [head]
-    if subject:
-        parts.append(f"Subject: {subject}")
-    if text:
-        parts.append(text)
-    if files:
-        parts.append(f"({len(files)} attachment(s) in Switchboard)")
-    return "\n".join(parts)[:20_000]

@@ -27,7 +27,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchboard import Agent, Principal, Role, SkipEvent, Unavailable
-from switchboard.crm import CrmConnector, CrmError, Link, Links, TtlCache, customer_address, shape
+from switchboard.crm import (
+    CrmConnector,
+    CrmError,
+    Link,
+    Links,
+    TtlCache,
+    customer_address,
+    message_lines,
+    shape,
+    values_of,
+)
 from switchboard_bitrix24.client import Bitrix24Api
 from switchboard_bitrix24.settings import Bitrix24Settings
 from switchboard_bitrix24.tables import links_t
@@ -157,7 +167,7 @@ class Bitrix24Connector(CrmConnector):
             return None
         fields: dict[str, Any] = {"NAME": str(contact.get("name") or "")[:100]}
         for kind in ("phone", "email"):
-            values = [a.partition(":")[2] for a in addresses if a.startswith(f"{kind}:")]
+            values = values_of(addresses, kind)
             if values:
                 fields[kind.upper()] = [{"VALUE": v, "VALUE_TYPE": "WORK"} for v in values]
         owner = self.crm_user(contact.get("owner_agent_id"))
@@ -329,12 +339,7 @@ class Bitrix24Connector(CrmConnector):
                 "message %s: Bitrix24 has no contact for contact %s", our_id, contact.get("id")
             )
             return
-        arrow = "←" if interaction.get("direction") == "inbound" else "→"
-        lines = [f"{interaction.get('channel')} {arrow} {interaction.get('address') or ''}".strip()]
-        if interaction.get("subject"):
-            lines.append(f"Subject: {interaction['subject']}")
-        if interaction.get("text"):
-            lines.append(str(interaction["text"]))
+        lines = message_lines(interaction)
         comment = await self.api.call(
             "crm.timeline.comment.add",
             {

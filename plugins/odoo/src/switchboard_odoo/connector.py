@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchboard import SkipEvent, Unavailable
-from switchboard.crm import CrmConnector, CrmError, Links, TtlCache, customer_address, shape
+from switchboard.crm import (
+    CrmConnector,
+    CrmError,
+    Links,
+    TtlCache,
+    customer_address,
+    message_lines,
+    shape,
+)
 from switchboard_odoo.rpc import OdooRpc
 from switchboard_odoo.settings import OdooSettings
 from switchboard_odoo.tables import links_t
@@ -319,11 +327,8 @@ class OdooConnector(CrmConnector):
         partner, _ = await self.partner(
             contact.get("id"), addresses, str(contact.get("name") or addresses[0])
         )
-        arrow = "←" if interaction.get("direction") == "inbound" else "→"
-        head = f"{interaction.get('channel')} {arrow} {interaction.get('address') or ''}"
-        body = f"<p><b>{html.escape(head.strip())}</b></p>" + _paragraphs(
-            str(interaction.get("text") or "")
-        )
+        head, *rest = message_lines({**interaction, "subject": None})  # Odoo has a field
+        body = f"<p><b>{html.escape(head)}</b></p>" + _paragraphs("\n".join(rest))
         message = await self.post(
             "res.partner", partner, body, subject=interaction.get("subject") or None
         )
