@@ -420,7 +420,9 @@ def shape(value: Any, kind: type[V], what: str, where: str) -> V:
 
 
 class CrmConnector:
-    """The base of a connector. A subclass sets ``name``, implements :meth:`check_users`
+    """The base of a connector: ``users`` maps agent names to the CRM's user ids,
+    ``links`` is the connector's id-map table (:attr:`links`), ``lookup_ttl`` how long
+    :attr:`lookups` keeps an answer. A subclass sets ``name``, implements :meth:`check_users`
     and the ``on_*`` methods it needs, and is added from the plugin's ``configure`` hook
     with :meth:`attach`. Each ``on_*`` returns when the CRM has the event, raises
     :class:`CrmError` (or anything) to have it again after a backoff, or
@@ -428,12 +430,35 @@ class CrmConnector:
 
     name: str = "crm"
 
-    def __init__(self, core: Switchboard, push: CrmPush, users: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        core: Switchboard,
+        push: CrmPush,
+        users: Mapping[str, object],
+        *,
+        links: sa.Table,
+        lookup_ttl: float = 60.0,
+    ) -> None:
         self.core = core
         self.push = push
-        self.users = dict(users)  # agent name: the CRM's user id
+        self.users = {name: str(user) for name, user in users.items()}  # agent: CRM user
         self.user_of_agent: dict[int, str] = {}  # agent id: the CRM's user id
         self.checked = False
+        #: The connector's id map, on ``links`` (its table from :func:`links_table`).
+        self.links = Links(core, links)
+        #: Lookups of the CRM's people by address (``find_person``'s cache).
+        self.lookups: TtlCache[str, dict[str, Any]] = TtlCache(lookup_ttl)
+
+    def require_users(
+        self, crm: str, known: Iterable[object], also: Mapping[str, object] | None = None
+    ) -> None:
+        """For :meth:`check_users`: :class:`CrmError` naming each mapped agent (and each of
+        ``also``, e.g. a default user) whose CRM user is not among ``known``."""
+        have = {str(k) for k in known}
+        wanted = {**self.users, **{k: str(v) for k, v in (also or {}).items()}}
+        missing = [f"{name} (user {user})" for name, user in wanted.items() if user not in have]
+        if missing:
+            raise CrmError(f"{crm} has no such user for agent(s): {', '.join(missing)}")
 
     def attach(self) -> None:
         """Add the connector's durable consumer (loop ``consumer:NAME``)."""

@@ -22,8 +22,6 @@ from switchboard import Unavailable
 from switchboard.crm import (
     CrmConnector,
     CrmError,
-    Links,
-    TtlCache,
     customer_address,
     message_lines,
     values_of,
@@ -74,24 +72,17 @@ class AmoConnector(CrmConnector):
     name = "amocrm"
 
     def __init__(self, core: Switchboard, settings: AmoCrmSettings) -> None:
-        super().__init__(core, settings.push, {k: str(v) for k, v in settings.users.items()})
+        super().__init__(
+            core, settings.push, settings.users, links=links_t, lookup_ttl=settings.lookup_cache_s
+        )
         self.settings = settings
         self.api = AmoApi(core, settings)
-        self.links = Links(core, links_t)
-        self.lookups: TtlCache[str, dict[str, Any]] = TtlCache(settings.lookup_cache_s)
 
     async def close(self) -> None:
         await self.api.close()
 
     async def check_users(self) -> None:
-        known = await self.api.users()
-        missing = [
-            f"{agent} (user {user})"
-            for agent, user in self.settings.users.items()
-            if user not in known
-        ]
-        if missing:
-            raise CrmError(f"amoCRM has no such user for agent(s): {', '.join(missing)}")
+        self.require_users("amoCRM", await self.api.users())
 
     # -- contacts -----------------------------------------------------------------------
 

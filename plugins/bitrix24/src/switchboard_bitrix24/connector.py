@@ -31,8 +31,6 @@ from switchboard.crm import (
     CrmConnector,
     CrmError,
     Link,
-    Links,
-    TtlCache,
     customer_address,
     message_lines,
     shape,
@@ -68,19 +66,16 @@ class Bitrix24Connector(CrmConnector):
     name = "bitrix24"
 
     def __init__(self, core: Switchboard, settings: Bitrix24Settings) -> None:
-        super().__init__(core, settings.push, {k: str(v) for k, v in settings.users.items()})
+        super().__init__(
+            core, settings.push, settings.users, links=links_t, lookup_ttl=settings.lookup_cache_s
+        )
         self.settings = settings
         self.api = Bitrix24Api(core, settings)
-        self.links = Links(core, links_t)
-        self.lookups: TtlCache[str, dict[str, Any]] = TtlCache(settings.lookup_cache_s)
 
     async def close(self) -> None:
         await self.api.close()
 
     async def check_users(self) -> None:
-        wanted = {int(u) for u in self.users.values()}
-        if self.settings.default_user is not None:
-            wanted.add(self.settings.default_user)
         found: set[int] = set()
         start: Any = 0
         while start is not None:
@@ -89,12 +84,8 @@ class Bitrix24Connector(CrmConnector):
                 if isinstance(user, dict) and str(user.get("ID", "")).isdigit():
                     found.add(int(user["ID"]))
             start = None if len(page) < 50 or not page else start + 50
-        named = {**{n: int(u) for n, u in self.users.items()}}
-        if self.settings.default_user is not None:
-            named["default_user"] = self.settings.default_user
-        missing = [f"{name} (user {user})" for name, user in named.items() if user not in found]
-        if missing:
-            raise CrmError(f"Bitrix24 has no such active user for: {', '.join(missing)}")
+        default = self.settings.default_user
+        self.require_users("Bitrix24", found, {} if default is None else {"default_user": default})
         if self.settings.app and self.settings.click_to_call:
             await self.bind_events()
 

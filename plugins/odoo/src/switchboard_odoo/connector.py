@@ -27,9 +27,6 @@ from typing import TYPE_CHECKING, Any
 from switchboard import SkipEvent, Unavailable
 from switchboard.crm import (
     CrmConnector,
-    CrmError,
-    Links,
-    TtlCache,
     customer_address,
     message_lines,
     shape,
@@ -67,11 +64,11 @@ class OdooConnector(CrmConnector):
     name = "odoo"
 
     def __init__(self, core: Switchboard, settings: OdooSettings) -> None:
-        super().__init__(core, settings.push, {k: str(v) for k, v in settings.users.items()})
+        super().__init__(
+            core, settings.push, settings.users, links=links_t, lookup_ttl=settings.lookup_cache_s
+        )
         self.settings = settings
         self.rpc = OdooRpc(settings)
-        self.links = Links(core, links_t)
-        self.lookups: TtlCache[str, dict[str, Any]] = TtlCache(settings.lookup_cache_s)
         self.partner_fields: set[str] = set()
         self.user_names: dict[int, str] = {}
 
@@ -92,13 +89,7 @@ class OdooConnector(CrmConnector):
             "result",
         )
         self.user_names = {u["id"]: str(u.get("name")) for u in found if isinstance(u, dict)}
-        missing = [
-            f"{agent} (user {user})"
-            for agent, user in self.settings.users.items()
-            if user not in self.user_names
-        ]
-        if missing:
-            raise CrmError(f"Odoo has no such user for agent(s): {', '.join(missing)}")
+        self.require_users("Odoo", self.user_names)
 
     # -- partners ---------------------------------------------------------------------------
 
