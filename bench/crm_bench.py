@@ -164,20 +164,7 @@ async def _install_bitrix24(sb: Any, connector: Any, form: bytes) -> None:
     from switchboard_bitrix24 import form_parts
     from switchboard_bitrix24.client import Installation
 
-    auth = form_parts(form)["auth"]
-    from datetime import UTC, datetime, timedelta
-
-    await connector.api.install(
-        Installation(
-            member_id=auth["member_id"],
-            domain=auth["domain"],
-            client_endpoint=auth["client_endpoint"],
-            application_token=auth["application_token"],
-            access_token=auth["access_token"],
-            refresh_token=auth["refresh_token"],
-            expires_at=datetime.now(UTC) + timedelta(hours=1),
-        )
-    )
+    await connector.api.install(Installation.from_auth(form_parts(form)["auth"]))
 
 
 # -- throughput ----------------------------------------------------------------------------

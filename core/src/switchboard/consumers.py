@@ -160,7 +160,7 @@ class EventConsumer:
             events = await asyncio.to_thread(self.core.events.read_since, self.position, self.batch)
             if not events:
                 if self._unsaved:  # idle: the position handled so far is saved now
-                    await self._save()
+                    await self._save(self.position)
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), 5.0)
@@ -172,13 +172,13 @@ class EventConsumer:
                     await self._one(event)  # writes the cursor: the passed-over ones too
                 self.position, self.attempts = event.id, 0
             if self._unsaved and self._due():
-                await self._save()
+                await self._save(self.position)
 
     def _due(self) -> bool:
         return time.monotonic() - self._saved_at >= self.save_every
 
-    async def _save(self) -> None:
-        await asyncio.to_thread(self._advance, self.position)
+    async def _save(self, event_id: int) -> None:
+        await asyncio.to_thread(self._advance, event_id)
         self._saved_at, self._unsaved = time.monotonic(), False
 
     async def _one(self, event: Event) -> None:
@@ -193,8 +193,7 @@ class EventConsumer:
                 error = f"{type(exc).__name__}: {exc}"[:2000]
             else:
                 if self._due():
-                    await asyncio.to_thread(self._advance, event.id)
-                    self._saved_at, self._unsaved = time.monotonic(), False
+                    await self._save(event.id)
                 else:  # save_every: saved with a later event, or when idle
                     self._unsaved = True
                 self.delivered += 1

@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
@@ -36,6 +37,7 @@ import sqlalchemy as sa
 
 from switchboard.address import Address
 from switchboard.consumers import SkipEvent
+from switchboard.errors import Unavailable
 from switchboard.events import Event
 from switchboard.models import Contact, EventType, utcnow
 from switchboard.pacing import Pacer
@@ -59,6 +61,7 @@ __all__ = [
     "TtlCache",
     "check_agent_names",
     "customer_address",
+    "customer_number",
     "links_columns",
     "links_table",
     "message_lines",
@@ -115,6 +118,13 @@ def customer_address(call: Mapping[str, Any]) -> str:
     callee of an outbound one (``phone:+7...``, or the text a withheld number came as)."""
     inbound = call.get("direction") == "inbound"
     return str(call.get("from_address" if inbound else "to_address") or "")
+
+
+def customer_number(call: Mapping[str, Any]) -> str:
+    """The customer's number of a call event's ``call`` (``+7...``), or the text a withheld
+    number came as (``anonymous``)."""
+    address = customer_address(call)
+    return address.partition(":")[2] if address.startswith("phone:") else address
 
 
 def message_lines(interaction: Mapping[str, Any]) -> list[str]:
@@ -460,6 +470,32 @@ class CrmConnector:
         if missing:
             raise CrmError(f"{crm} has no such user for agent(s): {', '.join(missing)}")
 
+    def agent_of_user(self, user: str | None) -> int | None:
+        """Our agent mapped to a CRM user (None: none is)."""
+        return next((a for a, u in self.user_of_agent.items() if u == user), None)
+
+    async def recording_bytes(self, call_id: str, limit: int) -> bytes | None:
+        """The call's recording (the WAV the store names) when it is on disk and at most
+        ``limit`` bytes; None otherwise (give :meth:`recording_link` instead)."""
+        recording = (await self.core.call(call_id)).recording
+        if recording is None:
+            return None
+        path = Path(recording.path)
+        size = await asyncio.to_thread(lambda: path.stat().st_size if path.is_file() else -1)
+        if not 0 <= size <= limit:
+            return None
+        return await asyncio.to_thread(path.read_bytes)
+
+    def recording_link(self, call_id: str, days: float) -> str | None:
+        """A signed link to the call's recording that works ``days`` days, or None (and a
+        warning) when the runner has no ``[switchboard.http] public_url`` and
+        ``link_secret``."""
+        try:
+            return self.core.recording_link(call_id, days * 86_400)
+        except Unavailable as exc:
+            log.warning("%s: call %s goes without its recording: %s", self.name, call_id, exc)
+            return None
+
     def attach(self) -> None:
         """Add the connector's durable consumer (loop ``consumer:NAME``)."""
         agents = {a.name: a.id for a in self.core.store.list_agents()}
@@ -497,7 +533,7 @@ class CrmConnector:
         if found is None:
             return None
         name, user = found
-        owner = next((a for a, u in self.user_of_agent.items() if u == user), None)
+        owner = self.agent_of_user(user)
         return Contact(
             id=None,
             name=(name or address.value)[:200],

@@ -26,7 +26,14 @@ from switchboard.channels import ChannelState, VoiceChannel
 from switchboard.errors import Forbidden, Invalid, NotFound, Unavailable
 from switchboard.files import Attachment, FileRoots, attachments
 from switchboard.limits import one_line as one_line_cut
-from switchboard.models import Agent, CallRecord, Contact, Interaction, InteractionKind
+from switchboard.models import (
+    Agent,
+    CallRecord,
+    Contact,
+    Interaction,
+    InteractionKind,
+    Role,
+)
 from switchboard.store import address_t, contact_t, interaction_t
 from switchboard.templates import Rendered, template_values
 
@@ -73,6 +80,10 @@ def can_hear(call: CallRecord, who: Principal) -> bool:
     """Whether ``who`` may hear the call's recording: the agent who took it, supervisors
     and admins."""
     return who.sees_all or (who.agent_id is not None and call.agent_id == who.agent_id)
+
+
+#: Whoever holds a signed recording link: it opens that one recording (the link is the key).
+LINK_HOLDER = Principal(name="recording link", role=Role.SUPERVISOR)
 
 
 class ServiceAPI:
@@ -317,13 +328,7 @@ class ServiceAPI:
         call_id = sharing.read_token(secret, token) if secret else None
         if call_id is None:
             raise NotFound("no such recording link (or it has expired)")
-        call = await self.call(call_id)
-        if call.recording is None:
-            raise NotFound(f"call {call_id!r} has no recording")
-        path = Path(call.recording.path)
-        if not await asyncio.to_thread(path.is_file):
-            raise NotFound(f"the recording of call {call_id!r} is missing from disk")
-        return call_id, path
+        return call_id, await self.recording_file(LINK_HOLDER, call_id)
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -645,17 +645,6 @@ CRM_AGENTS = ({"name": "anna", "extension": "101"}, {"name": "boris", "extension
 LINK_SECRET = "crm-rig-recording-link-secret"
 
 
-class MessengerKinds:
-    """Registers the address kind ``telegram`` for a loopback messenger channel (the real
-    Telegram plugin is not loaded in a connector's tests)."""
-
-    plugin_name = "messenger-kinds"
-
-    @hookimpl
-    def register_address_kinds(self, register: Callable[[str, Any], None]) -> None:
-        register("telegram", lambda raw, book: raw.strip())
-
-
 class CrmRig:
     """A runner serving a CRM connector, with loopback channels that make its events:
     ``voice`` (calls), ``email`` and ``telegram`` (messages). Made by :func:`crm_rig`."""
@@ -763,7 +752,7 @@ def crm_rig(
         },
         "plugins": {name: dict(settings)},
     }
-    service = start(channels, MessengerKinds(), connector, config=config)
+    service = start(channels, connector, config=config)
     folder = Path(service.switchboard.config.core.recordings_dir)
     folder.mkdir(parents=True, exist_ok=True)
     return CrmRig(service, folder)

@@ -18,11 +18,11 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from switchboard import Unavailable
 from switchboard.crm import (
     CrmConnector,
     CrmError,
     customer_address,
+    customer_number,
     message_lines,
     values_of,
 )
@@ -130,16 +130,11 @@ class AmoConnector(CrmConnector):
         if call.get("direction") == "inbound":  # warm the cache for the call's end
             await self.lookup(customer_address(call))
 
-    def recording_link(self, call: dict[str, Any]) -> str | None:
+    def link_for(self, call: dict[str, Any]) -> str | None:
+        """The signed link to put on the call in amoCRM (None: no recording, or off)."""
         if not call.get("recording") or not self.push.recordings:
             return None
-        try:
-            return self.core.recording_link(
-                str(call["call_id"]), self.settings.recording_link_days * 86_400
-            )
-        except Unavailable as exc:  # no public_url: the call is logged without it
-            log.warning("amoCRM call %s logged without its recording: %s", call["call_id"], exc)
-            return None
+        return self.recording_link(str(call["call_id"]), self.settings.recording_link_days)
 
     async def on_call_ended(self, call: dict[str, Any]) -> None:
         if not self.push.calls:
@@ -148,8 +143,8 @@ class AmoConnector(CrmConnector):
         if await self.links.get("call", call_id) is not None:
             return  # logged already: a second delivery
         customer = customer_address(call)
-        phone = customer.partition(":")[2] if customer.startswith("phone:") else customer
-        link = self.recording_link(call)
+        phone = customer_number(call)
+        link = self.link_for(call)
         user = self.call_user(call)
         item: dict[str, Any] = {
             "direction": "inbound" if call.get("direction") == "inbound" else "outbound",
@@ -230,7 +225,7 @@ class AmoConnector(CrmConnector):
         logged = await self.links.get("call", call_id)
         if logged is None or logged.data.get("recording"):
             return  # not logged yet (call.ended carries it), or logged with it
-        link = self.recording_link(call)
+        link = self.link_for(call)
         if link is None or logged.state != "logged":
             return
         contact = await self.crm_contact(

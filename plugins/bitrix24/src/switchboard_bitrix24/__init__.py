@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -74,16 +73,7 @@ class Bitrix24Plugin(CrmPlugin):
             connector = self._connector()
             auth = (await self._form(request))["auth"]
             try:
-                expires_in = int(auth.get("expires_in", "3600"))
-                installation = Installation(
-                    member_id=auth["member_id"][:64],
-                    domain=auth.get("domain", "")[:255],
-                    client_endpoint=auth["client_endpoint"][:500],
-                    application_token=auth["application_token"][:128],
-                    access_token=auth["access_token"],
-                    refresh_token=auth["refresh_token"],
-                    expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
-                )
+                installation = Installation.from_auth(auth)
             except (KeyError, ValueError):
                 raise HTTPException(422, "not an installation: auth[...] incomplete") from None
             try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -48,6 +49,20 @@ class Installation:
     refresh_token: str = attrs.field(repr=False)
     expires_at: datetime
     events_bound: bool = False
+
+    @classmethod
+    def from_auth(cls, auth: Mapping[str, str]) -> Installation:
+        """From the ``auth[...]`` fields of an ``ONAPPINSTALL`` post (each bounded to its
+        column); KeyError or ValueError when they are incomplete."""
+        return cls(
+            member_id=auth["member_id"][:64],
+            domain=auth.get("domain", "")[:255],
+            client_endpoint=auth["client_endpoint"][:500],
+            application_token=auth["application_token"][:128],
+            access_token=auth["access_token"],
+            refresh_token=auth["refresh_token"],
+            expires_at=datetime.now(UTC) + timedelta(seconds=int(auth.get("expires_in", "3600"))),
+        )
 
 
 def same_portal(settings: Bitrix24Settings, url: str) -> bool:
@@ -111,8 +126,7 @@ class Bitrix24Api:
         """Keep a new installation once its token works on the configured portal."""
         if not same_portal(self.settings, installation.client_endpoint):
             raise CrmUnauthorized("the installation names another portal's endpoint")
-        probe = Installation(**attrs.asdict(installation))
-        await self._call(probe, "app.info", {})  # raises unless the token works here
+        await self._call(installation, "app.info", {})  # raises unless the token works here
         async with self._lock:
             await asyncio.to_thread(self.save, installation)
             self.installation = installation

@@ -23,15 +23,15 @@ import asyncio
 import base64
 import logging
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from switchboard import Agent, Principal, Role, SkipEvent, Unavailable
+from switchboard import Agent, Principal, Role, SkipEvent
 from switchboard.crm import (
     CrmConnector,
     CrmError,
     Link,
     customer_address,
+    customer_number,
     message_lines,
     shape,
     values_of,
@@ -56,10 +56,6 @@ STATUS_CODE = {
 }
 #: Who places the calls Bitrix24 asks for (acting for the agent Bitrix24 named).
 CLICK_TO_CALL = Principal(name="bitrix24", role=Role.ADMIN)
-
-
-def _number(address: str) -> str:
-    return address.partition(":")[2] if address.startswith("phone:") else address
 
 
 class Bitrix24Connector(CrmConnector):
@@ -177,9 +173,6 @@ class Bitrix24Connector(CrmConnector):
 
     # -- click-to-call from Bitrix24 ---------------------------------------------------------
 
-    def agent_of_user(self, user: str) -> int | None:
-        return next((a for a, u in self.user_of_agent.items() if u == user), None)
-
     async def external_call_start(self, data: dict[str, str]) -> str:
         """``OnExternalCallStart``: Bitrix24's user clicked a number; ring their agent's
         phone, then the number. The call is registered in Bitrix24 already (its
@@ -235,7 +228,7 @@ class Bitrix24Connector(CrmConnector):
                     )
         params: dict[str, Any] = {
             "USER_ID": self.register_user(call),
-            "PHONE_NUMBER": _number(customer),
+            "PHONE_NUMBER": customer_number(call),
             "TYPE": 2 if call.get("direction") == "inbound" else 1,
             "CALL_START_DATE": call.get("ringing_at") or datetime.now().isoformat(),
             "CRM_CREATE": 1 if self.settings.create_for_unknown else 0,
@@ -295,24 +288,15 @@ class Bitrix24Connector(CrmConnector):
 
     async def attach_recording(self, call: dict[str, Any], link: Link) -> None:
         call_id = str(call["call_id"])
-        recording = (await self.core.call(call_id)).recording
-        if recording is None:
-            return
-        path = Path(recording.path)
-        size = await asyncio.to_thread(lambda: path.stat().st_size if path.is_file() else -1)
         params: dict[str, Any] = {"CALL_ID": link.crm_id, "FILENAME": f"{call_id}.wav"[:200]}
-        if 0 <= size <= self.settings.max_recording_bytes:
-            params["FILE_CONTENT"] = base64.b64encode(
-                await asyncio.to_thread(path.read_bytes)
-            ).decode()
-        else:
-            try:
-                params["RECORD_URL"] = self.core.recording_link(
-                    call_id, self.settings.recording_link_days * 86_400
-                )
-            except Unavailable as exc:
-                log.warning("call %s: recording too large to attach, and %s", call_id, exc)
+        data = await self.recording_bytes(call_id, self.settings.max_recording_bytes)
+        if data is not None:
+            params["FILE_CONTENT"] = base64.b64encode(data).decode()
+        else:  # too large (or gone from disk): a link Bitrix24 fetches
+            url = self.recording_link(call_id, self.settings.recording_link_days)
+            if url is None:
                 return
+            params["RECORD_URL"] = url
         await self.api.call("telephony.externalCall.attachRecord", params)
         await self.links.put(
             "call", call_id, link.crm_id, link.state, {**link.data, "recording": True}

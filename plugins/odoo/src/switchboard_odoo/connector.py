@@ -17,17 +17,17 @@ twice is not posted twice.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import html
 import logging
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from switchboard import SkipEvent, Unavailable
+from switchboard import SkipEvent
 from switchboard.crm import (
     CrmConnector,
     customer_address,
+    customer_number,
     message_lines,
     shape,
 )
@@ -175,7 +175,7 @@ class OdooConnector(CrmConnector):
         body: str,
         *,
         subject: str | None = None,
-        attachments: list[int] = (),  # type: ignore[assignment]
+        attachments: Sequence[int] = (),
     ) -> int:
         kwargs: dict[str, Any] = {
             "body": body,
@@ -208,13 +208,10 @@ class OdooConnector(CrmConnector):
         state = await self.links.get("recording", call_id)
         if state is not None:  # made in an earlier attempt at this event
             return [int(state.crm_id)], ""
-        recording = (await self.core.call(call_id)).recording  # the store's word on the file
-        if recording is None:
-            return [], ""
-        path = Path(recording.path)
-        size = await asyncio.to_thread(lambda: path.stat().st_size if path.is_file() else -1)
-        if self.settings.attach_recordings and 0 <= size <= self.settings.max_recording_bytes:
-            data = await asyncio.to_thread(path.read_bytes)
+        data = None
+        if self.settings.attach_recordings:
+            data = await self.recording_bytes(call_id, self.settings.max_recording_bytes)
+        if data is not None:
             attachment = shape(
                 await self.rpc.execute(
                     "ir.attachment",
@@ -235,15 +232,14 @@ class OdooConnector(CrmConnector):
             )
             await self.links.put("recording", call_id, attachment, "attached")
             return [attachment], ""
-        try:
-            link = self.core.recording_link(call_id, self.settings.recording_link_days * 86_400)
-        except Unavailable:
+        link = self.recording_link(call_id, self.settings.recording_link_days)
+        if link is None:
             return [], ""
         return [], f'<p>Recording: <a href="{html.escape(link)}">{html.escape(link)}</a></p>'
 
     def call_body(self, call: dict[str, Any]) -> str:
         inbound = call.get("direction") == "inbound"
-        customer = customer_address(call).partition(":")[2] or customer_address(call)
+        customer = customer_number(call)
         user = self.call_user(call)
         who = self.user_names.get(int(user)) if user else None
         outcome = OUTCOME.get(str(call.get("disposition")), str(call.get("disposition")))
@@ -262,7 +258,7 @@ class OdooConnector(CrmConnector):
             return
         customer = customer_address(call)
         partner, created = await self.partner(
-            call.get("contact_id"), [customer], customer.partition(":")[2] or customer
+            call.get("contact_id"), [customer], customer_number(call)
         )
         attachments, extra = await self.recording_part(call, partner)
         body = self.call_body(call) + extra
