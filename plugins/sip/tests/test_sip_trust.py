@@ -76,7 +76,7 @@ async def test_requests_from_outside_the_trusted_networks_are_refused(
         assert sb.store.count(contact_t) == 0 and sb.store.count(interaction_t) == 0
         ua = sb.channels["sip"].channel.ua  # type: ignore[attr-defined]
         assert ua.refused == {"127.0.0.2": 7}  # 3 INVITEs, their 3 ACKs, 1 MESSAGE
-        assert ua.sent_final == {} and ua.legs == {}
+        assert ua.transactions.sent_final == {} and ua.legs == {}
         assert caplog.text.count("refusing SIP requests from 127.0.0.2") == 1
 
         # a call through the registrar still works
@@ -113,7 +113,7 @@ async def test_calls_beyond_max_calls_get_503(tmp_path: Path, kam: Kamailio) -> 
         busy = Sipp(tmp_path / "sipp", "busy", DIRECT_INVITE.format(status=503), "127.0.0.2")
         assert (await busy.run(f"127.0.0.1:{port}", "-m", "1")).ok
         ua = sb.channels["sip"].channel.ua  # type: ignore[attr-defined]
-        assert ua.sent_final == {} and ua.legs == {}
+        assert ua.transactions.sent_final == {} and ua.legs == {}
         assert sb.store.count(interaction_t) == 0
     finally:
         await sb.close()

@@ -1,0 +1,234 @@
+"""SIP's dialog layer (RFC 3261 §12-15): a call leg, its state, and the requests inside it.
+
+A :class:`Leg` is one dialog with its RTP stream: an incoming call (we answer or reject
+its INVITE) or an outgoing one (we sent the INVITE). The channel works with legs: it
+answers, rejects, hangs up, and reads and writes their audio. In-dialog requests (BYE,
+re-INVITE) follow the route set the INVITE's ``Record-Route`` headers built, to the remote
+target its ``Contact`` named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from typing import TYPE_CHECKING
+
+from switchboard_sip import message as sipmsg
+from switchboard_sip.media import MediaError, RtpStream, make_sdp, parse_sdp
+from switchboard_sip.message import SipMessage
+from switchboard_sip.transaction import T1, T2, SipError
+
+if TYPE_CHECKING:
+    from switchboard_sip.transport import Addr
+    from switchboard_sip.ua import UserAgent
+
+log = logging.getLogger("switchboard.sip")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, MESSAGE"
+
+
+class LegState(enum.StrEnum):
+    CALLING = "calling"  # outgoing INVITE sent
+    RINGING = "ringing"  # incoming INVITE, or 18x received
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+class Leg:
+    """One call leg (a dialog) with its RTP stream."""
+
+    def __init__(self, ua: UserAgent, call_id: str, outgoing: bool) -> None:
+        self.ua = ua
+        self.call_id = call_id
+        self.outgoing = outgoing
+        self.state = LegState.CALLING if outgoing else LegState.RINGING
+        self.local_tag = sipmsg.new_tag()
+        self.remote_tag = ""
+        self.local_uri = ""
+        self.remote_uri = ""
+        self.remote_target = ""
+        self.route_set: list[str] = []
+        self.cseq = 1
+        self.invite: SipMessage | None = None  # the INVITE received (incoming legs)
+        self.ack: SipMessage | None = None  # the ACK of our 200 (incoming legs)
+        # an INVITE without SDP (delayed offer): our 200 offers, the ACK answers
+        self.offer_in_ack = False
+        self.peer: Addr | None = None  # where its responses go (incoming legs)
+        self.invite_bytes = b""  # the INVITE sent (outgoing legs)
+        self.branch = ""
+        self.stream: RtpStream | None = None
+        self.ended = asyncio.Event()
+        self.answered = asyncio.Event()
+        self.end_status = 0  # final SIP status when it never got answered
+        self.end_reason = ""
+        self.remote_hangup = False
+        self.cut_off: str | None = None  # why we hung it up (max length, no RTP, no SDP)
+        self.ringing = asyncio.Event()
+        self.acked = asyncio.Event()
+        self.info_digits: asyncio.Queue[str] = asyncio.Queue()
+        self.invite_task: asyncio.Task[None] | None = None  # outgoing: the INVITE's
+
+    @property
+    def user(self) -> str | None:
+        return sipmsg.user_of(self.remote_uri)
+
+    @property
+    def caller_name(self) -> str | None:
+        if self.invite is None:
+            return None
+        return sipmsg.display_name(self.invite.first("From"))
+
+    # -- incoming -------------------------------------------------------------------------
+
+    def send_ringing(self) -> None:
+        assert self.invite is not None
+        self.ua.send(sipmsg.response(self.invite, 180, to_tag=self.local_tag), self.peer)
+
+    async def answer(self) -> None:
+        """Answer an incoming call: 200 OK with our SDP, retransmitted until the ACK."""
+        assert self.invite is not None
+        assert self.stream is not None
+        if self.state is not LegState.RINGING:
+            raise SipError(0, f"cannot answer a call that is {self.state}")
+        ua = self.ua
+        body = make_sdp(ua.media_ip, self.stream.port, ua.codecs, ua.session_id())
+        ok = sipmsg.response(
+            self.invite,
+            200,
+            to_tag=self.local_tag,
+            headers=[
+                ("Contact", ua.contact),
+                ("Allow", ALLOW),
+                ("Content-Type", "application/sdp"),
+            ],
+            body=body,
+        )
+        self.state = LegState.ANSWERED
+        ua.transactions.remember_final(self.invite.branch, ok)
+        self.answered.set()
+        ua.start_media(self)
+        ua.send(ok, self.peer)
+        interval = T1
+        waited = 0.0
+        while not self.acked.is_set() and not self.ended.is_set() and waited < 64 * T1:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.acked.wait(), interval)
+            if not self.acked.is_set():
+                waited += interval
+                interval = min(interval * 2, T2)
+                ua.send(ok, self.peer)
+        if not self.acked.is_set() and not self.ended.is_set():
+            log.warning("call %s: no ACK for our 200 OK; hanging up", self.call_id)
+            await self.hangup()
+        elif self.offer_in_ack and not self.ended.is_set():
+            # delayed offer (RFC 3264 §5, RFC 3261 §13.2.1): the ACK carries the answer;
+            # without a usable one there is no media, so the call ends (BYE)
+            try:
+                self.stream.set_remote(parse_sdp(self.ack.body if self.ack else b"", ua.codecs))
+            except MediaError as exc:
+                log.warning(
+                    "call %s: the ACK has no usable SDP answer (%s); hanging up", self.call_id, exc
+                )
+                self.cut_off = f"no SDP answer in the ACK: {exc}"
+                await self.hangup()
+
+    def reject(self, status: int = 486, reason: str | None = None) -> None:
+        """Refuse an incoming call that is still ringing."""
+        assert self.invite is not None
+        if self.state is not LegState.RINGING:
+            return
+        resp = sipmsg.response(self.invite, status, to_tag=self.local_tag, reason=reason)
+        self.ua.transactions.remember_final(self.invite.branch, resp)
+        self.ua.send(resp, self.peer)
+        self.end(status, reason or sipmsg.REASONS.get(status, ""))
+
+    # -- outgoing -------------------------------------------------------------------------
+
+    def send_ack(self, resp: SipMessage) -> None:
+        """ACK for a 2xx: a new transaction along the route set to the remote target."""
+        data, _ = self.ua.build_request(
+            "ACK",
+            self.remote_target,
+            call_id=self.call_id,
+            from_=f"<{self.local_uri}>;tag={self.local_tag}",
+            to=resp.first("To"),
+            cseq=resp.cseq[0],
+            routes=self.route_set,
+        )
+        self.ua.send(data)
+
+    async def cancel(self) -> None:
+        """CANCEL an outgoing INVITE that is not answered yet."""
+        if self.state in (LegState.ANSWERED, LegState.ENDED) or not self.invite_bytes:
+            return
+        invite = sipmsg.parse(self.invite_bytes)
+        headers = [
+            ("Via", invite.get_all("Via")[0]),
+            ("Max-Forwards", "70"),
+            ("From", invite.first("From")),
+            ("To", invite.first("To")),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{invite.cseq[0]} CANCEL"),
+        ]
+        data = sipmsg.serialize(f"CANCEL {invite.uri} SIP/2.0", headers)
+        self.end(487, "cancelled")
+        with contextlib.suppress(SipError):
+            await self.ua.transactions.request(
+                data, self.branch, "CANCEL", self.ua.server_addr, timeout=8 * T1
+            )
+
+    # -- both -----------------------------------------------------------------------------
+
+    async def request(self, method: str, timeout: float = 32 * T1) -> SipMessage:
+        """A request inside the dialog (BYE...), along its route set; its 200 response."""
+        self.cseq += 1
+        if self.outgoing:
+            from_, to = f"<{self.local_uri}>;tag={self.local_tag}", f"<{self.remote_uri}>"
+        else:
+            assert self.invite is not None
+            from_ = f"<{self.local_uri}>;tag={self.local_tag}"
+            to = f"{self.invite.first('From')}"
+            self.cseq = max(self.cseq, 1)
+        if self.remote_tag and "tag=" not in to:
+            to = f"{to};tag={self.remote_tag}"
+        data, branch = self.ua.build_request(
+            method,
+            self.remote_target,
+            call_id=self.call_id,
+            from_=from_,
+            to=to,
+            cseq=self.cseq,
+            routes=self.route_set,
+        )
+        resp = await self.ua.transactions.request(
+            data, branch, method, self.ua.server_addr, timeout=timeout
+        )
+        if resp.status != 200:
+            raise SipError(resp.status or 0, f"{resp.reason} (to {method})")
+        return resp
+
+    async def hangup(self) -> None:
+        """End the leg however far it got: BYE, CANCEL, or a final error response."""
+        if self.state is LegState.ENDED:
+            return
+        if self.state is LegState.ANSWERED:
+            self.end(0, "hung up")
+            with contextlib.suppress(SipError):
+                await self.request("BYE", timeout=4 * T1 * 8)
+        elif self.outgoing:
+            await self.cancel()
+        else:
+            self.reject(480)
+
+    def end(self, status: int, reason: str) -> None:
+        """Mark the leg ended (with the final status when it never got answered) and free
+        its media."""
+        if self.state is LegState.ENDED:
+            return
+        self.state = LegState.ENDED
+        self.end_status = status
+        self.end_reason = reason
+        self.ended.set()
+        self.ua.release(self)
