@@ -12,6 +12,8 @@ SCRIPT = ROOT / "scripts" / "system-deps"
 BASH = "/bin/bash"
 PROGRAMS = {
     "kamailio": "kamailio",
+    "kamailio-tls-modules": "/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so",
+    "baresip-core": "baresip",
     "sip-tester": "sipp",
     "sipvicious": "svwar",
     "dovecot-imapd": "dovecot",
@@ -45,6 +47,10 @@ def run(
     for package in present:
         if PROGRAMS[package].startswith("@"):
             libraries.append(PROGRAMS[package][1:])
+        elif PROGRAMS[package].startswith("/"):
+            file = tmp_path / "root" / PROGRAMS[package].lstrip("/")
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.touch()
         else:
             stub(bin_dir, PROGRAMS[package])
     listing = "".join(f"\t{lib} (libc6,x86-64) => /lib/{lib}\n" for lib in libraries)
@@ -58,7 +64,11 @@ def run(
         [BASH, str(SCRIPT), *args],
         # /usr/sbin and /sbin are added by the script itself: none of PROGRAMS lives there
         # in this test's world except through bin_dir, so a real one must not be found.
-        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        env={
+            "PATH": str(bin_dir),
+            "HOME": str(tmp_path),
+            "SYSTEM_DEPS_ROOT": str(tmp_path / "root"),
+        },
         capture_output=True,
         text=True,
     )
@@ -71,7 +81,8 @@ def sbin_free(packages: list[str]) -> list[str]:
     return [
         p
         for p in packages
-        if not any(os.path.exists(f"{d}/{PROGRAMS[p]}") for d in ("/usr/sbin", "/sbin"))
+        if PROGRAMS[p].startswith("/")
+        or not any(os.path.exists(f"{d}/{PROGRAMS[p]}") for d in ("/usr/sbin", "/sbin"))
     ]
 
 
@@ -118,6 +129,7 @@ def test_missing_without_root_or_sudo_says_the_command_and_fails(tmp_path: Path)
     result, calls = run(tmp_path, ["kamailio", "dovecot-imapd", "graphviz"], uid=1000)
     missing = [p for p in PROGRAMS if p not in ("kamailio", "dovecot-imapd", "graphviz")]
     assert "libatomic1" in missing  # a library is looked up with ldconfig, not on PATH
+    assert "kamailio-tls-modules" in missing  # a file is looked up where it must lie
     assert result.returncode == 1
     assert calls == []
     assert result.stderr.count("\n") == 1  # one clear line
@@ -138,8 +150,8 @@ def test_check_only_reports(tmp_path: Path) -> None:
     result, calls = run(tmp_path, ["kamailio", "dovecot-imapd"], args=("--check",))
     assert result.returncode == 1 and calls == []
     assert (
-        "system packages missing: sip-tester sipvicious espeak-ng graphviz chromium libatomic1"
-        in result.stderr
+        "system packages missing: kamailio-tls-modules baresip-core sip-tester sipvicious "
+        "espeak-ng graphviz chromium libatomic1" in result.stderr
     )
 
 

@@ -35,6 +35,7 @@ from switchboard import (
 from switchboard_sip import message as sipmsg
 from switchboard_sip.media import CODECS, MonoRecorder, Recorder, load_prompt
 from switchboard_sip.message import SipMessage
+from switchboard_sip.transport import DEFAULT_PORTS, client_context, server_context
 from switchboard_sip.ua import CALLER_NUMBER, Leg, LegState, SipError, UserAgent
 
 log = logging.getLogger("switchboard.sip")
@@ -56,10 +57,31 @@ class SipSettings:
     server: str
     username: str
     password: str = attrs.field(default="", repr=False)
-    port: int = 5060
+    port: int = 0  # 0: the transport's default, 5060 (5061 for TLS)
     domain: str | None = None
     local_ip: str = "127.0.0.1"
     local_port: int = 5060
+    transport: str = attrs.field(
+        default="udp", validator=attrs.validators.in_(("udp", "tcp", "tls"))
+    )
+    # TLS: the server's certificate is checked against the system's CAs (or tls_ca_file)
+    # and its name (tls_server_name, else server) unless tls_verify is off; tls_cert_file
+    # and tls_key_file are our certificate, shown to the server when it asks for one and
+    # to peers that open TLS connections to local_port
+    tls_verify: bool = True
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_server_name: str | None = None
+    sips: bool = False  # sips: URIs (TLS on every hop) in our AOR, Contact and requests
+    # behind NAT: the address (and port) the far end must use for us, in Via, Contact, SDP
+    public_ip: str | None = None
+    public_port: int | None = None
+    # seconds between CRLFCRLF keep-alives to the server; None: 25 on TCP/TLS or when a
+    # public_ip is set (NAT), else off; 0: off
+    keepalive: float | None = None
+    # False for a trunk that authenticates by address: no REGISTER, calls to and from it
+    register: bool = True
     rtp_port_low: int = 10000
     rtp_port_high: int = attrs.field(default=20000)
     codecs: list[str] = attrs.field(factory=lambda: ["PCMU", "PCMA"], validator=_codecs)
@@ -82,6 +104,16 @@ class SipSettings:
     agent_caller_id: str = attrs.field(
         default="from", validator=attrs.validators.in_(("from", "asserted"))
     )
+
+    @property
+    def server_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.transport]
+
+    @property
+    def keepalive_interval(self) -> float:
+        if self.keepalive is not None:
+            return self.keepalive
+        return 25.0 if self.transport != "udp" or self.public_ip else 0.0
 
     @trusted_networks.validator
     def _networks(self, _: Any, value: list[str]) -> None:
@@ -361,9 +393,19 @@ class SipChannel:
         if not isinstance(settings, SipSettings):
             raise TypeError("the SIP channel needs [plugins.sip] settings")
         self.ctx, self.settings = ctx, settings
+        client_ssl = server_ssl = None
+        if settings.transport == "tls":
+            client_ssl = client_context(
+                verify=settings.tls_verify,
+                ca_file=settings.tls_ca_file,
+                cert_file=settings.tls_cert_file,
+                key_file=settings.tls_key_file,
+            )
+            if settings.tls_cert_file:
+                server_ssl = server_context(settings.tls_cert_file, settings.tls_key_file)
         ua = UserAgent(
             server=settings.server,
-            port=settings.port,
+            port=settings.server_port,
             username=settings.username,
             password=settings.password,
             ip=settings.local_ip,
@@ -379,16 +421,29 @@ class SipChannel:
             max_calls=settings.max_calls,
             max_call_seconds=settings.max_call_seconds,
             rtp_timeout=settings.rtp_timeout,
+            transport=settings.transport,
+            client_ssl=client_ssl,
+            server_ssl=server_ssl,
+            tls_server_name=settings.tls_server_name,
+            sips=settings.sips,
+            public_ip=settings.public_ip,
+            public_port=settings.public_port,
+            keepalive=settings.keepalive_interval,
         )
         self.ua = ua
         try:
             await ua.start()
-            granted = await ua.register()
+            if settings.register:
+                granted = await ua.register()
         except BaseException:
             await self.stop()
             raise
+        where = f"{settings.server}:{settings.server_port} over {settings.transport.upper()}"
+        if not settings.register:
+            ctx.logger.info("trunk %s without registration (calls from its addresses)", where)
+            return
         ua.expires = granted or ua.expires
-        ctx.logger.info("registered as %s at %s:%s", ua.aor, settings.server, settings.port)
+        ctx.logger.info("registered as %s at %s", ua.aor, where)
         ua.spawn(ua.keep_registered(ctx.fail))  # ended by ua.stop(), whoever stops us
 
     async def stop(self) -> None:

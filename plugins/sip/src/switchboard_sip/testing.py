@@ -18,13 +18,26 @@ import subprocess
 import time
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    import trustme
 
 from switchboard.testing import free_port, missing_tool
 
 PCAP_DIR = Path("/usr/share/sip-tester")
+KAMAILIO_TLS = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so")
 INSTALL = "scripts/system-deps (apt-get install kamailio sip-tester)"
+
+
+def test_ca() -> trustme.CA:
+    """A certificate authority for tests (``trustme``): issues certificates for loopback
+    servers and phones."""
+    import trustme  # a test dependency, not the plugin's
+
+    return trustme.CA()
 
 
 def missing_tools() -> list[str]:
@@ -84,8 +97,16 @@ class Kamailio:
         password: str = "s3cret",
         record_route: bool = True,
         host: str = "127.0.0.1",
+        tls: bool = False,
     ) -> None:
         need_sip_tools()
+        if tls and not KAMAILIO_TLS.exists():
+            missing_tool(f"needs {KAMAILIO_TLS}: scripts/system-deps (kamailio-tls-modules)")
+        self.tls = tls
+        self.tls_port = free_port() if tls else 0
+        self.tls_cfg = folder / "tls.cfg"
+        self.ca_file = folder / "ca.pem"  # the CA that signed Kamailio's certificate
+        self.ca: trustme.CA | None = None
         self.folder = folder
         self.host = host  # another loopback address plays a registrar on another host
         self.record_route = record_route
@@ -101,6 +122,8 @@ class Kamailio:
         values = {
             "{LISTEN}": self.host,
             "{PORT}": str(self.port),
+            "{TLS_PORT}": str(self.tls_port),
+            "{TLS_CFG}": str(self.tls_cfg),
             "{CTL}": str(self.ctl),
             "{USER}": self.user,
             "{PASSWORD}": self.password,
@@ -113,6 +136,8 @@ class Kamailio:
         self.folder.mkdir(parents=True, exist_ok=True)
         cfg = self.folder / "kamailio.cfg"
         cfg.write_text(self.config_text())
+        if self.tls:
+            self._certificates()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [
@@ -128,6 +153,7 @@ class Kamailio:
                     "-Y",
                     str(self.folder),
                     *([] if self.record_route else ["-A", "NO_RECORD_ROUTE"]),
+                    *(["-A", "WITH_TLS"] if self.tls else []),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -143,6 +169,22 @@ class Kamailio:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"kamailio did not start: {self.log.read_text()[-2000:]}")
+
+    def _certificates(self) -> None:
+        """A CA of its own (``ca_file``: what a client must trust) and a certificate for
+        ``localhost`` and the listening address, signed by it; the tls module's file."""
+        ca = self.ca = test_ca()
+        cert = ca.issue_cert("localhost", self.host)
+        key_file, cert_file = self.folder / "kamailio-key.pem", self.folder / "kamailio-cert.pem"
+        cert.private_key_pem.write_to_path(str(key_file))
+        cert.cert_chain_pems[0].write_to_path(str(cert_file))
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        self.tls_cfg.write_text(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+            f"require_certificate = no\nprivate_key = {key_file}\ncertificate = {cert_file}\n"
+            "\n[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+            "require_certificate = no\n"
+        )
 
     def _answers(self) -> bool:
         probe = (
@@ -650,3 +692,151 @@ def pcm_rms(path: str | os.PathLike[str], channel: int) -> int:
     if channels == 2:
         data = audioop.tomono(data, 2, 1.0 if channel == 0 else 0.0, 0.0 if channel == 0 else 1.0)
     return audioop.rms(data, 2)
+
+
+# -- baresip: a real softphone ------------------------------------------------------------
+
+
+def write_tone(path: Path, seconds: float, freq: float = 440.0) -> Path:
+    """A mono 8 kHz 16-bit WAV of a sine tone (what baresip's aufile plays)."""
+    import wave
+
+    from switchboard_sip.media import tone
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(tone(seconds, freq))
+    return path
+
+
+class Baresip:
+    """baresip (Debian's ``baresip-core``) as a desk phone: registers ``user`` at Kamailio
+    over ``transport`` (udp, tcp or tls; TLS checked against Kamailio's CA), answers every
+    call at once, sends a tone from a WAV and records what it hears and sends (the
+    ``sndfile`` module: ``dump-*-dec.wav`` and ``-enc.wav`` in its folder). ``srtp`` asks
+    for SDES-SRTP (``mediaenc=srtp-mand``). :meth:`command` drives it through ``ctrl_tcp``
+    (``dial``, ``hangup``...)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        kam: Kamailio,
+        user: str,
+        *,
+        transport: str = "udp",
+        srtp: bool = False,
+        seconds: float = 60.0,
+        freq: float = 440.0,
+    ) -> None:
+        need_sip_tools()
+        if shutil.which("baresip") is None:
+            missing_tool("needs baresip: scripts/system-deps (baresip-core)")
+        self.folder = folder
+        self.kam = kam
+        self.user = user
+        self.transport = transport
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_udp_port()
+        self.ctrl_port = free_port()
+        rtp = free_media_ports()
+        tone_file = write_tone(folder / "tone.wav", seconds, freq)
+        proxy_port = kam.tls_port if transport == "tls" else kam.port
+        lines = [
+            "poll_method epoll",
+            f"sip_listen 127.0.0.1:{self.port}",
+            "call_local_timeout 120",
+            "call_max_calls 4",
+            f"audio_player aubridge,out-{user}",
+            f"audio_source aufile,{tone_file}",
+            f"audio_alert aubridge,alert-{user}",
+            f"rtp_ports {rtp}-{rtp + 3}",
+            "module_path /usr/lib/baresip/modules",
+            "module g711.so",
+            "module aufile.so",
+            "module aubridge.so",
+            "module sndfile.so",
+            *(["module srtp.so"] if srtp else []),
+            "module_tmp account.so",
+            "module_app menu.so",
+            "module_app ctrl_tcp.so",
+            f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}",
+            f"snd_path {folder}",
+        ]
+        if transport == "tls":
+            cert = test_ca_of(kam).issue_cert("localhost", "127.0.0.1")
+            pem = folder / "baresip.pem"  # baresip takes key and certificate in one file
+            pem.write_bytes(
+                b"".join(b.bytes() for b in (cert.private_key_pem, *cert.cert_chain_pems))
+            )
+            lines += [f"sip_certificate {pem}", f"sip_cafile {kam.ca_file}"]
+        (folder / "config").write_text("\n".join(lines) + "\n")
+        params = f";transport={transport}" if transport != "udp" else ""
+        account = (
+            f"<sip:{user}@{kam.host}:{proxy_port}{params}>;auth_pass=x;answermode=auto"
+            f';regint=60;outbound="sip:{kam.host}:{proxy_port}{params}"'
+        )
+        if srtp:
+            account += ";mediaenc=srtp-mand"
+        (folder / "accounts").write_text(account + "\n")
+        self.log = folder / "baresip.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Baresip:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                # -n: its Contact and SDP name the loopback address, not eth0's
+                ["baresip", "-4", "-f", str(self.folder), "-n", "127.0.0.1"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.folder,
+                start_new_session=True,
+            )
+        return self
+
+    def registered(self) -> bool:
+        return f"AoR: {self.user}\n" in self.kam.registered()
+
+    def command(self, command: str, params: str = "") -> str:
+        """One ctrl_tcp command (a JSON netstring); its answer's text."""
+        import json
+
+        body = json.dumps({"command": command, "params": params, "token": "t"}).encode()
+        with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=5) as s:
+            s.sendall(str(len(body)).encode() + b":" + body + b",")
+            data = b""
+            while not data.endswith(b","):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return data.decode("utf-8", "replace")
+
+    def recordings(self, kind: str) -> list[Path]:
+        """The WAVs of what it heard (``dec``) or sent (``enc``), oldest first."""
+        return sorted(self.folder.glob(f"dump-*-{kind}.wav"))
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        self.process = None
+
+
+def test_ca_of(kam: Kamailio) -> trustme.CA:
+    """The CA that signed ``kam``'s certificate (made when it started with ``tls``)."""
+    if kam.ca is None:
+        raise RuntimeError("Kamailio was not started with tls=True")
+    return kam.ca
