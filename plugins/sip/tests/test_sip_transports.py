@@ -94,24 +94,33 @@ async def _bridged(sb: Switchboard, within: float = 15) -> Any:
     return await until(lambda: sb.channels["sip"].channel.sessions, within=within)
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+@pytest.mark.parametrize(
+    ("transport", "srtp"),
+    [("udp", False), ("tcp", False), ("tls", False), ("udp", True), ("tcp", True), ("tls", True)],
+    ids=["udp", "tcp", "tls", "udp-srtp", "tcp-srtp", "tls-srtp"],
+)
 async def test_baresip_calls_in_and_is_called_out_with_audio_both_ways(
-    tmp_path: Path, kam_tls: Kamailio, phones: list[Baresip], transport: str
+    tmp_path: Path, kam_tls: Kamailio, phones: list[Baresip], transport: str, srtp: bool
 ) -> None:
     """An inbound call from a baresip customer to a baresip agent, then click-to-call
     from that agent to that customer, every hop over ``transport``: each call is recorded
-    with both sides audible, and each phone heard the other."""
+    with both sides audible, and each phone heard the other. With ``srtp`` both phones
+    take only SRTP (``mediaenc=srtp-mand``) and so does Switchboard (``srtp =
+    "require"``): the audio is heard only if every leg was encrypted and decrypted."""
     sb = await open_sip(
         tmp_path,
         kam_tls,
         ring_agents=["alice"],
         dial_format="e164_digits",  # the customer phone registered as 1202...
+        srtp="require" if srtp else "off",
         **over(kam_tls, transport),
     )
     try:
         assert sb.channels["sip"].state is ChannelState.RUNNING, sb.channels["sip"].last_error
-        alice = await baresip(phones, tmp_path, kam_tls, "101", transport, freq=440)
-        customer = await baresip(phones, tmp_path, kam_tls, CUSTOMER, transport, freq=880)
+        alice = await baresip(phones, tmp_path, kam_tls, "101", transport, srtp=srtp, freq=440)
+        customer = await baresip(
+            phones, tmp_path, kam_tls, CUSTOMER, transport, srtp=srtp, freq=880
+        )
         port = kam_tls.tls_port if transport == "tls" else kam_tls.port
         params = f";transport={transport}" if transport != "udp" else ""
 

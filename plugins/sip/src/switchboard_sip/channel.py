@@ -82,6 +82,11 @@ class SipSettings:
     keepalive: float | None = None
     # False for a trunk that authenticates by address: no REGISTER, calls to and from it
     register: bool = True
+    # SRTP with SDES keys (RFC 4568): "off"; "offer" (RTP/AVP with a=crypto: encrypted when
+    # the peer takes it, plain otherwise); "require" (RTP/SAVP: plain calls refused)
+    srtp: str = attrs.field(
+        default="off", validator=attrs.validators.in_(("off", "offer", "require"))
+    )
     rtp_port_low: int = 10000
     rtp_port_high: int = attrs.field(default=20000)
     codecs: list[str] = attrs.field(factory=lambda: ["PCMU", "PCMA"], validator=_codecs)
@@ -429,6 +434,7 @@ class SipChannel:
             public_ip=settings.public_ip,
             public_port=settings.public_port,
             keepalive=settings.keepalive_interval,
+            srtp=settings.srtp,
         )
         self.ua = ua
         try:

@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from switchboard_sip import message as sipmsg
-from switchboard_sip.media import MediaError, RtpStream, make_sdp, parse_sdp
+from switchboard_sip.media import MediaError, RtpStream, parse_sdp
 from switchboard_sip.message import SipMessage
 from switchboard_sip.transaction import T1, T2, SipError
 
@@ -93,7 +93,7 @@ class Leg:
         if self.state is not LegState.RINGING:
             raise SipError(0, f"cannot answer a call that is {self.state}")
         ua = self.ua
-        body = make_sdp(ua.media_ip, self.stream.port, ua.codecs, ua.session_id())
+        body = ua.sdp_for(self.stream)
         ok = sipmsg.response(
             self.invite,
             200,
@@ -126,7 +126,9 @@ class Leg:
             # delayed offer (RFC 3264 §5, RFC 3261 §13.2.1): the ACK carries the answer;
             # without a usable one there is no media, so the call ends (BYE)
             try:
-                self.stream.set_remote(parse_sdp(self.ack.body if self.ack else b"", ua.codecs))
+                answer = parse_sdp(self.ack.body if self.ack else b"", ua.codecs)
+                ua.check_answer(self.stream, answer)
+                self.stream.set_remote(answer)
             except MediaError as exc:
                 log.warning(
                     "call %s: the ACK has no usable SDP answer (%s); hanging up", self.call_id, exc

@@ -15,6 +15,8 @@ replaced here.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import collections
 import logging
 import os
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import pylibsrtp
 
 from switchboard_sip._compat import PayloadType, audioop
 
@@ -45,6 +48,37 @@ class MediaError(Exception):
     """An SDP we cannot answer (no common codec, no audio), or a prompt we cannot read."""
 
 
+#: SDES crypto suites (RFC 4568) we take, with libsrtp's profile for each; all key 30 bytes
+SUITES = {
+    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+}
+KEY_BYTES = 30  # 16-byte master key and 14-byte salt
+_CRYPTO = re.compile(r"crypto:([0-9]{1,9}) ([A-Z0-9_]{1,40}) inline:([A-Za-z0-9+/=]{1,100})")
+
+
+@attrs.frozen
+class Crypto:
+    """One SDES ``a=crypto`` line: its tag, suite and master key+salt (RFC 4568)."""
+
+    tag: int
+    suite: str
+    key: bytes = attrs.field(repr=False)
+
+    @classmethod
+    def new(cls, suite: str = "AES_CM_128_HMAC_SHA1_80", tag: int = 1) -> Crypto:
+        return cls(tag, suite, os.urandom(KEY_BYTES))
+
+    def line(self) -> str:
+        return f"a=crypto:{self.tag} {self.suite} inline:{base64.b64encode(self.key).decode()}"
+
+    def session(self, outbound: bool) -> pylibsrtp.Session:
+        ssrc = pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
+        return pylibsrtp.Session(
+            policy=pylibsrtp.Policy(key=self.key, ssrc_type=ssrc, srtp_profile=SUITES[self.suite])
+        )
+
+
 @attrs.frozen
 class Sdp:
     """What we need of a session description: where to send audio, and how."""
@@ -53,6 +87,8 @@ class Sdp:
     port: int
     payload: int  # the G.711 payload type chosen
     event_payload: int | None  # telephone-event payload type, if offered
+    profile: str = "RTP/AVP"  # RTP/SAVP: SRTP or nothing
+    crypto: Crypto | None = None  # the first a=crypto line with a suite we take
 
 
 #: Static payload types (RFC 3551) by name, to say what an offer held that we cannot take.
@@ -74,6 +110,9 @@ def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
     formats: list[int] = []
     names: dict[int, str] = {}
     in_audio = False
+    profile = "RTP/AVP"
+    crypto: Crypto | None = None
+    suites: list[str] = []
     for line in text.replace("\r\n", "\n").split("\n"):
         key, _, value = line.strip().partition("=")
         if key == "c" and (address is None or in_audio):
@@ -90,11 +129,25 @@ def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
                 if not _NUMBER.fullmatch(port_text) or not 0 < int(port_text) < 65536:
                     raise MediaError(f"malformed SDP media line {line.strip()[:80]!r}")
                 port = int(port_text)
+                profile = parts[2]
                 formats = [int(p) for p in parts[3:] if _NUMBER.fullmatch(p) and int(p) < 128]
         elif key == "a" and in_audio and value.startswith("rtpmap:"):
             pt_text, _, rest = value[len("rtpmap:") :].partition(" ")
             if _NUMBER.fullmatch(pt_text):
                 names[int(pt_text)] = rest.split("/")[0].strip()
+        elif key == "a" and in_audio and value.startswith("crypto:"):
+            found = _CRYPTO.match(value)
+            if found is None:
+                raise MediaError(f"malformed SDP crypto line {line.strip()[:80]!r}")
+            suites.append(found.group(2))
+            if crypto is None and found.group(2) in SUITES:
+                try:
+                    key_bytes = base64.b64decode(found.group(3), validate=True)
+                except binascii.Error:
+                    raise MediaError("SDP crypto key is not base64") from None
+                if len(key_bytes) != KEY_BYTES:
+                    raise MediaError(f"SDP crypto key of {len(key_bytes)} bytes, not 30")
+                crypto = Crypto(int(found.group(1)), found.group(2), key_bytes)
     if address is None or port is None:
         raise MediaError("SDP has no audio stream with a connection address")
     offered = {
@@ -107,11 +160,29 @@ def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
     else:
         raise MediaError(f"no common codec: offered {sorted(offered)}, we accept {codecs}")
     event = next((pt for pt in formats if names.get(pt, "").lower() == "telephone-event"), None)
-    return Sdp(address=address, port=port, payload=chosen, event_payload=event)
+    if profile == "RTP/SAVP" and crypto is None:
+        raise MediaError(f"SRTP offered without a crypto suite we take: {suites or 'none'}")
+    if profile not in ("RTP/AVP", "RTP/SAVP"):
+        raise MediaError(f"unsupported media profile {profile[:40]}")
+    return Sdp(
+        address=address,
+        port=port,
+        payload=chosen,
+        event_payload=event,
+        profile=profile,
+        crypto=crypto,
+    )
 
 
 def make_sdp(
-    ip: str, port: int, codecs: list[str], session: int, event_payload: int = 101
+    ip: str,
+    port: int,
+    codecs: list[str],
+    session: int,
+    event_payload: int = 101,
+    *,
+    crypto: Crypto | None = None,
+    profile: str = "RTP/AVP",
 ) -> bytes:
     pts = [int(CODECS[c.upper()].value) for c in codecs]
     lines = [
@@ -120,7 +191,7 @@ def make_sdp(
         "s=switchboard",
         f"c=IN IP4 {ip}",
         "t=0 0",
-        f"m=audio {port} RTP/AVP {' '.join(str(p) for p in [*pts, event_payload])}",
+        f"m=audio {port} {profile} {' '.join(str(p) for p in [*pts, event_payload])}",
     ]
     for codec, pt in zip(codecs, pts, strict=True):
         lines.append(f"a=rtpmap:{pt} {CODECS[codec.upper()].description}/{RATE}")
@@ -129,6 +200,7 @@ def make_sdp(
         f"a=fmtp:{event_payload} 0-15",
         "a=ptime:20",
         "a=sendrecv",
+        *([crypto.line()] if crypto is not None else []),
     ]
     return ("\r\n".join(lines) + "\r\n").encode()
 
@@ -192,6 +264,11 @@ class RtpStream(asyncio.DatagramProtocol):
         self._last_event: tuple[int, int] | None = None
         self._last_event_ended = False
         self._rx_rest = b""
+        # SRTP (SDES): our key (in our SDP) protects what we send, the peer's what we get
+        self.local_crypto: Crypto | None = None
+        self.profile = "RTP/AVP"
+        self._srtp_tx: pylibsrtp.Session | None = None
+        self._srtp_rx: pylibsrtp.Session | None = None
         self.bad_packets = 0
         self.foreign_packets = 0  # from another address than the negotiated peer: dropped
         self.heard = time.monotonic()  # when the peer's last RTP packet came
@@ -206,6 +283,14 @@ class RtpStream(asyncio.DatagramProtocol):
         self.remote = (sdp.address, sdp.port)
         self.payload = sdp.payload
         self.event_payload = sdp.event_payload
+        # keys stay for the call: a re-INVITE repeats them
+        if sdp.crypto is not None and self.local_crypto is not None and self._srtp_rx is None:
+            self._srtp_rx = sdp.crypto.session(outbound=False)
+            self._srtp_tx = self.local_crypto.session(outbound=True)
+
+    @property
+    def encrypted(self) -> bool:
+        return self._srtp_tx is not None
 
     def close(self) -> None:
         if self.transport is not None:
@@ -225,6 +310,14 @@ class RtpStream(asyncio.DatagramProtocol):
         if len(data) < 12 or data[0] >> 6 != 2:
             self.bad_packets += 1
             return
+        if self._srtp_rx is not None:
+            if 200 <= data[1] <= 204:
+                return  # SRTCP multiplexed on the RTP port (RFC 5761): not read
+            try:
+                data = self._srtp_rx.unprotect(data)
+            except pylibsrtp.Error:  # forged, replayed or corrupt: not the peer's audio
+                self.bad_packets += 1
+                return
         self.heard = time.monotonic()
         cc = data[0] & 0x0F
         offset = 12 + 4 * cc
@@ -310,7 +403,10 @@ class RtpStream(asyncio.DatagramProtocol):
             header = struct.pack(
                 "!BBHII", 0x80, self.payload, self._seq & 0xFFFF, self._ts & 0xFFFFFFFF, self._ssrc
             )
-            self.transport.sendto(header + encode(frame, self.payload), self.remote)
+            packet = header + encode(frame, self.payload)
+            if self._srtp_tx is not None:
+                packet = self._srtp_tx.protect(packet)
+            self.transport.sendto(packet, self.remote)
         self._seq += 1
         self._ts += FRAME_SAMPLES
         return frame

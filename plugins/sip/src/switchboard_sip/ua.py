@@ -48,6 +48,7 @@ from switchboard_sip import message as sipmsg
 from switchboard_sip.auth import digest
 from switchboard_sip.dialog import ALLOW, Leg, LegState
 from switchboard_sip.media import (
+    Crypto,
     MediaClock,
     MediaError,
     PortPool,
@@ -118,6 +119,7 @@ class UserAgent:
         public_ip: str | None = None,
         public_port: int | None = None,
         keepalive: float = 0.0,
+        srtp: str = "off",
     ) -> None:
         self.server = server
         # Requests are taken only from the registrar/proxy (its addresses, resolved at
@@ -138,6 +140,9 @@ class UserAgent:
         self.public_port = public_port
         self.keepalive_interval = keepalive
         self.scheme = "sips" if sips else "sip"
+        if srtp not in ("off", "offer", "require"):
+            raise ValueError(f"srtp must be off, offer or require, got {srtp!r}")
+        self.srtp = srtp
         # the AOR's domain: the server, with its port when that is not the default (a
         # registrar on another port takes an AOR without it for someone else's)
         host = f"[{server}]" if ":" in server and not server.startswith("[") else server
@@ -326,6 +331,49 @@ class UserAgent:
         if msg.method != "ACK":
             self.send(sipmsg.response(msg, 403, to_tag=sipmsg.new_tag()), addr)
 
+    # -- media negotiation ----------------------------------------------------------------
+
+    def sdp_for(self, stream: RtpStream) -> bytes:
+        """Our offer or answer for ``stream``: its port, our codecs, its SRTP key."""
+        return make_sdp(
+            self.media_ip,
+            stream.port,
+            self.codecs,
+            self.session_id(),
+            crypto=stream.local_crypto,
+            profile=stream.profile,
+        )
+
+    def prepare_offer(self, stream: RtpStream) -> None:
+        """Before we offer: a key of our own when SRTP is offered (``RTP/AVP`` with
+        ``a=crypto``, which a peer without SRTP still takes) or required (``RTP/SAVP``)."""
+        if self.srtp != "off":
+            stream.local_crypto = Crypto.new()
+            stream.profile = "RTP/SAVP" if self.srtp == "require" else "RTP/AVP"
+
+    def check_offer(self, offer: Sdp) -> None:
+        """Raise :class:`MediaError` when the offer's security does not suit ours."""
+        if offer.crypto is None and self.srtp == "require":
+            raise MediaError("SRTP is required (srtp = require) and the offer has no a=crypto")
+        if offer.profile == "RTP/SAVP" and self.srtp == "off":
+            raise MediaError("SRTP offered (RTP/SAVP) but not enabled (srtp = off)")
+
+    def prepare_answer(self, stream: RtpStream, offer: Sdp) -> None:
+        """Before we answer an offer: SRTP with a key of ours in the offer's suite and tag
+        when it carries one and ours is not off; its profile."""
+        stream.profile = offer.profile
+        if offer.crypto is not None and self.srtp != "off":
+            stream.local_crypto = Crypto.new(offer.crypto.suite, offer.crypto.tag)
+
+    def check_answer(self, stream: RtpStream, answer: Sdp) -> None:
+        """Raise :class:`MediaError` when an answer to our offer leaves required SRTP out
+        or names a key for another of our lines."""
+        if answer.crypto is not None and stream.local_crypto is not None:
+            if answer.crypto.tag != stream.local_crypto.tag:
+                raise MediaError(f"SDP answer's crypto tag {answer.crypto.tag} was not offered")
+        elif self.srtp == "require":
+            raise MediaError("SRTP is required (srtp = require) and the answer has no a=crypto")
+
     # -- client transactions --------------------------------------------------------------
 
     def _on_response(self, msg: SipMessage) -> None:
@@ -479,7 +527,7 @@ class UserAgent:
         if leg is not None:
             if msg.to_tag and leg.state is LegState.ANSWERED and leg.stream is not None:
                 # re-INVITE (session refresh, hold): keep our media, answer with it
-                body = make_sdp(self.media_ip, leg.stream.port, self.codecs, self.session_id())
+                body = self.sdp_for(leg.stream)
                 with contextlib.suppress(MediaError):
                     leg.stream.set_remote(parse_sdp(msg.body, self.codecs))
                 self.send(
@@ -510,6 +558,8 @@ class UserAgent:
         try:
             # no body at all is a delayed offer: we offer in the 200, the ACK answers
             offer = parse_sdp(msg.body, self.codecs) if msg.body.strip() else None
+            if offer is not None:
+                self.check_offer(offer)
         except MediaError as exc:
             log.warning("refused call %s: %s", msg.call_id, exc)
             resp = sipmsg.response(msg, 488, to_tag=sipmsg.new_tag(), reason=str(exc)[:80])
@@ -539,7 +589,10 @@ class UserAgent:
             return
         assert leg.stream is not None
         if offer is not None:
+            self.prepare_answer(leg.stream, offer)
             leg.stream.set_remote(offer)
+        else:
+            self.prepare_offer(leg.stream)  # a delayed offer: ours goes in the 200
         assert self.on_invite is not None
         try:
             await self.on_invite(leg)
@@ -600,7 +653,8 @@ class UserAgent:
             leg.end(503, f"no RTP port: {exc}")
             raise SipError(503, f"no RTP port: {exc}") from None
         assert leg.stream is not None
-        body = make_sdp(self.media_ip, leg.stream.port, self.codecs, self.session_id())
+        self.prepare_offer(leg.stream)
+        body = self.sdp_for(leg.stream)
         name = f'"{display}" ' if display else ""
         identity: list[tuple[str, str]] = []
         from_uri = self.aor
@@ -660,12 +714,16 @@ class UserAgent:
                 if leg.state is LegState.ENDED:  # cancelled meanwhile, answered anyway
                     await leg.request("BYE")
                     return
+                assert leg.stream is not None
                 try:
-                    leg.stream.set_remote(parse_sdp(resp.body, self.codecs))  # type: ignore[union-attr]
+                    answer = parse_sdp(resp.body, self.codecs)
+                    self.check_answer(leg.stream, answer)
+                    leg.stream.set_remote(answer)
                 except MediaError as exc:
                     log.warning("call %s: %s; hanging up", call_id, exc)
-                    leg.state = LegState.ANSWERED
-                    await leg.hangup()
+                    leg.end(488, f"unusable SDP answer: {exc}")
+                    with contextlib.suppress(SipError):
+                        await leg.request("BYE")
                     return
                 leg.state = LegState.ANSWERED
                 leg.answered.set()
