@@ -15,6 +15,7 @@ from switchboard_sip import message as sipmsg
 from switchboard_sip.media import (
     FRAME_BYTES,
     MAX_QUEUED_DIGITS,
+    Crypto,
     MediaError,
     RtpStream,
     Sdp,
@@ -257,3 +258,74 @@ def test_an_offer_we_cannot_take_says_what_it_held() -> None:
     for bad in (b"m=audio 0 RTP/AVP 0", "m=audio ²000 RTP/AVP 0".encode()):
         with pytest.raises(MediaError, match="malformed SDP media line"):
             parse_sdp(sdp.replace(b"m=audio 4000 RTP/AVP 18 96", bad), ["PCMU"])
+
+
+def _offer(profile: str, crypto: str) -> bytes:
+    return (
+        "v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+        f"m=audio 4000 {profile} 0 101\r\na=rtpmap:101 telephone-event/8000\r\n{crypto}"
+    ).encode()
+
+
+KEY = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"  # 30 bytes (RFC 4568's example)
+
+
+def test_sdes_crypto_lines_are_read_and_bounded() -> None:
+    sdp = parse_sdp(
+        _offer(
+            "RTP/SAVP",
+            "a=crypto:1 AES_CM_256_HMAC_SHA1_80 inline:"
+            + KEY
+            + "\r\n"  # a suite we do not take: skipped
+            f"a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY}|2^20|1:4\r\n",
+        ),
+        ["PCMU"],
+    )
+    assert sdp.profile == "RTP/SAVP" and sdp.crypto is not None
+    assert (sdp.crypto.tag, sdp.crypto.suite, len(sdp.crypto.key)) == (
+        2,
+        "AES_CM_128_HMAC_SHA1_32",
+        30,
+    )
+    assert parse_sdp(_offer("RTP/AVP", ""), ["PCMU"]).crypto is None
+    for body, error in [
+        (_offer("RTP/SAVP", ""), "SRTP offered without a crypto suite we take"),
+        (_offer("RTP/SAVP", "a=crypto:1 F8_128_HMAC_SHA1_80 inline:" + KEY + "\r\n"), "we take"),
+        (_offer("RTP/AVP", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\n"), "3 bytes"),
+        (_offer("RTP/AVP", "a=crypto:x AES inline:%%%\r\n"), "malformed SDP crypto line"),
+        (_offer("UDP/TLS/RTP/SAVPF", ""), "unsupported media profile"),
+    ]:
+        with pytest.raises(MediaError, match=error):
+            parse_sdp(body, ["PCMU"])
+
+
+async def test_srtp_audio_round_trips_and_forged_packets_are_dropped() -> None:
+    """Two streams with SDES keys talk; a packet that is not SRTP under the peer's key is
+    counted and dropped, never played or recorded."""
+    a, b = RtpStream("127.0.0.1", free_udp_port()), RtpStream("127.0.0.1", free_udp_port())
+    await a.open()
+    await b.open()
+    try:
+        a.local_crypto, b.local_crypto = Crypto.new(), Crypto.new()
+        a.set_remote(Sdp("127.0.0.1", b.port, 0, 101, "RTP/SAVP", b.local_crypto))
+        b.set_remote(Sdp("127.0.0.1", a.port, 0, 101, "RTP/SAVP", a.local_crypto))
+        assert a.encrypted and b.encrypted
+        a.play(tone(0.1, 440))
+        for _ in range(5):
+            a.tick()
+        # a plain RTP packet from the peer's own address (as a spoofed source would be)
+        assert a.transport is not None
+        a.transport.sendto(
+            struct.pack("!BBHII", 0x80, 0, 1, 160, 5) + encode(tone(0.02), 0), ("127.0.0.1", b.port)
+        )
+        for _ in range(100):
+            if len(b.inbound) >= 5 and b.bad_packets:
+                break
+            await asyncio.sleep(0.01)
+        assert b.bad_packets == 1
+        frames = list(b.inbound)
+        assert len(frames) == 5
+        assert all(f != b"\x00" * FRAME_BYTES for f in frames)  # the tone, decrypted
+    finally:
+        a.close()
+        b.close()

@@ -1,0 +1,305 @@
+"""The UA's lower layers on their own, over real loopback sockets: stream framing and its
+bounds (oversized, slowloris, too many connections, failed TLS handshakes), keep-alives,
+and client transactions (retransmission over UDP only, transport errors at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from switchboard_sip import message as sipmsg
+from switchboard_sip.testing import free_udp_port
+from switchboard_sip.transaction import SipError, Transactions
+from switchboard_sip.transport import (
+    PING,
+    PONG,
+    FramingError,
+    StreamFramer,
+    StreamTransport,
+    UdpTransport,
+    client_context,
+    server_context,
+)
+
+
+def options(n: int = 1, body: bytes = b"") -> bytes:
+    return (
+        f"OPTIONS sip:switchboard@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKlayer{n}\r\n"
+        "From: <sip:probe@127.0.0.1>;tag=a\r\nTo: <sip:switchboard@127.0.0.1>\r\n"
+        f"Call-ID: layer-{n}\r\nCSeq: {n} OPTIONS\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+# -- framing ---------------------------------------------------------------------------------
+
+
+def test_framer_splits_messages_across_and_within_chunks() -> None:
+    framer = StreamFramer(4096)
+    one, two = options(1, b"hello"), options(2)
+    stream = PING + one + two
+    got: list[bytes] = []
+    pings = 0
+    for i in range(0, len(stream), 7):  # dribbled in 7-byte pieces
+        messages, n = framer.feed(stream[i : i + 7])
+        got += messages
+        pings += n
+    assert got == [one, two] and pings == 1 and not framer.partial
+    assert sipmsg.parse(got[0]).body == b"hello"
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (options(1).replace(b"Content-Length: 0\r\n", b""), "no Content-Length"),
+        (options(1).replace(b"Content-Length: 0", b"Content-Length: -5"), "bad Content-Length"),
+        (options(1).replace(b"Content-Length: 0", b"Content-Length: 900000"), "exceeds"),
+        (b"OPTIONS sip:x SIP/2.0\r\nX-Pad: " + b"A" * 5000, "headers longer than"),
+    ],
+    ids=["no-length", "bad-length", "huge-body", "endless-headers"],
+)
+def test_framer_refuses_what_cannot_be_framed(data: bytes, error: str) -> None:
+    with pytest.raises(FramingError, match=error):
+        StreamFramer(4096).feed(data)
+
+
+# -- stream bounds ---------------------------------------------------------------------------
+
+
+class Received:
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes, tuple[str, int]]] = []
+        self.errors: list[tuple[tuple[str, int], str]] = []
+
+    def receive(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.messages.append((data, addr))
+
+    def error(self, addr: tuple[str, int], reason: str) -> None:
+        self.errors.append((addr, reason))
+
+
+@pytest.fixture
+async def tcp() -> AsyncIterator[tuple[StreamTransport, Received]]:
+    got = Received()
+    transport = StreamTransport(
+        got.receive, got.error, 4096, message_timeout=0.5, idle_timeout=30, max_connections=3
+    )
+    await transport.start("127.0.0.1", 0)
+    try:
+        yield transport, got
+    finally:
+        await transport.stop()
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Whether the far end closed the connection within ``seconds``."""
+    try:
+        while await asyncio.wait_for(reader.read(4096), seconds):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return True
+
+
+async def test_a_slowloris_connection_is_cut_and_others_go_on(
+    tcp: tuple[StreamTransport, Received], caplog: pytest.LogCaptureFixture
+) -> None:
+    transport, got = tcp
+    slow_r, slow_w = await asyncio.open_connection("127.0.0.1", transport.local_port)
+    good_r, good_w = await asyncio.open_connection("127.0.0.1", transport.local_port)
+    slow_w.write(options(1)[:40])  # and never the rest
+    good_w.write(options(2))
+    with caplog.at_level(logging.DEBUG, logger="switchboard.sip"):
+        assert await closed_within(slow_r, 3)
+    assert [sipmsg.parse(m).call_id for m, _ in got.messages] == ["layer-2"]
+    assert "not complete within 0.5 s" in caplog.text
+    good_w.write(options(3))  # the other connection still carries messages
+    await asyncio.sleep(0.2)
+    assert len(got.messages) == 2 and not good_r.at_eof()
+    good_w.close()
+    slow_w.close()
+
+
+async def test_oversized_and_unframed_streams_are_closed(
+    tcp: tuple[StreamTransport, Received], caplog: pytest.LogCaptureFixture
+) -> None:
+    transport, got = tcp
+    for data in (options(1) + b"X" * 5000, options(2).replace(b"Content-Length: 0\r\n", b"")):
+        reader, writer = await asyncio.open_connection("127.0.0.1", transport.local_port)
+        with caplog.at_level(logging.WARNING, logger="switchboard.sip"):
+            writer.write(options(9).replace(b"Content-Length: 0", b"Content-Length: 5000"))
+            writer.write(data)
+            assert await closed_within(reader, 3)
+        writer.close()
+    assert got.messages == []
+    assert "exceeds the 4096-byte limit" in caplog.text
+
+
+async def test_connections_beyond_the_limit_are_refused(
+    tcp: tuple[StreamTransport, Received],
+) -> None:
+    transport, _ = tcp
+    held = [await asyncio.open_connection("127.0.0.1", transport.local_port) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", transport.local_port)
+    assert await closed_within(reader, 2)
+    assert transport.refused_connections == 1
+    assert transport.health()["connections"] == 3
+    for _, w in [*held, (reader, writer)]:
+        w.close()
+
+
+async def test_a_ping_gets_a_pong(tcp: tuple[StreamTransport, Received]) -> None:
+    transport, got = tcp
+    reader, writer = await asyncio.open_connection("127.0.0.1", transport.local_port)
+    writer.write(PING)
+    assert await asyncio.wait_for(reader.readexactly(2), 2) == PONG
+    assert got.messages == []
+    writer.close()
+
+
+async def test_a_failed_tls_handshake_is_logged_with_the_peer_and_others_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_file, ca_file = tmp_path / "cert.pem", tmp_path / "ca.pem"
+    cert_file.write_bytes(
+        b"".join(b.bytes() for b in (cert.private_key_pem, *cert.cert_chain_pems))
+    )
+    ca.cert_pem.write_to_path(str(ca_file))
+    got = Received()
+    transport = StreamTransport(
+        got.receive,
+        got.error,
+        4096,
+        client_ssl=client_context(ca_file=str(ca_file)),
+        server_ssl=server_context(str(cert_file), None),
+        message_timeout=1.0,
+    )
+    await transport.start("127.0.0.1", 0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="switchboard.sip"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", transport.local_port)
+            writer.write(b"OPTIONS sip:x SIP/2.0\r\n\r\n")  # plain text to a TLS port
+            assert await closed_within(reader, 3)
+            writer.close()
+        assert transport.handshake_failures == 1
+        assert "TLS handshake from 127.0.0.1:" in caplog.text
+        # a client that checks the certificate is served
+        trusting = client_context(ca_file=str(ca_file))
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", transport.local_port, ssl=trusting, server_hostname="localhost"
+        )
+        writer.write(options(1))
+        await asyncio.sleep(0.3)
+        assert [sipmsg.parse(m).call_id for m, _ in got.messages] == ["layer-1"]
+        writer.close()
+    finally:
+        await transport.stop()
+
+
+# -- transactions ----------------------------------------------------------------------------
+
+
+async def test_udp_requests_are_retransmitted_stream_ones_are_not() -> None:
+    # a UDP peer that counts and never answers
+    udp_peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_peer.bind(("127.0.0.1", 0))
+    udp_peer.setblocking(False)
+    got = Received()
+    udp = UdpTransport(got.receive, got.error, 4096)
+    await udp.start("127.0.0.1", 0)
+    try:
+        with pytest.raises(SipError, match="408"):
+            await Transactions(udp).request(
+                options(1), "z9hG4bKlayer1", "OPTIONS", udp_peer.getsockname(), timeout=2.0
+            )
+        sent = 0
+        with contextlib.suppress(BlockingIOError):
+            while udp_peer.recv(4096):
+                sent += 1
+        assert sent >= 3  # at 0, 0.5 and 1.5 s
+    finally:
+        await udp.stop()
+        udp_peer.close()
+
+    counted: list[bytes] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(4096):
+            counted.append(data)
+        writer.close()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    stream = StreamTransport(got.receive, got.error, 4096)
+    await stream.start("127.0.0.1", 0)
+    try:
+        with pytest.raises(SipError, match="408"):
+            await Transactions(stream).request(
+                options(2),
+                "z9hG4bKlayer2",
+                "OPTIONS",
+                server.sockets[0].getsockname()[:2],
+                timeout=2.0,
+            )
+        assert b"".join(counted) == options(2)  # once
+    finally:
+        await stream.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_unreachable_stream_peer_fails_the_transaction_at_once() -> None:
+    got = Received()
+    stream = StreamTransport(got.receive, got.error, 4096)
+    await stream.start("127.0.0.1", 0)
+    transactions = Transactions(stream)
+    stream.on_error = transactions.transport_error
+    closed = ("127.0.0.1", free_udp_port())  # nobody listens there
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(SipError, match=r"503 cannot connect over TCP to 127\.0\.0\.1"):
+            await transactions.request(options(1), "z9hG4bKlayer1", "OPTIONS", closed, timeout=30)
+        assert loop.time() - started < 2
+    finally:
+        await stream.stop()
+
+
+async def test_a_tls_client_refuses_a_certificate_it_cannot_check(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)
+        writer.close()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0, ssl=server_ctx)
+    got = Received()
+    stream = StreamTransport(got.receive, got.error, 4096, client_ssl=client_context())
+    await stream.start("127.0.0.1", 0)
+    transactions = Transactions(stream)
+    stream.on_error = transactions.transport_error
+    try:
+        with pytest.raises(SipError, match=r"TLS handshake with 127\.0\.0\.1:.*certificate verify"):
+            await transactions.request(
+                options(1), "z9hG4bKlayer1", "OPTIONS", server.sockets[0].getsockname()[:2]
+            )
+        assert stream.handshake_failures == 1
+    finally:
+        await stream.stop()
+        server.close()
+        await server.wait_closed()
