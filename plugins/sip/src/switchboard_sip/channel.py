@@ -33,7 +33,14 @@ from switchboard import (
     TransientSendError,
 )
 from switchboard_sip import message as sipmsg
-from switchboard_sip.media import CODECS, MonoRecorder, Recorder, load_prompt
+from switchboard_sip.media import (
+    CODECS,
+    Loop,
+    MonoRecorder,
+    Recorder,
+    default_music_on_hold,
+    load_prompt,
+)
 from switchboard_sip.message import SipMessage
 from switchboard_sip.transport import DEFAULT_PORTS, client_context, server_context
 from switchboard_sip.ua import CALLER_NUMBER, Leg, LegState, SipError, UserAgent
@@ -87,6 +94,10 @@ class SipSettings:
     srtp: str = attrs.field(
         default="off", validator=attrs.validators.in_(("off", "offer", "require"))
     )
+    # a WAV played to a party the other side put on hold (None: a soft chime)
+    music_on_hold: str | None = None
+    # RFC 4028 session timer asked for and granted (seconds; 0: none of ours)
+    session_expires: int = attrs.field(default=1800)
     rtp_port_low: int = 10000
     rtp_port_high: int = attrs.field(default=20000)
     codecs: list[str] = attrs.field(factory=lambda: ["PCMU", "PCMA"], validator=_codecs)
@@ -120,6 +131,11 @@ class SipSettings:
             return self.keepalive
         return 25.0 if self.transport != "udp" or self.public_ip else 0.0
 
+    @session_expires.validator
+    def _session_expires(self, _: Any, value: int) -> None:
+        if value and not 90 <= value <= 86_400:
+            raise ValueError("session_expires must be 0 or 90..86400 seconds")
+
     @trusted_networks.validator
     def _networks(self, _: Any, value: list[str]) -> None:
         for net in value:
@@ -145,15 +161,24 @@ def recording_path(base: str, call_id: str, suffix: str = "") -> Path:
 class Bridge:
     """Two answered legs relaying audio through the media clock, optionally recorded."""
 
-    def __init__(self, customer: Leg, agent: Leg, recorder: Recorder | None) -> None:
+    def __init__(
+        self, customer: Leg, agent: Leg, recorder: Recorder | None, hold_music: bytes = b""
+    ) -> None:
         self.customer = customer
         self.agent = agent
         self.recorder = recorder
+        self.music = Loop(hold_music or default_music_on_hold())
 
     def tick(self) -> None:
+        """Relay one frame each way. A side that put the other on hold (re-INVITE
+        sendonly or inactive) sends no audio of its own: the other hears music on hold."""
         a_stream, b_stream = self.customer.stream, self.agent.stream
         a = a_stream.take_frame() if a_stream else None
         b = b_stream.take_frame() if b_stream else None
+        if a_stream is not None and a_stream.on_hold:
+            a = self.music.frame() if b_stream is not None and not b_stream.on_hold else None
+        if b_stream is not None and b_stream.on_hold:
+            b = self.music.frame() if a_stream is not None and not a_stream.on_hold else None
         if a is not None and b_stream is not None:
             b_stream.feed(a)
         if b is not None and a_stream is not None:
@@ -398,6 +423,8 @@ class SipChannel:
         if not isinstance(settings, SipSettings):
             raise TypeError("the SIP channel needs [plugins.sip] settings")
         self.ctx, self.settings = ctx, settings
+        if settings.music_on_hold:
+            self.prompt(settings.music_on_hold)  # a file that cannot be read fails the start
         client_ssl = server_ssl = None
         if settings.transport == "tls":
             client_ssl = client_context(
@@ -435,6 +462,7 @@ class SipChannel:
             public_port=settings.public_port,
             keepalive=settings.keepalive_interval,
             srtp=settings.srtp,
+            session_expires=settings.session_expires,
         )
         self.ua = ua
         try:
@@ -549,7 +577,8 @@ class SipChannel:
         for leg in (customer, agent_leg):
             if leg.stream is not None:
                 leg.stream.inbound.clear()
-        bridge = Bridge(customer, agent_leg, recorder)
+        music = self.prompt(self.settings.music_on_hold) if self.settings.music_on_hold else b""
+        bridge = Bridge(customer, agent_leg, recorder, music)
         ua.clock.tickers.add(bridge.tick)
         try:
             ends = {

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from switchboard_sip import message as sipmsg
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.sip")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, MESSAGE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, MESSAGE, UPDATE, REFER"
+MIN_SE = 90  # the shortest session interval we take (RFC 4028 §5)
 
 
 class LegState(enum.StrEnum):
@@ -69,6 +72,12 @@ class Leg:
         self.acked = asyncio.Event()
         self.info_digits: asyncio.Queue[str] = asyncio.Queue()
         self.invite_task: asyncio.Task[None] | None = None  # outgoing: the INVITE's
+        # RFC 4028 session timer: the interval agreed (0: none), who refreshes, and when
+        # the session was last refreshed (a re-INVITE or UPDATE either way)
+        self.session_expires = 0
+        self.we_refresh = False
+        self.timer_required = False  # the peer said Supported: timer
+        self.refreshed_at = time.monotonic()
 
     @property
     def user(self) -> str | None:
@@ -79,6 +88,43 @@ class Leg:
         if self.invite is None:
             return None
         return sipmsg.display_name(self.invite.first("From"))
+
+    def refreshed(self) -> None:
+        self.refreshed_at = time.monotonic()
+
+    def timer_headers(self, *, we_are_uac: bool) -> list[tuple[str, str]]:
+        """``Session-Expires`` (and ``Require: timer`` when the peer supports it) for a
+        request or response of ours, naming the refresher by its role in that transaction."""
+        if not self.session_expires:
+            return []
+        refresher = "uac" if self.we_refresh == we_are_uac else "uas"
+        headers = [("Session-Expires", f"{self.session_expires};refresher={refresher}")]
+        if self.timer_required and not we_are_uac:
+            headers.append(("Require", "timer"))
+        return headers
+
+    def agree_timer(self, msg: SipMessage, *, we_are_uac: bool) -> None:
+        """Take the session timer of an INVITE we answer, or of the 2xx to ours."""
+        supported = "timer" in [t.strip().lower() for t in msg.get_all("Supported")]
+        value = msg.get("Session-Expires")
+        interval = self.session_expires
+        refresher = None
+        if value:
+            number = value.split(";", 1)[0].strip()
+            if sipmsg.LENGTH.fullmatch(number):
+                interval = max(MIN_SE, min(int(number), 86_400))
+            refresher = sipmsg.param(value, "refresher")
+        elif we_are_uac:
+            self.session_expires = 0  # a 2xx without it: no session timer (RFC 4028 §7.2)
+            return
+        if not interval:
+            return
+        if refresher not in ("uac", "uas") or (refresher == "uac" and not supported):
+            refresher = "uac" if supported and not we_are_uac else "uas"
+        self.session_expires = interval
+        self.timer_required = supported
+        self.we_refresh = (refresher == "uac") == we_are_uac
+        self.refreshed()
 
     # -- incoming -------------------------------------------------------------------------
 
@@ -101,11 +147,14 @@ class Leg:
             headers=[
                 ("Contact", ua.contact),
                 ("Allow", ALLOW),
+                ("Supported", "timer"),
+                *self.timer_headers(we_are_uac=False),
                 ("Content-Type", "application/sdp"),
             ],
             body=body,
         )
         self.state = LegState.ANSWERED
+        self.refreshed()
         ua.transactions.remember_final(self.invite.branch, ok)
         self.answered.set()
         ua.start_media(self)
@@ -183,8 +232,16 @@ class Leg:
 
     # -- both -----------------------------------------------------------------------------
 
-    async def request(self, method: str, timeout: float = 32 * T1) -> SipMessage:
-        """A request inside the dialog (BYE...), along its route set; its 200 response."""
+    async def request(
+        self,
+        method: str,
+        timeout: float = 32 * T1,
+        *,
+        extra: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> SipMessage:
+        """A request inside the dialog (BYE, re-INVITE...), along its route set; its 2xx
+        response (:class:`SipError` for any other)."""
         self.cseq += 1
         if self.outgoing:
             from_, to = f"<{self.local_uri}>;tag={self.local_tag}", f"<{self.remote_uri}>"
@@ -203,13 +260,50 @@ class Leg:
             to=to,
             cseq=self.cseq,
             routes=self.route_set,
+            extra=extra,
+            body=body,
         )
         resp = await self.ua.transactions.request(
             data, branch, method, self.ua.server_addr, timeout=timeout
         )
-        if resp.status != 200:
-            raise SipError(resp.status or 0, f"{resp.reason} (to {method})")
+        status = resp.status or 0
+        if method == "INVITE":
+            if 200 <= status < 300:
+                self.send_ack(resp)
+            else:
+                self.ua.ack_error(data, resp)
+        if not 200 <= status < 300:
+            raise SipError(status, f"{resp.reason} (to {method})")
         return resp
+
+    async def reinvite(self, direction: str | None = None) -> None:
+        """A re-INVITE with our media (``direction`` ``sendonly`` holds the peer,
+        ``sendrecv`` resumes): refreshes the session timer too (RFC 4028)."""
+        stream = self.stream
+        if stream is None or self.state is not LegState.ANSWERED:
+            raise SipError(0, f"cannot re-INVITE a call that is {self.state}")
+        if direction is not None:
+            stream.direction = direction
+        resp = await self.request(
+            "INVITE",
+            extra=[
+                ("Contact", self.ua.contact),
+                ("Allow", ALLOW),
+                ("Supported", "timer"),
+                *self.timer_headers(we_are_uac=True),
+                ("Content-Type", "application/sdp"),
+            ],
+            body=self.ua.sdp_for(stream),
+        )
+        if resp.body.strip():
+            try:
+                answer = parse_sdp(resp.body, self.ua.codecs)
+                self.ua.check_answer(stream, answer)
+            except MediaError as exc:
+                log.warning("call %s: re-INVITE answer unusable: %s", self.call_id, exc)
+            else:
+                stream.set_remote(answer)
+        self.refreshed()
 
     async def hangup(self) -> None:
         """End the leg however far it got: BYE, CANCEL, or a final error response."""

@@ -89,6 +89,22 @@ class Sdp:
     event_payload: int | None  # telephone-event payload type, if offered
     profile: str = "RTP/AVP"  # RTP/SAVP: SRTP or nothing
     crypto: Crypto | None = None  # the first a=crypto line with a suite we take
+    # what the far end will do (RFC 3264 §6.1): sendonly or inactive put us on hold
+    direction: str = "sendrecv"
+
+    @property
+    def holds(self) -> bool:
+        """Whether this description puts the other side on hold (RFC 3264 §8.4)."""
+        return self.direction in ("sendonly", "inactive")
+
+
+#: Our direction answering theirs (RFC 3264 §6.1).
+ANSWER_DIRECTION = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
 
 
 #: Static payload types (RFC 3551) by name, to say what an offer held that we cannot take.
@@ -113,6 +129,7 @@ def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
     profile = "RTP/AVP"
     crypto: Crypto | None = None
     suites: list[str] = []
+    direction = "sendrecv"
     for line in text.replace("\r\n", "\n").split("\n"):
         key, _, value = line.strip().partition("=")
         if key == "c" and (address is None or in_audio):
@@ -121,6 +138,7 @@ def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
                 address = parts[2].split("/")[0]
                 if not _HOST.fullmatch(address):
                     raise MediaError(f"bad SDP connection address {address[:60]!r}")
+
         elif key == "m":
             parts = value.split()
             in_audio = bool(parts) and parts[0] == "audio" and port is None
@@ -135,6 +153,8 @@ def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
             pt_text, _, rest = value[len("rtpmap:") :].partition(" ")
             if _NUMBER.fullmatch(pt_text):
                 names[int(pt_text)] = rest.split("/")[0].strip()
+        elif key == "a" and value in ANSWER_DIRECTION and (in_audio or port is None):
+            direction = value  # a media-level line overrides the session's
         elif key == "a" and in_audio and value.startswith("crypto:"):
             found = _CRYPTO.match(value)
             if found is None:
@@ -160,6 +180,8 @@ def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
     else:
         raise MediaError(f"no common codec: offered {sorted(offered)}, we accept {codecs}")
     event = next((pt for pt in formats if names.get(pt, "").lower() == "telephone-event"), None)
+    if address == "0.0.0.0":  # RFC 2543's hold: no media either way
+        direction = "inactive"
     if profile == "RTP/SAVP" and crypto is None:
         raise MediaError(f"SRTP offered without a crypto suite we take: {suites or 'none'}")
     if profile not in ("RTP/AVP", "RTP/SAVP"):
@@ -171,6 +193,7 @@ def parse_sdp(body: bytes, codecs: list[str]) -> Sdp:
         event_payload=event,
         profile=profile,
         crypto=crypto,
+        direction=direction,
     )
 
 
@@ -183,6 +206,7 @@ def make_sdp(
     *,
     crypto: Crypto | None = None,
     profile: str = "RTP/AVP",
+    direction: str = "sendrecv",
 ) -> bytes:
     pts = [int(CODECS[c.upper()].value) for c in codecs]
     lines = [
@@ -199,7 +223,7 @@ def make_sdp(
         f"a=rtpmap:{event_payload} telephone-event/{RATE}",
         f"a=fmtp:{event_payload} 0-15",
         "a=ptime:20",
-        "a=sendrecv",
+        f"a={direction}",
         *([crypto.line()] if crypto is not None else []),
     ]
     return ("\r\n".join(lines) + "\r\n").encode()
@@ -267,6 +291,8 @@ class RtpStream(asyncio.DatagramProtocol):
         # SRTP (SDES): our key (in our SDP) protects what we send, the peer's what we get
         self.local_crypto: Crypto | None = None
         self.profile = "RTP/AVP"
+        self.direction = "sendrecv"  # ours, as our last SDP said
+        self.on_hold = False  # the far end put us on hold (sendonly or inactive)
         self._srtp_tx: pylibsrtp.Session | None = None
         self._srtp_rx: pylibsrtp.Session | None = None
         self.bad_packets = 0
@@ -283,6 +309,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.remote = (sdp.address, sdp.port)
         self.payload = sdp.payload
         self.event_payload = sdp.event_payload
+        self.on_hold = sdp.holds
         # keys stay for the call: a re-INVITE repeats them
         if sdp.crypto is not None and self.local_crypto is not None and self._srtp_rx is None:
             self._srtp_rx = sdp.crypto.session(outbound=False)
@@ -399,7 +426,11 @@ class RtpStream(asyncio.DatagramProtocol):
         frame = self._outbound.popleft() if self._outbound else SILENCE
         if not self._outbound:
             self._drained.set()
-        if self.transport is not None and self.remote is not None:
+        if (
+            self.transport is not None
+            and self.remote is not None
+            and self.direction in ("sendrecv", "sendonly")
+        ):
             header = struct.pack(
                 "!BBHII", 0x80, self.payload, self._seq & 0xFFFF, self._ts & 0xFFFFFFFF, self._ssrc
             )
@@ -410,6 +441,25 @@ class RtpStream(asyncio.DatagramProtocol):
         self._seq += 1
         self._ts += FRAME_SAMPLES
         return frame
+
+
+class Loop:
+    """Audio played round and round, a 20 ms frame at a time (music on hold)."""
+
+    def __init__(self, pcm: bytes) -> None:
+        usable = len(pcm) - len(pcm) % FRAME_BYTES
+        self.pcm = pcm[:usable] or SILENCE
+        self.at = 0
+
+    def frame(self) -> bytes:
+        frame = self.pcm[self.at : self.at + FRAME_BYTES]
+        self.at = (self.at + FRAME_BYTES) % len(self.pcm)
+        return frame
+
+
+def default_music_on_hold() -> bytes:
+    """A soft two-note chime every four seconds, when no ``music_on_hold`` WAV is set."""
+    return tone(0.25, 660.0, 2000) + tone(0.25, 523.0, 2000) + b"\x00" * (FRAME_BYTES * 175)
 
 
 class Recorder:

@@ -267,10 +267,10 @@ _SDP_BODY = "      Content-Type: application/sdp\n      Content-Length: [len]\n"
 INVITE_BRANCH = "z9hG4bK-inv-[pid]-[call_number]"
 
 
-def _invite(caller: str, *, sdp: bool = True) -> str:
-    body = _SDP_BODY
+def _invite(caller: str, *, sdp: bool = True, headers: str = "") -> str:
+    body = headers + _SDP_BODY
     if not sdp:  # a delayed offer: the 200 will offer, our ACK answers
-        body = "      Content-Length: 0\n"
+        body = headers + "      Content-Length: 0\n"
     return f"""  <send retrans="500">
     <![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -339,13 +339,20 @@ def caller_scenario(
     hangup: str = "caller",
     delayed_offer: bool = False,
     answer_in_ack: bool = True,
+    session_expires: str = "",
+    expect_reinvites: int = 0,
 ) -> str:
     """A caller who gets answered: plays G.711 audio (and RFC 2833 ``digits`` after
     ``digit_delay_ms``), then hangs up after ``talk_ms`` (``hangup="caller"``) or waits
     for our BYE (``hangup="callee"``). With ``delayed_offer`` the INVITE has no SDP: the
     200 must carry an offer (the scenario fails without one) and the ACK answers it
-    (unless ``answer_in_ack`` is false: a broken caller)."""
-    body = _HEAD.format(name="caller") + _invite(caller, sdp=not delayed_offer)
+    (unless ``answer_in_ack`` is false: a broken caller). ``session_expires`` (say
+    ``"90;refresher=uas"``) asks for an RFC 4028 session timer; the caller then answers
+    ``expect_reinvites`` re-INVITEs (our refreshes) before it hangs up."""
+    timer = ""
+    if session_expires:
+        timer = f"      Supported: timer\n      Session-Expires: {session_expires}\n"
+    body = _HEAD.format(name="caller") + _invite(caller, sdp=not delayed_offer, headers=timer)
     check = ""
     if delayed_offer:
         check = (
@@ -362,6 +369,26 @@ def caller_scenario(
         body += _play(str(PCAP_DIR / "g711a.pcap"))
     if digits:
         body += _pause(digit_delay_ms) + _digits(digits, digit_gap_ms)
+    for _ in range(expect_reinvites):
+        body += (
+            """  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Session-Expires:]
+      Contact: <sip:[local_ip]:[local_port]>
+"""
+            + _SDP_BODY
+            + """    ]]>
+  </send>
+  <recv request="ACK"/>
+"""
+        )
     if hangup == "caller":
         body += _pause(talk_ms) + _in_dialog("BYE", 2, caller)
         body += '  <recv response="200" crlf="true"/>\n'

@@ -48,6 +48,7 @@ from switchboard_sip import message as sipmsg
 from switchboard_sip.auth import digest
 from switchboard_sip.dialog import ALLOW, Leg, LegState
 from switchboard_sip.media import (
+    ANSWER_DIRECTION,
     Crypto,
     MediaClock,
     MediaError,
@@ -120,6 +121,7 @@ class UserAgent:
         public_port: int | None = None,
         keepalive: float = 0.0,
         srtp: str = "off",
+        session_expires: int = 0,
     ) -> None:
         self.server = server
         # Requests are taken only from the registrar/proxy (its addresses, resolved at
@@ -143,6 +145,7 @@ class UserAgent:
         if srtp not in ("off", "offer", "require"):
             raise ValueError(f"srtp must be off, offer or require, got {srtp!r}")
         self.srtp = srtp
+        self.session_expires = session_expires
         # the AOR's domain: the server, with its port when that is not the default (a
         # registrar on another port takes an AOR without it for someone else's)
         host = f"[{server}]" if ":" in server and not server.startswith("[") else server
@@ -342,6 +345,7 @@ class UserAgent:
             self.session_id(),
             crypto=stream.local_crypto,
             profile=stream.profile,
+            direction=stream.direction,
         )
 
     def prepare_offer(self, stream: RtpStream) -> None:
@@ -438,13 +442,13 @@ class UserAgent:
             if challenge is None:
                 return resp
             if method == "INVITE":
-                self._ack_error(data, resp)
+                self.ack_error(data, resp)
             auth = digest(challenge, method, uri, self.username, self.password)
             data, branch = build([(answer_to, auth)])
             resp = await self.transactions.request(data, branch, method, self.server_addr, **kwargs)
         return resp
 
-    def _ack_error(self, invite_bytes: bytes, resp: SipMessage) -> None:
+    def ack_error(self, invite_bytes: bytes, resp: SipMessage) -> None:
         """ACK for a non-2xx final response: same branch as the INVITE (RFC 3261 17.1.1.3)."""
         invite = sipmsg.parse(invite_bytes)
         headers = [
@@ -498,6 +502,12 @@ class UserAgent:
                     if key.strip().lower() == "signal" and value.strip():
                         leg.info_digits.put_nowait(value.strip()[0])
             self.send(sipmsg.response(msg, 200 if leg is not None else 481), addr)
+        elif method == "UPDATE":
+            leg = self.legs.get(msg.call_id)
+            if leg is None or leg.state is not LegState.ANSWERED or leg.stream is None:
+                self.send(sipmsg.response(msg, 481), addr)
+            else:
+                self._reinvite(leg, msg, addr)
         elif method == "NOTIFY":
             self.send(sipmsg.response(msg, 200), addr)
         elif method == "MESSAGE":
@@ -526,19 +536,7 @@ class UserAgent:
         leg = self.legs.get(msg.call_id)
         if leg is not None:
             if msg.to_tag and leg.state is LegState.ANSWERED and leg.stream is not None:
-                # re-INVITE (session refresh, hold): keep our media, answer with it
-                body = self.sdp_for(leg.stream)
-                with contextlib.suppress(MediaError):
-                    leg.stream.set_remote(parse_sdp(msg.body, self.codecs))
-                self.send(
-                    sipmsg.response(
-                        msg,
-                        200,
-                        headers=[("Contact", self.contact), ("Content-Type", "application/sdp")],
-                        body=body,
-                    ),
-                    addr,
-                )
+                self._reinvite(leg, msg, addr)
             else:
                 self.send(sipmsg.response(msg, 100), addr)
             return
@@ -577,8 +575,42 @@ class UserAgent:
         leg.route_set = msg.get_all("Record-Route")
         leg.branch = branch
         leg.offer_in_ack = offer is None
+        leg.session_expires = self.session_expires
+        leg.agree_timer(msg, we_are_uac=False)
         self.legs[leg.call_id] = leg
         self.spawn(self._take_call(leg, offer))
+
+    def _reinvite(self, leg: Leg, msg: SipMessage, addr: Addr) -> None:
+        """A re-INVITE or UPDATE (RFC 3311) in an answered call: a session refresh, hold
+        or resume. The same media, our direction answering theirs (sendonly, i.e. hold,
+        is answered recvonly: we stop sending). An offer we cannot take gets 488 and the
+        call goes on as it was (RFC 3261 §14.2)."""
+        assert leg.stream is not None
+        try:
+            offer = parse_sdp(msg.body, self.codecs) if msg.body.strip() else None
+            if offer is not None:
+                self.check_offer(offer)
+        except MediaError as exc:
+            log.warning("call %s: re-INVITE refused: %s", leg.call_id, exc)
+            self.send(sipmsg.response(msg, 488, reason=str(exc)[:80]), addr)
+            return
+        if offer is not None:
+            leg.stream.direction = ANSWER_DIRECTION[offer.direction]
+            leg.stream.set_remote(offer)
+            log.info("call %s: re-INVITE, %s", leg.call_id, "on hold" if offer.holds else "active")
+        if msg.get("Session-Expires"):
+            leg.agree_timer(msg, we_are_uac=False)
+        headers = [("Contact", self.contact), ("Allow", ALLOW), ("Supported", "timer")]
+        headers += leg.timer_headers(we_are_uac=False)
+        body = b""
+        if offer is not None or msg.method == "INVITE":
+            headers.append(("Content-Type", "application/sdp"))
+            body = self.sdp_for(leg.stream)
+        ok = sipmsg.response(msg, 200, headers=headers, body=body)
+        if msg.method == "INVITE":
+            self.transactions.remember_final(msg.branch, ok)
+        self.send(ok, addr)
+        leg.refreshed()
 
     async def _take_call(self, leg: Leg, offer: Sdp | None) -> None:
         try:
@@ -666,6 +698,7 @@ class UserAgent:
             if caller_in_from:
                 from_uri = asserted
         leg.local_uri = from_uri
+        timer = [("Session-Expires", str(self.session_expires))] if self.session_expires else []
 
         def build(auth: list[tuple[str, str]]) -> tuple[bytes, str]:
             leg.cseq += 1 if auth else 0
@@ -679,6 +712,8 @@ class UserAgent:
                 extra=[
                     ("Contact", self.contact),
                     ("Allow", ALLOW),
+                    ("Supported", "timer"),
+                    *timer,
                     *identity,
                     ("Content-Type", "application/sdp"),
                     *auth,
@@ -725,11 +760,12 @@ class UserAgent:
                     with contextlib.suppress(SipError):
                         await leg.request("BYE")
                     return
+                leg.agree_timer(resp, we_are_uac=True)
                 leg.state = LegState.ANSWERED
                 leg.answered.set()
                 self.start_media(leg)
             else:
-                self._ack_error(leg.invite_bytes, resp)
+                self.ack_error(leg.invite_bytes, resp)
                 leg.end(status, resp.reason or sipmsg.REASONS.get(status, ""))
 
         leg.invite_task = self.spawn(run())
@@ -800,19 +836,24 @@ class UserAgent:
         if leg.stream is not None:
             leg.stream.heard = time.monotonic()  # silence is counted from the answer
             self.clock.streams.add(leg.stream)
-            if self.max_call_seconds > 0 or self.rtp_timeout > 0:
-                self.spawn(self._watch(leg))
+            self.spawn(self._watch(leg))
 
     async def _watch(self, leg: Leg) -> None:
-        """Hang up an answered leg that has lasted ``max_call_seconds``, or whose far end
-        has sent no RTP for ``rtp_timeout`` seconds (it vanished without a BYE): a call
-        without end would keep its bridge and grow its recording forever."""
+        """Hang up an answered leg that has lasted ``max_call_seconds``, whose far end has
+        sent no RTP for ``rtp_timeout`` seconds (it vanished without a BYE), or whose
+        session timer ran out unrefreshed (RFC 4028 §10); refresh the session when the
+        timer is ours to refresh. A call without end would keep its bridge and grow its
+        recording forever."""
         started = time.monotonic()
-        step = min(1.0, *(t / 4 for t in (self.max_call_seconds, self.rtp_timeout) if t > 0))
+        limits = [t / 4 for t in (self.max_call_seconds, self.rtp_timeout) if t > 0]
+        step = min(1.0, *limits) if limits else 1.0
+        refreshing: asyncio.Task[None] | None = None
         while leg.state is not LegState.ENDED:
             await asyncio.sleep(step)
             now = time.monotonic()
             stream = leg.stream
+            expires = leg.session_expires
+            since = now - leg.refreshed_at
             if self.max_call_seconds > 0 and now - started >= self.max_call_seconds:
                 leg.cut_off = f"longer than max_call_seconds ({self.max_call_seconds:g} s)"
             elif (
@@ -821,11 +862,30 @@ class UserAgent:
                 and now - stream.heard >= self.rtp_timeout
             ):
                 leg.cut_off = f"no RTP for {self.rtp_timeout:g} s"
+            elif expires and not leg.we_refresh and since >= expires - min(32, expires / 3):
+                leg.cut_off = f"session timer expired (no refresh within {expires} s)"
+            elif expires and leg.we_refresh and since >= expires / 2:
+                if refreshing is None or refreshing.done():
+                    refreshing = self.spawn(self._refresh(leg))
+                continue
             else:
                 continue
             log.warning("call %s: hanging up: %s", leg.call_id, leg.cut_off)
             await leg.hangup()
             return
+
+    async def _refresh(self, leg: Leg) -> None:
+        """Refresh the session by re-INVITE; a dialog the peer no longer knows ends."""
+        try:
+            await leg.reinvite()
+        except SipError as exc:
+            if exc.status in (408, 481) or exc.status == 0:
+                leg.cut_off = f"session refresh failed: {exc}"
+                log.warning("call %s: hanging up: %s", leg.call_id, leg.cut_off)
+                await leg.hangup()
+            else:  # 491 glare and such: try again at the next tick
+                log.info("call %s: session refresh answered %s", leg.call_id, exc)
+                leg.refreshed_at += min(5.0, leg.session_expires / 10)
 
     def release(self, leg: Leg) -> None:
         """Free a leg's RTP port and forget it (a finished leg)."""

@@ -1,0 +1,126 @@
+"""Call control in a bridged call: session timers (RFC 4028) with SIPp callers, hold and
+resume with music on hold, and transfer, with baresip phones."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from pathlib import Path
+
+import pytest
+from sip_peers import CALLER, answering_phone, ended_call, open_sip, place_call, until
+from test_sip_transports import baresip, heard, kam_tls, phones  # noqa: F401 (fixtures)
+
+from switchboard import Disposition
+from switchboard_sip import dialog
+from switchboard_sip.media import tone
+from switchboard_sip.testing import Baresip, Kamailio, Sipp, caller_scenario
+
+__all__ = ["kam_tls", "phones"]
+
+
+@pytest.fixture
+def short_timers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session intervals of seconds, not RFC 4028's 90-second floor, so tests run fast."""
+    monkeypatch.setattr(dialog, "MIN_SE", 2)
+
+
+async def test_we_refresh_the_session_when_the_caller_asks_us_to(
+    tmp_path: Path, kam: Kamailio, short_timers: None
+) -> None:
+    sb = await open_sip(tmp_path, kam)
+    sipp: list[Sipp] = []
+    try:
+        alice = await answering_phone(sipp, tmp_path, "alice", answer_after_ms=100)
+        kam.route("101", alice.port)
+        kam.route("102", 9)
+        scenario = caller_scenario(
+            CALLER, talk_ms=500, session_expires="4;refresher=uas", expect_reinvites=2
+        )
+        await place_call(tmp_path, kam, scenario, timeout=30)  # two re-INVITEs came
+        record = await until(lambda: ended_call(sb))
+        assert record.disposition is Disposition.ANSWERED
+        assert record.hangup_cause == "customer hung up"
+    finally:
+        await asyncio.gather(*(p.stop() for p in sipp))
+        await sb.close()
+
+
+async def test_a_session_nobody_refreshes_is_hung_up(
+    tmp_path: Path, kam: Kamailio, short_timers: None
+) -> None:
+    """The caller said it would refresh (refresher=uac) and went silent: after the
+    interval less a third (RFC 4028 §10) we send BYE."""
+    sb = await open_sip(tmp_path, kam, rtp_timeout=0)
+    sipp: list[Sipp] = []
+    try:
+        alice = await answering_phone(sipp, tmp_path, "alice", answer_after_ms=100)
+        kam.route("101", alice.port)
+        kam.route("102", 9)
+        scenario = caller_scenario(
+            CALLER, session_expires="4;refresher=uac", hangup="callee", audio=False
+        )
+        started = asyncio.get_running_loop().time()
+        await place_call(tmp_path, kam, scenario, timeout=30)  # it got our BYE
+        record = await until(lambda: ended_call(sb))
+        assert record.hangup_cause == "session timer expired (no refresh within 4 s)"
+        assert 2.5 < asyncio.get_running_loop().time() - started < 10
+    finally:
+        await asyncio.gather(*(p.stop() for p in sipp))
+        await sb.close()
+
+
+def loudness_windows(path: Path, seconds: float = 0.5) -> list[int]:
+    from switchboard_sip._compat import audioop
+
+    with wave.open(str(path), "rb") as w:
+        step = int(w.getframerate() * seconds)
+        out = []
+        while frames := w.readframes(step):
+            out.append(audioop.rms(frames, w.getsampwidth()))
+    return out
+
+
+async def test_an_agent_holds_and_resumes_and_the_customer_hears_music_meanwhile(
+    tmp_path: Path, kam_tls: Kamailio, phones: list[Baresip]
+) -> None:
+    music = tmp_path / "music.wav"
+    with wave.open(str(music), "wb") as w:  # much quieter than the phones' tones
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(tone(2.0, 300.0, 1000))
+    sb = await open_sip(
+        tmp_path,
+        kam_tls,
+        ring_agents=["alice"],
+        dial_format="e164_digits",
+        music_on_hold=str(music),
+    )
+    try:
+        alice = await baresip(phones, tmp_path, kam_tls, "101", "udp")
+        customer = await baresip(phones, tmp_path, kam_tls, "12025550143", "udp", freq=880)
+        customer.command("dial", f"sip:switchboard@127.0.0.1:{kam_tls.port}")
+        await until(lambda: any(c.agent_id for c in sb.store.list_calls()), within=20)
+        await asyncio.sleep(2)
+        assert '"ok":true' in alice.command("hold")  # a re-INVITE with a=sendonly
+        legs = sb.channels["sip"].channel.ua.legs.values()
+        await until(lambda: any(g.stream is not None and g.stream.on_hold for g in legs), 5)
+        await asyncio.sleep(3)
+        assert '"ok":true' in alice.command("resume")
+        await asyncio.sleep(2)
+        customer.command("hangup")
+        record = await until(lambda: ended_call(sb), within=15)
+        assert record.disposition is Disposition.ANSWERED
+        # the customer heard alice, then the music (quieter), then alice again
+        levels = loudness_windows(customer.recordings("dec")[-1])
+        loud = [i for i, v in enumerate(levels) if v > 3000]
+        music_heard = [i for i, v in enumerate(levels) if 300 < v < 1500]
+        assert len(music_heard) >= 4, levels  # about 3 s of music on hold
+        assert loud and min(loud) < min(music_heard) and max(loud) > max(music_heard)
+        # while alice held (we answered recvonly) nothing was sent to her: her phone
+        # decoded about 3 s less audio than the customer's
+        got = loudness_windows(alice.recordings("dec")[-1])
+        assert len(levels) - len(got) >= 4, (levels, got)
+    finally:
+        await sb.close()
