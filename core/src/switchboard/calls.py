@@ -254,6 +254,45 @@ class CallLog:
         await self.core.plugins.hooks.call_answered(call=record, agent=agent)
         return record
 
+    async def transferred(self, channel: str, call_id: str, agent: Agent | None) -> CallRecord:
+        """An answered call now talks to ``agent`` (None: someone who is not an agent, such
+        as an outside number): the record's agent changes and ``call.transferred`` is
+        published with the new agent and the one before."""
+
+        def store() -> tuple[CallRecord, int | None]:
+            with self.core.store.write() as conn:
+                record = self._load(conn, call_id, channel)
+                if record.status != InteractionStatus.ANSWERED:
+                    raise CallStateError(
+                        f"call {call_id} on {channel} is {record.status}, cannot be transferred"
+                    )
+                before = record.agent_id
+                conn.execute(
+                    sa.update(call_t)
+                    .where(call_t.c.id == record.id)
+                    .values(agent_id=agent.id if agent else None)
+                )
+                record = self._load(conn, call_id, channel)
+                record_events(
+                    conn,
+                    [
+                        (
+                            EventType.CALL_TRANSFERRED,
+                            {
+                                "call": to_json(record),
+                                "agent": to_json(agent),
+                                "from_agent_id": before,
+                            },
+                            call_agents(record) | ({before} if before else set()),
+                        )
+                    ],
+                )
+                return record, before
+
+        record, _ = await asyncio.to_thread(store)
+        self.core.events.notify()
+        return record
+
     async def ivr_step(self, channel: str, call_id: str, node: str, digits: str = "") -> None:
         """Append a node visited (and the digits pressed there) to the call's IVR path."""
 

@@ -61,6 +61,7 @@ class EventType(enum.StrEnum):
     CALL_ANSWERED = "call.answered"
     CALL_ENDED = "call.ended"
     CALL_RECORDED = "call.recorded"
+    CALL_TRANSFERRED = "call.transferred"
     MESSAGE_RECEIVED = "message.received"
     MESSAGE_EDITED = "message.edited"
     MESSAGE_DELETED = "message.deleted"

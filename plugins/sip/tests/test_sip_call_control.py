@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from sip_peers import CALLER, answering_phone, ended_call, open_sip, place_call, until
-from test_sip_transports import baresip, heard, kam_tls, phones  # noqa: F401 (fixtures)
+from test_sip_transports import baresip, heard, kam_tls, phones
 
 from switchboard import Disposition
 from switchboard_sip import dialog
@@ -122,5 +122,43 @@ async def test_an_agent_holds_and_resumes_and_the_customer_hears_music_meanwhile
         # decoded about 3 s less audio than the customer's
         got = loudness_windows(alice.recordings("dec")[-1])
         assert len(levels) - len(got) >= 4, (levels, got)
+    finally:
+        await sb.close()
+
+
+async def test_an_agent_transfers_the_customer_to_another_agent(
+    tmp_path: Path, kam_tls: Kamailio, phones: list[Baresip]
+) -> None:
+    """Blind transfer: alice's phone sends REFER (Refer-To bob's extension); the customer
+    waits with music, then talks to bob in the same call and the same recording; the
+    record's agent becomes bob and ``call.transferred`` is published."""
+    sb = await open_sip(tmp_path, kam_tls, ring_agents=["alice"], dial_format="e164_digits")
+    try:
+        alice = await baresip(phones, tmp_path, kam_tls, "101", "udp")
+        bob = await baresip(phones, tmp_path, kam_tls, "102", "udp", freq=660, volume=3000)
+        customer = await baresip(phones, tmp_path, kam_tls, "12025550143", "udp", freq=880)
+        customer.command("dial", f"sip:switchboard@127.0.0.1:{kam_tls.port}")
+        await until(lambda: any(c.agent_id for c in sb.store.list_calls()), within=20)
+        await asyncio.sleep(2)
+        assert '"ok":true' in alice.command("transfer", f"sip:102@127.0.0.1:{kam_tls.port}")
+        bob_id = sb.store.get_agent("bob").id
+        await until(lambda: sb.store.list_calls()[0].agent_id == bob_id, within=15)
+        await asyncio.sleep(2.5)
+        customer.command("hangup")
+        record = await until(lambda: ended_call(sb), within=15)
+        assert record.disposition is Disposition.ANSWERED
+        assert record.agent_id == bob_id
+        assert record.recording is not None and record.recording.duration > 4
+        events = [e for e in sb.events.read_since(0) if e.type == "call.transferred"]
+        assert len(events) == 1
+        assert events[0].data["from_agent_id"] == sb.store.get_agent("alice").id
+        # the customer heard alice (loud), then bob (quieter), never silence in between
+        levels = loudness_windows(customer.recordings("dec")[-1])
+        alice_heard = [i for i, v in enumerate(levels) if v > 4500]
+        bob_heard = [i for i, v in enumerate(levels) if 1800 < v < 2600]
+        assert alice_heard and len(bob_heard) >= 3, levels
+        assert max(alice_heard) < min(bob_heard)
+        assert heard(bob) > 3000  # and bob heard the customer
+        assert "terminated" in alice.output() or "closed" in alice.output()
     finally:
         await sb.close()

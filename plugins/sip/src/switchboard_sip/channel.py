@@ -168,6 +168,9 @@ class Bridge:
         self.agent = agent
         self.recorder = recorder
         self.music = Loop(hold_music or default_music_on_hold())
+        self.session: SipCallSession | None = None
+        self.transfer: asyncio.Task[None] | None = None  # a REFER being carried out
+        self.waiting = False  # the customer waits for a transfer: music, no agent audio
 
     def tick(self) -> None:
         """Relay one frame each way. A side that put the other on hold (re-INVITE
@@ -175,7 +178,9 @@ class Bridge:
         a_stream, b_stream = self.customer.stream, self.agent.stream
         a = a_stream.take_frame() if a_stream else None
         b = b_stream.take_frame() if b_stream else None
-        if a_stream is not None and a_stream.on_hold:
+        if self.waiting:
+            a, b = None, self.music.frame()
+        elif a_stream is not None and a_stream.on_hold:
             a = self.music.frame() if b_stream is not None and not b_stream.on_hold else None
         if b_stream is not None and b_stream.on_hold:
             b = self.music.frame() if a_stream is not None and not a_stream.on_hold else None
@@ -413,6 +418,7 @@ class SipChannel:
         self._prompts: dict[str, bytes] = {}
         self._tasks = Tasks(log)  # the calls being handled
         self.sessions: dict[str, SipCallSession] = {}
+        self.bridges: set[Bridge] = set()  # the calls talking now
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -449,6 +455,7 @@ class SipChannel:
             max_message_size=settings.max_message_size,
             on_invite=self._incoming,
             on_message=self._message,
+            on_refer=self._refer,
             trusted_networks=settings.trusted_networks,
             max_calls=settings.max_calls,
             max_call_seconds=settings.max_call_seconds,
@@ -553,9 +560,12 @@ class SipChannel:
         )
         await ctx.calls.ended(ctx.channel, leg.call_id, disposition, cause)
 
-    def ring_agents(self) -> list[Agent]:
+    def agents_with_extension(self) -> list[Agent]:
         assert self.ctx is not None
-        agents = [a for a in self.ctx.agents() if a.extension]
+        return [a for a in self.ctx.agents() if a.extension]
+
+    def ring_agents(self) -> list[Agent]:
+        agents = self.agents_with_extension()
         if self.settings.ring_agents:
             wanted = set(self.settings.ring_agents)
             agents = [a for a in agents if a.name in wanted or a.extension in wanted]
@@ -565,7 +575,9 @@ class SipChannel:
         self, session: SipCallSession, customer: Leg, agent_leg: Leg, agent: Agent
     ) -> None:
         """The conversation: the call record is answered by ``agent``, audio relayed and
-        recorded until either side hangs up."""
+        recorded until either side hangs up. An agent's phone may transfer the customer
+        (REFER): the bridge then goes on with whoever the transfer reached, in the same
+        recording."""
         ctx = self.ctx
         ua = self.ua
         assert ctx is not None
@@ -579,21 +591,38 @@ class SipChannel:
                 leg.stream.inbound.clear()
         music = self.prompt(self.settings.music_on_hold) if self.settings.music_on_hold else b""
         bridge = Bridge(customer, agent_leg, recorder, music)
+        bridge.session = session
+        self.bridges.add(bridge)
         ua.clock.tickers.add(bridge.tick)
         try:
-            ends = {
-                asyncio.ensure_future(customer.ended.wait()),
-                asyncio.ensure_future(agent_leg.ended.wait()),
-            }
-            try:
-                await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for e in ends:
-                    e.cancel()
+            while True:
+                current = bridge.agent
+                ends = {
+                    asyncio.ensure_future(customer.ended.wait()),
+                    asyncio.ensure_future(current.ended.wait()),
+                }
+                try:
+                    await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for e in ends:
+                        e.cancel()
+                if customer.state is LegState.ENDED:
+                    break
+                if bridge.transfer is not None:  # the transferor hung up: the call goes on
+                    await asyncio.wait(
+                        {bridge.transfer, asyncio.ensure_future(customer.ended.wait())},
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                if bridge.agent is current or bridge.agent.state is LegState.ENDED:
+                    break
         finally:
+            self.bridges.discard(bridge)
             ua.clock.tickers.discard(bridge.tick)
+            if bridge.transfer is not None:
+                bridge.transfer.cancel()
             if recorder is not None:
                 recorder.close()
+            agent_leg = bridge.agent
             if customer.cut_off or agent_leg.cut_off:  # our watchdog ended it
                 session.hangup_cause = customer.cut_off or agent_leg.cut_off
             elif agent_leg.state is LegState.ENDED and customer.state is not LegState.ENDED:
@@ -603,6 +632,62 @@ class SipChannel:
             await asyncio.gather(customer.hangup(), agent_leg.hangup(), return_exceptions=True)
         if recorder is not None:
             await ctx.calls.recording_saved(ctx.channel, session.call.call_id, recorder.path)
+
+    def _refer(self, leg: Leg, target: str) -> bool:
+        """A REFER on ``leg``: an agent's phone transfers the customer to ``target`` (an
+        extension or a number). Taken (the UA answers 202) when the leg is an agent's side
+        of a bridge with no transfer under way."""
+        bridge = next((b for b in self.bridges if b.agent is leg), None)
+        if bridge is None or bridge.transfer is not None:
+            return False
+        bridge.transfer = self.spawn(self._transfer(bridge, leg, target))
+        return True
+
+    async def _transfer(self, bridge: Bridge, transferor: Leg, target: str) -> None:
+        """Blind transfer (RFC 3515 as transferee): the customer hears music on hold while
+        ``target`` rings; once answered it is bridged to the customer, the transferor is
+        told (NOTIFY with the final status) and hung up. If nobody answers, the customer
+        goes back to the transferor, or the call ends if the transferor has left."""
+        ctx, ua = self.ctx, self.ua
+        assert ctx is not None
+        assert ua is not None
+        assert bridge.session is not None
+        session = bridge.session
+        customer = bridge.customer
+        bridge.waiting = True
+        await transferor.notify_refer("SIP/2.0 100 Trying")
+        agents = await asyncio.to_thread(self.agents_with_extension)  # a store read
+        agent = next((a for a in agents if a.extension == target), None)
+        name = (session.contact.name or customer.user or "caller")[:40].replace('"', "")
+        kind, _, number = (session.call.from_address or "").partition(":")
+        caller = number if kind == "phone" and CALLER_NUMBER.fullmatch(number) else None
+        try:
+            leg = await ua.start_call(
+                target,
+                display=name,
+                caller=caller,
+                caller_in_from=self.settings.agent_caller_id == "from",
+            )
+            await ua.wait_answer(leg, self.settings.ring_timeout)
+        except SipError as exc:
+            log.info("call %s: transfer to %s failed: %s", customer.call_id, target, exc)
+            status = exc.status if exc.status >= 300 else 503
+            await transferor.notify_refer(f"SIP/2.0 {status} {exc.reason[:60]}", final=True)
+            bridge.waiting = False
+            bridge.transfer = None
+            return
+        if leg.stream is not None:
+            leg.stream.inbound.clear()
+        bridge.agent = leg
+        bridge.waiting = False
+        log.info("call %s: transferred to %s", customer.call_id, target)
+        await ctx.calls.transferred(ctx.channel, session.call.call_id, agent)
+        await transferor.notify_refer("SIP/2.0 200 OK", final=True)
+        bridge.transfer = None
+        # the transferor hangs up on the final NOTIFY (RFC 5589 §6); if not, we do
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(transferor.ended.wait(), 4)
+        await transferor.hangup()
 
     # -- click-to-call --------------------------------------------------------------------
 

@@ -276,6 +276,24 @@ class Leg:
             raise SipError(status, f"{resp.reason} (to {method})")
         return resp
 
+    async def notify_refer(self, sipfrag: str, *, final: bool = False) -> None:
+        """Tell the transferor how the transfer it asked for goes (RFC 3515 §2.4.4): a
+        NOTIFY of the ``refer`` event carrying the status line as a message/sipfrag. A
+        transferor that already hung up is not an error."""
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        with contextlib.suppress(SipError):
+            await self.request(
+                "NOTIFY",
+                timeout=8 * T1,
+                extra=[
+                    ("Event", "refer"),
+                    ("Subscription-State", state),
+                    ("Contact", self.ua.contact),
+                    ("Content-Type", "message/sipfrag;version=2.0"),
+                ],
+                body=(sipfrag + "\r\n").encode(),
+            )
+
     async def reinvite(self, direction: str | None = None) -> None:
         """A re-INVITE with our media (``direction`` ``sendonly`` holds the peer,
         ``sendrecv`` resumes): refreshes the session timer too (RFC 4028)."""

@@ -724,7 +724,7 @@ def pcm_rms(path: str | os.PathLike[str], channel: int) -> int:
 # -- baresip: a real softphone ------------------------------------------------------------
 
 
-def write_tone(path: Path, seconds: float, freq: float = 440.0) -> Path:
+def write_tone(path: Path, seconds: float, freq: float = 440.0, volume: int = 8000) -> Path:
     """A mono 8 kHz 16-bit WAV of a sine tone (what baresip's aufile plays)."""
     import wave
 
@@ -734,7 +734,7 @@ def write_tone(path: Path, seconds: float, freq: float = 440.0) -> Path:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(8000)
-        w.writeframes(tone(seconds, freq))
+        w.writeframes(tone(seconds, freq, volume))
     return path
 
 
@@ -756,6 +756,7 @@ class Baresip:
         srtp: bool = False,
         seconds: float = 60.0,
         freq: float = 440.0,
+        volume: int = 8000,
     ) -> None:
         need_sip_tools()
         if shutil.which("baresip") is None:
@@ -768,7 +769,7 @@ class Baresip:
         self.port = free_udp_port()
         self.ctrl_port = free_port()
         rtp = free_media_ports()
-        tone_file = write_tone(folder / "tone.wav", seconds, freq)
+        tone_file = write_tone(folder / "tone.wav", seconds, freq, volume)
         proxy_port = kam.tls_port if transport == "tls" else kam.port
         lines = [
             "poll_method epoll",

@@ -86,6 +86,8 @@ log = logging.getLogger("switchboard.sip")
 
 #: What may stand as the user part of a caller's SIP URI (a number, ``+`` and all).
 CALLER_NUMBER = re.compile(r"\+?[0-9*#]{1,32}")
+#: What a REFER may transfer to: an extension or a number.
+TRANSFER_TARGET = re.compile(r"\+?[A-Za-z0-9*#._-]{1,32}")
 
 
 class UserAgent:
@@ -108,6 +110,7 @@ class UserAgent:
         max_message_size: int = 65_535,
         on_invite: Callable[[Leg], Awaitable[None]] | None = None,
         on_message: Callable[[SipMessage], Awaitable[int]] | None = None,
+        on_refer: Callable[[Leg, str], bool] | None = None,
         trusted_networks: Iterable[str] = (),
         max_calls: int = 200,
         max_call_seconds: float = 14_400.0,
@@ -154,6 +157,7 @@ class UserAgent:
         self.max_message_size = max_message_size
         self.on_invite = on_invite
         self.on_message = on_message
+        self.on_refer = on_refer
         self.ports = PortPool(*rtp_ports)
         self.clock = MediaClock()
         self.transport: Transport
@@ -508,6 +512,8 @@ class UserAgent:
                 self.send(sipmsg.response(msg, 481), addr)
             else:
                 self._reinvite(leg, msg, addr)
+        elif method == "REFER":
+            self._on_refer_request(msg, addr)
         elif method == "NOTIFY":
             self.send(sipmsg.response(msg, 200), addr)
         elif method == "MESSAGE":
@@ -517,6 +523,31 @@ class UserAgent:
                 self.spawn(self._message(msg, addr))
         else:
             self.send(sipmsg.response(msg, 501, headers=[("Allow", ALLOW)]), addr)
+
+    def _on_refer_request(self, msg: SipMessage, addr: Addr) -> None:
+        """REFER (RFC 3515) in an answered call: the phone transfers the other party to
+        the ``Refer-To`` target. Only a user part that is an extension or a number is
+        taken, and it is called at our server like any other call: a REFER cannot send
+        the call to a host of the peer's choosing. Attended transfer (``Replaces``) is not
+        taken yet: 501."""
+        leg = self.legs.get(msg.call_id)
+        if leg is None or leg.state is not LegState.ANSWERED:
+            self.send(sipmsg.response(msg, 481), addr)
+            return
+        refer_to = msg.get("Refer-To") or ""
+        uri = sipmsg.uri_of(refer_to)
+        if "replaces" in uri.lower():
+            self.send(sipmsg.response(msg, 501, reason="Attended transfer not supported"), addr)
+            return
+        target = sipmsg.user_of(uri)
+        if target is None or not TRANSFER_TARGET.fullmatch(target):
+            self.send(sipmsg.response(msg, 400, reason="Refer-To names no extension"), addr)
+            return
+        if self.on_refer is None or not self.on_refer(leg, target):
+            self.send(sipmsg.response(msg, 603, reason="Transfer not possible now"), addr)
+            return
+        log.info("call %s: REFER to %s accepted", leg.call_id, target)
+        self.send(sipmsg.response(msg, 202, headers=[("Contact", self.contact)]), addr)
 
     async def _message(self, msg: SipMessage, addr: Addr) -> None:
         assert self.on_message is not None
