@@ -329,3 +329,34 @@ async def test_srtp_audio_round_trips_and_forged_packets_are_dropped() -> None:
     finally:
         a.close()
         b.close()
+
+
+async def test_rtp_latches_to_the_peers_host_on_another_port_once() -> None:
+    """Symmetric RTP: a peer behind NAT sends from another port than its SDP names; the
+    stream follows it (and answers there), but only the negotiated host, and only once."""
+    stream = RtpStream("127.0.0.1", free_udp_port())
+    await stream.open()
+    try:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as natted,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as elsewhere,
+        ):
+            natted.bind(("127.0.0.1", 0))
+            other.bind(("127.0.0.1", 0))
+            elsewhere.bind(("127.0.0.2", 0))
+            stream.set_remote(Sdp("127.0.0.1", 9, 0, 101))  # the SDP names port 9
+            audio = struct.pack("!BBHII", 0x80, 0, 1, 160, 7) + encode(tone(0.02), 0)
+            elsewhere.sendto(audio, ("127.0.0.1", stream.port))
+            await asyncio.sleep(0.05)
+            natted.sendto(audio, ("127.0.0.1", stream.port))
+            await asyncio.sleep(0.05)
+            other.sendto(audio, ("127.0.0.1", stream.port))
+            await asyncio.sleep(0.05)
+            assert stream.remote == natted.getsockname()
+            assert stream.foreign_packets == 2 and len(stream.inbound) == 1
+            stream.tick()  # and our audio goes where theirs comes from
+            natted.settimeout(1)
+            assert len(natted.recv(2048)) == 12 + 160
+    finally:
+        stream.close()

@@ -84,9 +84,12 @@ class SipSettings:
     # behind NAT: the address (and port) the far end must use for us, in Via, Contact, SDP
     public_ip: str | None = None
     public_port: int | None = None
-    # seconds between CRLFCRLF keep-alives to the server; None: 25 on TCP/TLS or when a
-    # public_ip is set (NAT), else off; 0: off
+    # seconds between CRLFCRLF keep-alives to the server; None: 25 on TCP/TLS or behind
+    # NAT (a public_ip set, or one learned from the registrar), else off; 0: off
     keepalive: float | None = None
+    # learn our public address from the registrar's received/rport (RFC 3581) and register
+    # that in Contact and SDP when it differs from local_ip (UDP; public_ip overrides)
+    nat_discovery: bool = True
     # False for a trunk that authenticates by address: no REGISTER, calls to and from it
     register: bool = True
     # SRTP with SDES keys (RFC 4568): "off"; "offer" (RTP/AVP with a=crypto: encrypted when
@@ -124,12 +127,6 @@ class SipSettings:
     @property
     def server_port(self) -> int:
         return self.port or DEFAULT_PORTS[self.transport]
-
-    @property
-    def keepalive_interval(self) -> float:
-        if self.keepalive is not None:
-            return self.keepalive
-        return 25.0 if self.transport != "udp" or self.public_ip else 0.0
 
     @session_expires.validator
     def _session_expires(self, _: Any, value: int) -> None:
@@ -467,7 +464,8 @@ class SipChannel:
             sips=settings.sips,
             public_ip=settings.public_ip,
             public_port=settings.public_port,
-            keepalive=settings.keepalive_interval,
+            keepalive=settings.keepalive,
+            nat_discovery=settings.nat_discovery,
             srtp=settings.srtp,
             session_expires=settings.session_expires,
         )

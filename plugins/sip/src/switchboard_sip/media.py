@@ -274,6 +274,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.ip = ip
         self.port = port
         self.remote: tuple[str, int] | None = None
+        self.latched = False  # the peer's packets came from another port: we follow them
         self.payload = 0
         self.event_payload: int | None = 101
         self.transport: asyncio.DatagramTransport | None = None
@@ -307,6 +308,7 @@ class RtpStream(asyncio.DatagramProtocol):
 
     def set_remote(self, sdp: Sdp) -> None:
         self.remote = (sdp.address, sdp.port)
+        self.latched = False
         self.payload = sdp.payload
         self.event_payload = sdp.event_payload
         self.on_hold = sdp.holds
@@ -332,8 +334,14 @@ class RtpStream(asyncio.DatagramProtocol):
         # Only the peer the SDP named may speak on this port (symmetric RTP): anyone
         # sweeping the even ports must not inject digits or audio into a call or recording.
         if addr[:2] != self.remote:
-            self.foreign_packets += 1
-            return
+            if self.remote is None or self.latched or addr[0] != self.remote[0]:
+                self.foreign_packets += 1
+                return
+            # symmetric RTP: the peer's host sends from another port than its SDP named
+            # (a NAT rewrote it): latch to that source once, and answer there
+            log.info("RTP %s: latched to %s:%s (SDP said %s)", self.port, *addr[:2], self.remote[1])
+            self.remote = (addr[0], addr[1])
+            self.latched = True
         if len(data) < 12 or data[0] >> 6 != 2:
             self.bad_packets += 1
             return

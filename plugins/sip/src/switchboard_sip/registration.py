@@ -43,11 +43,16 @@ class Registration:
         self._tag = sipmsg.new_tag()
         self._cseq = 0
 
-    async def register(self, expires: int | None = None) -> int:
-        """One REGISTER (with digest auth); returns the expiry the registrar granted."""
+    async def register(self, expires: int | None = None, *, drop: str | None = None) -> int:
+        """One REGISTER (with digest auth); returns the expiry the registrar granted.
+        Behind NAT the answer tells our public address: then we register again with it
+        (and ``drop`` the Contact that named the private one)."""
         ua = self.ua
         expires = self.expires if expires is None else expires
         uri = f"{ua.scheme}:{ua.domain}"
+        contacts = [("Contact", ua.contact)]
+        if drop is not None:
+            contacts.append(("Contact", f"{drop};expires=0"))
 
         def build(auth: list[tuple[str, str]]) -> tuple[bytes, str]:
             self._cseq += 1
@@ -59,7 +64,7 @@ class Registration:
                 to=f"<{ua.aor}>",
                 cseq=self._cseq,
                 extra=[
-                    ("Contact", ua.contact),
+                    *contacts,
                     ("Expires", str(expires)),
                     ("Allow", ALLOW),
                     *auth,
@@ -73,6 +78,9 @@ class Registration:
         if resp.status != 200:
             hint = REGISTER_HINTS.get(resp.status or 0, "").format(aor=ua.aor)
             raise RegistrationError(resp.status or 0, f"{resp.reason}{hint}")
+        old_contact = ua.contact
+        if expires and drop is None and ua.learn_address(resp.get_all("Via")[0]):
+            return await self.register(expires, drop=old_contact)
         granted = expires
         for c in resp.get_all("Contact"):
             if f":{ua.contact_port}" in sipmsg.uri_of(c):

@@ -757,6 +757,7 @@ class Baresip:
         seconds: float = 60.0,
         freq: float = 440.0,
         volume: int = 8000,
+        host: str = "127.0.0.1",
     ) -> None:
         need_sip_tools()
         if shutil.which("baresip") is None:
@@ -765,6 +766,7 @@ class Baresip:
         self.kam = kam
         self.user = user
         self.transport = transport
+        self.host = host
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_udp_port()
         self.ctrl_port = free_port()
@@ -773,7 +775,7 @@ class Baresip:
         proxy_port = kam.tls_port if transport == "tls" else kam.port
         lines = [
             "poll_method epoll",
-            f"sip_listen 127.0.0.1:{self.port}",
+            f"sip_listen {host}:{self.port}",
             "call_local_timeout 120",
             "call_max_calls 4",
             f"audio_player aubridge,out-{user}",
@@ -815,7 +817,7 @@ class Baresip:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 # -n: its Contact and SDP name the loopback address, not eth0's
-                ["baresip", "-4", "-f", str(self.folder), "-n", "127.0.0.1"],
+                ["baresip", "-4", "-f", str(self.folder), "-n", self.host],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -868,3 +870,95 @@ def test_ca_of(kam: Kamailio) -> trustme.CA:
     if kam.ca is None:
         raise RuntimeError("Kamailio was not started with tls=True")
     return kam.ca
+
+
+class NatNetwork:
+    """A private network behind a real NAT, in network namespaces (root only): ``lan``
+    holds 10.77.0.2 with its default route through ``router``, which masquerades it
+    (iptables MASQUERADE) as 198.51.100.1 on the WAN; this namespace is the WAN host
+    198.51.100.2 (run the registrar and the far phones here). Nothing on the WAN can
+    reach the LAN but replies to what the LAN sent first: as behind a home router."""
+
+    LAN_IP = "10.77.0.2"
+    PUBLIC_IP = "198.51.100.1"
+    WAN_IP = "198.51.100.2"
+
+    def __init__(self, tag: str = "sbnat") -> None:
+        if os.geteuid() != 0:
+            missing_tool("needs root for network namespaces (ip netns)")
+        for tool in ("ip", "iptables"):
+            if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+                missing_tool(f"needs {tool}: scripts/system-deps (iproute2, iptables)")
+        self.lan = f"{tag}-lan"
+        self.router = f"{tag}-rtr"
+        self.wan_dev = f"{tag}-w0"
+
+    def _ip(self, *args: str, check: bool = True) -> None:
+        subprocess.run(["ip", *args], check=check, capture_output=True, timeout=10)
+
+    def start(self) -> NatNetwork:
+        self.stop()  # what a killed run left behind
+        lan, rtr = self.lan, self.router
+        steps = [
+            ["netns", "add", lan],
+            ["netns", "add", rtr],
+            ["link", "add", "sbl0", "netns", lan, "type", "veth", "peer", "sbl1", "netns", rtr],
+            ["link", "add", self.wan_dev, "type", "veth", "peer", "sbw1", "netns", rtr],
+            ["-n", lan, "addr", "add", f"{self.LAN_IP}/24", "dev", "sbl0"],
+            ["-n", lan, "link", "set", "sbl0", "up"],
+            ["-n", lan, "link", "set", "lo", "up"],
+            ["-n", lan, "route", "add", "default", "via", "10.77.0.1"],
+            ["-n", rtr, "addr", "add", "10.77.0.1/24", "dev", "sbl1"],
+            ["-n", rtr, "link", "set", "sbl1", "up"],
+            ["-n", rtr, "addr", "add", f"{self.PUBLIC_IP}/24", "dev", "sbw1"],
+            ["-n", rtr, "link", "set", "sbw1", "up"],
+            ["addr", "add", f"{self.WAN_IP}/24", "dev", self.wan_dev],
+            ["link", "set", self.wan_dev, "up"],
+        ]
+        try:
+            for step in steps:
+                self._ip(*step)
+            for command in (
+                ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "sbw1", "-j", "MASQUERADE"],
+                # a home router: from the WAN only replies to what the LAN started
+                ["iptables", "-A", "FORWARD", "-i", "sbw1", "-m", "conntrack",
+                 "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                ["iptables", "-A", "FORWARD", "-i", "sbw1", "-j", "DROP"],
+            ):  # fmt: skip
+                subprocess.run(
+                    ["ip", "netns", "exec", rtr, *command],
+                    check=True,
+                    capture_output=True,
+                    timeout=10,
+                )
+        except subprocess.CalledProcessError as exc:
+            self.stop()
+            raise RuntimeError(f"cannot build the NAT network: {exc.stderr!r}") from None
+        return self
+
+    def forward_udp(self, low: int, high: int) -> None:
+        """Forward the router's UDP ports ``low``..``high`` to the LAN host (what a server's
+        RTP range behind NAT needs when the far end does not send back to where our RTP
+        comes from)."""
+        for command in (
+            ["iptables", "-t", "nat", "-A", "PREROUTING", "-i", "sbw1", "-p", "udp",
+             "--dport", f"{low}:{high}", "-j", "DNAT", "--to-destination", self.LAN_IP],
+            ["iptables", "-I", "FORWARD", "1", "-i", "sbw1", "-p", "udp", "-d", self.LAN_IP,
+             "--dport", f"{low}:{high}", "-j", "ACCEPT"],
+        ):  # fmt: skip
+            subprocess.run(
+                ["ip", "netns", "exec", self.router, *command],
+                check=True,
+                capture_output=True,
+                timeout=10,
+            )
+
+    def command(self, *args: str) -> list[str]:
+        """``args`` run inside the LAN namespace."""
+        return ["ip", "netns", "exec", self.lan, *args]
+
+    def stop(self) -> None:
+        self._ip("netns", "del", self.lan, check=False)
+        self._ip("netns", "del", self.router, check=False)
+        self._ip("link", "del", self.wan_dev, check=False)

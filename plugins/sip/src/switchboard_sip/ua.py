@@ -122,7 +122,8 @@ class UserAgent:
         sips: bool = False,
         public_ip: str | None = None,
         public_port: int | None = None,
-        keepalive: float = 0.0,
+        keepalive: float | None = None,
+        nat_discovery: bool = True,
         srtp: str = "off",
         session_expires: int = 0,
     ) -> None:
@@ -143,7 +144,10 @@ class UserAgent:
         # behind NAT: the address the far end must use for us (Contact, Via, SDP)
         self.public_ip = public_ip
         self.public_port = public_port
-        self.keepalive_interval = keepalive
+        self.keepalive = keepalive  # None: on TCP/TLS and behind NAT (25 s), else off
+        self.nat_discovery = nat_discovery
+        self.learned: Addr | None = None  # our public address, as the registrar saw it
+        self._keepalive_task: asyncio.Task[None] | None = None
         self.scheme = "sips" if sips else "sip"
         if srtp not in ("off", "offer", "require"):
             raise ValueError(f"srtp must be off, offer or require, got {srtp!r}")
@@ -191,11 +195,39 @@ class UserAgent:
 
     @property
     def contact_ip(self) -> str:
-        return self.public_ip or self.ip
+        if self.public_ip:
+            return self.public_ip
+        return self.learned[0] if self.learned else self.ip
 
     @property
     def contact_port(self) -> int:
-        return self.public_port or self.local_port
+        if self.public_port:
+            return self.public_port
+        return self.learned[1] if self.learned else self.local_port
+
+    def learn_address(self, via: str) -> bool:
+        """Read our address as the registrar saw it from our Via in its answer
+        (``received`` and ``rport``, RFC 3581); behind NAT (it differs from ours) use it
+        in Contact and Via (and SDP, unless ``public_ip`` names the address for media),
+        and keep the binding open. True when it changed. Only over UDP: a TCP or TLS
+        connection is reused instead (Via ``alias``)."""
+        if not self.nat_discovery or self.transport.reliable:
+            return False
+        received = sipmsg.param(via, "received") or self.ip
+        rport = sipmsg.param(via, "rport") or ""
+        try:
+            ipaddress.ip_address(received)
+        except ValueError:
+            return False
+        port = int(rport) if rport.isdigit() and 0 < int(rport) < 65536 else self.local_port
+        seen = (received, port)
+        current = self.learned or (self.ip, self.local_port)
+        if seen == current:
+            return False
+        self.learned = None if seen == (self.ip, self.local_port) else seen
+        log.info("behind NAT: the registrar sees us at %s:%s; using it in Contact", *seen)
+        self._start_keepalives()
+        return True
 
     @property
     def media_ip(self) -> str:
@@ -233,8 +265,7 @@ class UserAgent:
         await self.transport.start(self.ip, self.local_port)
         self.local_port = self.transport.local_port
         self.clock.start()
-        if self.keepalive_interval > 0:
-            self.spawn(self._keepalives())
+        self._start_keepalives()
 
     async def stop(self) -> None:
         legs = list(self.legs.values())
@@ -263,6 +294,18 @@ class UserAgent:
 
     async def keep_registered(self, on_lost: Callable[[str], None]) -> None:
         await self.registration.keep(self.expires, on_lost)
+
+    @property
+    def keepalive_interval(self) -> float:
+        if self.keepalive is not None:
+            return self.keepalive
+        behind_nat = self.public_ip is not None or self.learned is not None
+        return 25.0 if self.transport.reliable or behind_nat else 0.0
+
+    def _start_keepalives(self) -> None:
+        running = self._keepalive_task is not None and not self._keepalive_task.done()
+        if self.keepalive_interval > 0 and not running:
+            self._keepalive_task = self.spawn(self._keepalives())
 
     async def _keepalives(self) -> None:
         """A CRLFCRLF ping to the server every ``keepalive`` seconds: keeps a NAT binding
