@@ -1,5 +1,5 @@
 """Fixtures of the SIP tests (defined in sip_peers, shared with the IVR's tests)."""
 
-from sip_peers import kam, phones
+from sip_peers import kam, kam_tls, phones, softphones
 
-__all__ = ["kam", "phones"]
+__all__ = ["kam", "kam_tls", "phones", "softphones"]

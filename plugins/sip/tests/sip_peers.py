@@ -14,10 +14,12 @@ from switchboard import InteractionStatus, Switchboard
 from switchboard.testing import LoopbackPlugin, open_switchboard
 from switchboard_sip import SipChannel, SipSettings
 from switchboard_sip.testing import (
+    Baresip,
     Kamailio,
     Sipp,
     agent_scenario,
     free_udp_port,
+    pcm_rms,
 )
 
 AGENTS = [
@@ -114,3 +116,39 @@ def ended_call(sb: Switchboard) -> Any:
     if calls and calls[0].status is InteractionStatus.ENDED:
         return calls[0]
     return None
+
+
+@pytest.fixture
+def kam_tls(tmp_path: Path) -> Iterator[Kamailio]:
+    """Kamailio with a TLS port too (its certificate signed by a CA of the test's)."""
+    k = Kamailio(tmp_path / "kamailio", tls=True).start()
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+@pytest.fixture
+def softphones(tmp_path: Path) -> Iterator[list[Baresip]]:
+    """baresip phones started by a test; stopped at its end."""
+    started: list[Baresip] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+async def baresip(
+    phones: list[Baresip], tmp_path: Path, kam: Kamailio, user: str, transport: str, **kw: Any
+) -> Baresip:
+    """A baresip phone registered as ``user`` over ``transport`` (``Baresip`` options)."""
+    phone = Baresip(tmp_path / f"baresip-{user}", kam, user, transport=transport, **kw).start()
+    phones.append(phone)
+    await until(phone.registered, within=10)
+    return phone
+
+
+def heard(phone: Baresip) -> int:
+    """How loud what ``phone`` heard in its last call was."""
+    files = phone.recordings("dec")
+    assert files, phone.output()[-2000:]
+    return pcm_rms(files[-1], 0)

@@ -8,15 +8,21 @@ import wave
 from pathlib import Path
 
 import pytest
-from sip_peers import CALLER, answering_phone, ended_call, open_sip, place_call, until
-from test_sip_transports import baresip, heard, kam_tls, phones
+from sip_peers import (
+    CALLER,
+    answering_phone,
+    baresip,
+    ended_call,
+    heard,
+    open_sip,
+    place_call,
+    until,
+)
 
 from switchboard import Disposition
 from switchboard_sip import dialog
 from switchboard_sip.media import tone
-from switchboard_sip.testing import Baresip, Kamailio, Sipp, caller_scenario
-
-__all__ = ["kam_tls", "phones"]
+from switchboard_sip.testing import Baresip, Kamailio, Sipp, agent_scenario, caller_scenario
 
 
 @pytest.fixture
@@ -26,12 +32,11 @@ def short_timers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_we_refresh_the_session_when_the_caller_asks_us_to(
-    tmp_path: Path, kam: Kamailio, short_timers: None
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp], short_timers: None
 ) -> None:
     sb = await open_sip(tmp_path, kam)
-    sipp: list[Sipp] = []
     try:
-        alice = await answering_phone(sipp, tmp_path, "alice", answer_after_ms=100)
+        alice = await answering_phone(phones, tmp_path, "alice", answer_after_ms=100)
         kam.route("101", alice.port)
         kam.route("102", 9)
         scenario = caller_scenario(
@@ -42,19 +47,17 @@ async def test_we_refresh_the_session_when_the_caller_asks_us_to(
         assert record.disposition is Disposition.ANSWERED
         assert record.hangup_cause == "customer hung up"
     finally:
-        await asyncio.gather(*(p.stop() for p in sipp))
         await sb.close()
 
 
 async def test_a_session_nobody_refreshes_is_hung_up(
-    tmp_path: Path, kam: Kamailio, short_timers: None
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp], short_timers: None
 ) -> None:
     """The caller said it would refresh (refresher=uac) and went silent: after the
     interval less a third (RFC 4028 §10) we send BYE."""
     sb = await open_sip(tmp_path, kam, rtp_timeout=0)
-    sipp: list[Sipp] = []
     try:
-        alice = await answering_phone(sipp, tmp_path, "alice", answer_after_ms=100)
+        alice = await answering_phone(phones, tmp_path, "alice", answer_after_ms=100)
         kam.route("101", alice.port)
         kam.route("102", 9)
         scenario = caller_scenario(
@@ -66,7 +69,6 @@ async def test_a_session_nobody_refreshes_is_hung_up(
         assert record.hangup_cause == "session timer expired (no refresh within 4 s)"
         assert 2.5 < asyncio.get_running_loop().time() - started < 10
     finally:
-        await asyncio.gather(*(p.stop() for p in sipp))
         await sb.close()
 
 
@@ -82,7 +84,7 @@ def loudness_windows(path: Path, seconds: float = 0.5) -> list[int]:
 
 
 async def test_an_agent_holds_and_resumes_and_the_customer_hears_music_meanwhile(
-    tmp_path: Path, kam_tls: Kamailio, phones: list[Baresip]
+    tmp_path: Path, kam_tls: Kamailio, softphones: list[Baresip]
 ) -> None:
     music = tmp_path / "music.wav"
     with wave.open(str(music), "wb") as w:  # much quieter than the phones' tones
@@ -98,8 +100,8 @@ async def test_an_agent_holds_and_resumes_and_the_customer_hears_music_meanwhile
         music_on_hold=str(music),
     )
     try:
-        alice = await baresip(phones, tmp_path, kam_tls, "101", "udp")
-        customer = await baresip(phones, tmp_path, kam_tls, "12025550143", "udp", freq=880)
+        alice = await baresip(softphones, tmp_path, kam_tls, "101", "udp")
+        customer = await baresip(softphones, tmp_path, kam_tls, "12025550143", "udp", freq=880)
         customer.command("dial", f"sip:switchboard@127.0.0.1:{kam_tls.port}")
         await until(lambda: any(c.agent_id for c in sb.store.list_calls()), within=20)
         await asyncio.sleep(2)
@@ -127,16 +129,16 @@ async def test_an_agent_holds_and_resumes_and_the_customer_hears_music_meanwhile
 
 
 async def test_an_agent_transfers_the_customer_to_another_agent(
-    tmp_path: Path, kam_tls: Kamailio, phones: list[Baresip]
+    tmp_path: Path, kam_tls: Kamailio, softphones: list[Baresip]
 ) -> None:
     """Blind transfer: alice's phone sends REFER (Refer-To bob's extension); the customer
     waits with music, then talks to bob in the same call and the same recording; the
     record's agent becomes bob and ``call.transferred`` is published."""
     sb = await open_sip(tmp_path, kam_tls, ring_agents=["alice"], dial_format="e164_digits")
     try:
-        alice = await baresip(phones, tmp_path, kam_tls, "101", "udp")
-        bob = await baresip(phones, tmp_path, kam_tls, "102", "udp", freq=660, volume=3000)
-        customer = await baresip(phones, tmp_path, kam_tls, "12025550143", "udp", freq=880)
+        alice = await baresip(softphones, tmp_path, kam_tls, "101", "udp")
+        bob = await baresip(softphones, tmp_path, kam_tls, "102", "udp", freq=660, volume=3000)
+        customer = await baresip(softphones, tmp_path, kam_tls, "12025550143", "udp", freq=880)
         customer.command("dial", f"sip:switchboard@127.0.0.1:{kam_tls.port}")
         await until(lambda: any(c.agent_id for c in sb.store.list_calls()), within=20)
         await asyncio.sleep(2)
@@ -161,4 +163,36 @@ async def test_an_agent_transfers_the_customer_to_another_agent(
         assert heard(bob) > 3000  # and bob heard the customer
         assert "terminated" in alice.output() or "closed" in alice.output()
     finally:
+        await sb.close()
+
+
+async def test_an_agents_early_media_reaches_the_caller_before_the_answer(
+    tmp_path: Path,
+    kam_tls: Kamailio,
+    softphones: list[Baresip],
+) -> None:
+    """The agent's side sends 183 with SDP and plays audio for 3 s before it answers (a
+    PBX's announcement, a ringback): we send the caller a 183 of our own and relay that
+    audio, so the caller hears it while the call is still unanswered."""
+    sb = await open_sip(tmp_path, kam_tls, ring_agents=["alice"])
+    agent = Sipp(tmp_path / "sipp", "agent", agent_scenario(answer_after_ms=3000, early_media=True))
+    try:
+        await agent.start(None, "-m", "1")
+        kam_tls.route("101", agent.port)
+        customer = await baresip(softphones, tmp_path, kam_tls, "12025550143", "udp", freq=880)
+        customer.command("dial", f"sip:switchboard@127.0.0.1:{kam_tls.port}")
+        await until(lambda: any(c.agent_id for c in sb.store.list_calls()), within=20)
+        await asyncio.sleep(1)
+        customer.command("hangup")
+        record = await until(lambda: ended_call(sb), within=15)
+        assert record.disposition is Disposition.ANSWERED
+        assert "Session Progress" in customer.output() or "183" in customer.output()
+        # the caller's phone decoded audio for the 3 s before the answer too: its
+        # recording of what it heard is longer than the 1 s after the answer, and loud
+        heard_seconds = loudness_windows(customer.recordings("dec")[-1], 1.0)
+        assert len(heard_seconds) >= 3, heard_seconds
+        assert sum(1 for v in heard_seconds[:3] if v > 100) >= 2, heard_seconds
+        assert (await agent.wait(10)).ok
+    finally:
+        await agent.stop()
         await sb.close()

@@ -4,12 +4,11 @@ made by the test) as registrar and proxy, baresip as the agents' and customers' 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sip_peers import ended_call, open_sip, until
+from sip_peers import baresip, ended_call, heard, open_sip, until
 
 from switchboard import Direction, Disposition, Switchboard
 from switchboard.channels import ChannelState
@@ -18,44 +17,11 @@ from switchboard_sip.testing import Baresip, Kamailio, pcm_rms
 CUSTOMER = "12025550143"
 
 
-@pytest.fixture
-def kam_tls(tmp_path: Path) -> Iterator[Kamailio]:
-    k = Kamailio(tmp_path / "kamailio", tls=True).start()
-    try:
-        yield k
-    finally:
-        k.stop()
-
-
 def over(kam: Kamailio, transport: str) -> dict[str, Any]:
     """Settings that reach ``kam`` over ``transport`` (TLS checked against its CA)."""
     if transport == "tls":
         return {"transport": "tls", "port": kam.tls_port, "tls_ca_file": str(kam.ca_file)}
     return {"transport": transport}
-
-
-@pytest.fixture
-def phones(tmp_path: Path) -> Iterator[list[Baresip]]:
-    started: list[Baresip] = []
-    yield started
-    for p in started:
-        p.stop()
-
-
-async def baresip(
-    phones: list[Baresip], tmp_path: Path, kam: Kamailio, user: str, transport: str, **kw: Any
-) -> Baresip:
-    phone = Baresip(tmp_path / f"baresip-{user}", kam, user, transport=transport, **kw).start()
-    phones.append(phone)
-    await until(phone.registered, within=10)
-    return phone
-
-
-def heard(phone: Baresip) -> int:
-    """How loud what ``phone`` heard in its last call was."""
-    files = phone.recordings("dec")
-    assert files, phone.output()[-2000:]
-    return pcm_rms(files[-1], 0)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
@@ -100,7 +66,7 @@ async def _bridged(sb: Switchboard, within: float = 15) -> Any:
     ids=["udp", "tcp", "tls", "udp-srtp", "tcp-srtp", "tls-srtp"],
 )
 async def test_baresip_calls_in_and_is_called_out_with_audio_both_ways(
-    tmp_path: Path, kam_tls: Kamailio, phones: list[Baresip], transport: str, srtp: bool
+    tmp_path: Path, kam_tls: Kamailio, softphones: list[Baresip], transport: str, srtp: bool
 ) -> None:
     """An inbound call from a baresip customer to a baresip agent, then click-to-call
     from that agent to that customer, every hop over ``transport``: each call is recorded
@@ -117,9 +83,9 @@ async def test_baresip_calls_in_and_is_called_out_with_audio_both_ways(
     )
     try:
         assert sb.channels["sip"].state is ChannelState.RUNNING, sb.channels["sip"].last_error
-        alice = await baresip(phones, tmp_path, kam_tls, "101", transport, srtp=srtp, freq=440)
+        alice = await baresip(softphones, tmp_path, kam_tls, "101", transport, srtp=srtp, freq=440)
         customer = await baresip(
-            phones, tmp_path, kam_tls, CUSTOMER, transport, srtp=srtp, freq=880
+            softphones, tmp_path, kam_tls, CUSTOMER, transport, srtp=srtp, freq=880
         )
         port = kam_tls.tls_port if transport == "tls" else kam_tls.port
         params = f";transport={transport}" if transport != "udp" else ""

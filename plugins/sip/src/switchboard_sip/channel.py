@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import os
 import re
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -329,9 +329,42 @@ class SipCallSession:
         return agent
 
     async def _first_answer(self, legs: list[Leg], timeout: float) -> Leg | None:
+        """The first of ``legs`` to answer within ``timeout`` (None if none does, or the
+        caller left). Meanwhile the first one to send early media (a 183 with SDP: its
+        ringback, an announcement) is heard by the caller, still unanswered (RFC 3960)."""
         if not legs:
             return None
+        ua = self.channel.ua
+        assert ua is not None
+        relay: Callable[[], None] | None = None
+
+        def early_media() -> None:
+            nonlocal relay
+            source = next((g for g in legs if g.early.is_set() and g.stream is not None), None)
+            if source is None or self.leg.stream is None or self.leg.state is not LegState.RINGING:
+                return
+            caller, callee = self.leg.stream, source.stream
+
+            def tick() -> None:
+                frame = callee.take_frame() if callee is not None else None
+                if frame is not None:
+                    caller.feed(frame)
+
+            self.leg.send_progress()
+            relay = tick
+            ua.clock.tickers.add(tick)
+
+        try:
+            return await self._wait_answer(legs, timeout, early_media)
+        finally:
+            if relay is not None:
+                ua.clock.tickers.discard(relay)
+
+    async def _wait_answer(
+        self, legs: list[Leg], timeout: float, early_media: Callable[[], None]
+    ) -> Leg | None:
         loop = asyncio.get_running_loop()
+        relaying = False
         deadline = loop.time() + timeout
         while loop.time() < deadline and not self.hung_up:
             for leg in legs:
@@ -339,8 +372,13 @@ class SipCallSession:
                     return leg
             if all(leg.state is LegState.ENDED for leg in legs):
                 return None
+            if not relaying and any(leg.early.is_set() for leg in legs):
+                early_media()
+                relaying = True
             waits = {asyncio.ensure_future(leg.answered.wait()) for leg in legs}
             waits |= {asyncio.ensure_future(leg.ended.wait()) for leg in legs}
+            if not relaying:
+                waits |= {asyncio.ensure_future(leg.early.wait()) for leg in legs}
             waits.add(asyncio.ensure_future(self.leg.ended.wait()))
             try:
                 await asyncio.wait(

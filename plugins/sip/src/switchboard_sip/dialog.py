@@ -69,6 +69,9 @@ class Leg:
         self.remote_hangup = False
         self.cut_off: str | None = None  # why we hung it up (max length, no RTP, no SDP)
         self.ringing = asyncio.Event()
+        # outgoing: the callee sent SDP in a 18x (early media: a ringback or announcement)
+        self.early = asyncio.Event()
+        self.local_sdp = b""  # our answer, once made: a 183 and the 200 carry the same
         self.acked = asyncio.Event()
         self.info_digits: asyncio.Queue[str] = asyncio.Queue()
         self.invite_task: asyncio.Task[None] | None = None  # outgoing: the INVITE's
@@ -132,6 +135,31 @@ class Leg:
         assert self.invite is not None
         self.ua.send(sipmsg.response(self.invite, 180, to_tag=self.local_tag), self.peer)
 
+    def answer_sdp(self) -> bytes:
+        """Our SDP answer for this leg, made once (RFC 3261 §13.2.1: a 183's answer and
+        the 200's are the same)."""
+        assert self.stream is not None
+        if not self.local_sdp:
+            self.local_sdp = self.ua.sdp_for(self.stream)
+        return self.local_sdp
+
+    def send_progress(self) -> None:
+        """183 Session Progress with our SDP: the caller hears what we send before the
+        call is answered (early media, RFC 3960), e.g. an agent's ringback. Not for a
+        delayed offer (there is no offer to answer yet)."""
+        assert self.invite is not None
+        if self.state is not LegState.RINGING or self.offer_in_ack or self.stream is None:
+            return
+        progress = sipmsg.response(
+            self.invite,
+            183,
+            to_tag=self.local_tag,
+            headers=[("Contact", self.ua.contact), ("Content-Type", "application/sdp")],
+            body=self.answer_sdp(),
+        )
+        self.ua.send(progress, self.peer)
+        self.ua.start_media(self)
+
     async def answer(self) -> None:
         """Answer an incoming call: 200 OK with our SDP, retransmitted until the ACK."""
         assert self.invite is not None
@@ -139,7 +167,7 @@ class Leg:
         if self.state is not LegState.RINGING:
             raise SipError(0, f"cannot answer a call that is {self.state}")
         ua = self.ua
-        body = ua.sdp_for(self.stream)
+        body = self.answer_sdp()
         ok = sipmsg.response(
             self.invite,
             200,

@@ -369,26 +369,10 @@ def caller_scenario(
         body += _play(str(PCAP_DIR / "g711a.pcap"))
     if digits:
         body += _pause(digit_delay_ms) + _digits(digits, digit_gap_ms)
-    for _ in range(expect_reinvites):
-        body += (
-            """  <recv request="INVITE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      [last_Session-Expires:]
-      Contact: <sip:[local_ip]:[local_port]>
-"""
-            + _SDP_BODY
-            + """    ]]>
-  </send>
-  <recv request="ACK"/>
-"""
-        )
+    for _ in range(expect_reinvites):  # our refreshes, answered with the timer echoed
+        reply = _reply(200, "OK", sdp=True, tag=False)
+        reply = reply.replace("[last_CSeq:]\n", "[last_CSeq:]\n      [last_Session-Expires:]\n")
+        body += '  <recv request="INVITE"/>\n' + reply + '  <recv request="ACK"/>\n'
     if hangup == "caller":
         body += _pause(talk_ms) + _in_dialog("BYE", 2, caller)
         body += '  <recv response="200" crlf="true"/>\n'
@@ -496,11 +480,13 @@ def agent_scenario(
     hangup_after_ms: int | None = None,
     expect_caller: str | None = None,
     expect_from: str | None = None,
+    early_media: bool = False,
 ) -> str:
     """An agent's phone: rings, answers after ``answer_after_ms``, plays G.711 audio, and
     either waits for our BYE or hangs up itself after ``hangup_after_ms``. The scenario
     fails unless the INVITE's P-Asserted-Identity names the ``expect_caller`` number and
-    its From the ``expect_from`` user (what the phone's display shows), when given."""
+    its From the ``expect_from`` user (what the phone's display shows), when given. With
+    ``early_media`` it sends 183 with SDP and starts its audio while it still rings."""
     actions = ""
     for header, user in (("P-Asserted-Identity:", expect_caller), ("From:", expect_from)):
         if user is not None:
@@ -518,10 +504,13 @@ def agent_scenario(
     if "seen" in actions:
         recv += '  <Reference variables="seen"/>\n'
     body = _HEAD.format(name="agent") + recv
-    body += _reply(180, "Ringing") + _pause(answer_after_ms)
+    body += _reply(180, "Ringing")
+    if early_media:
+        body += _reply(183, "Session Progress", sdp=True) + _play(str(PCAP_DIR / "g711a.pcap"))
+    body += _pause(answer_after_ms)
     body += _reply(200, "OK", sdp=True, retrans=True)
     body += '  <recv request="ACK"/>\n'
-    if audio:
+    if audio and not early_media:
         body += _play(str(PCAP_DIR / "g711a.pcap"))
     if hangup_after_ms is None:
         body += '  <recv request="BYE"/>\n' + _reply(200, "OK", tag=False)

@@ -617,7 +617,7 @@ class UserAgent:
         if msg.to_tag:
             self.send(sipmsg.response(msg, 481), addr)
             return
-        if len(self.legs) >= self.max_calls:  # not kept as an answer: no state at all
+        if self.calls_up() >= self.max_calls:  # not kept as an answer: no state at all
             log.warning(
                 "refused call %s: %d calls already (max_calls)", msg.call_id, self.max_calls
             )
@@ -653,6 +653,13 @@ class UserAgent:
         leg.agree_timer(msg, we_are_uac=False)
         self.legs[leg.call_id] = leg
         self.spawn(self._take_call(leg, offer))
+
+    def calls_up(self) -> int:
+        """Incoming calls not ended (what ``max_calls`` bounds; the legs we place for them
+        and ended legs kept a while for retransmissions do not count)."""
+        return sum(
+            1 for leg in self.legs.values() if not leg.outgoing and leg.state is not LegState.ENDED
+        )
 
     def _reinvite(self, leg: Leg, msg: SipMessage, addr: Addr) -> None:
         """A re-INVITE or UPDATE (RFC 3311) in an answered call: a session refresh, hold
@@ -801,6 +808,15 @@ class UserAgent:
             if msg.status and msg.status >= 180:
                 leg.state = LegState.RINGING
                 leg.ringing.set()
+            if msg.body.strip() and not leg.early.is_set() and leg.stream is not None:
+                try:  # early media: where the callee's ringback or announcement comes from
+                    answer = parse_sdp(msg.body, self.codecs)
+                    self.check_answer(leg.stream, answer)
+                except MediaError as exc:
+                    log.info("call %s: early media not taken: %s", call_id, exc)
+                else:
+                    leg.stream.set_remote(answer)
+                    leg.early.set()
 
         async def run() -> None:
             try:
@@ -907,10 +923,13 @@ class UserAgent:
         raise MediaError(f"could not bind an RTP port: {last}")
 
     def start_media(self, leg: Leg) -> None:
-        if leg.stream is not None:
-            leg.stream.heard = time.monotonic()  # silence is counted from the answer
-            self.clock.streams.add(leg.stream)
-            self.spawn(self._watch(leg))
+        """Send the leg's audio on the media clock and watch the call (once per leg)."""
+        stream = leg.stream
+        if stream is not None:
+            stream.heard = time.monotonic()  # silence is counted from the answer
+            if stream not in self.clock.streams:
+                self.clock.streams.add(stream)
+                self.spawn(self._watch(leg))
 
     async def _watch(self, leg: Leg) -> None:
         """Hang up an answered leg that has lasted ``max_call_seconds``, whose far end has
@@ -932,6 +951,7 @@ class UserAgent:
                 leg.cut_off = f"longer than max_call_seconds ({self.max_call_seconds:g} s)"
             elif (
                 self.rtp_timeout > 0
+                and leg.state is LegState.ANSWERED  # callers send nothing before that
                 and stream is not None
                 and now - stream.heard >= self.rtp_timeout
             ):
