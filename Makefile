@@ -49,6 +49,7 @@ bench: sync
 	$(UV) run --frozen python bench/sse.py
 	$(UV) run --frozen python bench/telegram_bench.py
 	$(UV) run --frozen python bench/sip_bench.py
+	$(UV) run --frozen python bench/sip_bridge_bench.py
 	$(UV) run --frozen python bench/ivr_check.py
 	$(UV) run --frozen python bench/mailing_bench.py
 	$(UV) run --frozen python bench/analytics_bench.py
