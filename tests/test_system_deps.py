@@ -14,6 +14,7 @@ PROGRAMS = {
     "kamailio": "kamailio",
     "kamailio-tls-modules": "/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so",
     "baresip-core": "baresip",
+    "dnsmasq-base": "/usr/sbin/dnsmasq",
     "iptables": "/usr/sbin/iptables",
     "sip-tester": "sipp",
     "sipvicious": "svwar",
@@ -151,7 +152,8 @@ def test_check_only_reports(tmp_path: Path) -> None:
     result, calls = run(tmp_path, ["kamailio", "dovecot-imapd"], args=("--check",))
     assert result.returncode == 1 and calls == []
     assert (
-        "system packages missing: kamailio-tls-modules baresip-core iptables sip-tester sipvicious "
+        "system packages missing: kamailio-tls-modules baresip-core dnsmasq-base iptables "
+        "sip-tester sipvicious "
         "espeak-ng graphviz chromium libatomic1" in result.stderr
     )
 

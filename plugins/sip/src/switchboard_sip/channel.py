@@ -33,6 +33,7 @@ from switchboard import (
     TransientSendError,
 )
 from switchboard_sip import message as sipmsg
+from switchboard_sip.locate import locate
 from switchboard_sip.media import (
     CODECS,
     Loop,
@@ -42,7 +43,7 @@ from switchboard_sip.media import (
     load_prompt,
 )
 from switchboard_sip.message import SipMessage
-from switchboard_sip.transport import DEFAULT_PORTS, client_context, server_context
+from switchboard_sip.transport import client_context, server_context
 from switchboard_sip.ua import CALLER_NUMBER, Leg, LegState, SipError, UserAgent
 
 log = logging.getLogger("switchboard.sip")
@@ -64,13 +65,16 @@ class SipSettings:
     server: str
     username: str
     password: str = attrs.field(default="", repr=False)
-    port: int = 0  # 0: the transport's default, 5060 (5061 for TLS)
+    port: int = 0  # 0: from SRV records, else the transport's default, 5060 (5061 for TLS)
     domain: str | None = None
     local_ip: str = "127.0.0.1"
     local_port: int = 5060
+    # "auto": chosen by the server's NAPTR/SRV records (RFC 3263)
     transport: str = attrs.field(
-        default="udp", validator=attrs.validators.in_(("udp", "tcp", "tls"))
+        default="udp", validator=attrs.validators.in_(("udp", "tcp", "tls", "auto"))
     )
+    # DNS servers for NAPTR/SRV/A lookups ("ip" or "ip:port"); none: the system's
+    dns_servers: list[str] = attrs.field(factory=list)
     # TLS: the server's certificate is checked against the system's CAs (or tls_ca_file)
     # and its name (tls_server_name, else server) unless tls_verify is off; tls_cert_file
     # and tls_key_file are our certificate, shown to the server when it asks for one and
@@ -123,10 +127,6 @@ class SipSettings:
     agent_caller_id: str = attrs.field(
         default="from", validator=attrs.validators.in_(("from", "asserted"))
     )
-
-    @property
-    def server_port(self) -> int:
-        return self.port or DEFAULT_PORTS[self.transport]
 
     @session_expires.validator
     def _session_expires(self, _: Any, value: int) -> None:
@@ -466,8 +466,15 @@ class SipChannel:
         self.ctx, self.settings = ctx, settings
         if settings.music_on_hold:
             self.prompt(settings.music_on_hold)  # a file that cannot be read fails the start
+        target = await locate(
+            settings.server,
+            transport=settings.transport,
+            port=settings.port,
+            nameservers=settings.dns_servers,
+        )
+        located = target.how.startswith("SRV")
         client_ssl = server_ssl = None
-        if settings.transport == "tls":
+        if target.transport == "tls":
             client_ssl = client_context(
                 verify=settings.tls_verify,
                 ca_file=settings.tls_ca_file,
@@ -477,8 +484,8 @@ class SipChannel:
             if settings.tls_cert_file:
                 server_ssl = server_context(settings.tls_cert_file, settings.tls_key_file)
         ua = UserAgent(
-            server=settings.server,
-            port=settings.server_port,
+            server=target.host,
+            port=target.port,
             username=settings.username,
             password=settings.password,
             ip=settings.local_ip,
@@ -486,7 +493,8 @@ class SipChannel:
             rtp_ports=(settings.rtp_port_low, settings.rtp_port_high),
             codecs=[c.upper() for c in settings.codecs],
             expires=settings.expires,
-            domain=settings.domain,
+            # found by SRV: the AOR stays in the server's domain, whatever host serves it
+            domain=settings.domain or (settings.server if located else None),
             max_message_size=settings.max_message_size,
             on_invite=self._incoming,
             on_message=self._message,
@@ -495,10 +503,10 @@ class SipChannel:
             max_calls=settings.max_calls,
             max_call_seconds=settings.max_call_seconds,
             rtp_timeout=settings.rtp_timeout,
-            transport=settings.transport,
+            transport=target.transport,
             client_ssl=client_ssl,
             server_ssl=server_ssl,
-            tls_server_name=settings.tls_server_name,
+            tls_server_name=settings.tls_server_name or (settings.server if located else None),
             sips=settings.sips,
             public_ip=settings.public_ip,
             public_port=settings.public_port,
@@ -515,7 +523,7 @@ class SipChannel:
         except BaseException:
             await self.stop()
             raise
-        where = f"{settings.server}:{settings.server_port} over {settings.transport.upper()}"
+        where = f"{target.host}:{target.port} over {target.transport.upper()} ({target.how})"
         if not settings.register:
             ctx.logger.info("trunk %s without registration (calls from its addresses)", where)
             return

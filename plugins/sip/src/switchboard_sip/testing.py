@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,8 +99,10 @@ class Kamailio:
         record_route: bool = True,
         host: str = "127.0.0.1",
         tls: bool = False,
+        domain: str | None = None,
     ) -> None:
         need_sip_tools()
+        self.domain = domain  # a SIP domain it serves too (its certificate names it)
         if tls and not KAMAILIO_TLS.exists():
             missing_tool(f"needs {KAMAILIO_TLS}: scripts/system-deps (kamailio-tls-modules)")
         self.tls = tls
@@ -124,6 +127,7 @@ class Kamailio:
             "{PORT}": str(self.port),
             "{TLS_PORT}": str(self.tls_port),
             "{TLS_CFG}": str(self.tls_cfg),
+            "{ALIASES}": f'alias="{self.domain}"' if self.domain else "",
             "{CTL}": str(self.ctl),
             "{USER}": self.user,
             "{PASSWORD}": self.password,
@@ -174,7 +178,7 @@ class Kamailio:
         """A CA of its own (``ca_file``: what a client must trust) and a certificate for
         ``localhost`` and the listening address, signed by it; the tls module's file."""
         ca = self.ca = test_ca()
-        cert = ca.issue_cert("localhost", self.host)
+        cert = ca.issue_cert("localhost", self.host, *([self.domain] if self.domain else []))
         key_file, cert_file = self.folder / "kamailio-key.pem", self.folder / "kamailio-cert.pem"
         cert.private_key_pem.write_to_path(str(key_file))
         cert.cert_chain_pems[0].write_to_path(str(cert_file))
@@ -951,3 +955,77 @@ class NatNetwork:
         self._ip("netns", "del", self.lan, check=False)
         self._ip("netns", "del", self.router, check=False)
         self._ip("link", "del", self.wan_dev, check=False)
+
+
+class Dnsmasq:
+    """dnsmasq (Debian's ``dnsmasq-base``) as an authoritative DNS server on a loopback
+    port, answering only the records given: ``naptr`` (name, order, preference, service,
+    replacement), ``srv`` (name, target, port, priority, weight), ``hosts`` (name, IPv4)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        naptr: Sequence[tuple[str, int, int, str, str]] = (),
+        srv: Sequence[tuple[str, str, int, int, int]] = (),
+        hosts: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        if not Path(binary).exists():
+            missing_tool("needs dnsmasq: scripts/system-deps (dnsmasq-base)")
+        self.binary = binary
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_udp_port()
+        lines = [
+            f"port={self.port}",
+            "listen-address=127.0.0.1",
+            "bind-interfaces",
+            "no-resolv",
+            "no-hosts",
+            "no-poll",
+            "log-queries",
+        ]
+        lines += [f'naptr-record={n},{o},{p},"s","{s}","",{r}' for n, o, p, s, r in naptr]
+        lines += [f"srv-host={n},{t},{port},{pr},{w}" for n, t, port, pr, w in srv]
+        lines += [f"host-record={n},{ip}" for n, ip in hosts]
+        self.config = folder / "dnsmasq.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.log = folder / "dnsmasq.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def server(self) -> str:
+        """What ``dns_servers`` takes: ``127.0.0.1:PORT``."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Dnsmasq:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--keep-in-foreground",
+                    "--log-facility=-",
+                    f"--conf-file={self.config}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dnsmasq exited: {self.log.read_text()[-1500:]}")
+            if "started" in self.log.read_text(errors="replace"):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"dnsmasq did not start: {self.log.read_text()[-1500:]}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+            self.process = None
