@@ -405,6 +405,17 @@ class ChannelContext:
         tasks = self._core.channels[self.channel].tasks
         return tasks.spawn(coro, name=name or f"{self.channel}-task")
 
+    def supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run()`` as a supervised loop of the channel, shown in ``/api/health``'s
+        ``loops`` as ``CHANNEL:NAME``: when it raises, it is logged, shown ``failing``
+        with the error (the service ``degraded``) and run again after a backoff, while the
+        channel keeps running. For a part the channel can work without (a second SIP
+        trunk, a secondary account); what the channel cannot work without belongs in
+        ``start`` or ``spawn``. Stopped when the channel stops."""
+        loop = f"{self.channel}:{name}"
+        self._core.loops.start(loop, run)
+        self._core.channels[self.channel].loops.add(loop)
+
     def fail(self, reason: str) -> None:
         """Report that the channel broke (lost its connection for good, say)."""
         self._core.channel_failed(self.channel, reason)

@@ -71,6 +71,8 @@ class ChannelHandle:
     failure: asyncio.Future[str] | None = None
     #: The channel's background tasks (``ctx.spawn``), cancelled when it stops.
     tasks: Tasks = attrs.Factory(lambda: Tasks(log))
+    #: The channel's supervised loops (``ctx.supervise``), stopped when it stops.
+    loops: set[str] = attrs.Factory(set)
     supervisor: asyncio.Task[None] | None = None
 
 
@@ -299,6 +301,8 @@ class Switchboard(ServiceAPI):
         handle = self.channels[name]
         # a task that swallows its cancellation is left to channel.stop() below, which
         # closes what it reads from
+        await self.loops.stop(*handle.loops)
+        handle.loops.clear()
         for task in await handle.tasks.cancel_all(TASK_STOP_TIMEOUT):
             log.error(
                 "channel %s: task %s did not stop within %.0f s after cancel",

@@ -58,7 +58,8 @@ class Supervisor:
 
     def start(self, name: str, run: Callable[[], Awaitable[None]]) -> Loop:
         """Run ``run()`` under supervision as ``name`` (it returns only when asked to stop)."""
-        if name in self.loops and self.loops[name].task is not None:
+        task = self.loops[name].task if name in self.loops else None
+        if task is not None and not task.done():
             raise ValueError(f"a loop named {name!r} is already running")
         loop = Loop(name, run)
         loop.task = asyncio.create_task(self._keep(loop), name=f"switchboard-{name}")
