@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -58,6 +59,59 @@ def _codecs(_: Any, attribute: Any, value: list[str]) -> None:
         raise ValueError(f"codecs must be a non-empty list of {sorted(CODECS)}, got {value}")
 
 
+TRANSPORTS = ("udp", "tcp", "tls", "auto")
+DIAL_FORMATS = ("e164", "e164_digits", "national")
+TRUNK_NAME = re.compile(r"[a-z0-9_-]{1,32}")
+PREFIX = re.compile(r"\+[0-9]{1,15}")
+
+
+@attrs.define
+class TrunkSettings:
+    """``[[plugins.sip.trunks]]``: another account or trunk beside the main one (a SIP
+    provider for calls out and in); what it does not set is taken from ``[plugins.sip]``
+    (local address, RTP ports, codecs, NAT, limits)."""
+
+    name: str = attrs.field()
+    server: str = attrs.field()
+    username: str = ""
+    password: str = attrs.field(default="", repr=False)
+    port: int = 0
+    domain: str | None = None
+    transport: str = attrs.field(default="udp", validator=attrs.validators.in_(TRANSPORTS))
+    local_port: int = 5070
+    register: bool = True
+    expires: int = 300
+    # the number shown to the called party on calls out through this trunk (From and
+    # P-Asserted-Identity), E.164
+    caller_id: str | None = attrs.field(default=None)
+    dial_format: str = attrs.field(default="e164", validator=attrs.validators.in_(DIAL_FORMATS))
+    # click-to-call numbers starting with one of these (E.164, "+49") go out this way
+    prefixes: list[str] = attrs.field(factory=list)
+    trusted_networks: list[str] = attrs.field(factory=list)
+    srtp: str = attrs.field(
+        default="off", validator=attrs.validators.in_(("off", "offer", "require"))
+    )
+    tls_verify: bool = True
+    tls_ca_file: str | None = None
+    tls_server_name: str | None = None
+
+    @name.validator
+    def _name(self, _: Any, value: str) -> None:
+        if not TRUNK_NAME.fullmatch(value):
+            raise ValueError(f"trunk name must be 1-32 of a-z 0-9 _ -, got {value!r}")
+
+    @caller_id.validator
+    def _caller_id(self, _: Any, value: str | None) -> None:
+        if value is not None and not (PREFIX.fullmatch(value) and len(value) >= 8):
+            raise ValueError(f"caller_id must be an E.164 number (+12025550100), got {value!r}")
+
+    @prefixes.validator
+    def _prefixes(self, _: Any, value: list[str]) -> None:
+        bad = [p for p in value if not PREFIX.fullmatch(p)]
+        if bad:
+            raise ValueError(f'prefixes must be + and digits ("+49"), got {bad}')
+
+
 @attrs.define
 class SipSettings:
     """``[plugins.sip]``: the account at the PBX or SIP provider, and call handling."""
@@ -70,9 +124,7 @@ class SipSettings:
     local_ip: str = "127.0.0.1"
     local_port: int = 5060
     # "auto": chosen by the server's NAPTR/SRV records (RFC 3263)
-    transport: str = attrs.field(
-        default="udp", validator=attrs.validators.in_(("udp", "tcp", "tls", "auto"))
-    )
+    transport: str = attrs.field(default="udp", validator=attrs.validators.in_(TRANSPORTS))
     # DNS servers for NAPTR/SRV/A lookups ("ip" or "ip:port"); none: the system's
     dns_servers: list[str] = attrs.field(factory=list)
     # TLS: the server's certificate is checked against the system's CAs (or tls_ca_file)
@@ -105,6 +157,18 @@ class SipSettings:
     music_on_hold: str | None = None
     # RFC 4028 session timer asked for and granted (seconds; 0: none of ours)
     session_expires: int = attrs.field(default=1800)
+    # more accounts or trunks: calls in from each, calls out by number prefix
+    trunks: list[TrunkSettings] = attrs.field(factory=list)
+
+    @trunks.validator
+    def _trunks(self, _: Any, value: list[TrunkSettings]) -> None:
+        names = [t.name for t in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"trunk names must differ, got {names}")
+        ports = [self.local_port, *(t.local_port for t in value)]
+        if len(set(ports)) != len(ports) and 0 not in ports:
+            raise ValueError(f"each trunk needs a local_port of its own, got {ports}")
+
     rtp_port_low: int = 10000
     rtp_port_high: int = attrs.field(default=20000)
     codecs: list[str] = attrs.field(factory=lambda: ["PCMU", "PCMA"], validator=_codecs)
@@ -454,6 +518,7 @@ class SipChannel:
         self._tasks = Tasks(log)  # the calls being handled
         self.sessions: dict[str, SipCallSession] = {}
         self.bridges: set[Bridge] = set()  # the calls talking now
+        self.trunks: dict[str, UserAgent] = {}  # the extra trunks running now, by name
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -466,55 +531,7 @@ class SipChannel:
         self.ctx, self.settings = ctx, settings
         if settings.music_on_hold:
             self.prompt(settings.music_on_hold)  # a file that cannot be read fails the start
-        target = await locate(
-            settings.server,
-            transport=settings.transport,
-            port=settings.port,
-            nameservers=settings.dns_servers,
-        )
-        located = target.how.startswith("SRV")
-        client_ssl = server_ssl = None
-        if target.transport == "tls":
-            client_ssl = client_context(
-                verify=settings.tls_verify,
-                ca_file=settings.tls_ca_file,
-                cert_file=settings.tls_cert_file,
-                key_file=settings.tls_key_file,
-            )
-            if settings.tls_cert_file:
-                server_ssl = server_context(settings.tls_cert_file, settings.tls_key_file)
-        ua = UserAgent(
-            server=target.host,
-            port=target.port,
-            username=settings.username,
-            password=settings.password,
-            ip=settings.local_ip,
-            local_port=settings.local_port,
-            rtp_ports=(settings.rtp_port_low, settings.rtp_port_high),
-            codecs=[c.upper() for c in settings.codecs],
-            expires=settings.expires,
-            # found by SRV: the AOR stays in the server's domain, whatever host serves it
-            domain=settings.domain or (settings.server if located else None),
-            max_message_size=settings.max_message_size,
-            on_invite=self._incoming,
-            on_message=self._message,
-            on_refer=self._refer,
-            trusted_networks=settings.trusted_networks,
-            max_calls=settings.max_calls,
-            max_call_seconds=settings.max_call_seconds,
-            rtp_timeout=settings.rtp_timeout,
-            transport=target.transport,
-            client_ssl=client_ssl,
-            server_ssl=server_ssl,
-            tls_server_name=settings.tls_server_name or (settings.server if located else None),
-            sips=settings.sips,
-            public_ip=settings.public_ip,
-            public_port=settings.public_port,
-            keepalive=settings.keepalive,
-            nat_discovery=settings.nat_discovery,
-            srtp=settings.srtp,
-            session_expires=settings.session_expires,
-        )
+        ua, where = await self._make_ua(settings)
         self.ua = ua
         try:
             await ua.start()
@@ -523,13 +540,134 @@ class SipChannel:
         except BaseException:
             await self.stop()
             raise
-        where = f"{target.host}:{target.port} over {target.transport.upper()} ({target.how})"
         if not settings.register:
             ctx.logger.info("trunk %s without registration (calls from its addresses)", where)
-            return
-        ua.expires = granted or ua.expires
-        ctx.logger.info("registered as %s at %s", ua.aor, where)
-        ua.spawn(ua.keep_registered(ctx.fail))  # ended by ua.stop(), whoever stops us
+        else:
+            ua.expires = granted or ua.expires
+            ctx.logger.info("registered as %s at %s", ua.aor, where)
+            ua.spawn(ua.keep_registered(ctx.fail))  # ended by ua.stop(), whoever stops us
+        for trunk in settings.trunks:
+            ctx.supervise(f"trunk:{trunk.name}", functools.partial(self._run_trunk, trunk))
+
+    async def _make_ua(
+        self, account: SipSettings, *, main: UserAgent | None = None
+    ) -> tuple[UserAgent, str]:
+        """A user agent for ``account`` (the main one, or a trunk's settings on top of it:
+        then it shares ``main``'s RTP ports and media clock); and where it goes."""
+        target = await locate(
+            account.server,
+            transport=account.transport,
+            port=account.port,
+            nameservers=account.dns_servers,
+        )
+        located = target.how.startswith("SRV")
+        client_ssl = server_ssl = None
+        if target.transport == "tls":
+            client_ssl = client_context(
+                verify=account.tls_verify,
+                ca_file=account.tls_ca_file,
+                cert_file=account.tls_cert_file,
+                key_file=account.tls_key_file,
+            )
+            if account.tls_cert_file:
+                server_ssl = server_context(account.tls_cert_file, account.tls_key_file)
+        ua = UserAgent(
+            server=target.host,
+            port=target.port,
+            username=account.username,
+            password=account.password,
+            ip=account.local_ip,
+            local_port=account.local_port,
+            rtp_ports=(account.rtp_port_low, account.rtp_port_high),
+            codecs=[c.upper() for c in account.codecs],
+            expires=account.expires,
+            # found by SRV: the AOR stays in the server's domain, whatever host serves it
+            domain=account.domain or (account.server if located else None),
+            max_message_size=account.max_message_size,
+            on_invite=self._incoming,
+            on_message=self._message,
+            on_refer=self._refer,
+            trusted_networks=account.trusted_networks,
+            max_calls=account.max_calls,
+            max_call_seconds=account.max_call_seconds,
+            rtp_timeout=account.rtp_timeout,
+            transport=target.transport,
+            client_ssl=client_ssl,
+            server_ssl=server_ssl,
+            tls_server_name=account.tls_server_name or (account.server if located else None),
+            sips=account.sips,
+            public_ip=account.public_ip,
+            public_port=account.public_port,
+            keepalive=account.keepalive,
+            nat_discovery=account.nat_discovery,
+            srtp=account.srtp,
+            session_expires=account.session_expires,
+            clock=main.clock if main is not None else None,
+            ports=main.ports if main is not None else None,
+        )
+        return ua, f"{target.host}:{target.port} over {target.transport.upper()} ({target.how})"
+
+    def trunk_account(self, trunk: TrunkSettings) -> SipSettings:
+        """The main settings with the trunk's own on top."""
+        return attrs.evolve(
+            self.settings,
+            server=trunk.server,
+            username=trunk.username,
+            password=trunk.password,
+            port=trunk.port,
+            domain=trunk.domain,
+            transport=trunk.transport,
+            local_port=trunk.local_port,
+            register=trunk.register,
+            expires=trunk.expires,
+            dial_format=trunk.dial_format,
+            trusted_networks=trunk.trusted_networks,
+            srtp=trunk.srtp,
+            tls_verify=trunk.tls_verify,
+            tls_ca_file=trunk.tls_ca_file,
+            tls_server_name=trunk.tls_server_name,
+            public_port=None,
+            trunks=[],
+        )
+
+    async def _run_trunk(self, trunk: TrunkSettings) -> None:
+        """One trunk, as a supervised loop (``ctx.supervise``): its user agent started and
+        registered, kept registered; a failure ends the loop with the reason (shown in
+        /api/health as ``sip:trunk:NAME``, retried with backoff) and leaves the main
+        account and the other trunks alone."""
+        assert self.ua is not None
+        ua, where = await self._make_ua(self.trunk_account(trunk), main=self.ua)
+        lost: list[str] = []
+        try:
+            await ua.start()
+            self.trunks[trunk.name] = ua
+            if not trunk.register:
+                log.info("trunk %s: %s, without registration", trunk.name, where)
+                await asyncio.Event().wait()
+            ua.expires = await ua.register() or ua.expires
+            log.info("trunk %s: registered as %s at %s", trunk.name, ua.aor, where)
+            await ua.keep_registered(lost.append)
+            raise SipError(0, lost[0] if lost else "registration ended")
+        finally:
+            if self.trunks.get(trunk.name) is ua:
+                del self.trunks[trunk.name]
+            await ua.stop()
+
+    def route_out(self, address: Address) -> tuple[UserAgent, TrunkSettings | None]:
+        """The user agent a call to ``address`` goes out through: the running trunk with the
+        longest prefix the number starts with, else the main account."""
+        assert self.ua is not None
+        best: TrunkSettings | None = None
+        best_length = 0
+        for trunk in self.settings.trunks:
+            if trunk.name not in self.trunks:
+                continue
+            for prefix in trunk.prefixes:
+                if address.value.startswith(prefix) and len(prefix) > best_length:
+                    best, best_length = trunk, len(prefix)
+        if best is None:
+            return self.ua, None
+        return self.trunks[best.name], best
 
     async def stop(self) -> None:
         await self._tasks.cancel_all()
@@ -735,13 +873,15 @@ class SipChannel:
 
     # -- click-to-call --------------------------------------------------------------------
 
-    def dial_string(self, address: Address) -> str:
+    def dial_string(self, address: Address, dial_format: str | None = None) -> str:
+        """The number as the account (or ``dial_format``, a trunk's) dials it."""
         value = address.value
         if address.kind != "phone":
             raise ValueError(f"the SIP channel dials phone numbers, not {address.kind}")
-        if self.settings.dial_format == "e164":
+        dial_format = dial_format or self.settings.dial_format
+        if dial_format == "e164":
             return value
-        if self.settings.dial_format == "e164_digits":
+        if dial_format == "e164_digits":
             return value.lstrip("+")
         number = phonenumbers.parse(value)
         return (
@@ -760,7 +900,8 @@ class SipChannel:
             raise RuntimeError("the SIP channel is not running")
         if not agent.extension:
             raise ValueError(f"agent {agent.name} has no extension to ring")
-        target = self.dial_string(address)
+        out, trunk = self.route_out(address)
+        target = self.dial_string(address, trunk.dial_format if trunk else None)
         call_id = sipmsg.new_call_id(ua.ip)
         record, contact = await ctx.calls.ringing(
             ctx.channel,
@@ -770,12 +911,20 @@ class SipChannel:
             to_address=address,
             agents=[agent.id] if agent.id is not None else [],
         )
-        self.spawn(self._click_to_call(record, contact, agent, target))
+        self.spawn(self._click_to_call(record, contact, agent, target, out, trunk))
         return call_id
 
     async def _click_to_call(
-        self, record: CallRecord, contact: Contact, agent: Agent, target: str
+        self,
+        record: CallRecord,
+        contact: Contact,
+        agent: Agent,
+        target: str,
+        out: UserAgent,
+        trunk: TrunkSettings | None,
     ) -> None:
+        """The agent's phone through the main account, then the customer through ``out``
+        (a trunk shows its ``caller_id``), bridged."""
         ctx, ua = self.ctx, self.ua
         assert ctx is not None
         assert ua is not None
@@ -791,9 +940,9 @@ class SipChannel:
                 cause = f"agent {agent.name} did not answer: {exc}"
                 return
             try:
-                customer = await ua.call(
-                    target, display=agent.name, timeout=self.settings.dial_timeout
-                )
+                caller = trunk.caller_id if trunk is not None else None
+                customer = await out.start_call(target, display=agent.name, caller=caller)
+                await out.wait_answer(customer, self.settings.dial_timeout)
             except SipError as exc:
                 await agent_leg.hangup()
                 disposition = (

@@ -126,6 +126,8 @@ class UserAgent:
         nat_discovery: bool = True,
         srtp: str = "off",
         session_expires: int = 0,
+        clock: MediaClock | None = None,
+        ports: PortPool | None = None,
     ) -> None:
         self.server = server
         # Requests are taken only from the registrar/proxy (its addresses, resolved at
@@ -162,8 +164,11 @@ class UserAgent:
         self.on_invite = on_invite
         self.on_message = on_message
         self.on_refer = on_refer
-        self.ports = PortPool(*rtp_ports)
-        self.clock = MediaClock()
+        # several user agents (trunks) of one channel share the RTP ports and the media
+        # clock, so that a call bridges legs of any of them
+        self.ports = ports if ports is not None else PortPool(*rtp_ports)
+        self._own_clock = clock is None
+        self.clock = clock if clock is not None else MediaClock()
         self.transport: Transport
         if transport == "udp":
             self.transport = UdpTransport(self._received, self._transport_error, max_message_size)
@@ -264,7 +269,8 @@ class UserAgent:
         self.trusted_ips = {str(info[4][0]) for info in infos}
         await self.transport.start(self.ip, self.local_port)
         self.local_port = self.transport.local_port
-        self.clock.start()
+        if self._own_clock:
+            self.clock.start()
         self._start_keepalives()
 
     async def stop(self) -> None:
@@ -278,7 +284,8 @@ class UserAgent:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.registration.register(expires=0), 2)
         await self._tasks.cancel_all()
-        await self.clock.stop()
+        if self._own_clock:
+            await self.clock.stop()
         self.transactions.cancel_all()
         await self.transport.stop()
 
