@@ -15,6 +15,7 @@ from sip_peers import (
     ended_call,
     heard,
     open_sip,
+    phone,
     place_call,
     until,
 )
@@ -22,7 +23,14 @@ from sip_peers import (
 from switchboard import Disposition
 from switchboard_sip import dialog
 from switchboard_sip.media import tone
-from switchboard_sip.testing import Baresip, Kamailio, Sipp, agent_scenario, caller_scenario
+from switchboard_sip.testing import (
+    Baresip,
+    Kamailio,
+    Sipp,
+    agent_scenario,
+    caller_scenario,
+    transferring_agent_scenario,
+)
 
 
 @pytest.fixture
@@ -195,4 +203,66 @@ async def test_an_agents_early_media_reaches_the_caller_before_the_answer(
         assert (await agent.wait(10)).ok
     finally:
         await agent.stop()
+        await sb.close()
+
+
+async def test_an_attended_transfer_replaces_the_consultation_call(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    """RFC 3891: alice consulted bob (a call of their own at the PBX), then her phone
+    sends REFER with ``Refer-To: <sip:102@...?Replaces=...>``; our INVITE to bob carries
+    that Replaces header (so bob's phone swaps the consultation for the customer) and the
+    customer ends up talking to bob."""
+    sb = await open_sip(tmp_path, kam, ring_agents=["alice"])
+    try:
+        replaces = "consult-1@pbx;to-tag=bt;from-tag=at"
+        encoded = "consult-1%40pbx%3Bto-tag%3Dbt%3Bfrom-tag%3Dat"
+        alice = await phone(
+            phones,
+            tmp_path,
+            "alice",
+            transferring_agent_scenario(f"<sip:102@127.0.0.1?Replaces={encoded}>"),
+            "-m",
+            "1",
+        )
+        bob = await answering_phone(
+            phones, tmp_path, "bob", answer_after_ms=100, expect_replaces=replaces
+        )
+        kam.route("101", alice.port)
+        kam.route("102", bob.port)
+        await place_call(tmp_path, kam, caller_scenario(CALLER, talk_ms=6000), timeout=40)
+        record = await until(lambda: ended_call(sb), within=15)
+        assert record.disposition is Disposition.ANSWERED
+        assert record.agent_id == sb.store.get_agent("bob").id
+        assert (await alice.wait(10)).ok  # 202, two NOTIFYs, her BYE answered
+        assert (await bob.wait(10)).ok  # the INVITE carried the Replaces header
+    finally:
+        await sb.close()
+
+
+async def test_a_refer_that_could_send_the_call_elsewhere_is_refused(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    """A Replaces value that would break our INVITE's headers (a CR LF and a Via) is
+    refused with 400; no transfer is tried and the call stays alice's."""
+    sb = await open_sip(tmp_path, kam, ring_agents=["alice"])
+    try:
+        bad = "<sip:102@127.0.0.1?Replaces=x%0D%0AVia%3A%20evil>"
+        alice = await phone(
+            phones,
+            tmp_path,
+            "alice",
+            transferring_agent_scenario(bad, expect=400),
+            "-m",
+            "1",
+        )
+        kam.route("101", alice.port)
+        kam.route("102", 9)
+        # alice hangs up after the refusal: the caller gets our BYE
+        await place_call(tmp_path, kam, caller_scenario(CALLER, hangup="callee"), timeout=30)
+        record = await until(lambda: ended_call(sb), within=15)
+        assert record.agent_id == sb.store.get_agent("alice").id
+        assert record.hangup_cause == "agent hung up"
+        assert (await alice.wait(10)).ok
+    finally:
         await sb.close()

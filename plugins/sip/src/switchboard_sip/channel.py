@@ -815,17 +815,19 @@ class SipChannel:
         if recorder is not None:
             await ctx.calls.recording_saved(ctx.channel, session.call.call_id, recorder.path)
 
-    def _refer(self, leg: Leg, target: str) -> bool:
+    def _refer(self, leg: Leg, target: str, replaces: str | None = None) -> bool:
         """A REFER on ``leg``: an agent's phone transfers the customer to ``target`` (an
         extension or a number). Taken (the UA answers 202) when the leg is an agent's side
         of a bridge with no transfer under way."""
         bridge = next((b for b in self.bridges if b.agent is leg), None)
         if bridge is None or bridge.transfer is not None:
             return False
-        bridge.transfer = self.spawn(self._transfer(bridge, leg, target))
+        bridge.transfer = self.spawn(self._transfer(bridge, leg, target, replaces))
         return True
 
-    async def _transfer(self, bridge: Bridge, transferor: Leg, target: str) -> None:
+    async def _transfer(
+        self, bridge: Bridge, transferor: Leg, target: str, replaces: str | None = None
+    ) -> None:
         """Blind transfer (RFC 3515 as transferee): the customer hears music on hold while
         ``target`` rings; once answered it is bridged to the customer, the transferor is
         told (NOTIFY with the final status) and hung up. If nobody answers, the customer
@@ -849,6 +851,7 @@ class SipChannel:
                 display=name,
                 caller=caller,
                 caller_in_from=self.settings.agent_caller_id == "from",
+                extra=[("Replaces", replaces)] if replaces else (),
             )
             await ua.wait_answer(leg, self.settings.ring_timeout)
         except SipError as exc:

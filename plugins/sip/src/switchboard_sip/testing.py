@@ -485,12 +485,15 @@ def agent_scenario(
     expect_caller: str | None = None,
     expect_from: str | None = None,
     early_media: bool = False,
+    expect_replaces: str | None = None,
 ) -> str:
     """An agent's phone: rings, answers after ``answer_after_ms``, plays G.711 audio, and
     either waits for our BYE or hangs up itself after ``hangup_after_ms``. The scenario
     fails unless the INVITE's P-Asserted-Identity names the ``expect_caller`` number and
     its From the ``expect_from`` user (what the phone's display shows), when given. With
-    ``early_media`` it sends 183 with SDP and starts its audio while it still rings."""
+    ``early_media`` it sends 183 with SDP and starts its audio while it still rings. With
+    ``expect_replaces`` the INVITE must carry that ``Replaces`` header (an attended
+    transfer's)."""
     actions = ""
     for header, user in (("P-Asserted-Identity:", expect_caller), ("From:", expect_from)):
         if user is not None:
@@ -498,6 +501,11 @@ def agent_scenario(
                 f'      <ereg regexp="sip:{re.escape(user)}@" search_in="hdr"'
                 f' header="{header}" check_it="true" assign_to="seen"/>\n'
             )
+    if expect_replaces is not None:
+        actions += (
+            f'      <ereg regexp="{re.escape(expect_replaces)}" search_in="hdr"'
+            ' header="Replaces:" check_it="true" assign_to="seen"/>\n'
+        )
     if hangup_after_ms is not None:  # keep the headers of the INVITE for our BYE
         actions += (
             '      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="from_hdr"/>\n'
@@ -519,25 +527,58 @@ def agent_scenario(
     if hangup_after_ms is None:
         body += '  <recv request="BYE"/>\n' + _reply(200, "OK", tag=False)
     else:
-        body += (
-            _pause(hangup_after_ms)
-            + """  <send retrans="500">
+        body += _pause(hangup_after_ms) + _uas_request("BYE", 2)
+        body += '  <recv response="200"/>\n'
+    return body + _rtd_end()
+
+
+def _uas_request(method: str, cseq: int, extra: str = "") -> str:
+    """A request in the dialog a phone answered (a SIPp UAS: From and To swapped, the
+    INVITE's headers kept as ``from_hdr``/``to_hdr``, its Record-Route as the route)."""
+    return f"""  <send retrans="500">
     <![CDATA[
-      BYE [next_url] SIP/2.0
+      {method} [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       [routes]
-      From: [$to_hdr]
+      From: [$to_hdr];tag=[pid]A[call_number]
       To: [$from_hdr]
       Call-ID: [call_id]
-      CSeq: 2 BYE
-      Max-Forwards: 70
+      CSeq: {cseq} {method}
+{extra}      Max-Forwards: 70
       Content-Length: 0
     ]]>
   </send>
-  <recv response="200"/>
 """
-        )
-        body = body.replace("From: [$to_hdr]", "From: [$to_hdr];tag=[pid]A[call_number]")
+
+
+def transferring_agent_scenario(
+    refer_to: str, *, refer_after_ms: int = 2000, expect: int = 202
+) -> str:
+    """An agent's phone that answers, talks for ``refer_after_ms``, then transfers the
+    caller: REFER with ``Refer-To: refer_to`` (``<sip:102@host>``, or with
+    ``?Replaces=...`` for an attended transfer), expects 202 and two NOTIFYs (100 Trying,
+    then the final status), and hangs up (RFC 5589). With another ``expect`` (a refused
+    REFER) it expects that answer and no NOTIFY before hanging up."""
+    body = _HEAD.format(name="transferor")
+    body += (
+        '  <recv request="INVITE" crlf="true" rrs="true">\n    <action>\n'
+        '      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="from_hdr"/>\n'
+        '      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="to_hdr"/>\n'
+        "    </action>\n  </recv>\n"
+    )
+    body += _reply(180, "Ringing") + _pause(100) + _reply(200, "OK", sdp=True, retrans=True)
+    body += '  <recv request="ACK"/>\n' + _play(str(PCAP_DIR / "g711a.pcap"))
+    body += _pause(refer_after_ms)
+    body += _uas_request(
+        "REFER",
+        2,
+        f"      Refer-To: {refer_to}\n      Referred-By: <sip:101@[local_ip]>\n"
+        "      Contact: <sip:[local_ip]:[local_port]>\n",
+    )
+    body += f'  <recv response="{expect}"/>\n'
+    for _ in range(2 if expect == 202 else 0):
+        body += '  <recv request="NOTIFY"/>\n' + _reply(200, "OK", tag=False)
+    body += _uas_request("BYE", 3) + '  <recv response="200"/>\n'
     return body + _rtd_end()
 
 

@@ -40,6 +40,7 @@ import secrets
 import socket
 import ssl
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
@@ -88,6 +89,11 @@ log = logging.getLogger("switchboard.sip")
 CALLER_NUMBER = re.compile(r"\+?[0-9*#]{1,32}")
 #: What a REFER may transfer to: an extension or a number.
 TRANSFER_TARGET = re.compile(r"\+?[A-Za-z0-9*#._-]{1,32}")
+#: A Replaces value (RFC 3891): a Call-ID and the two tags, nothing that could break a header.
+REPLACES = re.compile(
+    r"[A-Za-z0-9.!%*_+`'~()<>:\\\"/\[\]?{}@-]{1,200}"  # the Call-ID
+    r"(?:;[A-Za-z-]{1,20}(?:=[^;\s,]{0,100})?){0,4}"  # to-tag, from-tag, early-only
+)
 
 
 class UserAgent:
@@ -110,7 +116,7 @@ class UserAgent:
         max_message_size: int = 65_535,
         on_invite: Callable[[Leg], Awaitable[None]] | None = None,
         on_message: Callable[[SipMessage], Awaitable[int]] | None = None,
-        on_refer: Callable[[Leg, str], bool] | None = None,
+        on_refer: Callable[[Leg, str, str | None], bool] | None = None,
         trusted_networks: Iterable[str] = (),
         max_calls: int = 200,
         max_call_seconds: float = 14_400.0,
@@ -578,22 +584,29 @@ class UserAgent:
         """REFER (RFC 3515) in an answered call: the phone transfers the other party to
         the ``Refer-To`` target. Only a user part that is an extension or a number is
         taken, and it is called at our server like any other call: a REFER cannot send
-        the call to a host of the peer's choosing. Attended transfer (``Replaces``) is not
-        taken yet: 501."""
+        the call to a host of the peer's choosing. A ``Replaces`` header in the URI
+        (attended transfer, RFC 3891: the phone's consultation call with the target) goes
+        into our INVITE to the target, whose phone then swaps that call for ours."""
         leg = self.legs.get(msg.call_id)
         if leg is None or leg.state is not LegState.ANSWERED:
             self.send(sipmsg.response(msg, 481), addr)
             return
         refer_to = msg.get("Refer-To") or ""
         uri = sipmsg.uri_of(refer_to)
-        if "replaces" in uri.lower():
-            self.send(sipmsg.response(msg, 501, reason="Attended transfer not supported"), addr)
+        uri, _, embedded = uri.partition("?")
+        replaces = None
+        for header in embedded.split("&") if embedded else []:
+            name, _, value = header.partition("=")
+            if name.strip().lower() == "replaces":
+                replaces = urllib.parse.unquote(value)
+        if replaces is not None and not REPLACES.fullmatch(replaces):
+            self.send(sipmsg.response(msg, 400, reason="Malformed Replaces in Refer-To"), addr)
             return
         target = sipmsg.user_of(uri)
         if target is None or not TRANSFER_TARGET.fullmatch(target):
             self.send(sipmsg.response(msg, 400, reason="Refer-To names no extension"), addr)
             return
-        if self.on_refer is None or not self.on_refer(leg, target):
+        if self.on_refer is None or not self.on_refer(leg, target, replaces):
             self.send(sipmsg.response(msg, 603, reason="Transfer not possible now"), addr)
             return
         log.info("call %s: REFER to %s accepted", leg.call_id, target)
@@ -755,6 +768,7 @@ class UserAgent:
         display: str | None = None,
         caller: str | None = None,
         caller_in_from: bool = True,
+        extra: Sequence[tuple[str, str]] = (),
     ) -> Leg:
         """Send an INVITE to ``user`` and return the leg at once (see :meth:`wait_answer`).
 
@@ -803,6 +817,7 @@ class UserAgent:
                     ("Supported", "timer"),
                     *timer,
                     *identity,
+                    *extra,
                     ("Content-Type", "application/sdp"),
                     *auth,
                 ],
