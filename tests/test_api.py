@@ -333,6 +333,35 @@ def test_click_to_call_and_recordings(service: Service, tmp_path: Path) -> None:
         assert len(by_contact["items"]) == 2
 
 
+def test_hold_resume_and_transfer_a_talking_call(service: Service) -> None:
+    voice = service.channels["voice"]
+    with service.client("anna") as anna, service.client("boris") as boris:
+        call_id = anna.post("/api/calls", json={"agent": "anna", "to": "+74952223344"}).json()["id"]
+        anna_agent = service.sb.store.get_agent("anna")
+        service.running.call(service.sb.calls.answered("voice", call_id, anna_agent))
+        # not talking on the channel (yet): 404
+        assert anna.post(f"/api/calls/{call_id}/hold").status_code == 404
+        voice.talking.add(call_id)
+        assert boris.post(f"/api/calls/{call_id}/hold").status_code == 403  # not his call
+        assert anna.post(f"/api/calls/{call_id}/hold").status_code == 200
+        assert anna.post(f"/api/calls/{call_id}/resume").status_code == 200
+        moved = anna.post(f"/api/calls/{call_id}/transfer", json={"to": "boris"})
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["agent_id"] == service.sb.store.get_agent("boris").id
+        assert boris.post(f"/api/calls/{call_id}/hold").status_code == 200  # now his
+        out = boris.post(f"/api/calls/{call_id}/transfer", json={"to": "8 495 765-43-21"})
+        assert out.status_code == 200 and out.json()["agent_id"] is None
+        assert [(a, getattr(t, "name", None) or (t and str(t))) for a, _, t in voice.actions] == [
+            ("hold", None),
+            ("resume", None),
+            ("transfer", "boris"),
+            ("hold", None),
+            ("transfer", "phone:+74957654321"),
+        ]
+        assert anna.post(f"/api/calls/{call_id}/transfer", json={}).status_code == 422
+        assert anna.post("/api/calls/nope/hold").status_code == 404
+
+
 def test_a_call_id_with_a_slash_is_served(service: Service, tmp_path: Path) -> None:
     """Call ids are the channels' own: a SIP Call-ID may hold "/", "?" or "#"."""
     from switchboard import Direction

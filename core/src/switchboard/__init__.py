@@ -7,6 +7,7 @@ from switchboard.address import Address, AddressBook, AddressError
 from switchboard.auth import Principal
 from switchboard.backoff import Backoff
 from switchboard.channels import (
+    CallControl,
     CallHandler,
     CallSession,
     Channel,
@@ -77,6 +78,7 @@ __all__ = [
     "Agent",
     "Attachment",
     "Backoff",
+    "CallControl",
     "CallHandler",
     "CallRecord",
     "CallSession",

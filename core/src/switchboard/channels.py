@@ -176,6 +176,27 @@ class VoiceChannel(Channel, Protocol):
 
 
 @runtime_checkable
+class CallControl(Protocol):
+    """A voice channel that can act on its calls while they talk (the console's and the
+    API's hold, resume and transfer buttons). Each method raises ``LookupError`` when the
+    call is not talking on this channel now, ``ValueError`` for a target it cannot call."""
+
+    async def hold(self, call_id: str) -> None:
+        """Put the customer on hold: they hear music, the agent hears nothing."""
+        ...
+
+    async def resume(self, call_id: str) -> None:
+        """Take the customer off hold."""
+        ...
+
+    async def transfer(self, call_id: str, to: Agent | Address) -> None:
+        """Hand the customer to another agent (their extension) or a number; returns once
+        the call talks to them (the record's agent follows: ``calls.transferred``), or
+        raises ``ValueError`` with why it could not (then the call stays as it was)."""
+        ...
+
+
+@runtime_checkable
 class CallSession(Protocol):
     """One live call as a voice channel hands it to a ``route_call`` handler (the IVR).
 

@@ -301,8 +301,9 @@ class Switchboard(ServiceAPI):
         handle = self.channels[name]
         # a task that swallows its cancellation is left to channel.stop() below, which
         # closes what it reads from
-        await self.loops.stop(*handle.loops)
-        handle.loops.clear()
+        if handle.loops:  # (no names would stop every loop of the runner)
+            await self.loops.stop(*handle.loops)
+            handle.loops.clear()
         for task in await handle.tasks.cancel_all(TASK_STOP_TIMEOUT):
             log.error(
                 "channel %s: task %s did not stop within %.0f s after cancel",

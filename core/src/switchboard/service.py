@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from switchboard import sharing
 from switchboard.address import Address, AddressError
 from switchboard.auth import Principal
-from switchboard.channels import ChannelState, VoiceChannel
+from switchboard.channels import CallControl, ChannelState, VoiceChannel
 from switchboard.errors import Forbidden, Invalid, NotFound, Unavailable
 from switchboard.files import Attachment, FileRoots, attachments
 from switchboard.limits import one_line as one_line_cut
@@ -294,6 +294,38 @@ class ServiceAPI:
             raise Unavailable("no voice channel is running")
         call_id: str = await channel.dial(agent, target)
         return call_id
+
+    async def control_call(
+        self, who: Principal, call_id: str, action: str, to: Agent | Address | None = None
+    ) -> CallRecord:
+        """Hold, resume or transfer (``action``) a call while it talks, through its channel
+        (a ``CallControl``); the call's record afterwards. For the agent who has the call,
+        supervisors and admins (``Forbidden``); ``NotFound`` for a call that is not
+        talking now, ``Invalid`` for a target the channel cannot call, ``Unavailable``
+        when its channel cannot do this or is not running."""
+        call = await self.call(call_id)
+        if not can_hear(call, who):
+            raise Forbidden("only the agent who has the call, supervisors and admins")
+        handle = self.channels.get(call.channel)
+        channel = handle.channel if handle is not None else None
+        if handle is None or handle.state is not ChannelState.RUNNING:
+            raise Unavailable(f"channel {call.channel} is not running")
+        if not isinstance(channel, CallControl):
+            raise Unavailable(f"channel {call.channel} cannot hold or transfer calls")
+        try:
+            if action == "hold":
+                await channel.hold(call_id)
+            elif action == "resume":
+                await channel.resume(call_id)
+            elif action == "transfer" and to is not None:
+                await channel.transfer(call_id, to)
+            else:
+                raise Invalid(f"unknown call action {action!r}")
+        except LookupError as exc:
+            raise NotFound(str(exc).strip("'\"")) from None
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+        return await self.call(call_id)
 
     async def recording_file(self, who: Principal, call_id: str) -> Path:
         """Where the call's recording (a WAV) is on disk, for whoever may hear it:

@@ -415,11 +415,35 @@ class LoopbackChannel:
 
 class LoopbackVoiceChannel(LoopbackChannel):
     """A loopback channel that also "dials": each ``dial`` reports a ringing outbound call
-    for the agent to the core and keeps ``(agent, address, call_id)`` in ``dialed``."""
+    for the agent to the core and keeps ``(agent, address, call_id)`` in ``dialed``. It
+    is a ``CallControl`` too: the calls in ``talking`` may be held, resumed and
+    transferred (each action kept in ``actions``; a transfer reports the new agent)."""
 
     def __init__(self, name: str = "voice") -> None:
         super().__init__(name, "phone")
         self.dialed: list[tuple[Agent, Address, str]] = []
+        self.talking: set[str] = set()
+        self.actions: list[tuple[str, str, Agent | Address | None]] = []
+
+    def _talking(self, call_id: str) -> None:
+        if call_id not in self.talking:
+            raise LookupError(f"call {call_id} is not talking on {self.name}")
+
+    async def hold(self, call_id: str) -> None:
+        self._talking(call_id)
+        self.actions.append(("hold", call_id, None))
+
+    async def resume(self, call_id: str) -> None:
+        self._talking(call_id)
+        self.actions.append(("resume", call_id, None))
+
+    async def transfer(self, call_id: str, to: Agent | Address) -> None:
+        self._talking(call_id)
+        if isinstance(to, Address) and to.kind != "phone":
+            raise ValueError(f"{self.name} transfers to agents and phone numbers")
+        assert self.ctx is not None
+        self.actions.append(("transfer", call_id, to))
+        await self.ctx.calls.transferred(self.name, call_id, to if isinstance(to, Agent) else None)
 
     async def dial(self, agent: Agent, address: Address) -> str:
         if self.ctx is None:

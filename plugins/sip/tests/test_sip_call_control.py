@@ -20,7 +20,8 @@ from sip_peers import (
     until,
 )
 
-from switchboard import Disposition
+from switchboard import Disposition, NotFound, Role
+from switchboard.auth import Principal
 from switchboard_sip import dialog
 from switchboard_sip.media import tone
 from switchboard_sip.testing import (
@@ -80,13 +81,17 @@ async def test_a_session_nobody_refreshes_is_hung_up(
         await sb.close()
 
 
-def loudness_windows(path: Path, seconds: float = 0.5) -> list[int]:
+def loudness_windows(path: Path | str, seconds: float = 0.5, channel: int = 0) -> list[int]:
+    """Loudness (RMS) of each ``seconds`` of a WAV (of one ``channel`` of a stereo one)."""
     from switchboard_sip._compat import audioop
 
     with wave.open(str(path), "rb") as w:
         step = int(w.getframerate() * seconds)
+        stereo = w.getnchannels() == 2
         out = []
         while frames := w.readframes(step):
+            if stereo:
+                frames = audioop.tomono(frames, 2, 1.0 - channel, float(channel))
             out.append(audioop.rms(frames, w.getsampwidth()))
     return out
 
@@ -264,5 +269,56 @@ async def test_a_refer_that_could_send_the_call_elsewhere_is_refused(
         assert record.agent_id == sb.store.get_agent("alice").id
         assert record.hangup_cause == "agent hung up"
         assert (await alice.wait(10)).ok
+    finally:
+        await sb.close()
+
+
+async def test_the_service_api_holds_resumes_and_transfers_a_call(
+    tmp_path: Path, kam_tls: Kamailio, softphones: list[Baresip]
+) -> None:
+    """What POST /api/calls/{id}/hold, /resume and /transfer do: Switchboard re-INVITEs
+    the customer's phone (sendonly, then sendrecv) and plays it music meanwhile, then
+    hands the call to bob in the same call and recording."""
+    music = tmp_path / "music.wav"
+    with wave.open(str(music), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(tone(2.0, 300.0, 1000))
+    sb = await open_sip(tmp_path, kam_tls, ring_agents=["alice"], music_on_hold=str(music))
+    try:
+        await baresip(softphones, tmp_path, kam_tls, "101", "udp")
+        bob = await baresip(softphones, tmp_path, kam_tls, "102", "udp", freq=660, volume=3000)
+        customer = await baresip(softphones, tmp_path, kam_tls, CALLER, "udp", freq=880)
+        customer.command("dial", f"sip:switchboard@127.0.0.1:{kam_tls.port}")
+        await until(lambda: any(c.agent_id for c in sb.store.list_calls()), within=20)
+        call_id = sb.store.list_calls()[0].call_id
+        admin = Principal(name="test", role=Role.ADMIN)
+        await asyncio.sleep(1.5)
+        await sb.control_call(admin, call_id, "hold")
+        await asyncio.sleep(2.5)
+        await sb.control_call(admin, call_id, "resume")
+        await asyncio.sleep(1.5)
+        bob_agent = sb.store.get_agent("bob")
+        record = await sb.control_call(admin, call_id, "transfer", bob_agent)
+        assert record.agent_id == bob_agent.id
+        await asyncio.sleep(2)
+        customer.command("hangup")
+        record = await until(lambda: ended_call(sb), within=15)
+        assert record.agent_id == bob_agent.id
+        assert record.recording is not None and record.recording.duration > 6
+        # its phone was told twice: hold (sendonly) and resume (sendrecv)
+        assert customer.output().count("got re-INVITE") == 2
+        # what the customer was sent, as recorded (right channel): alice, the music,
+        # alice, (the music while bob rang), bob
+        levels = loudness_windows(record.recording.path, channel=1)
+        alice_sent = [i for i, v in enumerate(levels) if v > 4500]
+        music_sent = [i for i, v in enumerate(levels) if 300 < v < 1500]
+        bob_sent = [i for i, v in enumerate(levels) if 1800 < v < 2600]
+        assert len(music_sent) >= 4 and len(bob_sent) >= 2, levels
+        assert min(alice_sent) < min(music_sent) < max(alice_sent) < min(bob_sent), levels
+        assert heard(bob) > 3000  # and bob heard the customer
+        with pytest.raises(NotFound):  # it ended: nothing to hold
+            await sb.control_call(admin, call_id, "hold")
     finally:
         await sb.close()

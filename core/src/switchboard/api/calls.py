@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from pydantic import Field, model_validator
 
+from switchboard.address import Address
 from switchboard.api.common import (
     Accepted,
     Body,
@@ -20,7 +21,9 @@ from switchboard.api.common import (
     call_json,
     parse_address,
 )
+from switchboard.errors import NotFound
 from switchboard.files import safe_filename
+from switchboard.models import Agent
 
 router = APIRouter(prefix="/api")
 links = APIRouter()  # outside /api: no bearer token, the signed link is the key
@@ -91,6 +94,34 @@ async def shared_recording(token: str, sb: Core) -> FileResponse:
     card): no bearer token, the link is the key. 404 for a forged or expired one."""
     call_id, path = await sb.shared_recording(token)
     return recording_response(call_id, path)
+
+
+class TransferIn(Body):
+    to: str = Field(description="an agent's name or extension, or a phone number")
+
+
+@router.post("/calls/{call_id:path}/hold")
+async def hold_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
+    """Put the customer on hold (music on hold; the agent hears nothing)."""
+    return call_json(await sb.control_call(who, call_id, "hold"), who)
+
+
+@router.post("/calls/{call_id:path}/resume")
+async def resume_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
+    """Take the customer off hold."""
+    return call_json(await sb.control_call(who, call_id, "resume"), who)
+
+
+@router.post("/calls/{call_id:path}/transfer")
+async def transfer_call(call_id: str, body: TransferIn, sb: Core, who: Caller) -> dict[str, Any]:
+    """Hand the customer to another agent or a number: answers once they talk (the
+    record's agent is the new one), 422 if nobody answered (the call stays as it was)."""
+    to: Agent | Address
+    try:
+        to = await sb.agent(body.to)
+    except NotFound:
+        to = parse_address(sb, body.to, "body.to")
+    return call_json(await sb.control_call(who, call_id, "transfer", to), who)
 
 
 @router.get("/calls/{call_id:path}")

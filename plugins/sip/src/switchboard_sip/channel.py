@@ -230,8 +230,9 @@ class Bridge:
         self.recorder = recorder
         self.music = Loop(hold_music or default_music_on_hold())
         self.session: SipCallSession | None = None
-        self.transfer: asyncio.Task[None] | None = None  # a REFER being carried out
+        self.transfer: asyncio.Task[str | None] | None = None  # a transfer under way
         self.waiting = False  # the customer waits for a transfer: music, no agent audio
+        self.held = False  # we put the customer on hold: music, no agent audio
 
     def tick(self) -> None:
         """Relay one frame each way. A side that put the other on hold (re-INVITE
@@ -239,7 +240,7 @@ class Bridge:
         a_stream, b_stream = self.customer.stream, self.agent.stream
         a = a_stream.take_frame() if a_stream else None
         b = b_stream.take_frame() if b_stream else None
-        if self.waiting:
+        if self.waiting or self.held:
             a, b = None, self.music.frame()
         elif a_stream is not None and a_stream.on_hold:
             a = self.music.frame() if b_stream is not None and not b_stream.on_hold else None
@@ -826,22 +827,36 @@ class SipChannel:
         return True
 
     async def _transfer(
-        self, bridge: Bridge, transferor: Leg, target: str, replaces: str | None = None
-    ) -> None:
-        """Blind transfer (RFC 3515 as transferee): the customer hears music on hold while
-        ``target`` rings; once answered it is bridged to the customer, the transferor is
-        told (NOTIFY with the final status) and hung up. If nobody answers, the customer
-        goes back to the transferor, or the call ends if the transferor has left."""
-        ctx, ua = self.ctx, self.ua
+        self,
+        bridge: Bridge,
+        transferor: Leg | None,
+        target: str,
+        replaces: str | None = None,
+        *,
+        agent: Agent | None = None,
+        out: UserAgent | None = None,
+    ) -> str | None:
+        """Carry a transfer out: the customer hears music on hold while ``target`` rings
+        (through ``out``, the main account unless a trunk); once answered it is bridged to
+        the customer, the record's agent follows, and the agent leg before is hung up.
+        With a ``transferor`` (a phone's REFER, RFC 3515, Switchboard the transferee) it
+        is told by NOTIFY and hangs up itself first. If nobody answers, the customer goes
+        back to the agent before (or the call ends if they left). Returns why it failed,
+        or None."""
+        ctx, ua = self.ctx, out or self.ua
         assert ctx is not None
         assert ua is not None
         assert bridge.session is not None
         session = bridge.session
         customer = bridge.customer
+        before = bridge.agent
+        was_held = bridge.held
         bridge.waiting = True
-        await transferor.notify_refer("SIP/2.0 100 Trying")
-        agents = await asyncio.to_thread(self.agents_with_extension)  # a store read
-        agent = next((a for a in agents if a.extension == target), None)
+        if transferor is not None:
+            await transferor.notify_refer("SIP/2.0 100 Trying")
+        if agent is None:
+            agents = await asyncio.to_thread(self.agents_with_extension)  # a store read
+            agent = next((a for a in agents if a.extension == target), None)
         name = (session.contact.name or customer.user or "caller")[:40].replace('"', "")
         kind, _, number = (session.call.from_address or "").partition(":")
         caller = number if kind == "phone" and CALLER_NUMBER.fullmatch(number) else None
@@ -856,23 +871,81 @@ class SipChannel:
             await ua.wait_answer(leg, self.settings.ring_timeout)
         except SipError as exc:
             log.info("call %s: transfer to %s failed: %s", customer.call_id, target, exc)
-            status = exc.status if exc.status >= 300 else 503
-            await transferor.notify_refer(f"SIP/2.0 {status} {exc.reason[:60]}", final=True)
+            if transferor is not None:
+                status = exc.status if exc.status >= 300 else 503
+                await transferor.notify_refer(f"SIP/2.0 {status} {exc.reason[:60]}", final=True)
             bridge.waiting = False
             bridge.transfer = None
-            return
+            return f"{target} did not answer: {exc}"
         if leg.stream is not None:
             leg.stream.inbound.clear()
         bridge.agent = leg
-        bridge.waiting = False
+        bridge.waiting = bridge.held = False
+        if was_held:  # the customer's phone was told to hold: it talks again
+            with contextlib.suppress(SipError):
+                await customer.reinvite("sendrecv")
         log.info("call %s: transferred to %s", customer.call_id, target)
         await ctx.calls.transferred(ctx.channel, session.call.call_id, agent)
-        await transferor.notify_refer("SIP/2.0 200 OK", final=True)
         bridge.transfer = None
-        # the transferor hangs up on the final NOTIFY (RFC 5589 §6); if not, we do
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(transferor.ended.wait(), 4)
-        await transferor.hangup()
+        if transferor is not None:
+            await transferor.notify_refer("SIP/2.0 200 OK", final=True)
+            # the transferor hangs up on the final NOTIFY (RFC 5589 §6); if not, we do
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(transferor.ended.wait(), 4)
+        await before.hangup()
+        return None
+
+    # -- call control (the console's and the API's hold, resume, transfer) ----------------
+
+    def _bridge_of(self, call_id: str) -> Bridge:
+        for bridge in self.bridges:
+            if bridge.session is not None and bridge.session.call.call_id == call_id:
+                return bridge
+        raise LookupError(f"call {call_id} is not talking on the SIP channel now")
+
+    async def hold(self, call_id: str) -> None:
+        """Hold the customer: a re-INVITE with ``a=sendonly`` (RFC 3264 §8.4), music on
+        hold to them, nothing relayed to the agent. A phone that refuses the re-INVITE
+        still hears the music (our stream keeps sending)."""
+        bridge = self._bridge_of(call_id)
+        if bridge.held:
+            return
+        bridge.held = True
+        try:
+            await bridge.customer.reinvite("sendonly")
+        except SipError as exc:
+            log.info("call %s: hold re-INVITE answered %s", call_id, exc)
+
+    async def resume(self, call_id: str) -> None:
+        bridge = self._bridge_of(call_id)
+        if not bridge.held:
+            return
+        bridge.held = False
+        try:
+            await bridge.customer.reinvite("sendrecv")
+        except SipError as exc:
+            log.info("call %s: resume re-INVITE answered %s", call_id, exc)
+
+    async def transfer(self, call_id: str, to: Agent | Address) -> None:
+        """Hand the customer to another agent's extension or a number (through the trunk
+        its prefix names): Switchboard stays in the call (it bridges anew and keeps
+        recording) rather than sending REFER."""
+        bridge = self._bridge_of(call_id)
+        if bridge.transfer is not None:
+            raise ValueError("a transfer of this call is under way")
+        out: UserAgent | None = None
+        agent: Agent | None = None
+        if isinstance(to, Agent):
+            if not to.extension:
+                raise ValueError(f"agent {to.name} has no extension")
+            target, agent = to.extension, to
+        else:
+            out, trunk = self.route_out(to)
+            target = self.dial_string(to, trunk.dial_format if trunk else None)
+        bridge.transfer = self.spawn(self._transfer(bridge, None, target, agent=agent, out=out))
+        failed = await bridge.transfer
+        if failed is not None:
+            raise ValueError(failed)
 
     # -- click-to-call --------------------------------------------------------------------
 

@@ -207,11 +207,14 @@ def make_sdp(
     crypto: Crypto | None = None,
     profile: str = "RTP/AVP",
     direction: str = "sendrecv",
+    version: int | None = None,
 ) -> bytes:
+    """Our session description; ``version`` (RFC 3264 §8: the same ``session`` and one more
+    each time the description changes in a dialog) defaults to ``session``."""
     pts = [int(CODECS[c.upper()].value) for c in codecs]
     lines = [
         "v=0",
-        f"o=switchboard {session} {session} IN IP4 {ip}",
+        f"o=switchboard {session} {session if version is None else version} IN IP4 {ip}",
         "s=switchboard",
         f"c=IN IP4 {ip}",
         "t=0 0",
@@ -293,6 +296,9 @@ class RtpStream(asyncio.DatagramProtocol):
         self.local_crypto: Crypto | None = None
         self.profile = "RTP/AVP"
         self.direction = "sendrecv"  # ours, as our last SDP said
+        # our o= line: one session id for the dialog, its version counting each new SDP
+        self.sdp_session = 0
+        self.sdp_version = 0
         self.on_hold = False  # the far end put us on hold (sendonly or inactive)
         self._srtp_tx: pylibsrtp.Session | None = None
         self._srtp_rx: pylibsrtp.Session | None = None

@@ -397,12 +397,18 @@ class UserAgent:
     # -- media negotiation ----------------------------------------------------------------
 
     def sdp_for(self, stream: RtpStream) -> bytes:
-        """Our offer or answer for ``stream``: its port, our codecs, its SRTP key."""
+        """Our offer or answer for ``stream``: its port, our codecs, its SRTP key and
+        direction; the same o= session for the dialog, its version one more each time."""
+        if not stream.sdp_session:
+            stream.sdp_session = stream.sdp_version = self.session_id()
+        else:
+            stream.sdp_version += 1
         return make_sdp(
             self.media_ip,
             stream.port,
             self.codecs,
-            self.session_id(),
+            stream.sdp_session,
+            version=stream.sdp_version,
             crypto=stream.local_crypto,
             profile=stream.profile,
             direction=stream.direction,
