@@ -119,6 +119,19 @@ def summarize_profile(path: Path, top: int = 12) -> list[tuple[str, float]]:
     return [(name, count / total) for name, count in ranked]
 
 
+async def open_bench_switchboard(folder: Path, **sip: Any) -> Any:
+    """A runner with the SIP channel (these ``[plugins.sip]`` settings at a loopback
+    Kamailio) and one agent, alice, at extension 101."""
+    return await open_switchboard(
+        folder,
+        LoopbackPlugin(SipChannel(), plugin_name="sip", settings=SipSettings),
+        config={
+            "switchboard": {"agents": [{"name": "alice", "extension": "101"}]},
+            "plugins": {"sip": {"server": "127.0.0.1", "local_port": free_udp_port(), **sip}},
+        },
+    )
+
+
 async def bridged_step(root: Path, n: int, args: Any, profile_it: bool) -> dict[str, Any]:
     folder = root / f"bridge{n}"
     folder.mkdir(parents=True)
@@ -126,26 +139,16 @@ async def bridged_step(root: Path, n: int, args: Any, profile_it: bool) -> dict[
     hold = max(args.hold, n / args.rate + 2)
     total = n * 2
     rtp_low = 20000
-    sb = await open_switchboard(
+    sb = await open_bench_switchboard(
         folder,
-        LoopbackPlugin(SipChannel(), plugin_name="sip", settings=SipSettings),
-        config={
-            "switchboard": {"agents": [{"name": "alice", "extension": "101"}]},
-            "plugins": {
-                "sip": {
-                    "server": "127.0.0.1",
-                    "port": kam.port,
-                    "username": kam.user,
-                    "password": kam.password,
-                    "local_port": free_udp_port(),
-                    "rtp_port_low": rtp_low,
-                    "rtp_port_high": rtp_low + 8 * n + 100,
-                    "max_calls": n + 50,
-                    "ring_timeout": 30,
-                    "record": True,
-                }
-            },
-        },
+        port=kam.port,
+        username=kam.user,
+        password=kam.password,
+        rtp_port_low=rtp_low,
+        rtp_port_high=rtp_low + 8 * n + 100,
+        max_calls=n + 50,
+        ring_timeout=30,
+        record=True,
     )
     spy: subprocess.Popen[bytes] | None = None
     try:
@@ -272,26 +275,16 @@ async def tls_setups(root: Path, rate: float, seconds: float) -> dict[str, Any]:
     folder = root / f"tls{rate:g}"
     folder.mkdir(parents=True)
     kam = Kamailio(folder / "kamailio", tls=True).start()
-    sb = await open_switchboard(
+    sb = await open_bench_switchboard(
         folder,
-        LoopbackPlugin(SipChannel(), plugin_name="sip", settings=SipSettings),
-        config={
-            "switchboard": {"agents": [{"name": "alice", "extension": "101"}]},
-            "plugins": {
-                "sip": {
-                    "server": "127.0.0.1",
-                    "port": kam.tls_port,
-                    "transport": "tls",
-                    "tls_ca_file": str(kam.ca_file),
-                    "username": kam.user,
-                    "password": kam.password,
-                    "local_port": free_udp_port(),
-                    "rtp_port_low": 20000,
-                    "rtp_port_high": 29998,
-                    "max_calls": 1000,
-                }
-            },
-        },
+        port=kam.tls_port,
+        transport="tls",
+        tls_ca_file=str(kam.ca_file),
+        username=kam.user,
+        password=kam.password,
+        rtp_port_low=20000,
+        rtp_port_high=29998,
+        max_calls=1000,
     )
     try:
         total = int(rate * seconds)

@@ -322,3 +322,40 @@ async def test_the_service_api_holds_resumes_and_transfers_a_call(
             await sb.control_call(admin, call_id, "hold")
     finally:
         await sb.close()
+
+
+async def test_a_transfer_to_a_number_by_refer_hands_the_customer_on(
+    tmp_path: Path, kam_tls: Kamailio, softphones: list[Baresip]
+) -> None:
+    """``transfer_out = "refer"`` (Switchboard the transferor, RFC 3515): the customer's
+    phone is asked to call the number itself; once its NOTIFY says 200 we leave the call,
+    and the customer talks to the number without us in between."""
+    sb = await open_sip(
+        tmp_path,
+        kam_tls,
+        ring_agents=["alice"],
+        dial_format="e164_digits",
+        transfer_out="refer",
+    )
+    try:
+        alice = await baresip(softphones, tmp_path, kam_tls, "101", "udp")
+        outside = await baresip(softphones, tmp_path, kam_tls, "49301234", "udp", freq=660)
+        customer = await baresip(softphones, tmp_path, kam_tls, CALLER, "udp", freq=880)
+        customer.command("dial", f"sip:switchboard@127.0.0.1:{kam_tls.port}")
+        await until(lambda: any(c.agent_id for c in sb.store.list_calls()), within=20)
+        call_id = sb.store.list_calls()[0].call_id
+        await asyncio.sleep(1)
+        admin = Principal(name="test", role=Role.ADMIN)
+        await sb.control_call(admin, call_id, "transfer", sb.addresses.parse("+49301234"))
+        record = await until(lambda: ended_call(sb), within=15)
+        assert record.hangup_cause == "transferred to +49301234"
+        assert record.disposition is Disposition.ANSWERED
+        await asyncio.sleep(2)  # the customer and the outside phone talk, without us
+        assert sb.channels["sip"].channel.bridges == set()
+        assert "transferring call" in customer.output()  # its phone took our REFER
+        customer.command("hangup")
+        await asyncio.sleep(1)  # the phones close their recordings
+        assert heard(outside) > 500  # the outside phone heard the customer
+        assert len(alice.recordings("dec")) == 1
+    finally:
+        await sb.close()

@@ -155,6 +155,12 @@ class SipSettings:
     )
     # a WAV played to a party the other side put on hold (None: a soft chime)
     music_on_hold: str | None = None
+    # how the API's transfer to a number is done: "bridge" (we call it and stay in the
+    # call, recording) or "refer" (the customer's side is asked to call it, REFER, and we
+    # leave the call: no second leg, the recording ends there)
+    transfer_out: str = attrs.field(
+        default="bridge", validator=attrs.validators.in_(("bridge", "refer"))
+    )
     # RFC 4028 session timer asked for and granted (seconds; 0: none of ours)
     session_expires: int = attrs.field(default=1800)
     # more accounts or trunks: calls in from each, calls out by number prefix
@@ -233,6 +239,7 @@ class Bridge:
         self.transfer: asyncio.Task[str | None] | None = None  # a transfer under way
         self.waiting = False  # the customer waits for a transfer: music, no agent audio
         self.held = False  # we put the customer on hold: music, no agent audio
+        self.left: str | None = None  # we handed the customer on by REFER, and left
 
     def tick(self) -> None:
         """Relay one frame each way. A side that put the other on hold (re-INVITE
@@ -806,7 +813,9 @@ class SipChannel:
             if recorder is not None:
                 recorder.close()
             agent_leg = bridge.agent
-            if customer.cut_off or agent_leg.cut_off:  # our watchdog ended it
+            if bridge.left:
+                session.hangup_cause = bridge.left
+            elif customer.cut_off or agent_leg.cut_off:  # our watchdog ended it
                 session.hangup_cause = customer.cut_off or agent_leg.cut_off
             elif agent_leg.state is LegState.ENDED and customer.state is not LegState.ENDED:
                 session.hangup_cause = "agent hung up"
@@ -928,24 +937,50 @@ class SipChannel:
 
     async def transfer(self, call_id: str, to: Agent | Address) -> None:
         """Hand the customer to another agent's extension or a number (through the trunk
-        its prefix names): Switchboard stays in the call (it bridges anew and keeps
-        recording) rather than sending REFER."""
+        its prefix names). Switchboard stays in the call (it bridges anew and keeps
+        recording), or, for a number with ``transfer_out = "refer"``, asks the customer's
+        side to call it (REFER) and leaves."""
         bridge = self._bridge_of(call_id)
         if bridge.transfer is not None:
             raise ValueError("a transfer of this call is under way")
-        out: UserAgent | None = None
-        agent: Agent | None = None
         if isinstance(to, Agent):
             if not to.extension:
                 raise ValueError(f"agent {to.name} has no extension")
-            target, agent = to.extension, to
+            bridge.transfer = self.spawn(self._transfer(bridge, None, to.extension, agent=to))
+        elif self.settings.transfer_out == "refer":
+            bridge.transfer = self.spawn(self._refer_out(bridge, to))
         else:
             out, trunk = self.route_out(to)
             target = self.dial_string(to, trunk.dial_format if trunk else None)
-        bridge.transfer = self.spawn(self._transfer(bridge, None, target, agent=agent, out=out))
+            bridge.transfer = self.spawn(self._transfer(bridge, None, target, out=out))
         failed = await bridge.transfer
         if failed is not None:
             raise ValueError(failed)
+
+    async def _refer_out(self, bridge: Bridge, to: Address) -> str | None:
+        """Transfer to a number by REFER (we the transferor, RFC 3515): the customer's
+        side calls it itself; on its final 200 we hang up both our legs and the record
+        ends ``transferred to NUMBER``. Returns why it failed, or None."""
+        ctx = self.ctx
+        assert ctx is not None
+        assert bridge.session is not None
+        customer = bridge.customer
+        target = customer.ua.target_uri(self.dial_string(to))
+        bridge.held = True  # the agent is out of the conversation meanwhile
+        try:
+            status = await customer.refer(target)
+        except SipError as exc:
+            return f"the customer's side did not take the transfer: {exc}"
+        finally:
+            bridge.held = False
+            bridge.transfer = None
+        if status != 200:
+            return f"{to.value} was not reached ({status})"
+        log.info("call %s: handed on to %s by REFER", customer.call_id, to.value)
+        bridge.left = f"transferred to {to.value}"
+        await ctx.calls.transferred(ctx.channel, bridge.session.call.call_id, None)
+        await customer.hangup()
+        return None
 
     # -- click-to-call --------------------------------------------------------------------
 

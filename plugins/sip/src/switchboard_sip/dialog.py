@@ -75,6 +75,8 @@ class Leg:
         self.acked = asyncio.Event()
         self.info_digits: asyncio.Queue[str] = asyncio.Queue()
         self.invite_task: asyncio.Task[None] | None = None  # outgoing: the INVITE's
+        # a REFER we sent (we the transferor): the final status its NOTIFYs report
+        self.refer_result: asyncio.Future[int] | None = None
         # RFC 4028 session timer: the interval agreed (0: none), who refreshes, and when
         # the session was last refreshed (a re-INVITE or UPDATE either way)
         self.session_expires = 0
@@ -321,6 +323,38 @@ class Leg:
                 ],
                 body=(sipfrag + "\r\n").encode(),
             )
+
+    async def refer(self, target: str, *, timeout: float = 60.0) -> int:
+        """Ask the peer to call ``target`` (a SIP URI) itself: REFER (RFC 3515, we the
+        transferor). Returns the final status its NOTIFYs report (200: the peer talks to
+        the target; the caller then hangs this leg up, RFC 5589), or raises
+        :class:`SipError` when the REFER is refused or nothing final comes in ``timeout``."""
+        loop = asyncio.get_running_loop()
+        self.refer_result = loop.create_future()
+        try:
+            await self.request(
+                "REFER",
+                extra=[
+                    ("Refer-To", f"<{target}>"),
+                    ("Referred-By", f"<{self.ua.aor}>"),
+                    ("Contact", self.ua.contact),
+                ],
+            )
+            return await asyncio.wait_for(asyncio.shield(self.refer_result), timeout)
+        except TimeoutError:
+            raise SipError(408, f"no final NOTIFY for the REFER within {timeout:.0f} s") from None
+        finally:
+            self.refer_result = None
+
+    def refer_progress(self, sipfrag: bytes, terminated: bool) -> None:
+        """A NOTIFY for our REFER: its message/sipfrag's status line; a final status (or
+        the subscription's end) completes :meth:`refer`."""
+        first = sipfrag.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("ascii", "replace")
+        parts = first.split()
+        status = int(parts[1]) if len(parts) > 1 and sipmsg.STATUS.fullmatch(parts[1]) else 0
+        done = self.refer_result
+        if done is not None and not done.done() and (status >= 200 or terminated):
+            done.set_result(status or 500)
 
     async def reinvite(self, direction: str | None = None) -> None:
         """A re-INVITE with our media (``direction`` ``sendonly`` holds the peer,

@@ -577,6 +577,11 @@ class UserAgent:
         elif method == "REFER":
             self._on_refer_request(msg, addr)
         elif method == "NOTIFY":
+            leg = self.legs.get(msg.call_id)
+            event = (msg.get("Event") or "").split(";", 1)[0].strip().lower()
+            if leg is not None and event == "refer":
+                state = (msg.get("Subscription-State") or "").lower()
+                leg.refer_progress(msg.body[:200], state.startswith("terminated"))
             self.send(sipmsg.response(msg, 200), addr)
         elif method == "MESSAGE":
             if self.on_message is None:
