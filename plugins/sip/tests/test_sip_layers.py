@@ -1,6 +1,7 @@
-"""The UA's lower layers on their own, over real loopback sockets: stream framing and its
-bounds (oversized, slowloris, too many connections, failed TLS handshakes), keep-alives,
-and client transactions (retransmission over UDP only, transport errors at once)."""
+"""The UA's layers on their own, over real loopback sockets: stream framing and its bounds
+(oversized, slowloris, too many connections, failed TLS handshakes), keep-alives, client
+transactions (retransmission over UDP only, transport errors at once), registration
+(digest, NAT discovery) and the dialog's session timer."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import trustme
 
 from switchboard_sip import message as sipmsg
+from switchboard_sip.dialog import Leg
 from switchboard_sip.testing import free_udp_port
 from switchboard_sip.transaction import SipError, Transactions
 from switchboard_sip.transport import (
@@ -28,6 +30,7 @@ from switchboard_sip.transport import (
     client_context,
     server_context,
 )
+from switchboard_sip.ua import UserAgent
 
 
 def options(n: int = 1, body: bytes = b"") -> bytes:
@@ -303,3 +306,120 @@ async def test_a_tls_client_refuses_a_certificate_it_cannot_check(tmp_path: Path
         await stream.stop()
         server.close()
         await server.wait_closed()
+
+
+# -- registration and dialog ------------------------------------------------------------------
+
+
+async def test_registration_answers_the_challenge_and_learns_its_address_behind_nat() -> None:
+    """A registrar (a scripted UDP peer) challenges, then answers with our Via's
+    ``received``/``rport`` naming another address, as behind NAT: the agent registers
+    again with that address and unbinds the private one (RFC 3581, RFC 3261 §10.2.2)."""
+    registrar = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    registrar.bind(("127.0.0.1", 0))
+    registrar.setblocking(False)
+    ua = UserAgent(
+        server="127.0.0.1",
+        port=registrar.getsockname()[1],
+        username="sb",
+        password="pw",
+        ip="127.0.0.1",
+        local_port=0,
+        rtp_ports=(40000, 40010),
+        codecs=["PCMU"],
+    )
+    await ua.start()
+    loop = asyncio.get_running_loop()
+    seen: list[sipmsg.SipMessage] = []
+
+    async def serve() -> None:
+        while True:
+            data, addr = await loop.sock_recvfrom(registrar, 65535)
+            if not data.strip():
+                continue  # a keep-alive
+            msg = sipmsg.parse(data)
+            seen.append(msg)
+            if msg.get("Authorization") is None:
+                reply = sipmsg.response(
+                    msg,
+                    401,
+                    headers=[("WWW-Authenticate", 'Digest realm="test", nonce="n1", qop="auth"')],
+                )
+            else:
+                via = msg.get_all("Via")[0].replace(";rport", ";rport=40000")
+                via += ";received=203.0.113.7"
+                resp = sipmsg.parse(sipmsg.response(msg, 200, to_tag="r"))
+                resp.headers = [("Via", via) if k == "Via" else (k, v) for k, v in resp.headers]
+                resp.headers.append(("Contact", f"{ua.contact};expires=120"))
+                reply = resp.to_bytes()
+            registrar.sendto(reply, addr)
+
+    server = asyncio.ensure_future(serve())
+    try:
+        private = ua.contact
+        granted = await ua.register()
+        assert granted == 120
+        assert ua.learned == ("203.0.113.7", 40000)
+        assert ua.contact == "<sip:sb@203.0.113.7:40000>"
+        assert ua.keepalive_interval == 25.0  # behind NAT: keep the binding
+        # REGISTER, challenged; with credentials, 200 naming our public address; again
+        # with it (and the private one unbound), challenged; with credentials, 200
+        plain, authorized, again, again_authorized = seen[:4]
+        assert plain.get("Authorization") is None
+        assert (authorized.get("Authorization") or "").startswith('Digest username="sb"')
+        assert again.get_all("Contact") == [ua.contact, f"{private};expires=0"]
+        assert plain.call_id == again.call_id and again.cseq[0] > authorized.cseq[0]
+        assert again_authorized.cseq[0] > again.cseq[0]
+    finally:
+        server.cancel()
+        await ua.stop()
+        registrar.close()
+
+
+def test_session_timers_are_agreed_as_rfc_4028_says() -> None:
+    """Who refreshes, by the INVITE's Session-Expires and Supported, or by our 2xx's."""
+    ua = UserAgent(
+        server="127.0.0.1",
+        port=5060,
+        username="sb",
+        password="",
+        ip="127.0.0.1",
+        local_port=0,
+        rtp_ports=(40000, 40010),
+        codecs=["PCMU"],
+        session_expires=1800,
+    )
+
+    def invite(*headers: str) -> sipmsg.SipMessage:
+        return sipmsg.parse(
+            (
+                "INVITE sip:sb@127.0.0.1 SIP/2.0\r\n"
+                "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKt\r\n"
+                "From: <sip:a@b>;tag=1\r\nTo: <sip:sb@127.0.0.1>\r\nCall-ID: t\r\n"
+                "CSeq: 1 INVITE\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n"
+            ).encode()
+        )
+
+    leg = Leg(ua, "t", outgoing=False)
+    leg.session_expires = 1800
+    leg.agree_timer(
+        invite("Supported: timer", "Session-Expires: 600;refresher=uac"), we_are_uac=False
+    )
+    assert (leg.session_expires, leg.we_refresh) == (600, False)
+    assert leg.timer_headers(we_are_uac=False) == [
+        ("Session-Expires", "600;refresher=uac"),
+        ("Require", "timer"),
+    ]
+    leg = Leg(ua, "u", outgoing=False)
+    leg.session_expires = 1800
+    leg.agree_timer(invite(), we_are_uac=False)  # the caller knows no timers: we refresh
+    assert (leg.session_expires, leg.we_refresh) == (1800, True)
+    assert leg.timer_headers(we_are_uac=False) == [("Session-Expires", "1800;refresher=uas")]
+    leg = Leg(ua, "v", outgoing=False)
+    leg.session_expires = 1800
+    leg.agree_timer(invite("Session-Expires: 30"), we_are_uac=False)  # below the floor
+    assert leg.session_expires == 90
+    out = Leg(ua, "w", outgoing=True)
+    out.session_expires = 1800
+    out.agree_timer(invite(), we_are_uac=True)  # a 2xx without Session-Expires: none
+    assert out.session_expires == 0 and out.timer_headers(we_are_uac=True) == []
