@@ -24,18 +24,24 @@ def over(kam: Kamailio, transport: str) -> dict[str, Any]:
     return {"transport": transport}
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls", "sips"])
 async def test_registers_over_the_transport(
     tmp_path: Path, kam_tls: Kamailio, transport: str
 ) -> None:
-    sb = await open_sip(tmp_path, kam_tls, **over(kam_tls, transport))
+    """And with ``sips = true`` (TLS, sips: URIs in the AOR, Contact and requests)."""
+    settings = over(kam_tls, "tls") | {"sips": True} if transport == "sips" else {}
+    sb = await open_sip(tmp_path, kam_tls, **(settings or over(kam_tls, transport)))
     try:
-        assert sb.channels["sip"].state is ChannelState.RUNNING
+        assert sb.channels["sip"].state is ChannelState.RUNNING, sb.channels["sip"].last_error
         contacts = kam_tls.registered()
+        ua = sb.channels["sip"].channel.ua
+        if transport == "sips":
+            assert ua.aor.startswith("sips:switchboard@") and ua.contact.startswith("<sips:")
+            assert "Address: sips:switchboard@127.0.0.1" in contacts
+            return
         assert "sip:switchboard@127.0.0.1" in contacts
         if transport != "udp":
             assert f"transport={transport}" in contacts
-        ua = sb.channels["sip"].channel.ua
         assert ua.transport.name == transport.upper()
     finally:
         await sb.close()
