@@ -349,6 +349,7 @@ def test_hold_resume_and_transfer_a_talking_call(service: Service) -> None:
         assert moved.status_code == 200, moved.text
         assert moved.json()["agent_id"] == service.sb.store.get_agent("boris").id
         assert boris.post(f"/api/calls/{call_id}/hold").status_code == 200  # now his
+        assert boris.post(f"/api/calls/{call_id}/consult", json={"to": "anna"}).status_code == 200
         out = boris.post(f"/api/calls/{call_id}/transfer", json={"to": "8 495 765-43-21"})
         assert out.status_code == 200 and out.json()["agent_id"] is None
         assert [(a, getattr(t, "name", None) or (t and str(t))) for a, _, t in voice.actions] == [
@@ -356,6 +357,7 @@ def test_hold_resume_and_transfer_a_talking_call(service: Service) -> None:
             ("resume", None),
             ("transfer", "boris"),
             ("hold", None),
+            ("consult", "anna"),
             ("transfer", "phone:+74957654321"),
         ]
         assert anna.post(f"/api/calls/{call_id}/transfer", json={}).status_code == 422

@@ -192,7 +192,14 @@ class CallControl(Protocol):
     async def transfer(self, call_id: str, to: Agent | Address) -> None:
         """Hand the customer to another agent (their extension) or a number; returns once
         the call talks to them (the record's agent follows: ``calls.transferred``), or
-        raises ``ValueError`` with why it could not (then the call stays as it was)."""
+        raises ``ValueError`` with why it could not (then the call stays as it was).
+        During a consultation with ``to``, completes it (an attended transfer)."""
+        ...
+
+    async def consult(self, call_id: str, to: Agent | Address) -> None:
+        """Attended transfer's first step: the customer hears music while the agent talks
+        to ``to``; returns once they answer. ``transfer`` to them completes it, ``resume``
+        ends it and the agent talks to the customer again."""
         ...
 
 

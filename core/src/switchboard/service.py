@@ -298,7 +298,7 @@ class ServiceAPI:
     async def control_call(
         self, who: Principal, call_id: str, action: str, to: Agent | Address | None = None
     ) -> CallRecord:
-        """Hold, resume or transfer (``action``) a call while it talks, through its channel
+        """Hold, resume, consult or transfer (``action``) a call while it talks, through its channel
         (a ``CallControl``); the call's record afterwards. For the agent who has the call,
         supervisors and admins (``Forbidden``); ``NotFound`` for a call that is not
         talking now, ``Invalid`` for a target the channel cannot call, ``Unavailable``
@@ -319,6 +319,8 @@ class ServiceAPI:
                 await channel.resume(call_id)
             elif action == "transfer" and to is not None:
                 await channel.transfer(call_id, to)
+            elif action == "consult" and to is not None:
+                await channel.consult(call_id, to)
             else:
                 raise Invalid(f"unknown call action {action!r}")
         except LookupError as exc:

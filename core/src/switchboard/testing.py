@@ -437,6 +437,10 @@ class LoopbackVoiceChannel(LoopbackChannel):
         self._talking(call_id)
         self.actions.append(("resume", call_id, None))
 
+    async def consult(self, call_id: str, to: Agent | Address) -> None:
+        self._talking(call_id)
+        self.actions.append(("consult", call_id, to))
+
     async def transfer(self, call_id: str, to: Agent | Address) -> None:
         self._talking(call_id)
         if isinstance(to, Address) and to.kind != "phone":

@@ -359,3 +359,43 @@ async def test_a_transfer_to_a_number_by_refer_hands_the_customer_on(
         assert len(alice.recordings("dec")) == 1
     finally:
         await sb.close()
+
+
+async def test_an_attended_transfer_through_the_api(
+    tmp_path: Path, kam_tls: Kamailio, softphones: list[Baresip]
+) -> None:
+    """/consult then /transfer: the customer hears music while alice talks to bob, then
+    talks to bob in the same call and recording; alice's leg is hung up."""
+    sb = await open_sip(tmp_path, kam_tls, ring_agents=["alice"])
+    try:
+        alice = await baresip(softphones, tmp_path, kam_tls, "101", "udp")
+        bob = await baresip(softphones, tmp_path, kam_tls, "102", "udp", freq=660, volume=3000)
+        customer = await baresip(softphones, tmp_path, kam_tls, CALLER, "udp", freq=880)
+        customer.command("dial", f"sip:switchboard@127.0.0.1:{kam_tls.port}")
+        await until(lambda: any(c.agent_id for c in sb.store.list_calls()), within=20)
+        call_id = sb.store.list_calls()[0].call_id
+        admin = Principal(name="test", role=Role.ADMIN)
+        bob_agent = sb.store.get_agent("bob")
+        await asyncio.sleep(1.5)
+        await sb.control_call(admin, call_id, "consult", bob_agent)
+        await asyncio.sleep(2.5)  # alice and bob talk; the customer hears music
+        record = await sb.control_call(admin, call_id, "transfer", bob_agent)
+        assert record.agent_id == bob_agent.id
+        await asyncio.sleep(2)
+        customer.command("hangup")
+        record = await until(lambda: ended_call(sb), within=15)
+        assert record.agent_id == bob_agent.id
+        assert record.recording is not None
+        # what the customer was sent: alice, the music (quieter), bob
+        levels = loudness_windows(record.recording.path, channel=1)
+        alice_sent = [i for i, v in enumerate(levels) if v > 4500]
+        music_sent = [i for i, v in enumerate(levels) if 100 < v < 1500]
+        bob_sent = [i for i, v in enumerate(levels) if 1800 < v < 2600]
+        assert alice_sent and music_sent and len(bob_sent) >= 2, levels
+        assert max(alice_sent) < min(bob_sent), levels
+        # during the consultation alice heard bob (his tone is quieter than anyone's)
+        alice_heard = loudness_windows(alice.recordings("dec")[-1])
+        assert sum(1 for v in alice_heard if 1800 < v < 2600) >= 3, alice_heard
+        assert heard(bob) > 1000
+    finally:
+        await sb.close()

@@ -112,16 +112,31 @@ async def resume_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
     return call_json(await sb.control_call(who, call_id, "resume"), who)
 
 
+async def _target(sb: Any, body: TransferIn) -> Agent | Address:
+    """An agent (by name or extension), else a number."""
+    try:
+        found: Agent = await sb.agent(body.to)
+    except NotFound:
+        return parse_address(sb, body.to, "body.to")
+    return found
+
+
 @router.post("/calls/{call_id:path}/transfer")
 async def transfer_call(call_id: str, body: TransferIn, sb: Core, who: Caller) -> dict[str, Any]:
     """Hand the customer to another agent or a number: answers once they talk (the
-    record's agent is the new one), 422 if nobody answered (the call stays as it was)."""
-    to: Agent | Address
-    try:
-        to = await sb.agent(body.to)
-    except NotFound:
-        to = parse_address(sb, body.to, "body.to")
+    record's agent is the new one), 422 if nobody answered (the call stays as it was).
+    During a consultation with them: completes it (an attended transfer)."""
+    to = await _target(sb, body)
     return call_json(await sb.control_call(who, call_id, "transfer", to), who)
+
+
+@router.post("/calls/{call_id:path}/consult")
+async def consult_call(call_id: str, body: TransferIn, sb: Core, who: Caller) -> dict[str, Any]:
+    """Attended transfer, first step: the customer hears music while the agent talks to
+    another agent or a number; answers once they do (422 if they did not answer).
+    ``/transfer`` to them completes it, ``/resume`` goes back to the customer."""
+    to = await _target(sb, body)
+    return call_json(await sb.control_call(who, call_id, "consult", to), who)
 
 
 @router.get("/calls/{call_id:path}")

@@ -240,14 +240,30 @@ class Bridge:
         self.waiting = False  # the customer waits for a transfer: music, no agent audio
         self.held = False  # we put the customer on hold: music, no agent audio
         self.left: str | None = None  # we handed the customer on by REFER, and left
+        # a consultation (attended transfer): the agent talks to a colleague meanwhile
+        self.consulting = False
+        self.consult: Leg | None = None
+        self.consult_agent: Agent | None = None
+        self.consult_target = ""
 
     def tick(self) -> None:
         """Relay one frame each way. A side that put the other on hold (re-INVITE
-        sendonly or inactive) sends no audio of its own: the other hears music on hold."""
+        sendonly or inactive) sends no audio of its own: the other hears music on hold.
+        During a consultation the agent talks to the colleague and the customer hears
+        music."""
         a_stream, b_stream = self.customer.stream, self.agent.stream
         a = a_stream.take_frame() if a_stream else None
         b = b_stream.take_frame() if b_stream else None
-        if self.waiting or self.held:
+        consult = self.consult
+        if consult is not None and consult.state is LegState.ENDED:
+            self.consult, self.consulting = None, False  # the colleague hung up: back
+        elif consult is not None and consult.stream is not None and b_stream is not None:
+            heard = consult.stream.take_frame()
+            if b is not None:
+                consult.stream.feed(b)
+            if heard is not None:
+                b_stream.feed(heard)
+        if self.waiting or self.held or self.consulting:
             a, b = None, self.music.frame()
         elif a_stream is not None and a_stream.on_hold:
             a = self.music.frame() if b_stream is not None and not b_stream.on_hold else None
@@ -798,6 +814,9 @@ class SipChannel:
                         e.cancel()
                 if customer.state is LegState.ENDED:
                     break
+                if bridge.consult is not None and bridge.consult.state is LegState.ANSWERED:
+                    await self._complete(bridge)  # the agent hung up: as a phone does
+                    continue
                 if bridge.transfer is not None:  # the transferor hung up: the call goes on
                     await asyncio.wait(
                         {bridge.transfer, asyncio.ensure_future(customer.ended.wait())},
@@ -808,6 +827,9 @@ class SipChannel:
         finally:
             self.bridges.discard(bridge)
             ua.clock.tickers.discard(bridge.tick)
+            consult, bridge.consult, bridge.consulting = bridge.consult, None, False
+            if consult is not None:  # the call ended during a consultation
+                await consult.hangup()
             if bridge.transfer is not None:
                 bridge.transfer.cancel()
             if recorder is not None:
@@ -926,7 +948,14 @@ class SipChannel:
             log.info("call %s: hold re-INVITE answered %s", call_id, exc)
 
     async def resume(self, call_id: str) -> None:
+        """Take the customer off hold; during a consultation, end it (the colleague is
+        hung up) and go back to the customer."""
         bridge = self._bridge_of(call_id)
+        if bridge.consult is not None or bridge.consulting:
+            consult, bridge.consult, bridge.consulting = bridge.consult, None, False
+            if consult is not None:
+                await consult.hangup()
+            return
         if not bridge.held:
             return
         bridge.held = False
@@ -943,6 +972,11 @@ class SipChannel:
         bridge = self._bridge_of(call_id)
         if bridge.transfer is not None:
             raise ValueError("a transfer of this call is under way")
+        if bridge.consult is not None:
+            if not self._is_consulted(bridge, to):
+                raise ValueError("a consultation with someone else is under way")
+            await self._complete(bridge)
+            return
         if isinstance(to, Agent):
             if not to.extension:
                 raise ValueError(f"agent {to.name} has no extension")
@@ -956,6 +990,59 @@ class SipChannel:
         failed = await bridge.transfer
         if failed is not None:
             raise ValueError(failed)
+
+    async def consult(self, call_id: str, to: Agent | Address) -> None:
+        """Attended transfer, first step: the customer hears music while the agent's
+        phone talks to ``to`` (an agent's extension, or a number through its trunk);
+        returns once they answer. ``transfer`` to them completes it, ``resume`` ends it."""
+        bridge = self._bridge_of(call_id)
+        if bridge.consult is not None or bridge.consulting or bridge.transfer is not None:
+            raise ValueError("a consultation or a transfer of this call is under way")
+        assert self.ua is not None
+        out: UserAgent = self.ua
+        if isinstance(to, Agent):
+            if not to.extension:
+                raise ValueError(f"agent {to.name} has no extension")
+            target, agent = to.extension, to
+        else:
+            out, trunk = self.route_out(to)
+            target, agent = self.dial_string(to, trunk.dial_format if trunk else None), None
+        bridge.consulting = True
+        try:
+            leg = await out.start_call(target, display="Consultation")
+            await out.wait_answer(leg, self.settings.ring_timeout)
+        except SipError as exc:
+            bridge.consulting = False
+            raise ValueError(f"{target} did not answer: {exc}") from None
+        if not bridge.consulting or bridge not in self.bridges:  # resumed, or ended
+            await leg.hangup()
+            if bridge not in self.bridges:
+                raise LookupError(f"call {call_id} ended during the consultation")
+            return
+        if leg.stream is not None:
+            leg.stream.inbound.clear()
+        bridge.consult, bridge.consult_agent = leg, agent
+        bridge.consult_target = target
+
+    def _is_consulted(self, bridge: Bridge, to: Agent | Address) -> bool:
+        if isinstance(to, Agent):
+            return to.extension == bridge.consult_target
+        trunk = self.route_out(to)[1]
+        return self.dial_string(to, trunk.dial_format if trunk else None) == bridge.consult_target
+
+    async def _complete(self, bridge: Bridge) -> None:
+        """Attended transfer, last step: the customer talks to the consulted party, the
+        agent's leg is hung up; the record's agent follows."""
+        ctx = self.ctx
+        assert ctx is not None
+        assert bridge.session is not None
+        leg, agent = bridge.consult, bridge.consult_agent
+        assert leg is not None
+        before = bridge.agent
+        bridge.agent, bridge.consult, bridge.consulting = leg, None, False
+        log.info("call %s: attended transfer completed", bridge.customer.call_id)
+        await ctx.calls.transferred(ctx.channel, bridge.session.call.call_id, agent)
+        await before.hangup()
 
     async def _refer_out(self, bridge: Bridge, to: Address) -> str | None:
         """Transfer to a number by REFER (we the transferor, RFC 3515): the customer's
