@@ -423,3 +423,26 @@ def test_session_timers_are_agreed_as_rfc_4028_says() -> None:
     out.session_expires = 1800
     out.agree_timer(invite(), we_are_uac=True)  # a 2xx without Session-Expires: none
     assert out.session_expires == 0 and out.timer_headers(we_are_uac=True) == []
+
+
+def test_a_2xx_that_leaves_the_refresher_unsaid_makes_us_refresh() -> None:
+    """Safer than waiting for refreshes that never come and hanging up a good call."""
+    ua = UserAgent(
+        server="127.0.0.1",
+        port=5060,
+        username="sb",
+        password="",
+        ip="127.0.0.1",
+        local_port=0,
+        rtp_ports=(40000, 40010),
+        codecs=["PCMU"],
+    )
+    ok = sipmsg.parse(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKt\r\n"
+        b"From: <sip:sb@x>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: t\r\nCSeq: 1 INVITE\r\n"
+        b"Session-Expires: 300\r\n\r\n"
+    )
+    leg = Leg(ua, "t", outgoing=True)
+    leg.session_expires = 1800
+    leg.agree_timer(ok, we_are_uac=True)
+    assert (leg.session_expires, leg.we_refresh) == (300, True)

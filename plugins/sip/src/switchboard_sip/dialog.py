@@ -124,8 +124,11 @@ class Leg:
             return
         if not interval:
             return
-        if refresher not in ("uac", "uas") or (refresher == "uac" and not supported):
-            refresher = "uac" if supported and not we_are_uac else "uas"
+        if refresher not in ("uac", "uas"):
+            # unsaid: we refresh our own INVITE's session; a caller refreshes if it can
+            refresher = "uac" if we_are_uac or supported else "uas"
+        elif refresher == "uac" and not we_are_uac and not supported:
+            refresher = "uas"  # a caller that cannot refresh is not made the refresher
         self.session_expires = interval
         self.timer_required = supported
         self.we_refresh = (refresher == "uac") == we_are_uac
