@@ -23,7 +23,6 @@ from sip_peers import (
 from switchboard import Disposition, NotFound, Role
 from switchboard.auth import Principal
 from switchboard_sip import dialog
-from switchboard_sip.media import tone
 from switchboard_sip.testing import (
     Baresip,
     Kamailio,
@@ -31,6 +30,7 @@ from switchboard_sip.testing import (
     agent_scenario,
     caller_scenario,
     transferring_agent_scenario,
+    write_tone,
 )
 
 
@@ -99,12 +99,7 @@ def loudness_windows(path: Path | str, seconds: float = 0.5, channel: int = 0) -
 async def test_an_agent_holds_and_resumes_and_the_customer_hears_music_meanwhile(
     tmp_path: Path, kam_tls: Kamailio, softphones: list[Baresip]
 ) -> None:
-    music = tmp_path / "music.wav"
-    with wave.open(str(music), "wb") as w:  # much quieter than the phones' tones
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(tone(2.0, 300.0, 1000))
+    music = write_tone(tmp_path / "music.wav", 2.0, 300.0, 1000)  # quieter than the phones
     sb = await open_sip(
         tmp_path,
         kam_tls,
@@ -279,12 +274,7 @@ async def test_the_service_api_holds_resumes_and_transfers_a_call(
     """What POST /api/calls/{id}/hold, /resume and /transfer do: Switchboard re-INVITEs
     the customer's phone (sendonly, then sendrecv) and plays it music meanwhile, then
     hands the call to bob in the same call and recording."""
-    music = tmp_path / "music.wav"
-    with wave.open(str(music), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(tone(2.0, 300.0, 1000))
+    music = write_tone(tmp_path / "music.wav", 2.0, 300.0, 1000)
     sb = await open_sip(tmp_path, kam_tls, ring_agents=["alice"], music_on_hold=str(music))
     try:
         await baresip(softphones, tmp_path, kam_tls, "101", "udp")

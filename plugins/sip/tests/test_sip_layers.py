@@ -12,6 +12,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -311,6 +312,21 @@ async def test_a_tls_client_refuses_a_certificate_it_cannot_check(tmp_path: Path
 # -- registration and dialog ------------------------------------------------------------------
 
 
+def bare_ua(**settings: Any) -> UserAgent:
+    """A user agent on loopback (not started unless the test starts it)."""
+    defaults: dict[str, Any] = {
+        "server": "127.0.0.1",
+        "port": 5060,
+        "username": "sb",
+        "password": "",
+        "ip": "127.0.0.1",
+        "local_port": 0,
+        "rtp_ports": (40000, 40010),
+        "codecs": ["PCMU"],
+    }
+    return UserAgent(**(defaults | settings))
+
+
 async def test_registration_answers_the_challenge_and_learns_its_address_behind_nat() -> None:
     """A registrar (a scripted UDP peer) challenges, then answers with our Via's
     ``received``/``rport`` naming another address, as behind NAT: the agent registers
@@ -318,16 +334,7 @@ async def test_registration_answers_the_challenge_and_learns_its_address_behind_
     registrar = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     registrar.bind(("127.0.0.1", 0))
     registrar.setblocking(False)
-    ua = UserAgent(
-        server="127.0.0.1",
-        port=registrar.getsockname()[1],
-        username="sb",
-        password="pw",
-        ip="127.0.0.1",
-        local_port=0,
-        rtp_ports=(40000, 40010),
-        codecs=["PCMU"],
-    )
+    ua = bare_ua(port=registrar.getsockname()[1], password="pw")
     await ua.start()
     loop = asyncio.get_running_loop()
     seen: list[sipmsg.SipMessage] = []
@@ -378,17 +385,7 @@ async def test_registration_answers_the_challenge_and_learns_its_address_behind_
 
 def test_session_timers_are_agreed_as_rfc_4028_says() -> None:
     """Who refreshes, by the INVITE's Session-Expires and Supported, or by our 2xx's."""
-    ua = UserAgent(
-        server="127.0.0.1",
-        port=5060,
-        username="sb",
-        password="",
-        ip="127.0.0.1",
-        local_port=0,
-        rtp_ports=(40000, 40010),
-        codecs=["PCMU"],
-        session_expires=1800,
-    )
+    ua = bare_ua(session_expires=1800)
 
     def invite(*headers: str) -> sipmsg.SipMessage:
         return sipmsg.parse(
@@ -427,16 +424,7 @@ def test_session_timers_are_agreed_as_rfc_4028_says() -> None:
 
 def test_a_2xx_that_leaves_the_refresher_unsaid_makes_us_refresh() -> None:
     """Safer than waiting for refreshes that never come and hanging up a good call."""
-    ua = UserAgent(
-        server="127.0.0.1",
-        port=5060,
-        username="sb",
-        password="",
-        ip="127.0.0.1",
-        local_port=0,
-        rtp_ports=(40000, 40010),
-        codecs=["PCMU"],
-    )
+    ua = bare_ua()
     ok = sipmsg.parse(
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKt\r\n"
         b"From: <sip:sb@x>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: t\r\nCSeq: 1 INVITE\r\n"

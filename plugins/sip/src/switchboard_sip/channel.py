@@ -977,16 +977,11 @@ class SipChannel:
                 raise ValueError("a consultation with someone else is under way")
             await self._complete(bridge)
             return
-        if isinstance(to, Agent):
-            if not to.extension:
-                raise ValueError(f"agent {to.name} has no extension")
-            bridge.transfer = self.spawn(self._transfer(bridge, None, to.extension, agent=to))
-        elif self.settings.transfer_out == "refer":
+        if isinstance(to, Address) and self.settings.transfer_out == "refer":
             bridge.transfer = self.spawn(self._refer_out(bridge, to))
         else:
-            out, trunk = self.route_out(to)
-            target = self.dial_string(to, trunk.dial_format if trunk else None)
-            bridge.transfer = self.spawn(self._transfer(bridge, None, target, out=out))
+            out, target, agent = self._reach(to)
+            bridge.transfer = self.spawn(self._transfer(bridge, None, target, agent=agent, out=out))
         failed = await bridge.transfer
         if failed is not None:
             raise ValueError(failed)
@@ -998,15 +993,7 @@ class SipChannel:
         bridge = self._bridge_of(call_id)
         if bridge.consult is not None or bridge.consulting or bridge.transfer is not None:
             raise ValueError("a consultation or a transfer of this call is under way")
-        assert self.ua is not None
-        out: UserAgent = self.ua
-        if isinstance(to, Agent):
-            if not to.extension:
-                raise ValueError(f"agent {to.name} has no extension")
-            target, agent = to.extension, to
-        else:
-            out, trunk = self.route_out(to)
-            target, agent = self.dial_string(to, trunk.dial_format if trunk else None), None
+        out, target, agent = self._reach(to)
         bridge.consulting = True
         try:
             leg = await out.start_call(target, display="Consultation")
@@ -1024,11 +1011,19 @@ class SipChannel:
         bridge.consult, bridge.consult_agent = leg, agent
         bridge.consult_target = target
 
-    def _is_consulted(self, bridge: Bridge, to: Agent | Address) -> bool:
+    def _reach(self, to: Agent | Address) -> tuple[UserAgent, str, Agent | None]:
+        """How to call ``to``: an agent's extension through the main account, or a number
+        through the trunk its prefix names, dialled as that trunk dials."""
         if isinstance(to, Agent):
-            return to.extension == bridge.consult_target
-        trunk = self.route_out(to)[1]
-        return self.dial_string(to, trunk.dial_format if trunk else None) == bridge.consult_target
+            if not to.extension:
+                raise ValueError(f"agent {to.name} has no extension")
+            assert self.ua is not None
+            return self.ua, to.extension, to
+        out, trunk = self.route_out(to)
+        return out, self.dial_string(to, trunk.dial_format if trunk else None), None
+
+    def _is_consulted(self, bridge: Bridge, to: Agent | Address) -> bool:
+        return self._reach(to)[1] == bridge.consult_target
 
     async def _complete(self, bridge: Bridge) -> None:
         """Attended transfer, last step: the customer talks to the consulted party, the
