@@ -891,6 +891,7 @@ class SipChannel:
         name = (session.contact.name or customer.user or "caller")[:40].replace('"', "")
         kind, _, number = (session.call.from_address or "").partition(":")
         caller = number if kind == "phone" and CALLER_NUMBER.fullmatch(number) else None
+        leg: Leg | None = None
         try:
             leg = await ua.start_call(
                 target,
@@ -900,6 +901,10 @@ class SipChannel:
                 extra=[("Replaces", replaces)] if replaces else (),
             )
             await ua.wait_answer(leg, self.settings.ring_timeout)
+        except asyncio.CancelledError:  # the call ended while the target rang
+            if leg is not None:
+                await leg.hangup()  # not left ringing, or answered by nobody
+            raise
         except SipError as exc:
             log.info("call %s: transfer to %s failed: %s", customer.call_id, target, exc)
             if transferor is not None:
