@@ -323,7 +323,10 @@ def test_the_crm_connector_example_notes_messages_and_answers_pops(
                 "push": {"calls": False},
             }
             r = crm_rig(switchboard_service, TestedAcme(), settings, core={"resolve_timeout": 5})
-            module.metadata.create_all(r.sb.store.engine)
+            # In a write transaction: a plain BEGIN that reads the schema first fails at
+            # once (SQLITE_BUSY_SNAPSHOT) if the running service commits in between.
+            with r.sb.store.write() as conn:
+                module.metadata.create_all(conn)
             got = r.receive(r.email, "olga@example.com", "Is my order ready?")
             assert got.contact.name == "Olga Petrova"  # resolve_contact, from Acme
             assert got.contact.owner_agent_id == r.agent("boris").id
