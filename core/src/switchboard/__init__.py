@@ -58,12 +58,14 @@ from switchboard.models import (
     InteractionStatus,
     IvrStep,
     Recording,
+    Ring,
     Role,
 )
 from switchboard.outbox import Queued
 from switchboard.pacing import Pacer
 from switchboard.plugins import hookimpl
 from switchboard.service import KEEP, Timeline, can_hear
+from switchboard.softphones import BrowserLeg, SoftphoneLink, Softphones
 from switchboard.tables import UTCDateTime
 from switchboard.tasks import Tasks
 from switchboard.templates import Rendered, TemplateError
@@ -78,6 +80,7 @@ __all__ = [
     "Agent",
     "Attachment",
     "Backoff",
+    "BrowserLeg",
     "CallControl",
     "CallHandler",
     "CallRecord",
@@ -118,9 +121,12 @@ __all__ = [
     "Received",
     "Recording",
     "Rendered",
+    "Ring",
     "Role",
     "SendError",
     "SkipEvent",
+    "SoftphoneLink",
+    "Softphones",
     "Switchboard",
     "SwitchboardError",
     "Tasks",

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from switchboard.calls import CallLog
     from switchboard.core import Switchboard
+    from switchboard.softphones import Softphones
     from switchboard.templates import Rendered
 
 T = TypeVar("T")
@@ -276,6 +277,11 @@ class ChannelContext:
     def calls(self) -> CallLog:
         """The call-record lifecycle (``ringing``, ``answered``, ``ended``...)."""
         return self._core.calls
+
+    @property
+    def softphones(self) -> Softphones:
+        """Browser softphones: ring an agent in the console (docs/softphone.md)."""
+        return self._core.softphones
 
     @property
     def recordings_dir(self) -> str:

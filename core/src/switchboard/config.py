@@ -22,7 +22,7 @@ import cattrs
 import phonenumbers
 from cattrs.errors import ForbiddenExtraKeysError
 
-from switchboard.models import Agent, Disposition, EventType, Role
+from switchboard.models import Agent, Disposition, EventType, Ring, Role
 
 T = TypeVar("T")
 
@@ -47,10 +47,16 @@ class AgentSettings:
     extension: str | None = None
     email: str | None = None
     role: Role = Role.AGENT
+    ring: Ring = Ring.PHONE  # phone, browser (the console's softphone) or both
 
     def to_agent(self) -> Agent:
         return Agent(
-            id=None, name=self.name, extension=self.extension, email=self.email, role=self.role
+            id=None,
+            name=self.name,
+            extension=self.extension,
+            email=self.email,
+            role=self.role,
+            ring=self.ring,
         )
 
 

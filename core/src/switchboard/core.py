@@ -47,6 +47,7 @@ from switchboard.plugins import Plugins
 from switchboard.quarantine import Quarantine
 from switchboard.schema import PluginSchema, plugin_schema
 from switchboard.service import NAME_MAX, ServiceAPI, one_line
+from switchboard.softphones import Softphones
 from switchboard.store import AddressTaken, Store, address_t, interaction_t, load_contacts
 from switchboard.supervisor import Supervisor
 from switchboard.tasks import Tasks
@@ -109,6 +110,8 @@ class Switchboard(ServiceAPI):
         self.inbox = Inbox(self)
         self.outbox = Outbox(self)
         self.calls = CallLog(self)
+        #: Browser softphones the console connects, and the browser legs ringing them.
+        self.softphones = Softphones()
         self.events = EventHub(self)
         #: Durable readers of the event log: the webhooks and plugins' (a CRM connector).
         self.consumers = Consumers(self)

@@ -82,6 +82,15 @@ class Role(enum.StrEnum):
     AGENT = "agent"
 
 
+class Ring(enum.StrEnum):
+    """Where an agent's calls ring: the desk phone (``extension``), the console's browser
+    softphone, or both (the first to answer takes the call)."""
+
+    PHONE = "phone"
+    BROWSER = "browser"
+    BOTH = "both"
+
+
 @attrs.frozen
 class Agent:
     """An employee who takes calls and answers messages."""
@@ -91,6 +100,15 @@ class Agent:
     extension: str | None = None
     email: str | None = None
     role: Role = Role.AGENT
+    ring: Ring = Ring.PHONE
+
+    @property
+    def rings_phone(self) -> bool:
+        return self.ring is not Ring.BROWSER and bool(self.extension)
+
+    @property
+    def rings_browser(self) -> bool:
+        return self.ring is not Ring.PHONE
 
 
 @attrs.frozen

@@ -36,6 +36,7 @@ from switchboard.models import (
     InteractionStatus,
     IvrStep,
     Recording,
+    Ring,
     Role,
     utcnow,
 )
@@ -577,7 +578,12 @@ class Store:
         with self.write() as conn:
             existing = {r.name: r.id for r in conn.execute(sa.select(agent_t.c.name, agent_t.c.id))}
             for a in agents:
-                values = {"extension": a.extension, "email": a.email, "role": str(a.role)}
+                values = {
+                    "extension": a.extension,
+                    "email": a.email,
+                    "role": str(a.role),
+                    "ring": str(a.ring),
+                }
                 if a.name in existing:
                     conn.execute(
                         sa.update(agent_t).where(agent_t.c.id == existing[a.name]).values(values)
@@ -645,7 +651,12 @@ class Store:
 
 def _agent(row: Any) -> Agent:
     return Agent(
-        id=row.id, name=row.name, extension=row.extension, email=row.email, role=Role(row.role)
+        id=row.id,
+        name=row.name,
+        extension=row.extension,
+        email=row.email,
+        role=Role(row.role),
+        ring=Ring(row.ring),
     )
 
 

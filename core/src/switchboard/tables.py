@@ -47,6 +47,7 @@ class AgentRow(SQLModel, table=True):
     extension: str | None = Field(default=None, max_length=64)
     email: str | None = Field(default=None, max_length=320)
     role: str = Field(default="agent", max_length=32)
+    ring: str = Field(default="phone", max_length=16)
 
 
 class ContactRow(SQLModel, table=True):

@@ -35,6 +35,7 @@ import hmac
 from collections.abc import Mapping
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from switchboard.api.calls import recording_response
 from switchboard.api.common import (
@@ -80,9 +81,9 @@ def principal_of_token(request: Request, token: str) -> Principal | None:
     return found
 
 
-def principal_of_fingerprint(request: Request, value: str) -> Principal | None:
+def principal_of_fingerprint(request: HTTPConnection, value: str) -> Principal | None:
     """Who holds the token with this :func:`token_fingerprint` (None once the token is
-    removed from the config)."""
+    removed from the config). ``request`` may be a WebSocket's."""
     found: Principal | None = request.app.state.tokens.by_fingerprint(value)
     return found
 

@@ -36,6 +36,17 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--autoplay-policy=no-user-gesture-required",
 ]
+# a fake microphone playing ``wav`` (looped) and no permission prompt, for the softphone
+
+
+def fake_microphone(wav: Path) -> list[str]:
+    return [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+    ]
+
+
 # screenshots of each page (git ignores /artifacts/)
 ARTIFACTS = Path(os.environ.get("SWITCHBOARD_ARTIFACTS", Path(__file__).parents[3] / "artifacts"))
 ARTIFACTS = ARTIFACTS / "console"
@@ -116,13 +127,13 @@ def console_service(folder: Path, *plugin_objects: Any, **kwargs: Any) -> Iterat
 
 
 @asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
-    """Debian's Chromium under Playwright (no browser download)."""
+async def chromium(*extra: str) -> AsyncIterator[Any]:
+    """Debian's Chromium under Playwright (no browser download), with ``extra`` flags."""
     need(CHROMIUM, "apt-get install chromium")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *extra])
         try:
             yield browser
         finally:

@@ -87,6 +87,8 @@ async def health(sb: Core, request: Request) -> dict[str, Any]:
         "consumers": consumers,
         "outbox_depth": depth,
         "event_subscribers": sb.events.subscribers,
+        # browser softphones connected through the console, and their legs now
+        "softphones": sb.softphones.status(),
     }
 
 

@@ -19,12 +19,13 @@ from urllib.parse import quote
 import attrs
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.engine import Connection
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import HTTPConnection
 
 from switchboard import (
     ChannelState,
@@ -39,6 +40,7 @@ from switchboard import (
     to_json,
     web,
 )
+from switchboard_console import softphone
 from switchboard_console.charts import bar_chart
 from switchboard_console.i18n import Formats, choose, translations
 from switchboard_console.settings import LANGUAGES, ConsoleSettings
@@ -59,7 +61,11 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+STATIC = {
+    "console.css": "text/css",
+    "console.js": "text/javascript",
+    "softphone.js": "text/javascript",
+}
 
 
 @attrs.frozen
@@ -93,14 +99,14 @@ class Console:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def language(self, request: Request) -> str:
+    def language(self, request: HTTPConnection) -> str:
         return choose(
             request.headers.get("accept-language"),
             self.settings.language,
             request.cookies.get(LANG_COOKIE),
         )
 
-    async def session(self, request: Request) -> Session | None:
+    async def session(self, request: HTTPConnection) -> Session | None:
         raw = request.cookies.get(SESSION_COOKIE)
         if not raw:
             return None
@@ -222,6 +228,7 @@ def build_router(console: Console) -> APIRouter:
             return hardened
 
     router = APIRouter(prefix="/console", include_in_schema=False, route_class=Hardened)
+    softphone.add_routes(router, console)
 
     async def signed_in(request: Request) -> Session:
         session = await console.session(request)
@@ -456,19 +463,29 @@ def build_router(console: Console) -> APIRouter:
 
     @router.post("/contacts/{contact_id}/call")
     async def call(
+        request: Request,
         contact_id: int,
         session: Checked,
         sb: web.Core,
         address: Annotated[str, Form()],
     ) -> Response:
         back = f"/console/contacts/{contact_id}"
+        # the softphone's script posts this without leaving the page (the page's
+        # WebSocket must stay up: the browser leg rings on it); it asks for JSON
+        quiet = "application/json" in request.headers.get("accept", "")
         agent = session.who.agent
         if agent is None:
+            if quiet:
+                return JSONResponse({"detail": "no agent to call from"}, status_code=422)
             return console.redirect(back, ("error", "no_extension"))
         try:
             call_id = await sb.place_call(session.who, agent, to=address)
         except SwitchboardError as exc:
+            if quiet:
+                return JSONResponse({"detail": str(exc)}, status_code=422)
             return console.redirect(back, ("error", str(exc)))
+        if quiet:
+            return JSONResponse({"call_id": call_id})
         return console.redirect(back, ("ok", f"calling:{call_id}"))
 
     @router.post("/contacts/{contact_id}/message")

@@ -46,6 +46,10 @@ from switchboard_sip.media import (
 from switchboard_sip.message import SipMessage
 from switchboard_sip.transport import client_context, server_context
 from switchboard_sip.ua import CALLER_NUMBER, Leg, LegState, SipError, UserAgent
+from switchboard_sip.webrtc import BrowserLeg
+
+#: a leg to an agent: their desk phone's (SIP) or their console softphone's (WebRTC)
+AgentLeg = Leg | BrowserLeg
 
 log = logging.getLogger("switchboard.sip")
 
@@ -161,6 +165,10 @@ class SipSettings:
     transfer_out: str = attrs.field(
         default="bridge", validator=attrs.validators.in_(("bridge", "refer"))
     )
+    # STUN/TURN servers for the console softphone's WebRTC legs, as the browsers'
+    # RTCIceServer: {urls = "turn:host:3478", username = "...", credential = "..."}; none
+    # needed on a LAN (docs/softphone.md)
+    ice_servers: list[dict[str, Any]] = attrs.field(factory=list)
     # RFC 4028 session timer asked for and granted (seconds; 0: none of ours)
     session_expires: int = attrs.field(default=1800)
     # more accounts or trunks: calls in from each, calls out by number prefix
@@ -198,6 +206,22 @@ class SipSettings:
         default="from", validator=attrs.validators.in_(("from", "asserted"))
     )
 
+    @ice_servers.validator
+    def _ice_servers(self, _: Any, value: list[dict[str, Any]]) -> None:
+        for server in value:
+            urls = server.get("urls") if isinstance(server, dict) else None
+            urls = [urls] if isinstance(urls, str) else urls
+            if not urls or not all(
+                isinstance(u, str) and u.split(":")[0] in ("stun", "stuns", "turn", "turns")
+                for u in urls
+            ):
+                raise ValueError(
+                    f"ice_servers: each needs urls of stun:/turn: URIs, got {server!r}"
+                )
+            unknown = set(server) - {"urls", "username", "credential"}
+            if unknown:
+                raise ValueError(f"ice_servers: unknown keys {sorted(unknown)}")
+
     @session_expires.validator
     def _session_expires(self, _: Any, value: int) -> None:
         if value and not 90 <= value <= 86_400:
@@ -229,7 +253,7 @@ class Bridge:
     """Two answered legs relaying audio through the media clock, optionally recorded."""
 
     def __init__(
-        self, customer: Leg, agent: Leg, recorder: Recorder | None, hold_music: bytes = b""
+        self, customer: Leg, agent: AgentLeg, recorder: Recorder | None, hold_music: bytes = b""
     ) -> None:
         self.customer = customer
         self.agent = agent
@@ -242,7 +266,7 @@ class Bridge:
         self.left: str | None = None  # we handed the customer on by REFER, and left
         # a consultation (attended transfer): the agent talks to a colleague meanwhile
         self.consulting = False
-        self.consult: Leg | None = None
+        self.consult: AgentLeg | None = None
         self.consult_agent: Agent | None = None
         self.consult_target = ""
 
@@ -275,6 +299,47 @@ class Bridge:
             a_stream.feed(b)
         if self.recorder is not None:
             self.recorder.write(a, b)
+
+
+async def first_to_answer(
+    legs: Sequence[AgentLeg],
+    timeout: float,
+    caller: Leg | None = None,
+    early_media: Callable[[], None] | None = None,
+) -> AgentLeg | None:
+    """The first of ``legs`` to answer within ``timeout``; None if none does, all end, or
+    ``caller`` (the customer waiting) hangs up. ``early_media`` is called once, when a leg
+    first sends early media."""
+    loop = asyncio.get_running_loop()
+    relaying = early_media is None
+    deadline = loop.time() + timeout
+    while loop.time() < deadline and (caller is None or caller.state is not LegState.ENDED):
+        for leg in legs:
+            if leg.state is LegState.ANSWERED:
+                return leg
+        if all(leg.state is LegState.ENDED for leg in legs):
+            return None
+        if not relaying and any(leg.early.is_set() for leg in legs):
+            assert early_media is not None
+            early_media()
+            relaying = True
+        waits = {asyncio.ensure_future(leg.answered.wait()) for leg in legs}
+        waits |= {asyncio.ensure_future(leg.ended.wait()) for leg in legs}
+        if not relaying:
+            waits |= {asyncio.ensure_future(leg.early.wait()) for leg in legs}
+        if caller is not None:
+            waits.add(asyncio.ensure_future(caller.ended.wait()))
+        try:
+            await asyncio.wait(
+                waits, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for w in waits:
+                w.cancel()
+    for leg in legs:
+        if leg.state is LegState.ANSWERED:
+            return leg
+    return None
 
 
 class SipCallSession:
@@ -373,29 +438,26 @@ class SipCallSession:
             return None
         s = self.channel.settings
         timeout = ring_timeout if ring_timeout is not None else s.ring_timeout
-        reachable = [a for a in agents if a.extension]
+        reachable = [a for a in agents if self.channel.reachable(a)]
         if not reachable:
-            log.warning("call %s: no agent with an extension to ring", self.leg.call_id)
+            log.warning(
+                "call %s: no agent with an extension or a softphone to ring", self.leg.call_id
+            )
             return None
         name = (self.contact.name or self.leg.user or "caller")[:40].replace('"', "")
-        ua = self.channel.ua
-        assert ua is not None
-        legs: dict[Leg, Agent] = {}
         kind, _, number = (self.call.from_address or "").partition(":")
         caller = number if kind == "phone" and CALLER_NUMBER.fullmatch(number) else None
-        for agent in reachable:
-            assert agent.extension is not None
-            try:
-                legs[
-                    await ua.start_call(
-                        agent.extension,
-                        display=name,
-                        caller=caller,
-                        caller_in_from=s.agent_caller_id == "from",
-                    )
-                ] = agent
-            except SipError as exc:
-                log.warning("call %s: cannot ring %s: %s", self.leg.call_id, agent.name, exc)
+        rung = await asyncio.gather(
+            *(
+                self.channel.ring(
+                    a, display=name, caller=caller, call=self.call, contact=self.contact
+                )
+                for a in reachable
+            )
+        )
+        legs: dict[AgentLeg, Agent] = {
+            leg: agent for agent, its in zip(reachable, rung, strict=True) for leg in its
+        }
         winner = await self._first_answer(list(legs), timeout)
         for leg in legs:
             if leg is not winner:
@@ -416,7 +478,7 @@ class SipCallSession:
         await self.channel.talk(self, self.leg, winner, agent)
         return agent
 
-    async def _first_answer(self, legs: list[Leg], timeout: float) -> Leg | None:
+    async def _first_answer(self, legs: list[AgentLeg], timeout: float) -> AgentLeg | None:
         """The first of ``legs`` to answer within ``timeout`` (None if none does, or the
         caller left). Meanwhile the first one to send early media (a 183 with SDP: its
         ringback, an announcement) is heard by the caller, still unanswered (RFC 3960)."""
@@ -443,42 +505,10 @@ class SipCallSession:
             ua.clock.tickers.add(tick)
 
         try:
-            return await self._wait_answer(legs, timeout, early_media)
+            return await first_to_answer(legs, timeout, self.leg, early_media)
         finally:
             if relay is not None:
                 ua.clock.tickers.discard(relay)
-
-    async def _wait_answer(
-        self, legs: list[Leg], timeout: float, early_media: Callable[[], None]
-    ) -> Leg | None:
-        loop = asyncio.get_running_loop()
-        relaying = False
-        deadline = loop.time() + timeout
-        while loop.time() < deadline and not self.hung_up:
-            for leg in legs:
-                if leg.state is LegState.ANSWERED:
-                    return leg
-            if all(leg.state is LegState.ENDED for leg in legs):
-                return None
-            if not relaying and any(leg.early.is_set() for leg in legs):
-                early_media()
-                relaying = True
-            waits = {asyncio.ensure_future(leg.answered.wait()) for leg in legs}
-            waits |= {asyncio.ensure_future(leg.ended.wait()) for leg in legs}
-            if not relaying:
-                waits |= {asyncio.ensure_future(leg.early.wait()) for leg in legs}
-            waits.add(asyncio.ensure_future(self.leg.ended.wait()))
-            try:
-                await asyncio.wait(
-                    waits, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                for w in waits:
-                    w.cancel()
-        for leg in legs:
-            if leg.state is LegState.ANSWERED:
-                return leg
-        return None
 
     async def record(self, max_seconds: float = 120.0) -> str | None:
         if self.hung_up:
@@ -767,8 +797,98 @@ class SipChannel:
         await ctx.calls.ended(ctx.channel, leg.call_id, disposition, cause)
 
     def agents_with_extension(self) -> list[Agent]:
+        """The agents calls can ring: by a desk phone's extension, or in the browser."""
         assert self.ctx is not None
-        return [a for a in self.ctx.agents() if a.extension]
+        return [a for a in self.ctx.agents() if a.extension or a.rings_browser]
+
+    def reachable(self, agent: Agent) -> bool:
+        """Whether ``agent`` can be rung now: a desk phone, or a softphone connected."""
+        assert self.ctx is not None
+        return agent.rings_phone or (agent.rings_browser and self.ctx.softphones.online(agent.id))
+
+    async def ring(
+        self,
+        agent: Agent,
+        *,
+        display: str,
+        caller: str | None = None,
+        call: CallRecord | None = None,
+        contact: Contact | None = None,
+        kind: str = "call",
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> list[AgentLeg]:
+        """Ring ``agent`` wherever they take calls (``Agent.ring``): the desk phone's
+        extension, the console softphone (a WebRTC leg), or both at once. The legs rung;
+        none if neither can be."""
+        ctx, ua = self.ctx, self.ua
+        assert ctx is not None
+        assert ua is not None
+        legs: list[AgentLeg] = []
+        if agent.rings_phone:
+            assert agent.extension is not None
+            try:
+                legs.append(
+                    await ua.start_call(
+                        agent.extension,
+                        display=display,
+                        caller=caller,
+                        caller_in_from=self.settings.agent_caller_id == "from",
+                        extra=extra,
+                    )
+                )
+            except SipError as exc:
+                log.warning("cannot ring %s's phone: %s", agent.name, exc)
+        if agent.rings_browser and ctx.softphones.online(agent.id):
+            leg = BrowserLeg(
+                ctx.softphones,
+                agent,
+                call.call_id if call is not None else "",
+                ua.clock,
+                self.settings.ice_servers,
+            )
+            await leg.ring(
+                {
+                    "kind": kind,
+                    "call": call.call_id if call is not None else None,
+                    "caller": display,
+                    "number": caller,
+                    "contact": contact.id if contact is not None else None,
+                }
+            )
+            if leg.state is not LegState.ENDED:
+                legs.append(leg)
+        return legs
+
+    async def call_agent(
+        self,
+        agent: Agent,
+        *,
+        display: str,
+        caller: str | None = None,
+        call: CallRecord | None = None,
+        contact: Contact | None = None,
+        kind: str = "call",
+        waiting: Leg | None = None,
+    ) -> AgentLeg:
+        """Ring ``agent`` (see :meth:`ring`) and return the first leg to answer; the others
+        are hung up. ``SipError`` if none answers within ``ring_timeout`` (or ``waiting``,
+        the customer, hangs up meanwhile)."""
+        legs = await self.ring(
+            agent, display=display, caller=caller, call=call, contact=contact, kind=kind
+        )
+        if not legs:
+            raise SipError(480, f"agent {agent.name} has no phone or softphone to ring now")
+        winner: AgentLeg | None = None
+        try:
+            winner = await first_to_answer(legs, self.settings.ring_timeout, waiting)
+        finally:  # also when cancelled (the call ended): no leg left ringing
+            for leg in legs:
+                if leg is not winner:
+                    await leg.hangup()
+        if winner is None or winner.state is not LegState.ANSWERED:
+            reasons = "; ".join(leg.end_reason for leg in legs if leg.end_reason)
+            raise SipError(408, reasons or f"no answer within {self.settings.ring_timeout:.0f} s")
+        return winner
 
     def ring_agents(self) -> list[Agent]:
         agents = self.agents_with_extension()
@@ -778,7 +898,7 @@ class SipChannel:
         return agents
 
     async def talk(
-        self, session: SipCallSession, customer: Leg, agent_leg: Leg, agent: Agent
+        self, session: SipCallSession, customer: Leg, agent_leg: AgentLeg, agent: Agent
     ) -> None:
         """The conversation: the call record is answered by ``agent``, audio relayed and
         recorded until either side hangs up. An agent's phone may transfer the customer
@@ -891,16 +1011,27 @@ class SipChannel:
         name = (session.contact.name or customer.user or "caller")[:40].replace('"', "")
         kind, _, number = (session.call.from_address or "").partition(":")
         caller = number if kind == "phone" and CALLER_NUMBER.fullmatch(number) else None
-        leg: Leg | None = None
+        leg: AgentLeg | None = None
         try:
-            leg = await ua.start_call(
-                target,
-                display=name,
-                caller=caller,
-                caller_in_from=self.settings.agent_caller_id == "from",
-                extra=[("Replaces", replaces)] if replaces else (),
-            )
-            await ua.wait_answer(leg, self.settings.ring_timeout)
+            if agent is not None and not replaces:  # their phone, softphone or both
+                leg = await self.call_agent(
+                    agent,
+                    display=name,
+                    caller=caller,
+                    call=session.call,
+                    contact=session.contact,
+                    kind="transfer",
+                    waiting=customer,
+                )
+            else:
+                leg = sip_leg = await ua.start_call(
+                    target,
+                    display=name,
+                    caller=caller,
+                    caller_in_from=self.settings.agent_caller_id == "from",
+                    extra=[("Replaces", replaces)] if replaces else (),
+                )
+                await ua.wait_answer(sip_leg, self.settings.ring_timeout)
         except asyncio.CancelledError:  # the call ended while the target rang
             if leg is not None:
                 await leg.hangup()  # not left ringing, or answered by nobody
@@ -1000,9 +1131,21 @@ class SipChannel:
             raise ValueError("a consultation or a transfer of this call is under way")
         out, target, agent = self._reach(to)
         bridge.consulting = True
+        leg: AgentLeg
         try:
-            leg = await out.start_call(target, display="Consultation")
-            await out.wait_answer(leg, self.settings.ring_timeout)
+            if agent is not None:
+                assert bridge.session is not None
+                leg = await self.call_agent(
+                    agent,
+                    display="Consultation",
+                    call=bridge.session.call,
+                    contact=bridge.session.contact,
+                    kind="consult",
+                    waiting=bridge.customer,
+                )
+            else:
+                leg = sip_leg = await out.start_call(target, display="Consultation")
+                await out.wait_answer(sip_leg, self.settings.ring_timeout)
         except SipError as exc:
             bridge.consulting = False
             raise ValueError(f"{target} did not answer: {exc}") from None
@@ -1020,10 +1163,10 @@ class SipChannel:
         """How to call ``to``: an agent's extension through the main account, or a number
         through the trunk its prefix names, dialled as that trunk dials."""
         if isinstance(to, Agent):
-            if not to.extension:
-                raise ValueError(f"agent {to.name} has no extension")
+            if not self.reachable(to):
+                raise ValueError(f"agent {to.name} has no extension and no softphone connected")
             assert self.ua is not None
-            return self.ua, to.extension, to
+            return self.ua, to.extension or f"agent:{to.name}", to
         out, trunk = self.route_out(to)
         return out, self.dial_string(to, trunk.dial_format if trunk else None), None
 
@@ -1096,8 +1239,8 @@ class SipChannel:
         ctx, ua = self.ctx, self.ua
         if ctx is None or ua is None:
             raise RuntimeError("the SIP channel is not running")
-        if not agent.extension:
-            raise ValueError(f"agent {agent.name} has no extension to ring")
+        if not self.reachable(agent):
+            raise ValueError(f"agent {agent.name} has no extension and no softphone connected")
         out, trunk = self.route_out(address)
         target = self.dial_string(address, trunk.dial_format if trunk else None)
         call_id = sipmsg.new_call_id(ua.ip)
@@ -1105,7 +1248,7 @@ class SipChannel:
             ctx.channel,
             call_id,
             direction=Direction.OUTBOUND,
-            from_address=agent.extension,
+            from_address=agent.extension or agent.name,
             to_address=address,
             agents=[agent.id] if agent.id is not None else [],
         )
@@ -1121,18 +1264,16 @@ class SipChannel:
         out: UserAgent,
         trunk: TrunkSettings | None,
     ) -> None:
-        """The agent's phone through the main account, then the customer through ``out``
-        (a trunk shows its ``caller_id``), bridged."""
-        ctx, ua = self.ctx, self.ua
+        """The agent's phone (or softphone) through the main account, then the customer
+        through ``out`` (a trunk shows its ``caller_id``), bridged."""
+        ctx = self.ctx
         assert ctx is not None
-        assert ua is not None
-        assert agent.extension is not None
         disposition = Disposition.FAILED
         cause = "failed"
         try:
             try:
-                agent_leg = await ua.call(
-                    agent.extension, display=f"Call to {target}", timeout=self.settings.ring_timeout
+                agent_leg = await self.call_agent(
+                    agent, display=f"Call to {target}", call=record, contact=contact, kind="dial"
                 )
             except SipError as exc:
                 cause = f"agent {agent.name} did not answer: {exc}"

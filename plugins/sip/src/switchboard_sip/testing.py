@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import os
 import re
 import shutil
@@ -19,14 +20,18 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
+import av
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
 if TYPE_CHECKING:
     import trustme
 
 from switchboard.testing import free_port, missing_tool
+from switchboard_sip._compat import audioop
 
 PCAP_DIR = Path("/usr/share/sip-tester")
 KAMAILIO_TLS = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so")
@@ -345,8 +350,11 @@ def caller_scenario(
     answer_in_ack: bool = True,
     session_expires: str = "",
     expect_reinvites: int = 0,
+    stream: str | os.PathLike[str] | None = None,
 ) -> str:
-    """A caller who gets answered: plays G.711 audio (and RFC 2833 ``digits`` after
+    """A caller who gets answered: plays G.711 audio (``stream``: that A-law file, see
+    :func:`write_alaw`, over and over until the call ends; else the packaged capture, about
+    7 s), and RFC 2833 ``digits`` after
     ``digit_delay_ms``), then hangs up after ``talk_ms`` (``hangup="caller"``) or waits
     for our BYE (``hangup="callee"``). With ``delayed_offer`` the INVITE has no SDP: the
     200 must carry an offer (the scenario fails without one) and the ACK answers it
@@ -369,7 +377,9 @@ def caller_scenario(
     if check:
         recv_200 = recv_200.replace("/>\n", ">") + check
     body += recv_200 + _in_dialog("ACK", 1, caller, sdp=delayed_offer and answer_in_ack)
-    if audio:
+    if stream is not None:
+        body += f'  <nop><action><exec rtp_stream="{stream},-1,8"/></action></nop>\n'
+    elif audio:
         body += _play(str(PCAP_DIR / "g711a.pcap"))
     if digits:
         body += _pause(digit_delay_ms) + _digits(digits, digit_gap_ms)
@@ -741,21 +751,21 @@ class Sipp:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
-def pcm_rms(path: str | os.PathLike[str], channel: int) -> int:
-    """Loudness (RMS) of one channel of a 16-bit WAV: silent is 0."""
+def pcm_rms(
+    path: str | os.PathLike[str], channel: int, start: float = 0.0, end: float | None = None
+) -> int:
+    """Loudness (RMS) of one channel of a 16-bit WAV, from ``start`` to ``end`` seconds (the
+    whole file by default): silent is 0."""
     import wave
 
-    from switchboard_sip._compat import audioop
-
     with wave.open(str(path), "rb") as w:
-        data = w.readframes(w.getnframes())
-        channels = w.getnchannels()
+        rate, channels = w.getframerate(), w.getnchannels()
+        w.setpos(min(int(start * rate), w.getnframes()))
+        count = w.getnframes() - w.tell() if end is None else int((end - start) * rate)
+        data = w.readframes(max(0, count))
     if channels == 2:
         data = audioop.tomono(data, 2, 1.0 if channel == 0 else 0.0, 0.0 if channel == 0 else 1.0)
-    return audioop.rms(data, 2)
-
-
-# -- baresip: a real softphone ------------------------------------------------------------
+    return int(audioop.rms(data, 2)) if data else 0
 
 
 def write_tone(path: Path, seconds: float, freq: float = 440.0, volume: int = 8000) -> Path:
@@ -769,6 +779,14 @@ def write_tone(path: Path, seconds: float, freq: float = 440.0, volume: int = 80
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes(tone(seconds, freq, volume))
+    return path
+
+
+def write_alaw(path: Path, seconds: float, freq: float = 440.0, volume: int = 8000) -> Path:
+    """A raw A-law file of a sine tone, for a SIPp caller's ``rtp_stream``."""
+    from switchboard_sip.media import tone
+
+    path.write_bytes(audioop.lin2alaw(tone(seconds, freq, volume), 2))
     return path
 
 
@@ -1070,3 +1088,125 @@ class Dnsmasq:
                 self.process.kill()
                 self.process.wait(5)
             self.process = None
+
+
+class BrowserPeer:
+    """An aiortc peer standing in for an agent's browser softphone (tests, benchmarks): it
+    connects to ``Softphones`` as the console would, answers each ring (unless
+    ``auto_answer`` is off) with ``tone`` as its microphone, and keeps what it hears.
+    ``messages`` holds every message it was sent."""
+
+    def __init__(
+        self,
+        softphones: Any,
+        agent_id: int,
+        *,
+        tone: bytes = b"",
+        auto_answer: bool = True,
+        codecs: Sequence[str] = (),
+    ) -> None:
+        self.softphones = softphones
+        self.agent_id = agent_id
+        self.tone = tone
+        self.auto_answer = auto_answer
+        self.codecs = tuple(codecs)  # mime types to keep in the answer (all when empty)
+        self.messages: list[dict[str, Any]] = []
+        self.heard = bytearray()  # 8 kHz mono s16 of all calls, in order
+        self.heard_at: list[tuple[float, int]] = []  # (monotonic time, rms) per frame
+        self.pcs: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.answered = asyncio.Event()
+
+    def connect(self) -> bool:
+        return bool(self.softphones.connect(self.agent_id, self))
+
+    async def send(self, message: Any) -> None:
+        self.messages.append(dict(message))
+        if message.get("type") == "ring" and self.auto_answer:
+            task = asyncio.get_running_loop().create_task(self.answer(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif message.get("type") == "ended":
+            pc = self.pcs.pop(message.get("leg"), None)
+            if pc is not None:
+                await pc.close()
+
+    async def answer(self, ring: dict[str, Any]) -> None:
+        pc = RTCPeerConnection()
+        self.pcs[ring["leg"]] = pc
+        pc.addTrack(_ToneTrack(self.tone))
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            task = asyncio.get_running_loop().create_task(self._listen(track))
+            self._tasks.add(task)
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=ring["sdp"], type="offer"))
+        if self.codecs:
+            caps = RTCRtpSender.getCapabilities("audio").codecs
+            for t in pc.getTransceivers():
+                t.setCodecPreferences([c for c in caps if c.mimeType in self.codecs])
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self.softphones.received(
+            self.agent_id, {"type": "answer", "leg": ring["leg"], "sdp": pc.localDescription.sdp}
+        )
+        self.answered.set()
+
+    async def _listen(self, track: Any) -> None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=8000)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            for out in resampler.resample(frame):
+                pcm = bytes(out.planes[0])[: out.samples * 2]
+                self.heard += pcm
+                self.heard_at.append((time.monotonic(), _rms(pcm)))
+
+    async def hangup(self, leg: str) -> None:
+        await self.softphones.received(self.agent_id, {"type": "hangup", "leg": leg})
+        pc = self.pcs.pop(leg, None)
+        if pc is not None:
+            await pc.close()
+
+    async def close(self) -> None:
+        self.softphones.disconnect(self.agent_id, self)
+        for task in list(self._tasks):
+            task.cancel()
+        for pc in list(self.pcs.values()):
+            await pc.close()
+        self.pcs.clear()
+
+
+def _rms(pcm: bytes) -> int:
+    return int(audioop.rms(pcm, 2)) if pcm else 0
+
+
+class _ToneTrack(MediaStreamTrack):
+    """A microphone for ``BrowserPeer``: ``pcm`` (8 kHz mono s16) round and round, paced
+    at 20 ms a frame; silence when empty."""
+
+    kind = "audio"
+
+    def __init__(self, pcm: bytes) -> None:
+        super().__init__()
+        self.pcm = pcm or b"\x00" * 320
+        self.at = 0
+        self.pts = 0
+        self.start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self.start is None:
+            self.start = loop.time()
+        await asyncio.sleep(max(0.0, self.start + self.pts / 8000 - loop.time()))
+        chunk = (self.pcm[self.at : self.at + 320] + self.pcm)[:320]
+        self.at = (self.at + 320) % len(self.pcm)
+        frame = av.AudioFrame(format="s16", layout="mono", samples=160)
+        frame.planes[0].update(chunk)
+        frame.sample_rate = 8000
+        frame.pts = self.pts
+        frame.time_base = fractions.Fraction(1, 8000)
+        self.pts += 160
+        return frame

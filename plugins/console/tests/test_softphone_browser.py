@@ -1,0 +1,169 @@
+"""The console's softphone in Debian's Chromium (Playwright) with a fake microphone, and a
+SIPp caller through Kamailio: the card pops with Answer, the agent answers in the browser,
+mutes, holds, transfers to a colleague's browser who hangs up; the recording on the card
+has both sides, and each of those steps shows in it. Screenshots go to
+``artifacts/console/``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from console_peers import chromium, console_service, fake_microphone, screenshot, signed_in
+from sip_peers import (
+    CALLER,
+    answering_phone,
+    ended_call,
+    place_call,
+    sip_plugin,
+    sip_settings,
+)
+from sip_peers import until as eventually
+
+from switchboard import Direction, Disposition
+from switchboard_sip import SipSettings
+from switchboard_sip.testing import (
+    Kamailio,
+    Sipp,
+    caller_scenario,
+    pcm_rms,
+    write_alaw,
+    write_tone,
+)
+
+AGENTS = [
+    {"name": "alice", "ring": "browser", "email": "alice@example.com"},
+    {"name": "bob", "ring": "browser", "email": "bob@example.com"},
+    {"name": "sue", "extension": "103", "role": "supervisor"},
+]
+LOUD = 1000  # the tones play at 8000 peak (RMS about 5600); silence is near 0
+
+
+async def state(page: Any, name: str, timeout: float = 15) -> None:
+    await page.wait_for_selector(f"#softphone[data-state={name}]", timeout=timeout * 1000)
+
+
+async def test_an_agent_with_only_a_browser_takes_holds_and_transfers_a_call(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    mic = write_tone(tmp_path / "mic.wav", 10.0, freq=600)
+    voice = write_alaw(tmp_path / "caller.alaw", 4.0, freq=350)
+    sip = (sip_plugin(), "sip", SipSettings)
+    settings = sip_settings(kam, ring_agents=["alice"], ring_timeout=15.0)
+    with console_service(
+        tmp_path / "service", sip, plugins_config={"sip": settings}, agents=AGENTS
+    ) as svc:
+        sb = svc.switchboard
+        alice_id, bob_id = sb.store.get_agent("alice").id, sb.store.get_agent("bob").id
+        await eventually(lambda: sb.channels["sip"].state.value == "running", within=15)
+        olga = svc.call(sb.create_contact("Olga Petrova", [sb.addresses.parse("+1 202 555 0143")]))
+        async with chromium(*fake_microphone(mic)) as browser:
+            alice = await signed_in(browser, svc.url, "alice")
+            bob = await signed_in(browser, svc.url, "bob")
+            await state(alice, "ready")
+            await state(bob, "ready")
+            assert sb.softphones.status()["connected"] == 2
+
+            # a second tab of alice's: one softphone is active, the other says so
+            second = await alice.context.new_page()
+            await second.goto(f"{svc.url}/console/contacts")
+            await state(second, "elsewhere")
+            assert "another tab" in await second.inner_text("[data-testid=softphone-note]")
+            await second.close()
+
+            call = asyncio.create_task(
+                place_call(
+                    tmp_path,
+                    kam,
+                    caller_scenario(CALLER, hangup="callee", stream=voice, expect_reinvites=2),
+                    90,
+                )
+            )
+            await alice.locator("[data-testid=pop]").first.wait_for(timeout=15_000)
+            await state(alice, "ringing")
+            # no click on the page yet: the ringtone waits for one, and says so
+            assert "Click anywhere" in await alice.inner_text("[data-testid=softphone-note]")
+            assert "Olga Petrova" in await alice.inner_text("[data-testid=softphone-caller]")
+            await screenshot(alice, "20-softphone-ringing")
+            await alice.click("[data-testid=pop-answer]")
+            await state(alice, "incall")
+            talking = time.monotonic()
+            await screenshot(alice, "21-softphone-in-call")
+            await asyncio.sleep(2.0)
+
+            await alice.click("[data-testid=softphone-mute]")
+            muted = time.monotonic()
+            await asyncio.sleep(2.0)
+            await alice.click("[data-testid=softphone-mute]")
+            unmuted = time.monotonic()
+            await asyncio.sleep(1.5)
+
+            await alice.click("[data-testid=softphone-hold]")
+            await state(alice, "held")
+            held = time.monotonic()
+            await asyncio.sleep(2.0)
+            await alice.click("[data-testid=softphone-hold]")
+            await state(alice, "incall")
+            resumed = time.monotonic()
+            await asyncio.sleep(1.5)
+
+            # blind transfer to bob, who answers in his browser
+            await alice.fill("[data-testid=softphone-to]", "bob")
+            await alice.click("[data-testid=softphone-blind]")
+            await state(bob, "ringing")
+            await bob.click("[data-testid=softphone-answer]")
+            await state(bob, "incall")
+            transferred = time.monotonic()
+            await state(alice, "ready")
+            await asyncio.sleep(2.0)
+            await bob.click("[data-testid=softphone-hangup]")
+            hung_up = time.monotonic()
+            await call  # the caller got our BYE
+            first = await eventually(lambda: ended_call(sb), within=20)
+
+            # click-to-call from the card: alice's softphone first (answered by itself:
+            # her click was the answer), then the customer's phone
+            customer = await answering_phone(
+                phones, tmp_path, "customer", answer_after_ms=300, hangup_after_ms=2500
+            )
+            kam.route("+12025550143", customer.port)
+            await alice.goto(f"{svc.url}/console/contacts/{olga.id}")
+            await state(alice, "ready")
+            await alice.click("[data-testid=call]")
+            await state(alice, "incall")
+            assert alice.url.endswith(f"/console/contacts/{olga.id}")  # never left the card
+            await state(alice, "ready", timeout=20)  # the customer hung up
+            assert (await customer.wait(10)).ok
+
+        dialled = await eventually(lambda: ended_call(sb), within=20)
+        assert dialled.call_id != first.call_id
+        assert dialled.direction is Direction.OUTBOUND
+        assert dialled.disposition is Disposition.ANSWERED and dialled.agent_id == alice_id
+        assert dialled.recording is not None
+        assert pcm_rms(dialled.recording.path, 0) > LOUD / 2  # the customer's phone
+        assert pcm_rms(dialled.recording.path, 1) > LOUD  # alice's microphone
+
+        record = first
+        assert record.disposition is Disposition.ANSWERED
+        assert record.agent_id == bob_id  # the transfer moved the call
+        assert record.recording is not None
+        wav = record.recording.path
+
+        def level(channel: int, start: float, end: float) -> int:
+            return pcm_rms(wav, channel, start - talking, end - talking)
+
+        customer, agent = 0, 1
+        # talking: the caller's tone on the left, alice's microphone on the right
+        assert level(customer, talking + 0.5, muted) > LOUD
+        assert level(agent, talking + 0.5, muted) > LOUD
+        # muted: the customer still heard, alice not
+        assert level(agent, muted + 0.5, unmuted - 0.2) < LOUD / 10
+        assert level(customer, muted + 0.5, unmuted - 0.2) > LOUD
+        # on hold: the customer hears music, and nothing of theirs reaches alice
+        assert level(customer, held + 0.5, resumed - 0.2) < LOUD / 10
+        assert level(customer, resumed + 0.5, resumed + 1.4) > LOUD
+        # after the transfer: bob's microphone, until he hung up
+        assert level(agent, transferred + 0.5, hung_up - 0.2) > LOUD
+        assert abs(record.recording.duration - (hung_up - talking)) < 1.5
