@@ -10,6 +10,7 @@ from switchboard.channels import (
     CallControl,
     CallHandler,
     CallSession,
+    CallSupervision,
     Channel,
     ChannelContext,
     ChannelState,
@@ -60,6 +61,8 @@ from switchboard.models import (
     Recording,
     Ring,
     Role,
+    Supervision,
+    SupervisionMode,
 )
 from switchboard.outbox import Queued
 from switchboard.pacing import Pacer
@@ -85,6 +88,7 @@ __all__ = [
     "CallHandler",
     "CallRecord",
     "CallSession",
+    "CallSupervision",
     "Channel",
     "ChannelContext",
     "ChannelState",
@@ -127,6 +131,8 @@ __all__ = [
     "SkipEvent",
     "SoftphoneLink",
     "Softphones",
+    "Supervision",
+    "SupervisionMode",
     "Switchboard",
     "SwitchboardError",
     "Tasks",

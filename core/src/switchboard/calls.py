@@ -34,6 +34,7 @@ from switchboard.models import (
     InteractionKind,
     InteractionStatus,
     Recording,
+    SupervisionMode,
     utcnow,
 )
 from switchboard.store import (
@@ -290,6 +291,50 @@ class CallLog:
                 return record, before
 
         record, _ = await asyncio.to_thread(store)
+        self.core.events.notify()
+        return record
+
+    async def supervised(
+        self, channel: str, call_id: str, supervisor: Agent, mode: SupervisionMode
+    ) -> CallRecord:
+        """A supervisor joined an answered call (or changed how: ``mode``): kept in the
+        record's ``supervision`` and published as ``call.supervised`` to the call's agents
+        and the supervisor."""
+
+        def store() -> CallRecord:
+            with self.core.store.write() as conn:
+                record = self._load(conn, call_id, channel)
+                if record.status != InteractionStatus.ANSWERED:
+                    raise CallStateError(f"call {call_id} on {channel} is {record.status}")
+                kept = [
+                    {"agent_id": s.agent_id, "mode": str(s.mode), "at": s.at.isoformat()}
+                    for s in record.supervision
+                ]
+                kept.append(
+                    {"agent_id": supervisor.id, "mode": str(mode), "at": utcnow().isoformat()}
+                )
+                conn.execute(
+                    sa.update(call_t).where(call_t.c.id == record.id).values(supervision=kept)
+                )
+                record = self._load(conn, call_id, channel)
+                to = call_agents(record) | ({supervisor.id} if supervisor.id else set())
+                record_events(
+                    conn,
+                    [
+                        (
+                            EventType.CALL_SUPERVISED,
+                            {
+                                "call": to_json(record),
+                                "supervisor": to_json(supervisor),
+                                "mode": str(mode),
+                            },
+                            to,
+                        )
+                    ],
+                )
+                return record
+
+        record = await asyncio.to_thread(store)
         self.core.events.notify()
         return record
 

@@ -29,6 +29,7 @@ from switchboard.models import (
     Interaction,
     InteractionKind,
     InteractionStatus,
+    SupervisionMode,
 )
 
 if TYPE_CHECKING:
@@ -201,6 +202,20 @@ class CallControl(Protocol):
         """Attended transfer's first step: the customer hears music while the agent talks
         to ``to``; returns once they answer. ``transfer`` to them completes it, ``resume``
         ends it and the agent talks to the customer again."""
+        ...
+
+
+@runtime_checkable
+class CallSupervision(Protocol):
+    """A voice channel on which a supervisor can join a call while it talks."""
+
+    async def supervise(self, call_id: str, supervisor: Agent, mode: SupervisionMode) -> None:
+        """Ring ``supervisor`` (their phone or softphone, as for any call) and, once
+        answered, let them hear both sides (``listen``), talk to the agent alone
+        (``whisper``) or to both (``barge``); returns once they are in (``calls.supervised``
+        is the channel's to call). Called again for a supervisor already in, only the mode
+        changes. ``LookupError`` when the call is not talking now, ``ValueError`` when the
+        supervisor did not answer."""
         ...
 
 

@@ -62,6 +62,7 @@ class EventType(enum.StrEnum):
     CALL_ENDED = "call.ended"
     CALL_RECORDED = "call.recorded"
     CALL_TRANSFERRED = "call.transferred"
+    CALL_SUPERVISED = "call.supervised"
     MESSAGE_RECEIVED = "message.received"
     MESSAGE_EDITED = "message.edited"
     MESSAGE_DELETED = "message.deleted"
@@ -146,6 +147,23 @@ class Interaction:
     created_at: datetime = attrs.field(factory=utcnow)
 
 
+class SupervisionMode(enum.StrEnum):
+    """How a supervisor joins a live call."""
+
+    LISTEN = "listen"  # hears both sides, is heard by nobody
+    WHISPER = "whisper"  # heard by the agent only
+    BARGE = "barge"  # heard by both
+
+
+@attrs.frozen
+class Supervision:
+    """A supervisor joined a live call, or changed how (``mode``), at ``at``."""
+
+    agent_id: int
+    mode: SupervisionMode
+    at: datetime = attrs.field(factory=utcnow)
+
+
 @attrs.frozen
 class IvrStep:
     """One node of an IVR flow a caller went through, and the digits pressed there."""
@@ -184,3 +202,4 @@ class CallRecord:
     recording: Recording | None = None
     hangup_cause: str | None = None
     agents_notified: tuple[int, ...] = ()
+    supervision: tuple[Supervision, ...] = ()

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from switchboard import sharing
 from switchboard.address import Address, AddressError
 from switchboard.auth import Principal
-from switchboard.channels import CallControl, ChannelState, VoiceChannel
+from switchboard.channels import CallControl, CallSupervision, ChannelState, VoiceChannel
 from switchboard.errors import Forbidden, Invalid, NotFound, Unavailable
 from switchboard.files import Attachment, FileRoots, attachments
 from switchboard.limits import one_line as one_line_cut
@@ -33,6 +33,7 @@ from switchboard.models import (
     Interaction,
     InteractionKind,
     Role,
+    SupervisionMode,
 )
 from switchboard.store import address_t, contact_t, interaction_t
 from switchboard.templates import Rendered, template_values
@@ -323,6 +324,34 @@ class ServiceAPI:
                 await channel.consult(call_id, to)
             else:
                 raise Invalid(f"unknown call action {action!r}")
+        except LookupError as exc:
+            raise NotFound(str(exc).strip("'\"")) from None
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+        return await self.call(call_id)
+
+    async def supervise_call(self, who: Principal, call_id: str, mode: str) -> CallRecord:
+        """A supervisor (or admin) joins a talking call from their own phone or softphone:
+        ``listen``, ``whisper`` (to the agent) or ``barge`` (to both); called again, the
+        mode changes. The call's record afterwards (its ``supervision`` grows). ``Forbidden``
+        for agents and for a token with no agent to ring; ``NotFound`` for a call not
+        talking now; ``Invalid`` for an unknown mode or a supervisor who did not answer;
+        ``Unavailable`` when its channel cannot do this."""
+        if not who.sees_all or who.agent is None:
+            raise Forbidden("only supervisors and admins with an agent of their own")
+        try:
+            how = SupervisionMode(mode)
+        except ValueError:
+            raise Invalid(f"mode: listen, whisper or barge, not {mode[:20]!r}") from None
+        call = await self.call(call_id)
+        handle = self.channels.get(call.channel)
+        channel = handle.channel if handle is not None else None
+        if handle is None or handle.state is not ChannelState.RUNNING:
+            raise Unavailable(f"channel {call.channel} is not running")
+        if not isinstance(channel, CallSupervision):
+            raise Unavailable(f"channel {call.channel} cannot let a supervisor join calls")
+        try:
+            await channel.supervise(call_id, who.agent, how)
         except LookupError as exc:
             raise NotFound(str(exc).strip("'\"")) from None
         except ValueError as exc:

@@ -38,6 +38,8 @@ from switchboard.models import (
     Recording,
     Ring,
     Role,
+    Supervision,
+    SupervisionMode,
     utcnow,
 )
 from switchboard.schema import (
@@ -714,6 +716,14 @@ def call_from_row(row: Any) -> CallRecord:
         recording=recording,
         hangup_cause=row.hangup_cause,
         agents_notified=tuple(row.agents_notified or ()),
+        supervision=tuple(
+            Supervision(
+                agent_id=s["agent_id"],
+                mode=SupervisionMode(s["mode"]),
+                at=datetime.fromisoformat(s["at"]),
+            )
+            for s in (row.supervision or [])
+        ),
     )
 
 

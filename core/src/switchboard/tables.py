@@ -128,6 +128,7 @@ class CallRecordRow(SQLModel, table=True):
     disposition: str | None = Field(default=None, max_length=16)
     ivr_path: list[dict[str, Any]] | None = _json()
     agents_notified: list[int] | None = _json()
+    supervision: list[dict[str, Any]] | None = _json()
     recording_path: str | None = Field(default=None, max_length=1024)
     recording_duration: float | None = None
     recording_sha256: str | None = Field(default=None, max_length=64)

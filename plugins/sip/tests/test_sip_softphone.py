@@ -65,8 +65,10 @@ async def test_a_browser_only_agent_takes_a_call_with_audio_both_ways(
         ring = next(m for m in peer.messages if m["type"] == "ring")
         assert ring["call"] == record.call_id and ring["kind"] == "call"
         assert ring["number"] == f"+{CALLER}"
+        offer = next(m for m in peer.messages if m["type"] == "offer")
+        assert peer.messages.index(ring) < peer.messages.index(offer)  # it rang at once
         # G.711 offered first, so the browser's codec needs no transcoding
-        assert re.search(r"m=audio \d+ UDP/TLS/RTP/SAVPF 0 8 ", ring["sdp"])
+        assert re.search(r"m=audio \d+ UDP/TLS/RTP/SAVPF 0 8 ", offer["sdp"])
         assert record.recording is not None
         assert pcm_rms(record.recording.path, 0) > 300  # the caller's capture
         assert pcm_rms(record.recording.path, 1) > 1000  # the browser's tone
@@ -164,7 +166,7 @@ async def test_an_answer_without_a_usable_codec_is_declined_with_the_reason() ->
         await leg.ring({"caller": "Olga"})
         browser = RTCPeerConnection()  # a browser's answer, made to offer G.722 alone
         await browser.setRemoteDescription(
-            RTCSessionDescription(sdp=peer.messages[-1]["sdp"], type="offer")
+            RTCSessionDescription(sdp=peer.messages[-1]["sdp"], type="offer")  # the offer
         )
         await browser.setLocalDescription(await browser.createAnswer())
         sdp = re.sub(r"(m=audio \d+ \S+)( \d+)+", r"\1 9", browser.localDescription.sdp)

@@ -139,6 +139,18 @@ async def consult_call(call_id: str, body: TransferIn, sb: Core, who: Caller) ->
     return call_json(await sb.control_call(who, call_id, "consult", to), who)
 
 
+class SuperviseIn(Body):
+    mode: str = Field(max_length=20)
+
+
+@router.post("/calls/{call_id:path}/supervise")
+async def supervise_call(call_id: str, body: SuperviseIn, sb: Core, who: Caller) -> dict[str, Any]:
+    """A supervisor joins the call from their own phone or softphone (rung like any call):
+    ``listen``, ``whisper`` (the agent hears them) or ``barge`` (both do); again to change
+    the mode. Answers once they are in."""
+    return call_json(await sb.supervise_call(who, call_id, body.mode), who)
+
+
 @router.get("/calls/{call_id:path}")
 async def get_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
     return call_json(await sb.call(call_id), who)

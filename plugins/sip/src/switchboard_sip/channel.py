@@ -169,6 +169,11 @@ class SipSettings:
     # RTCIceServer: {urls = "turn:host:3478", username = "...", credential = "..."}; none
     # needed on a LAN (docs/softphone.md)
     ice_servers: list[dict[str, Any]] = attrs.field(factory=list)
+    # 20 ms packets a browser leg's receiver holds before passing audio on (1..8): fewer is
+    # less delay, more is smoother over a jittery network
+    browser_jitter_frames: int = attrs.field(
+        default=1, validator=[attrs.validators.ge(1), attrs.validators.le(8)]
+    )
     # RFC 4028 session timer asked for and granted (seconds; 0: none of ours)
     session_expires: int = attrs.field(default=1800)
     # more accounts or trunks: calls in from each, calls out by number prefix
@@ -845,6 +850,7 @@ class SipChannel:
                 call.call_id if call is not None else "",
                 ua.clock,
                 self.settings.ice_servers,
+                self.settings.browser_jitter_frames,
             )
             await leg.ring(
                 {

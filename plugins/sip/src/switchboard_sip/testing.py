@@ -1092,7 +1092,7 @@ class Dnsmasq:
 
 class BrowserPeer:
     """An aiortc peer standing in for an agent's browser softphone (tests, benchmarks): it
-    connects to ``Softphones`` as the console would, answers each ring (unless
+    connects to ``Softphones`` as the console would, answers each offer (unless
     ``auto_answer`` is off) with ``tone`` as its microphone, and keeps what it hears.
     ``messages`` holds every message it was sent."""
 
@@ -1122,7 +1122,7 @@ class BrowserPeer:
 
     async def send(self, message: Any) -> None:
         self.messages.append(dict(message))
-        if message.get("type") == "ring" and self.auto_answer:
+        if message.get("type") == "offer" and self.auto_answer:
             task = asyncio.get_running_loop().create_task(self.answer(message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -1131,9 +1131,9 @@ class BrowserPeer:
             if pc is not None:
                 await pc.close()
 
-    async def answer(self, ring: dict[str, Any]) -> None:
+    async def answer(self, offer: dict[str, Any]) -> None:
         pc = RTCPeerConnection()
-        self.pcs[ring["leg"]] = pc
+        self.pcs[offer["leg"]] = pc
         pc.addTrack(_ToneTrack(self.tone))
 
         @pc.on("track")
@@ -1141,14 +1141,14 @@ class BrowserPeer:
             task = asyncio.get_running_loop().create_task(self._listen(track))
             self._tasks.add(task)
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=ring["sdp"], type="offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
         if self.codecs:
             caps = RTCRtpSender.getCapabilities("audio").codecs
             for t in pc.getTransceivers():
                 t.setCodecPreferences([c for c in caps if c.mimeType in self.codecs])
         await pc.setLocalDescription(await pc.createAnswer())
         await self.softphones.received(
-            self.agent_id, {"type": "answer", "leg": ring["leg"], "sdp": pc.localDescription.sdp}
+            self.agent_id, {"type": "answer", "leg": offer["leg"], "sdp": pc.localDescription.sdp}
         )
         self.answered.set()
 

@@ -23,10 +23,12 @@ import collections
 import fractions
 import logging
 import math
+import queue
 import re
 import struct
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import av
@@ -38,11 +40,13 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.codecs import get_decoder
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
 from switchboard import Agent, Softphones
 from switchboard_sip.dialog import LegState
-from switchboard_sip.media import FRAME_BYTES, FRAME_SAMPLES, RATE, SILENCE
+from switchboard_sip.media import FRAME_BYTES, FRAME_SAMPLES, RATE, SILENCE, decode, encode
 
 log = logging.getLogger("switchboard.sip.webrtc")
 # aioice logs every ICE check at INFO: a few dozen lines per call
@@ -63,6 +67,72 @@ OFFERED = ("audio/PCMU", "audio/PCMA", "audio/opus")
 #: shorter grace: its media path may have survived a signalling blip
 SILENT_LIMIT = 15.0
 LOST_GRACE = 3.0
+
+
+# -- adapters over aiortc's receiver (docs/softphone.md, "Why aiortc is adapted") ----------
+#
+# aiortc's audio receiver holds 4 packets (80 ms) before decoding anything, whatever the
+# network, and decodes in a thread of its own per call, handing each 20 ms frame back to
+# the event loop (a thread hop and a coroutine per frame). For G.711 that costs far more
+# than the decoding. aiortc has no setting for either, so these two replace private parts
+# of its RTCRtpReceiver before the call starts; if a later aiortc moved them, they do
+# nothing and say so (False), and aiortc's own path is used.
+
+
+def hold_back(receiver: Any, frames: int) -> bool:
+    """Make ``receiver`` pass audio on after ``frames`` packets of 20 ms, not 4."""
+    name = "_RTCRtpReceiver__jitter_buffer"
+    if not isinstance(getattr(receiver, name, None), JitterBuffer):
+        return False
+    setattr(receiver, name, JitterBuffer(capacity=16, prefetch=frames))
+    return True
+
+
+class _InlineDecoding:
+    """Takes the place of an aiortc receiver's decoder queue: each complete frame is decoded
+    on the event loop as it comes (G.711 by table, Opus by aiortc's decoder), resampled to
+    8 kHz mono and handed to ``sink``. The receiver's decoder thread, which would read the
+    queue, waits here until the receiver stops."""
+
+    def __init__(self, sink: Callable[[bytes], None]) -> None:
+        self.sink = sink
+        self._stopped = threading.Event()
+        self._decoder: Any = None
+        self._resampler: av.AudioResampler | None = None
+
+    def put(self, task: Any) -> None:
+        if task is None:  # the receiver stops
+            self._stopped.set()
+            return
+        codec, encoded = task
+        name = codec.mimeType.lower()
+        if name in ("audio/pcmu", "audio/pcma"):
+            self.sink(decode(encoded.data, 0 if name == "audio/pcmu" else 8))
+            return
+        if self._decoder is None:
+            self._decoder = get_decoder(codec)
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        assert self._resampler is not None
+        try:
+            frames = self._decoder.decode(encoded)
+        except av.FFmpegError as exc:
+            log.debug("browser audio: a frame failed to decode: %s", exc)
+            return
+        for frame in frames:
+            for out in self._resampler.resample(frame):
+                self.sink(bytes(out.planes[0])[: out.samples * 2])
+
+    def get(self) -> None:
+        self._stopped.wait()
+
+
+def decode_inline(receiver: Any, sink: Callable[[bytes], None]) -> bool:
+    """Decode ``receiver``'s audio on the event loop into ``sink`` (see above)."""
+    name = "_RTCRtpReceiver__decoder_queue"
+    if not isinstance(getattr(receiver, name, None), queue.Queue):
+        return False
+    setattr(receiver, name, _InlineDecoding(sink))
+    return True
 
 
 def dtmf_tones(digits: str) -> bytes:
@@ -88,14 +158,23 @@ class _Outbound(MediaStreamTrack):
         super().__init__()
         self.frames: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10)
         self._pts = 0
+        # the G.711 payload type once negotiated: frames go out encoded by us, as packets
+        # aiortc only packs (it would encode each frame in a thread pool); Opus: frames
+        self.payload: int | None = None
 
     def put(self, frame: bytes) -> None:
         if self.frames.full():  # the sender fell behind: drop the oldest, keep delay low
             self.frames.get_nowait()
         self.frames.put_nowait(frame)
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.AudioFrame | av.Packet[Any]:
         pcm = await self.frames.get()
+        if self.payload is not None:
+            packet = av.Packet(encode(pcm, self.payload))
+            packet.pts = self._pts
+            packet.time_base = fractions.Fraction(1, RATE)
+            self._pts += FRAME_SAMPLES
+            return packet
         frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         frame.planes[0].update(pcm)
         frame.sample_rate = RATE
@@ -181,6 +260,7 @@ class BrowserLeg:
         call_id: str,
         clock: Any,
         ice_servers: list[dict[str, Any]],
+        jitter_frames: int = 1,
     ) -> None:
         assert agent.id is not None
         self.softphones = softphones
@@ -189,6 +269,7 @@ class BrowserLeg:
         self.call_id = call_id
         self.clock = clock
         self.ice_servers = ice_servers
+        self.jitter_frames = jitter_frames
         self.state = LegState.CALLING
         self.answered = asyncio.Event()
         self.ended = asyncio.Event()
@@ -200,6 +281,7 @@ class BrowserLeg:
         self.codec = ""
         self.link_up = True
         self.leg_id = ""
+        self._inline = False
         self._pc: RTCPeerConnection | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -209,17 +291,27 @@ class BrowserLeg:
     # -- ringing --------------------------------------------------------------------------
 
     async def ring(self, info: Mapping[str, Any]) -> None:
-        """Open a peer connection, offer it to the agent's softphone with ``info`` (the
-        caller, the call id...). The leg ends at once if the softphone cannot be reached."""
+        """Ring the agent's softphone with ``info`` (the caller, the call id...) at once,
+        then make the peer connection and send its offer (``offer``: ICE gathering takes a
+        few milliseconds, more under load, and the browser can ring meanwhile). The leg
+        ends at once if the softphone cannot be reached."""
         try:
             self.leg_id = self.softphones.open(self.agent_id, self)
         except (LookupError, OverflowError) as exc:
             self._finish(str(exc))
             return
+        self.state = LegState.RINGING
+        ring = {"type": "ring", "leg": self.leg_id, **info}
+        if not await self.softphones.send(self.agent_id, ring):
+            await self._end("the softphone could not be reached")
+            return
         servers = [RTCIceServer(**s) for s in self.ice_servers]
         pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers or None))
         stream = self.stream = BrowserStream()
         transceiver = pc.addTransceiver(stream.track, direction="sendrecv")
+        if not hold_back(transceiver.receiver, self.jitter_frames):
+            log.warning("aiortc's jitter buffer was not found: browser audio is 80 ms late")
+        self._inline = decode_inline(transceiver.receiver, stream.received)
         codecs = RTCRtpSender.getCapabilities("audio").codecs
         transceiver.setCodecPreferences(
             [c for name in OFFERED for c in codecs if c.mimeType == name]
@@ -227,15 +319,16 @@ class BrowserLeg:
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_state)
         await pc.setLocalDescription(await pc.createOffer())
-        self.state = LegState.RINGING
-        message = {
-            "type": "ring",
+        if self.state is LegState.ENDED:  # declined or gone while we offered
+            await pc.close()
+            return
+        offer = {
+            "type": "offer",
             "leg": self.leg_id,
             "sdp": pc.localDescription.sdp,
             "ice_servers": self.ice_servers,
-            **info,
         }
-        if not await self.softphones.send(self.agent_id, message):
+        if not await self.softphones.send(self.agent_id, offer):
             await self._end("the softphone could not be reached")
 
     # -- from the browser -----------------------------------------------------------------
@@ -262,7 +355,7 @@ class BrowserLeg:
 
     async def _answer(self, sdp: object) -> None:
         if self.state is not LegState.RINGING or self._pc is None:
-            raise ValueError("this call is not ringing")
+            raise ValueError("this call is not ringing (or its offer is not out yet)")
         if not isinstance(sdp, str) or not 0 < len(sdp) <= MAX_SDP:
             raise ValueError(f"sdp: an SDP answer of at most {MAX_SDP} bytes")
         try:
@@ -279,6 +372,8 @@ class BrowserLeg:
         # the codec both sides use (aiortc keeps the negotiated list on the transceiver)
         negotiated = getattr(self._pc.getTransceivers()[0], "_codecs", [])
         self.codec = negotiated[0].mimeType.split("/")[1] if negotiated else "?"
+        if self.stream is not None and self.codec in ("PCMU", "PCMA"):
+            self.stream.track.payload = 0 if self.codec == "PCMU" else 8
         self.state = LegState.CALLING  # connecting: answered once ICE and DTLS are up
         self._spawn(self._connect_within(10.0))
 
@@ -288,7 +383,7 @@ class BrowserLeg:
             await self._end(f"the browser's media did not connect within {seconds:.0f} s")
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
+        if track.kind == "audio" and not self._inline:  # else decoded as it comes
             self._spawn(self._read(track))
 
     async def _on_state(self) -> None:

@@ -135,7 +135,10 @@
       state("elsewhere");
       note(msg("elsewhere"));
     } else if (m.type === "ring") {
-      legs[m.leg] = { ring: m, pc: null, mic: null };
+      // the offer follows in a moment (message "offer"); Answer waits for it
+      var leg = { ring: m, pc: null, mic: null, offer: null };
+      leg.offered = new Promise(function (done) { leg.got = done; });
+      legs[m.leg] = leg;
       if (!current) {
         ringing = m.leg;
         $(".sp-caller").textContent = m.caller + (m.number ? " · " + m.number : "");
@@ -143,6 +146,8 @@
         ringtone(true);
         if (m.kind === "dial") answer(); // the agent's own click-to-call: no need to pick up
       }
+    } else if (m.type === "offer") {
+      if (legs[m.leg]) { legs[m.leg].offer = m; legs[m.leg].got(m); }
     } else if (m.type === "connected") {
       if (m.leg === current) { state("incall"); note(""); clock(true); }
     } else if (m.type === "ended") {
@@ -167,7 +172,7 @@
     if (id === current) { current = null; consulting = false; clock(false); audio.srcObject = null; press("mute", false); press("hold", false); }
     if (id === ringing) ringing = null;
     if (!current) {
-      var next = Object.keys(legs).find(function (k) { return !legs[k].pc; });
+      var next = Object.keys(legs).find(function (k) { return !legs[k].mic; });
       if (next) { ringing = next; $(".sp-caller").textContent = legs[next].ring.caller; state("ringing"); ringtone(true); }
       else { $(".sp-caller").textContent = ""; state(ws ? "ready" : "offline"); }
     }
@@ -189,11 +194,14 @@
       return;
     }
     if (!legs[id]) { mic.getTracks().forEach(function (t) { t.stop(); }); return; } // it ended meanwhile
-    var pc = new RTCPeerConnection({ iceServers: leg.ring.ice_servers || [] });
-    leg.pc = pc; leg.mic = mic; current = id; ringing = null;
+    leg.mic = mic; current = id; ringing = null;
     state("connecting");
+    var offer = await leg.offered;
+    if (!legs[id]) return;
+    var pc = new RTCPeerConnection({ iceServers: offer.ice_servers || [] });
+    leg.pc = pc;
     pc.ontrack = function (e) { audio.srcObject = e.streams[0] || new MediaStream([e.track]); };
-    await pc.setRemoteDescription({ type: "offer", sdp: leg.ring.sdp });
+    await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
     mic.getTracks().forEach(function (t) { pc.addTrack(t, mic); });
     await pc.setLocalDescription(await pc.createAnswer());
     await gathered(pc, 3000);
