@@ -364,6 +364,32 @@ def test_hold_resume_and_transfer_a_talking_call(service: Service) -> None:
         assert anna.post("/api/calls/nope/hold").status_code == 404
 
 
+def test_a_supervisor_joins_a_talking_call_and_it_is_on_the_record(service: Service) -> None:
+    voice = service.channels["voice"]
+    with service.client("anna") as anna, service.client("sue") as sue, service.client() as crm:
+        call_id = anna.post("/api/calls", json={"agent": "anna", "to": "+74952223344"}).json()["id"]
+        anna_agent = service.sb.store.get_agent("anna")
+        service.running.call(service.sb.calls.answered("voice", call_id, anna_agent))
+        voice.talking.add(call_id)
+        path = f"/api/calls/{call_id}/supervise"
+        assert anna.post(path, json={"mode": "listen"}).status_code == 403  # an agent
+        assert crm.post(path, json={"mode": "listen"}).status_code == 403  # no agent to ring
+        assert sue.post(path, json={"mode": "shout"}).status_code == 422
+        assert sue.post("/api/calls/nope/supervise", json={"mode": "listen"}).status_code == 404
+        for mode in ("listen", "barge"):
+            done = sue.post(path, json={"mode": mode})
+            assert done.status_code == 200, done.text
+        sue_id = service.sb.store.get_agent("sue").id
+        assert [(s["agent_id"], s["mode"]) for s in done.json()["supervision"]] == [
+            (sue_id, "listen"),
+            (sue_id, "barge"),
+        ]
+        assert [a for a, _, _ in voice.actions] == ["supervise:listen", "supervise:barge"]
+        supervised = [e for e in service.sb.events.read_since(0) if e.type == "call.supervised"]
+        assert [e.data["mode"] for e in supervised] == ["listen", "barge"]
+        assert all({anna_agent.id, sue_id} <= set(e.agents or ()) for e in supervised)
+
+
 def test_a_call_id_with_a_slash_is_served(service: Service, tmp_path: Path) -> None:
     """Call ids are the channels' own: a SIP Call-ID may hold "/", "?" or "#"."""
     from switchboard import Direction

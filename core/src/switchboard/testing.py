@@ -57,7 +57,7 @@ from switchboard.channels import (
 )
 from switchboard.config import Config, config_from_dict
 from switchboard.core import Switchboard, settings_classes
-from switchboard.models import Agent, Direction, InteractionKind
+from switchboard.models import Agent, Direction, InteractionKind, SupervisionMode
 from switchboard.plugins import Plugins, hookimpl
 from switchboard.store import Store, interaction_t
 
@@ -416,8 +416,9 @@ class LoopbackChannel:
 class LoopbackVoiceChannel(LoopbackChannel):
     """A loopback channel that also "dials": each ``dial`` reports a ringing outbound call
     for the agent to the core and keeps ``(agent, address, call_id)`` in ``dialed``. It
-    is a ``CallControl`` too: the calls in ``talking`` may be held, resumed and
-    transferred (each action kept in ``actions``; a transfer reports the new agent)."""
+    is a ``CallControl`` and a ``CallSupervision`` too: the calls in ``talking`` may be
+    held, resumed, transferred and supervised (each action kept in ``actions``; a transfer
+    reports the new agent, a supervision the supervisor and mode)."""
 
     def __init__(self, name: str = "voice") -> None:
         super().__init__(name, "phone")
@@ -448,6 +449,12 @@ class LoopbackVoiceChannel(LoopbackChannel):
         assert self.ctx is not None
         self.actions.append(("transfer", call_id, to))
         await self.ctx.calls.transferred(self.name, call_id, to if isinstance(to, Agent) else None)
+
+    async def supervise(self, call_id: str, supervisor: Agent, mode: SupervisionMode) -> None:
+        self._talking(call_id)
+        assert self.ctx is not None
+        self.actions.append((f"supervise:{mode}", call_id, supervisor))
+        await self.ctx.calls.supervised(self.name, call_id, supervisor, mode)
 
     async def dial(self, agent: Agent, address: Address) -> str:
         if self.ctx is None:

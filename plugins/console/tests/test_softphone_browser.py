@@ -29,6 +29,8 @@ from switchboard_sip.testing import (
     Sipp,
     caller_scenario,
     pcm_rms,
+    tone_level,
+    wav_part,
     write_alaw,
     write_tone,
 )
@@ -167,3 +169,121 @@ async def test_an_agent_with_only_a_browser_takes_holds_and_transfers_a_call(
         # after the transfer: bob's microphone, until he hung up
         assert level(agent, transferred + 0.5, hung_up - 0.2) > LOUD
         assert abs(record.recording.duration - (hung_up - talking)) < 1.5
+
+
+# what the page's softphone plays, by pitch (dB at each frequency's FFT bin, the loudest
+# over ``ms``): -100 dB and below is silence; a tone at the fake microphones' level, -40
+HEARS = """async ([freqs, ms]) => {
+  const audio = document.querySelector('#softphone .sp-audio');
+  const ctx = new AudioContext();
+  await ctx.resume();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 8192;
+  ctx.createMediaStreamSource(audio.srcObject).connect(analyser);
+  const bins = new Float32Array(analyser.frequencyBinCount);
+  const peaks = freqs.map(() => -200);
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    await new Promise(done => setTimeout(done, 100));
+    analyser.getFloatFrequencyData(bins);
+    freqs.forEach((f, i) => {
+      const at = Math.round(f / (ctx.sampleRate / analyser.fftSize));
+      peaks[i] = Math.max(peaks[i], bins[at - 1], bins[at], bins[at + 1]);
+    });
+  }
+  await ctx.close();
+  return peaks;
+}"""
+
+
+async def test_a_supervisor_listens_whispers_and_barges_in_from_the_dashboard(
+    tmp_path: Path, kam: Kamailio
+) -> None:
+    """The caller plays 350 Hz, alice's microphone 600 Hz, sue's (another browser) 900 Hz."""
+    agents = [
+        {"name": "alice", "ring": "browser"},
+        {"name": "bob", "extension": "102"},
+        {"name": "sue", "ring": "browser", "role": "supervisor"},
+    ]
+    alice_mic = write_tone(tmp_path / "alice.wav", 10.0, freq=600)
+    sue_mic = write_tone(tmp_path / "sue.wav", 10.0, freq=900)
+    voice = write_alaw(tmp_path / "caller.alaw", 2.0, freq=350)
+    sip = (sip_plugin(), "sip", SipSettings)
+    settings = sip_settings(kam, ring_agents=["alice"], ring_timeout=15.0)
+    with console_service(
+        tmp_path / "service", sip, plugins_config={"sip": settings}, agents=agents
+    ) as svc:
+        sb = svc.switchboard
+        await eventually(lambda: sb.channels["sip"].state.value == "running", within=15)
+        async with (
+            chromium(*fake_microphone(alice_mic)) as one,
+            chromium(*fake_microphone(sue_mic)) as two,
+        ):
+            alice = await signed_in(one, svc.url, "alice")
+            sue = await signed_in(two, svc.url, "sue")
+            await state(alice, "ready")
+            await state(sue, "ready")
+            call = asyncio.create_task(
+                place_call(
+                    tmp_path,
+                    kam,
+                    caller_scenario(CALLER, hangup="callee", stream=voice),
+                    90,
+                )
+            )
+            await state(alice, "ringing")
+            await alice.click("[data-testid=softphone-answer]")
+            await state(alice, "incall")
+            talking = time.monotonic()
+
+            await sue.goto(f"{svc.url}/console/dashboard")
+            row = sue.locator("[data-testid=live-call]").first
+            await row.wait_for(timeout=10_000)  # listed at once, or on the next reload
+            assert "alice" in await row.inner_text()
+            await row.locator("[data-testid=supervise-listen]").click()
+            await state(sue, "incall")  # her softphone answered by itself
+            listened = time.monotonic()
+            caller_db, alice_db = await sue.evaluate(HEARS, [[350, 600], 1500])
+            (whisper_before,) = await alice.evaluate(HEARS, [[900], 1000])
+            await screenshot(sue, "22-supervisor-listening")
+
+            await sue.locator("[data-testid=live-call] [data-testid=supervise-whisper]").click()
+            await eventually(lambda: len(sb.store.list_calls()[0].supervision) == 2, within=10)
+            (whispered,) = await alice.evaluate(HEARS, [[900], 1500])
+            whispering = time.monotonic()
+            await asyncio.sleep(1.5)
+
+            await sue.locator("[data-testid=live-call] [data-testid=supervise-barge]").click()
+            await eventually(lambda: len(sb.store.list_calls()[0].supervision) == 3, within=10)
+            barged = time.monotonic()
+            await asyncio.sleep(2.0)
+            await alice.click("[data-testid=softphone-hangup]")
+            await call
+            await state(sue, "ready")  # the supervisor's leg ended with the call
+
+        record = await eventually(lambda: ended_call(sb), within=20)
+        sue_id = sb.store.get_agent("sue").id
+        assert [(s.agent_id, str(s.mode)) for s in record.supervision] == [
+            (sue_id, "listen"),
+            (sue_id, "whisper"),
+            (sue_id, "barge"),
+        ]
+        # on the card, for whoever sees the call
+        async with chromium() as browser:
+            page = await signed_in(browser, svc.url, "alice")
+            await page.goto(f"{svc.url}/console/contacts/{record.contact_id}")
+            marks = await page.locator("[data-testid=supervision]").all_inner_texts()
+            assert marks == ["sue: listened", "sue: whispered", "sue: barged in"]
+        # listening, sue heard both sides; alice did not hear sue
+        assert caller_db > -60 and alice_db > -60, (caller_db, alice_db)
+        assert whisper_before < -80, whisper_before
+        # whispering, alice heard sue; barging in, the customer did too (the recording)
+        assert whispered > -60, whispered
+        wav = record.recording.path
+
+        def pitch(start: float, seconds: float, freq: int) -> float:
+            return tone_level(wav_part(wav, 1, start - talking, start - talking + seconds), freq)
+
+        assert pitch(listened + 0.5, 1.0, 900) < 100  # not while listening
+        assert pitch(whispering, 1.0, 900) < 100  # nor whispering
+        assert pitch(barged + 0.5, 1.2, 900) > 400  # barging in (the browser processes its mic)

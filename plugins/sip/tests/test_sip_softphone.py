@@ -15,7 +15,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from sip_peers import CALLER, answering_phone, ended_call, phone, place_call, sip_plugin, until
 from sip_peers import sip_settings as settings_for
 
-from switchboard import Agent, Disposition, Principal, Role, Softphones
+from switchboard import Agent, Disposition, Forbidden, Principal, Role, Softphones
 from switchboard.testing import open_switchboard
 from switchboard_sip.media import FRAME_BYTES, MediaClock, tone
 from switchboard_sip.testing import (
@@ -25,6 +25,9 @@ from switchboard_sip.testing import (
     agent_scenario,
     caller_scenario,
     pcm_rms,
+    tone_level,
+    wav_part,
+    write_alaw,
 )
 from switchboard_sip.webrtc import BrowserLeg, BrowserStream, dtmf_tones
 
@@ -221,3 +224,143 @@ def test_keypad_presses_reach_the_call_as_tones_in_band() -> None:
     tones = dtmf_tones("5#")
     whole = len(tones) // FRAME_BYTES
     assert b"".join(frames[:whole]) == tones[: whole * FRAME_BYTES]  # the tones, not the mic
+
+
+async def test_a_supervisor_listens_whispers_and_barges_in(tmp_path: Path, kam: Kamailio) -> None:
+    """The caller plays 350 Hz, the agent's browser 600 Hz, the supervisor's 900 Hz: who
+    hears what is told apart by pitch in what each browser heard and in the recording."""
+    sb = await open_switchboard(
+        tmp_path,
+        sip_plugin(),
+        config={
+            "switchboard": {
+                "agents": [
+                    {"name": "alice", "ring": "browser"},
+                    {"name": "sue", "ring": "browser", "role": "supervisor"},
+                ]
+            },
+            "plugins": {"sip": settings_for(kam, ring_agents=["alice"])},
+        },
+    )
+    alice_id, sue_id = agent_id(sb, "alice"), agent_id(sb, "sue")
+    alice = BrowserPeer(sb.softphones, alice_id, tone=tone(1.0, 600))
+    sue = BrowserPeer(sb.softphones, sue_id, tone=tone(1.0, 900))
+    voice = write_alaw(tmp_path / "caller.alaw", 2.0, freq=350)
+    try:
+        assert alice.connect() and sue.connect()
+        call = asyncio.create_task(
+            place_call(
+                tmp_path, kam, caller_scenario(CALLER, hangup="callee", stream=voice), timeout=40
+            )
+        )
+        sip = sb.channels["sip"].channel
+        await until(lambda: sip.bridges, within=15)  # answered: talking, recorded
+        talking = time.monotonic()
+        record = sb.store.list_calls()[0]
+        as_agent = Principal("alice", Role.AGENT, sb.store.get_agent("alice"))
+        with pytest.raises(Forbidden):
+            await sb.supervise_call(as_agent, record.call_id, "listen")
+        boss = Principal("sue", Role.SUPERVISOR, sb.store.get_agent("sue"))
+        marks = {}
+        for mode in ("listen", "whisper", "barge"):
+            await sb.supervise_call(boss, record.call_id, mode)
+            marks[mode] = time.monotonic()
+            await asyncio.sleep(2.0)
+        await alice.hangup(next(iter(alice.pcs)))
+        await call
+        ended = await until(lambda: ended_call(sb))
+        assert [(s.agent_id, str(s.mode)) for s in ended.supervision] == [
+            (sue_id, "listen"),
+            (sue_id, "whisper"),
+            (sue_id, "barge"),
+        ]
+        assert ended.recording is not None
+
+        def heard(peer: BrowserPeer, mode: str, pitch: int) -> float:
+            start = marks[mode] + 0.5
+            return tone_level(peer.heard_between(start, start + 1.2), pitch)
+
+        def recorded(mode: str, pitch: int) -> float:
+            start = marks[mode] + 0.5 - talking
+            return tone_level(wav_part(ended.recording.path, 1, start, start + 1.2), pitch)
+
+        loud, quiet = 1500, 300  # the tones' amplitude is 8000
+        # listening: sue hears the caller and alice; nobody hears sue
+        assert heard(sue, "listen", 350) > loud and heard(sue, "listen", 600) > loud
+        assert heard(alice, "listen", 900) < quiet and recorded("listen", 900) < quiet
+        # whispering: alice hears sue; the customer (and the recording) does not
+        assert heard(alice, "whisper", 900) > loud and recorded("whisper", 900) < quiet
+        # barging in: the customer hears sue too, and so does the recording
+        assert heard(alice, "barge", 900) > loud and recorded("barge", 900) > loud
+        assert recorded("barge", 600) > loud  # alice still heard
+    finally:
+        await alice.close()
+        await sue.close()
+        await sb.close()
+
+
+async def test_a_lost_browser_can_hand_the_call_to_the_agents_desk_phone(
+    tmp_path: Path, kam: Kamailio, phones: list[Sipp]
+) -> None:
+    """``browser_lost = "phone"``: the customer hears music for a moment, then talks to
+    the same agent on their desk phone; the same recording goes on."""
+    sb = await open_switchboard(
+        tmp_path,
+        sip_plugin(),
+        config={
+            "switchboard": {"agents": [{"name": "alice", "extension": "101", "ring": "browser"}]},
+            "plugins": {"sip": settings_for(kam, browser_lost="phone", ring_timeout=8.0)},
+        },
+    )
+    peer = BrowserPeer(sb.softphones, agent_id(sb, "alice"), tone=tone(1.0, 600))
+    try:
+        assert peer.connect()
+        desk = await answering_phone(
+            phones, tmp_path, "alice-desk", answer_after_ms=300, hangup_after_ms=2500
+        )
+        kam.route("101", desk.port)
+        call = asyncio.create_task(
+            place_call(tmp_path, kam, caller_scenario(CALLER, hangup="callee"), timeout=40)
+        )
+        sip = sb.channels["sip"].channel
+        await until(lambda: sip.bridges, within=15)
+        await asyncio.sleep(1.5)
+        await peer.close()  # the tab closed mid-call
+        assert (await desk.wait(20)).ok  # rang, answered, talked, hung up
+        await call
+        record = await until(lambda: ended_call(sb))
+        assert record.disposition is Disposition.ANSWERED
+        assert record.agent_id == agent_id(sb, "alice")
+        assert record.hangup_cause == "agent hung up"
+        assert record.recording is not None and record.recording.duration > 4.0
+        assert pcm_rms(record.recording.path, 1, 0.2, 1.4) > 1000  # the browser's tone
+        assert pcm_rms(record.recording.path, 1, record.recording.duration - 2.0) > 100  # desk
+    finally:
+        await peer.close()
+        await sb.close()
+
+
+async def test_a_signalling_blip_leaves_a_call_whose_media_survived(
+    tmp_path: Path, kam: Kamailio
+) -> None:
+    sb = await open_sb(tmp_path, kam, ring_agents=["alice"])
+    peer = BrowserPeer(sb.softphones, agent_id(sb, "alice"), tone=tone(1.0, 600))
+    try:
+        assert peer.connect()
+        call = asyncio.create_task(
+            place_call(tmp_path, kam, caller_scenario(CALLER, hangup="callee"), timeout=40)
+        )
+        sip = sb.channels["sip"].channel
+        await until(lambda: sip.bridges, within=15)
+        sb.softphones.disconnect(agent_id(sb, "alice"), peer)  # the WebSocket dropped
+        await asyncio.sleep(4.0)  # longer than the grace for a browser gone silent
+        assert sip.bridges and not call.done()  # its audio still flows: the call goes on
+        assert peer.connect()  # back (the console reconnects by itself)
+        await peer.hangup(next(iter(peer.pcs)))  # and its messages count again
+        await call
+        record = await until(lambda: ended_call(sb))
+        assert record.hangup_cause == "agent hung up"
+        assert record.recording is not None and record.recording.duration > 3.5
+    finally:
+        await peer.close()
+        await sb.close()

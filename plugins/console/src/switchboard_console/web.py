@@ -31,6 +31,7 @@ from switchboard import (
     ChannelState,
     Event,
     EventType,
+    InteractionStatus,
     NotFound,
     Principal,
     Switchboard,
@@ -65,6 +66,7 @@ STATIC = {
     "console.css": "text/css",
     "console.js": "text/javascript",
     "softphone.js": "text/javascript",
+    "live.js": "text/javascript",
 }
 
 
@@ -646,6 +648,39 @@ def build_router(console: Console) -> APIRouter:
             charts=_charts(data),
             query=f"from={start.isoformat()}&to={end.isoformat()}",
         )
+
+    # -- calls talking now, for supervisors to join -------------------------------------
+
+    @router.get("/live")
+    async def live(request: Request, session: Signed, sb: web.Core) -> Response:
+        """The calls talking now (a fragment the dashboard reloads), each with Listen,
+        Whisper and Barge in."""
+        if not session.who.sees_all:
+            return HTMLResponse("", status_code=403)
+        since = datetime.now(UTC) - timedelta(days=1)
+        calls = [
+            c
+            for c in await sb.find_calls(since=since, limit=500)
+            if c.status is InteractionStatus.ANSWERED
+        ]
+        html = console.fragment(
+            "live.html",
+            session.lang,
+            calls=calls,
+            agents=await _agent_names(sb),
+            now=datetime.now(UTC),
+            me=session.who.agent_id,
+        )
+        return HTMLResponse(html)
+
+    @router.post("/calls/{call_id:path}/supervise")
+    async def supervise(
+        call_id: str, session: Checked, sb: web.Core, mode: Annotated[str, Form()]
+    ) -> Response:
+        """Join a call from the supervisor's own phone or softphone; answers once they are
+        in (their softphone answers such a call by itself)."""
+        record = await sb.supervise_call(session.who, call_id, mode)  # errors: JSON, by kind
+        return JSONResponse({"call_id": record.call_id, "mode": mode})
 
     @router.get("/dashboard/{table}.csv")
     async def dashboard_csv(

@@ -30,10 +30,12 @@ from switchboard import (
     OutboundMessage,
     PermanentSendError,
     Receipt,
+    SupervisionMode,
     Tasks,
     TransientSendError,
 )
 from switchboard_sip import message as sipmsg
+from switchboard_sip._compat import audioop
 from switchboard_sip.locate import locate
 from switchboard_sip.media import (
     CODECS,
@@ -169,6 +171,11 @@ class SipSettings:
     # RTCIceServer: {urls = "turn:host:3478", username = "...", credential = "..."}; none
     # needed on a LAN (docs/softphone.md)
     ice_servers: list[dict[str, Any]] = attrs.field(factory=list)
+    # a browser that vanishes mid-call (tab closed, network gone): "hangup" ends the call;
+    # "phone" rings the agent's desk phone (their extension) and goes on there
+    browser_lost: str = attrs.field(
+        default="hangup", validator=attrs.validators.in_(("hangup", "phone"))
+    )
     # 20 ms packets a browser leg's receiver holds before passing audio on (1..8): fewer is
     # less delay, more is smoother over a jittery network
     browser_jitter_frames: int = attrs.field(
@@ -248,6 +255,13 @@ class SipSettings:
             raise ValueError("rtp_port_high must be above rtp_port_low")
 
 
+def mix(a: bytes | None, b: bytes | None) -> bytes | None:
+    """Two frames of 16-bit audio added (clipped), either of them possibly missing."""
+    if a is None or b is None:
+        return a if b is None else b
+    return bytes(audioop.add(a, b, 2))
+
+
 def recording_path(base: str, call_id: str, suffix: str = "") -> Path:
     day = datetime.now(UTC).strftime("%Y/%m/%d")
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:80]
@@ -274,6 +288,11 @@ class Bridge:
         self.consult: AgentLeg | None = None
         self.consult_agent: Agent | None = None
         self.consult_target = ""
+        # a supervisor in the call: hears both sides; heard by the agent (whisper) or by
+        # both (barge)
+        self.supervisor: AgentLeg | None = None
+        self.supervisor_agent: Agent | None = None
+        self.supervision = SupervisionMode.LISTEN
 
     def tick(self) -> None:
         """Relay one frame each way. A side that put the other on hold (re-INVITE
@@ -298,12 +317,26 @@ class Bridge:
             a = self.music.frame() if b_stream is not None and not b_stream.on_hold else None
         if b_stream is not None and b_stream.on_hold:
             b = self.music.frame() if a_stream is not None and not a_stream.on_hold else None
-        if a is not None and b_stream is not None:
-            b_stream.feed(a)
-        if b is not None and a_stream is not None:
-            a_stream.feed(b)
-        if self.recorder is not None:
-            self.recorder.write(a, b)
+        to_agent, to_customer = a, b
+        supervisor = self.supervisor
+        if supervisor is not None and supervisor.state is LegState.ENDED:
+            self.supervisor = supervisor = None  # the supervisor hung up
+        if supervisor is not None and supervisor.stream is not None:
+            s_stream = supervisor.stream
+            said = s_stream.take_frame()
+            heard = mix(a, b)
+            if heard is not None:
+                s_stream.feed(heard)
+            if said is not None and self.supervision is not SupervisionMode.LISTEN:
+                to_agent = mix(to_agent, said)
+                if self.supervision is SupervisionMode.BARGE:
+                    to_customer = mix(to_customer, said)
+        if to_agent is not None and b_stream is not None:
+            b_stream.feed(to_agent)
+        if to_customer is not None and a_stream is not None:
+            a_stream.feed(to_customer)
+        if self.recorder is not None:  # what the customer said, and what they heard
+            self.recorder.write(a, to_customer)
 
 
 async def first_to_answer(
@@ -943,6 +976,18 @@ class SipChannel:
                 if bridge.consult is not None and bridge.consult.state is LegState.ANSWERED:
                     await self._complete(bridge)  # the agent hung up: as a phone does
                     continue
+                if self._browser_lost(bridge, current):  # on to the agent's desk phone
+                    assert isinstance(current, BrowserLeg)
+                    log.info("call %s: %s; ringing their phone", customer.call_id, current.cut_off)
+                    bridge.transfer = self.spawn(
+                        self._transfer(
+                            bridge,
+                            None,
+                            current.agent.extension or "",
+                            agent=current.agent,
+                            ring_browser=False,
+                        )
+                    )
                 if bridge.transfer is not None:  # the transferor hung up: the call goes on
                     await asyncio.wait(
                         {bridge.transfer, asyncio.ensure_future(customer.ended.wait())},
@@ -956,6 +1001,9 @@ class SipChannel:
             consult, bridge.consult, bridge.consulting = bridge.consult, None, False
             if consult is not None:  # the call ended during a consultation
                 await consult.hangup()
+            supervisor, bridge.supervisor = bridge.supervisor, None
+            if supervisor is not None:
+                await supervisor.hangup()
             if bridge.transfer is not None:
                 bridge.transfer.cancel()
             if recorder is not None:
@@ -972,6 +1020,19 @@ class SipChannel:
             await asyncio.gather(customer.hangup(), agent_leg.hangup(), return_exceptions=True)
         if recorder is not None:
             await ctx.calls.recording_saved(ctx.channel, session.call.call_id, recorder.path)
+
+    def _browser_lost(self, bridge: Bridge, leg: AgentLeg) -> bool:
+        """Whether the agent's browser leg was lost (not hung up) and the call should go on
+        at their desk phone (``browser_lost = "phone"``)."""
+        return (
+            self.settings.browser_lost == "phone"
+            and isinstance(leg, BrowserLeg)
+            and leg.cut_off is not None
+            and not leg.remote_hangup
+            and bool(leg.agent.extension)
+            and bridge.transfer is None
+            and bridge.customer.state is LegState.ANSWERED
+        )
 
     def _refer(self, leg: Leg, target: str, replaces: str | None = None) -> bool:
         """A REFER on ``leg``: an agent's phone transfers the customer to ``target`` (an
@@ -992,6 +1053,7 @@ class SipChannel:
         *,
         agent: Agent | None = None,
         out: UserAgent | None = None,
+        ring_browser: bool = True,
     ) -> str | None:
         """Carry a transfer out: the customer hears music on hold while ``target`` rings
         (through ``out``, the main account unless a trunk); once answered it is bridged to
@@ -1019,7 +1081,7 @@ class SipChannel:
         caller = number if kind == "phone" and CALLER_NUMBER.fullmatch(number) else None
         leg: AgentLeg | None = None
         try:
-            if agent is not None and not replaces:  # their phone, softphone or both
+            if agent is not None and not replaces and ring_browser:  # phone, softphone, both
                 leg = await self.call_agent(
                     agent,
                     display=name,
@@ -1164,6 +1226,43 @@ class SipChannel:
             leg.stream.inbound.clear()
         bridge.consult, bridge.consult_agent = leg, agent
         bridge.consult_target = target
+
+    async def supervise(self, call_id: str, supervisor: Agent, mode: SupervisionMode) -> None:
+        """A supervisor joins the call (``CallSupervision``): rung wherever they take calls;
+        once they answer they hear both sides, and with ``whisper`` the agent hears them,
+        with ``barge`` the customer too (and the recording). For the supervisor already in
+        the call, only the mode changes. Each change is kept on the call's record."""
+        ctx = self.ctx
+        assert ctx is not None
+        bridge = self._bridge_of(call_id)
+        assert bridge.session is not None
+        joined = bridge.supervisor
+        if joined is not None and joined.state is not LegState.ENDED:
+            if bridge.supervisor_agent is None or bridge.supervisor_agent.id != supervisor.id:
+                raise ValueError("another supervisor is in this call")
+            bridge.supervision = mode
+        else:
+            name = (bridge.session.contact.name or "caller")[:40]
+            try:
+                leg = await self.call_agent(
+                    supervisor,
+                    display=f"{mode.capitalize()}: {name}",
+                    call=bridge.session.call,
+                    contact=bridge.session.contact,
+                    kind="supervise",
+                    waiting=bridge.customer,
+                )
+            except SipError as exc:
+                raise ValueError(f"{supervisor.name} did not answer: {exc}") from None
+            if bridge not in self.bridges:  # the call ended meanwhile
+                await leg.hangup()
+                raise LookupError(f"call {call_id} ended")
+            if leg.stream is not None:
+                leg.stream.inbound.clear()
+            bridge.supervisor, bridge.supervisor_agent = leg, supervisor
+            bridge.supervision = mode
+        log.info("call %s: %s %s", call_id, supervisor.name, mode)
+        await ctx.calls.supervised(ctx.channel, call_id, supervisor, mode)
 
     def _reach(self, to: Agent | Address) -> tuple[UserAgent, str, Agent | None]:
         """How to call ``to``: an agent's extension through the main account, or a number

@@ -768,6 +768,36 @@ def pcm_rms(
     return int(audioop.rms(data, 2)) if data else 0
 
 
+def tone_level(pcm: bytes, freq: float, rate: int = 8000) -> float:
+    """How loud ``freq`` is in 16-bit mono ``pcm`` (Goertzel): about the tone's amplitude
+    when it is there, near 0 when not. Tells tones of different pitch apart in a mix."""
+    import math
+    import struct
+
+    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm[: len(pcm) // 2 * 2])
+    if not samples:
+        return 0.0
+    coeff = 2 * math.cos(2 * math.pi * freq / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + coeff * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+    return 2 * math.sqrt(max(power, 0.0)) / len(samples)
+
+
+def wav_part(path: str | os.PathLike[str], channel: int, start: float, end: float) -> bytes:
+    """One channel of a 16-bit WAV from ``start`` to ``end`` seconds, as mono PCM."""
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        w.setpos(min(int(start * rate), w.getnframes()))
+        data = w.readframes(max(0, int((end - start) * rate)))
+    if channels == 2:
+        data = audioop.tomono(data, 2, 1.0 if channel == 0 else 0.0, 0.0 if channel == 0 else 1.0)
+    return bytes(data)
+
+
 def write_tone(path: Path, seconds: float, freq: float = 440.0, volume: int = 8000) -> Path:
     """A mono 8 kHz 16-bit WAV of a sine tone (what baresip's aufile plays)."""
     import wave
@@ -1113,6 +1143,7 @@ class BrowserPeer:
         self.messages: list[dict[str, Any]] = []
         self.heard = bytearray()  # 8 kHz mono s16 of all calls, in order
         self.heard_at: list[tuple[float, int]] = []  # (monotonic time, rms) per frame
+        self.frames: list[tuple[float, bytes]] = []  # (monotonic time, pcm) as heard
         self.pcs: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.answered = asyncio.Event()
@@ -1163,6 +1194,11 @@ class BrowserPeer:
                 pcm = bytes(out.planes[0])[: out.samples * 2]
                 self.heard += pcm
                 self.heard_at.append((time.monotonic(), _rms(pcm)))
+                self.frames.append((time.monotonic(), pcm))
+
+    def heard_between(self, start: float, end: float) -> bytes:
+        """What it heard between two ``time.monotonic()`` instants."""
+        return b"".join(pcm for at, pcm in self.frames if start <= at < end)
 
     async def hangup(self, leg: str) -> None:
         await self.softphones.received(self.agent_id, {"type": "hangup", "leg": leg})

@@ -144,7 +144,8 @@
         $(".sp-caller").textContent = m.caller + (m.number ? " · " + m.number : "");
         state("ringing");
         ringtone(true);
-        if (m.kind === "dial") answer(); // the agent's own click-to-call: no need to pick up
+        // the agent's own click-to-call, a supervisor joining a call: their click answered
+        if (m.kind === "dial" || m.kind === "supervise") answer();
       }
     } else if (m.type === "offer") {
       if (legs[m.leg]) { legs[m.leg].offer = m; legs[m.leg].got(m); }
@@ -195,6 +196,7 @@
     }
     if (!legs[id]) { mic.getTracks().forEach(function (t) { t.stop(); }); return; } // it ended meanwhile
     leg.mic = mic; current = id; ringing = null;
+    panel.dataset.kind = leg.ring.kind || "call"; // a supervisor's leg: no hold, keys, transfer
     state("connecting");
     var offer = await leg.offered;
     if (!legs[id]) return;
