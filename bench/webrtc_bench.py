@@ -142,8 +142,7 @@ def runner_app(folder: Path, kam: Kamailio, n: int, jitter_frames: int) -> Any:
 
 
 async def step(root: Path, n: int, args: Any) -> dict[str, Any]:
-    folder = root / f"webrtc{n}"
-    folder.mkdir(parents=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"webrtc{n}-", dir=root))
     kam = Kamailio(folder / "kamailio").start()
     # one agent takes every call here: lift the per-agent bound on browser legs
     switchboard.softphones.MAX_LEGS_PER_AGENT = n + 20

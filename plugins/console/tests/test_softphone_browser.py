@@ -30,6 +30,7 @@ from switchboard_sip.testing import (
     caller_scenario,
     pcm_rms,
     tone_level,
+    unanswered_caller_scenario,
     wav_part,
     write_alaw,
     write_tone,
@@ -287,3 +288,33 @@ async def test_a_supervisor_listens_whispers_and_barges_in_from_the_dashboard(
         assert pitch(listened + 0.5, 1.0, 900) < 100  # not while listening
         assert pitch(whispering, 1.0, 900) < 100  # nor whispering
         assert pitch(barged + 0.5, 1.2, 900) > 400  # barging in (the browser processes its mic)
+
+
+async def test_a_refused_microphone_is_explained_and_the_call_rings_on(
+    tmp_path: Path, kam: Kamailio
+) -> None:
+    """No fake permission prompt: Chromium refuses the microphone (headless, nobody to ask);
+    the panel says what to do, the call keeps ringing, then goes unanswered."""
+    sip = (sip_plugin(), "sip", SipSettings)
+    settings = sip_settings(kam, ring_agents=["alice"], ring_timeout=6.0)
+    with console_service(
+        tmp_path / "service", sip, plugins_config={"sip": settings}, agents=AGENTS
+    ) as svc:
+        sb = svc.switchboard
+        await eventually(lambda: sb.channels["sip"].state.value == "running", within=15)
+        async with chromium("--use-fake-device-for-media-stream") as browser:
+            alice = await signed_in(browser, svc.url, "alice")
+            await state(alice, "ready")
+            call = asyncio.create_task(
+                place_call(tmp_path, kam, unanswered_caller_scenario(CALLER, expect=480), 30)
+            )
+            await state(alice, "ringing")
+            await alice.click("[data-testid=softphone-answer]")
+            note = alice.locator("[data-testid=softphone-note]")
+            await note.filter(has_text="refused the microphone").wait_for(timeout=10_000)
+            assert await alice.get_attribute("#softphone", "data-state") == "ringing"
+            await screenshot(alice, "23-softphone-microphone-refused")
+            await call  # nobody answered: 480 to the caller
+            await state(alice, "ready")
+        record = await eventually(lambda: ended_call(sb), within=20)
+        assert record.disposition is Disposition.MISSED
