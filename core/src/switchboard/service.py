@@ -307,12 +307,7 @@ class ServiceAPI:
         call = await self.call(call_id)
         if not can_hear(call, who):
             raise Forbidden("only the agent who has the call, supervisors and admins")
-        handle = self.channels.get(call.channel)
-        channel = handle.channel if handle is not None else None
-        if handle is None or handle.state is not ChannelState.RUNNING:
-            raise Unavailable(f"channel {call.channel} is not running")
-        if not isinstance(channel, CallControl):
-            raise Unavailable(f"channel {call.channel} cannot hold or transfer calls")
+        channel: CallControl = self._running_channel(call, CallControl, "hold or transfer calls")
         try:
             if action == "hold":
                 await channel.hold(call_id)
@@ -330,6 +325,17 @@ class ServiceAPI:
             raise Invalid(str(exc)) from None
         return await self.call(call_id)
 
+    def _running_channel(self, call: CallRecord, kind: Any, can: str) -> Any:
+        """The running channel of ``call``, if it is a ``kind`` (``Unavailable`` if not:
+        it cannot do what ``can`` says)."""
+        handle = self.channels.get(call.channel)
+        channel = handle.channel if handle is not None else None
+        if handle is None or handle.state is not ChannelState.RUNNING:
+            raise Unavailable(f"channel {call.channel} is not running")
+        if not isinstance(channel, kind):
+            raise Unavailable(f"channel {call.channel} cannot {can}")
+        return channel
+
     async def supervise_call(self, who: Principal, call_id: str, mode: str) -> CallRecord:
         """A supervisor (or admin) joins a talking call from their own phone or softphone:
         ``listen``, ``whisper`` (to the agent) or ``barge`` (to both); called again, the
@@ -344,12 +350,9 @@ class ServiceAPI:
         except ValueError:
             raise Invalid(f"mode: listen, whisper or barge, not {mode[:20]!r}") from None
         call = await self.call(call_id)
-        handle = self.channels.get(call.channel)
-        channel = handle.channel if handle is not None else None
-        if handle is None or handle.state is not ChannelState.RUNNING:
-            raise Unavailable(f"channel {call.channel} is not running")
-        if not isinstance(channel, CallSupervision):
-            raise Unavailable(f"channel {call.channel} cannot let a supervisor join calls")
+        channel: CallSupervision = self._running_channel(
+            call, CallSupervision, "let a supervisor join calls"
+        )
         try:
             await channel.supervise(call_id, who.agent, how)
         except LookupError as exc:

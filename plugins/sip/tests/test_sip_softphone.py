@@ -364,3 +364,55 @@ async def test_a_signalling_blip_leaves_a_call_whose_media_survived(
     finally:
         await peer.close()
         await sb.close()
+
+
+async def test_a_warm_transfer_between_two_browsers(tmp_path: Path, kam: Kamailio) -> None:
+    """Alice talks to bob first (the customer on hold music), then hands the call over."""
+    sb = await open_switchboard(
+        tmp_path,
+        sip_plugin(),
+        config={
+            "switchboard": {
+                "agents": [{"name": "alice", "ring": "browser"}, {"name": "bob", "ring": "browser"}]
+            },
+            "plugins": {"sip": settings_for(kam, ring_agents=["alice"])},
+        },
+    )
+    alice = BrowserPeer(sb.softphones, agent_id(sb, "alice"), tone=tone(1.0, 600))
+    bob = BrowserPeer(sb.softphones, agent_id(sb, "bob"), tone=tone(1.0, 900))
+    voice = write_alaw(tmp_path / "caller.alaw", 2.0, freq=350)
+    try:
+        assert alice.connect() and bob.connect()
+        call = asyncio.create_task(
+            place_call(
+                tmp_path, kam, caller_scenario(CALLER, hangup="callee", stream=voice), timeout=40
+            )
+        )
+        sip = sb.channels["sip"].channel
+        await until(lambda: sip.bridges, within=15)
+        record = sb.store.list_calls()[0]
+        who = Principal("alice", Role.AGENT, sb.store.get_agent("alice"))
+        bob_agent = sb.store.get_agent("bob")
+        await sb.control_call(who, record.call_id, "consult", bob_agent)  # bob answered
+        consulting = time.monotonic()
+        await asyncio.sleep(1.5)
+        moved = await sb.control_call(who, record.call_id, "transfer", bob_agent)
+        assert moved.agent_id == bob_agent.id
+        handed = time.monotonic()
+        await until(lambda: not alice.pcs, within=5)  # alice's leg ended
+        await asyncio.sleep(1.5)
+        await bob.hangup(next(iter(bob.pcs)))
+        await call
+        ended = await until(lambda: ended_call(sb))
+        assert ended.agent_id == bob_agent.id and ended.hangup_cause == "agent hung up"
+        kinds = [m["kind"] for m in bob.messages if m["type"] == "ring"]
+        assert kinds == ["consult"]  # the consultation leg became the call's
+        # consulting, bob and alice heard each other and not the customer
+        assert tone_level(bob.heard_between(consulting + 0.4, consulting + 1.4), 600) > 1500
+        assert tone_level(bob.heard_between(consulting + 0.4, consulting + 1.4), 350) < 300
+        # handed over, bob hears the customer
+        assert tone_level(bob.heard_between(handed + 0.4, handed + 1.4), 350) > 1500
+    finally:
+        await alice.close()
+        await bob.close()
+        await sb.close()

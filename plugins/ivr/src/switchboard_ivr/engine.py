@@ -189,7 +189,7 @@ class Engine:
         await session.step(node.name, "owner" if owner_id is not None else "")
         if owner_id is not None and node.data.get("owner_first", True):
             owner = next((a for a in self.agents() if a.id == owner_id), None)
-            if owner is not None and owner.extension:
+            if owner is not None and (owner.extension or owner.rings_browser):
                 taken = await self.bridge(session, [owner], node.data.get("ring_timeout"))
                 if taken is not None:
                     return None

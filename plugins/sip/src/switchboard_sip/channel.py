@@ -834,7 +834,7 @@ class SipChannel:
         )
         await ctx.calls.ended(ctx.channel, leg.call_id, disposition, cause)
 
-    def agents_with_extension(self) -> list[Agent]:
+    def ringable_agents(self) -> list[Agent]:
         """The agents calls can ring: by a desk phone's extension, or in the browser."""
         assert self.ctx is not None
         return [a for a in self.ctx.agents() if a.extension or a.rings_browser]
@@ -930,7 +930,7 @@ class SipChannel:
         return winner
 
     def ring_agents(self) -> list[Agent]:
-        agents = self.agents_with_extension()
+        agents = self.ringable_agents()
         if self.settings.ring_agents:
             wanted = set(self.settings.ring_agents)
             agents = [a for a in agents if a.name in wanted or a.extension in wanted]
@@ -1074,7 +1074,7 @@ class SipChannel:
         if transferor is not None:
             await transferor.notify_refer("SIP/2.0 100 Trying")
         if agent is None:
-            agents = await asyncio.to_thread(self.agents_with_extension)  # a store read
+            agents = await asyncio.to_thread(self.ringable_agents)  # a store read
             agent = next((a for a in agents if a.extension == target), None)
         name = (session.contact.name or customer.user or "caller")[:40].replace('"', "")
         kind, _, number = (session.call.from_address or "").partition(":")

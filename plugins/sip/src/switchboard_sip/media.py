@@ -265,7 +265,52 @@ class PortPool:
 MAX_QUEUED_DIGITS = 32
 
 
-class RtpStream(asyncio.DatagramProtocol):
+class Frames:
+    """The audio queues of a call leg, whatever carries it (RTP here, WebRTC in
+    ``webrtc.BrowserStream``): received 20 ms frames in ``inbound`` (``take_frame`` pops
+    the oldest), frames to send queued by ``play`` and ``feed``; ``next_frame`` gives the
+    one to send on the media clock's tick (silence when nothing is queued)."""
+
+    def __init__(self) -> None:
+        self.inbound: collections.deque[bytes] = collections.deque(maxlen=50)
+        self._outbound: collections.deque[bytes] = collections.deque()
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    def take_frame(self) -> bytes | None:
+        """The oldest received frame, dropping a backlog beyond 100 ms (keeps delay low)."""
+        while len(self.inbound) > 5:
+            self.inbound.popleft()
+        return self.inbound.popleft() if self.inbound else None
+
+    def play(self, pcm: bytes) -> asyncio.Event:
+        """Queue 16-bit 8 kHz mono audio; the returned event is set once it is all sent."""
+        for i in range(0, len(pcm), FRAME_BYTES):
+            self._outbound.append(pcm[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\x00"))
+        if self._outbound:
+            self._drained.clear()
+        return self._drained
+
+    def feed(self, frame: bytes) -> None:
+        """Queue one frame of relayed audio (bridging), keeping at most 100 ms queued."""
+        while len(self._outbound) > 5:
+            self._outbound.popleft()
+        self._outbound.append(frame)
+        self._drained.clear()
+
+    def stop_playing(self) -> None:
+        self._outbound.clear()
+        self._drained.set()
+
+    def next_frame(self) -> bytes:
+        """The frame to send now (silence when nothing is queued)."""
+        frame = self._outbound.popleft() if self._outbound else SILENCE
+        if not self._outbound:
+            self._drained.set()
+        return frame
+
+
+class RtpStream(Frames, asyncio.DatagramProtocol):
     """One RTP stream (one call leg's audio), bound to a local port.
 
     Received audio is kept in a short buffer (``take_frame`` pops one 20 ms frame);
@@ -274,6 +319,7 @@ class RtpStream(asyncio.DatagramProtocol):
     """
 
     def __init__(self, ip: str, port: int) -> None:
+        super().__init__()
         self.ip = ip
         self.port = port
         self.remote: tuple[str, int] | None = None
@@ -281,11 +327,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.payload = 0
         self.event_payload: int | None = 101
         self.transport: asyncio.DatagramTransport | None = None
-        self.inbound: collections.deque[bytes] = collections.deque(maxlen=50)
         self.digits: asyncio.Queue[str] = asyncio.Queue(maxsize=MAX_QUEUED_DIGITS)
-        self._outbound: collections.deque[bytes] = collections.deque()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._seq = random.randint(0, 0xFFFF)
         self._ts = random.randint(0, 0x7FFFFFFF)
         self._ssrc = random.randint(1, 0xFFFFFFFF)
@@ -402,44 +444,14 @@ class RtpStream(asyncio.DatagramProtocol):
             self.digits.get_nowait()
         self.digits.put_nowait(DTMF_KEYS[payload[0]])
 
-    def take_frame(self) -> bytes | None:
-        """The oldest received frame, dropping a backlog beyond 100 ms (keeps delay low)."""
-        while len(self.inbound) > 5:
-            self.inbound.popleft()
-        return self.inbound.popleft() if self.inbound else None
-
     def error_received(self, exc: Exception) -> None:  # ICMP port unreachable and such
         log.debug("RTP %s:%s: %s", self.ip, self.port, exc)
 
     # -- sending --------------------------------------------------------------------------
 
-    def play(self, pcm: bytes) -> asyncio.Event:
-        """Queue 16-bit 8 kHz mono audio; the returned event is set once it is all sent."""
-        for i in range(0, len(pcm), FRAME_BYTES):
-            frame = pcm[i : i + FRAME_BYTES]
-            if len(frame) < FRAME_BYTES:
-                frame += b"\x00" * (FRAME_BYTES - len(frame))
-            self._outbound.append(frame)
-        if self._outbound:
-            self._drained.clear()
-        return self._drained
-
-    def feed(self, frame: bytes) -> None:
-        """Queue one frame of relayed audio (bridging), keeping at most 100 ms queued."""
-        while len(self._outbound) > 5:
-            self._outbound.popleft()
-        self._outbound.append(frame)
-        self._drained.clear()
-
-    def stop_playing(self) -> None:
-        self._outbound.clear()
-        self._drained.set()
-
     def tick(self) -> bytes:
         """Send the next frame (the media clock calls this every 20 ms); return it."""
-        frame = self._outbound.popleft() if self._outbound else SILENCE
-        if not self._outbound:
-            self._drained.set()
+        frame = self.next_frame()
         if (
             self.transport is not None
             and self.remote is not None

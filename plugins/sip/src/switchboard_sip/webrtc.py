@@ -46,7 +46,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from switchboard import Agent, Softphones
 from switchboard_sip.dialog import LegState
-from switchboard_sip.media import FRAME_BYTES, FRAME_SAMPLES, RATE, SILENCE, decode, encode
+from switchboard_sip.media import FRAME_BYTES, FRAME_SAMPLES, RATE, Frames, decode, encode
 
 log = logging.getLogger("switchboard.sip.webrtc")
 # aioice logs every ICE check at INFO: a few dozen lines per call
@@ -184,24 +184,20 @@ class _Outbound(MediaStreamTrack):
         return frame
 
 
-class BrowserStream:
+class BrowserStream(Frames):
     """A browser leg's audio, shaped as ``RtpStream`` for bridges and the media clock."""
 
     def __init__(self) -> None:
-        self.inbound: collections.deque[bytes] = collections.deque(maxlen=50)
+        super().__init__()
         self.digits: asyncio.Queue[str] = asyncio.Queue(maxsize=32)  # never filled: no IVR
         self.on_hold = False
         self.heard = time.monotonic()
         self.track = _Outbound()
-        self._outbound: collections.deque[bytes] = collections.deque()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._rest = b""
         self._keys: collections.deque[bytes] = collections.deque()  # keypad tones, in-band
 
-    # -- from the browser -----------------------------------------------------------------
-
     def received(self, pcm: bytes) -> None:
+        """Audio from the browser, decoded: cut into 20 ms frames."""
         self.heard = time.monotonic()
         pcm = self._rest + pcm
         while len(pcm) >= FRAME_BYTES:
@@ -219,33 +215,11 @@ class BrowserStream:
             if self.inbound:
                 self.inbound.popleft()
             return self._keys.popleft()
-        while len(self.inbound) > 5:  # as RtpStream: no backlog beyond 100 ms
-            self.inbound.popleft()
-        return self.inbound.popleft() if self.inbound else None
-
-    # -- to the browser -------------------------------------------------------------------
-
-    def play(self, pcm: bytes) -> asyncio.Event:
-        for i in range(0, len(pcm), FRAME_BYTES):
-            self._outbound.append(pcm[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\x00"))
-        if self._outbound:
-            self._drained.clear()
-        return self._drained
-
-    def feed(self, frame: bytes) -> None:
-        while len(self._outbound) > 5:
-            self._outbound.popleft()
-        self._outbound.append(frame)
-        self._drained.clear()
-
-    def stop_playing(self) -> None:
-        self._outbound.clear()
-        self._drained.set()
+        return super().take_frame()
 
     def tick(self) -> bytes:
-        frame = self._outbound.popleft() if self._outbound else SILENCE
-        if not self._outbound:
-            self._drained.set()
+        """Hand the next frame to aiortc's sender (the media clock calls this every 20 ms)."""
+        frame = self.next_frame()
         self.track.put(frame)
         return frame
 
