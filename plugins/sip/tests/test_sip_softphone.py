@@ -5,8 +5,10 @@ side, in Chromium, is tested in the console plugin's tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +39,42 @@ AGENTS = [
 ]
 
 
-async def open_sb(folder: Path, kam: Kamailio, **overrides: Any) -> Any:
-    return await open_switchboard(
+@contextlib.asynccontextmanager
+async def browsers(
+    folder: Path,
+    kam: Kamailio,
+    pitches: dict[str, int],
+    agents: list[dict[str, Any]] = AGENTS,
+    **settings: Any,
+) -> AsyncIterator[tuple[Any, dict[str, BrowserPeer]]]:
+    """A runner with the SIP channel (``settings``), and for each agent ``pitches`` names an
+    aiortc stand-in browser whose microphone plays that tone, connected as its softphone."""
+    sb = await open_switchboard(
         folder,
         sip_plugin(),
         config={
-            "switchboard": {"agents": AGENTS},
-            "plugins": {"sip": settings_for(kam, **overrides)},
+            "switchboard": {"agents": agents},
+            "plugins": {"sip": settings_for(kam, **settings)},
         },
+    )
+    peers = {
+        name: BrowserPeer(sb.softphones, agent_id(sb, name), tone=tone(1.0, pitch))
+        for name, pitch in pitches.items()
+    }
+    try:
+        for peer in peers.values():
+            assert peer.connect()
+        yield sb, peers
+    finally:
+        for peer in peers.values():
+            await peer.close()
+        await sb.close()
+
+
+def calling(folder: Path, kam: Kamailio, **scenario: Any) -> asyncio.Task[None]:
+    """A SIPp caller (``caller_scenario`` options) to Switchboard, in the background."""
+    return asyncio.create_task(
+        place_call(folder, kam, caller_scenario(CALLER, **scenario), timeout=40)
     )
 
 
@@ -57,10 +87,8 @@ def agent_id(sb: Any, name: str) -> int:
 async def test_a_browser_only_agent_takes_a_call_with_audio_both_ways(
     tmp_path: Path, kam: Kamailio
 ) -> None:
-    sb = await open_sb(tmp_path, kam, ring_agents=["alice"])
-    peer = BrowserPeer(sb.softphones, agent_id(sb, "alice"), tone=tone(1.0, 600))
-    try:
-        assert peer.connect()
+    async with browsers(tmp_path, kam, {"alice": 600}, ring_agents=["alice"]) as (sb, peers):
+        peer = peers["alice"]
         await place_call(tmp_path, kam, caller_scenario(CALLER, talk_ms=2500), timeout=30)
         record = await until(lambda: ended_call(sb))
         assert record.disposition is Disposition.ANSWERED
@@ -77,18 +105,12 @@ async def test_a_browser_only_agent_takes_a_call_with_audio_both_ways(
         assert pcm_rms(record.recording.path, 1) > 1000  # the browser's tone
         assert max(rms for _, rms in peer.heard_at) > 300  # the browser heard the caller
         assert sb.softphones.status() == {"connected": 1, "legs": 0}
-    finally:
-        await peer.close()
-        await sb.close()
 
 
 async def test_ringing_both_the_browser_answers_first_and_the_phone_stops_ringing(
     tmp_path: Path, kam: Kamailio, phones: list[Sipp]
 ) -> None:
-    sb = await open_sb(tmp_path, kam, ring_agents=["bob"])
-    peer = BrowserPeer(sb.softphones, agent_id(sb, "bob"), tone=tone(1.0, 600))
-    try:
-        assert peer.connect()
+    async with browsers(tmp_path, kam, {"bob": 600}, ring_agents=["bob"]) as (sb, _):
         desk = await answering_phone(phones, tmp_path, "bob-desk", answer_after_ms=4000)
         kam.route("102", desk.port)
         await place_call(tmp_path, kam, caller_scenario(CALLER, talk_ms=1500), timeout=30)
@@ -98,21 +120,14 @@ async def test_ringing_both_the_browser_answers_first_and_the_phone_stops_ringin
         assert pcm_rms(record.recording.path, 1) > 1000  # the browser's tone, not the desk's
         result = await desk.wait(10)  # the desk phone was cancelled: its call failed
         assert not result.ok and "CANCEL" in result.errors
-    finally:
-        await peer.close()
-        await sb.close()
 
 
 async def test_a_browser_gone_mid_call_ends_it_within_seconds(
     tmp_path: Path, kam: Kamailio
 ) -> None:
-    sb = await open_sb(tmp_path, kam, ring_agents=["alice"])
-    peer = BrowserPeer(sb.softphones, agent_id(sb, "alice"), tone=tone(1.0, 600))
-    try:
-        assert peer.connect()
-        call = asyncio.create_task(
-            place_call(tmp_path, kam, caller_scenario(CALLER, hangup="callee"), timeout=40)
-        )
+    async with browsers(tmp_path, kam, {"alice": 600}, ring_agents=["alice"]) as (sb, peers):
+        peer = peers["alice"]
+        call = calling(tmp_path, kam, hangup="callee")
         await asyncio.wait_for(peer.answered.wait(), 15)
         await asyncio.sleep(1.5)
         gone = time.monotonic()
@@ -123,19 +138,13 @@ async def test_a_browser_gone_mid_call_ends_it_within_seconds(
         assert record.disposition is Disposition.ANSWERED
         assert "browser" in (record.hangup_cause or ""), record.hangup_cause
         assert ended - gone < 6.0
-    finally:
-        await peer.close()
-        await sb.close()
 
 
 async def test_click_to_call_rings_the_browser_then_the_customer(
     tmp_path: Path, kam: Kamailio, phones: list[Sipp]
 ) -> None:
-    sb = await open_sb(tmp_path, kam)
-    alice = agent_id(sb, "alice")
-    peer = BrowserPeer(sb.softphones, alice, tone=tone(1.0, 600))
-    try:
-        assert peer.connect()
+    async with browsers(tmp_path, kam, {"alice": 600}) as (sb, peers):
+        alice, peer = agent_id(sb, "alice"), peers["alice"]
         customer = await phone(
             phones,
             tmp_path,
@@ -153,9 +162,6 @@ async def test_click_to_call_rings_the_browser_then_the_customer(
         assert record.disposition is Disposition.ANSWERED and record.agent_id == alice
         assert [m["kind"] for m in peer.messages if m["type"] == "ring"] == ["dial"]
         assert pcm_rms(record.recording.path, 1) > 1000
-    finally:
-        await peer.close()
-        await sb.close()
 
 
 async def test_an_answer_without_a_usable_codec_is_declined_with_the_reason() -> None:
@@ -229,30 +235,17 @@ def test_keypad_presses_reach_the_call_as_tones_in_band() -> None:
 async def test_a_supervisor_listens_whispers_and_barges_in(tmp_path: Path, kam: Kamailio) -> None:
     """The caller plays 350 Hz, the agent's browser 600 Hz, the supervisor's 900 Hz: who
     hears what is told apart by pitch in what each browser heard and in the recording."""
-    sb = await open_switchboard(
-        tmp_path,
-        sip_plugin(),
-        config={
-            "switchboard": {
-                "agents": [
-                    {"name": "alice", "ring": "browser"},
-                    {"name": "sue", "ring": "browser", "role": "supervisor"},
-                ]
-            },
-            "plugins": {"sip": settings_for(kam, ring_agents=["alice"])},
-        },
-    )
-    alice_id, sue_id = agent_id(sb, "alice"), agent_id(sb, "sue")
-    alice = BrowserPeer(sb.softphones, alice_id, tone=tone(1.0, 600))
-    sue = BrowserPeer(sb.softphones, sue_id, tone=tone(1.0, 900))
+    agents = [
+        {"name": "alice", "ring": "browser"},
+        {"name": "sue", "ring": "browser", "role": "supervisor"},
+    ]
     voice = write_alaw(tmp_path / "caller.alaw", 2.0, freq=350)
-    try:
-        assert alice.connect() and sue.connect()
-        call = asyncio.create_task(
-            place_call(
-                tmp_path, kam, caller_scenario(CALLER, hangup="callee", stream=voice), timeout=40
-            )
-        )
+    async with browsers(
+        tmp_path, kam, {"alice": 600, "sue": 900}, agents, ring_agents=["alice"]
+    ) as (sb, peers):
+        alice, sue = peers["alice"], peers["sue"]
+        sue_id = agent_id(sb, "sue")
+        call = calling(tmp_path, kam, hangup="callee", stream=voice)
         sip = sb.channels["sip"].channel
         await until(lambda: sip.bridges, within=15)  # answered: talking, recorded
         talking = time.monotonic()
@@ -293,10 +286,6 @@ async def test_a_supervisor_listens_whispers_and_barges_in(tmp_path: Path, kam: 
         # barging in: the customer hears sue too, and so does the recording
         assert heard(alice, "barge", 900) > loud and recorded("barge", 900) > loud
         assert recorded("barge", 600) > loud  # alice still heard
-    finally:
-        await alice.close()
-        await sue.close()
-        await sb.close()
 
 
 async def test_a_lost_browser_can_hand_the_call_to_the_agents_desk_phone(
@@ -304,24 +293,16 @@ async def test_a_lost_browser_can_hand_the_call_to_the_agents_desk_phone(
 ) -> None:
     """``browser_lost = "phone"``: the customer hears music for a moment, then talks to
     the same agent on their desk phone; the same recording goes on."""
-    sb = await open_switchboard(
-        tmp_path,
-        sip_plugin(),
-        config={
-            "switchboard": {"agents": [{"name": "alice", "extension": "101", "ring": "browser"}]},
-            "plugins": {"sip": settings_for(kam, browser_lost="phone", ring_timeout=8.0)},
-        },
-    )
-    peer = BrowserPeer(sb.softphones, agent_id(sb, "alice"), tone=tone(1.0, 600))
-    try:
-        assert peer.connect()
+    agents = [{"name": "alice", "extension": "101", "ring": "browser"}]
+    async with browsers(
+        tmp_path, kam, {"alice": 600}, agents, browser_lost="phone", ring_timeout=8.0
+    ) as (sb, peers):
+        peer = peers["alice"]
         desk = await answering_phone(
             phones, tmp_path, "alice-desk", answer_after_ms=300, hangup_after_ms=2500
         )
         kam.route("101", desk.port)
-        call = asyncio.create_task(
-            place_call(tmp_path, kam, caller_scenario(CALLER, hangup="callee"), timeout=40)
-        )
+        call = calling(tmp_path, kam, hangup="callee")
         sip = sb.channels["sip"].channel
         await until(lambda: sip.bridges, within=15)
         await asyncio.sleep(1.5)
@@ -335,21 +316,14 @@ async def test_a_lost_browser_can_hand_the_call_to_the_agents_desk_phone(
         assert record.recording is not None and record.recording.duration > 4.0
         assert pcm_rms(record.recording.path, 1, 0.2, 1.4) > 1000  # the browser's tone
         assert pcm_rms(record.recording.path, 1, record.recording.duration - 2.0) > 100  # desk
-    finally:
-        await peer.close()
-        await sb.close()
 
 
 async def test_a_signalling_blip_leaves_a_call_whose_media_survived(
     tmp_path: Path, kam: Kamailio
 ) -> None:
-    sb = await open_sb(tmp_path, kam, ring_agents=["alice"])
-    peer = BrowserPeer(sb.softphones, agent_id(sb, "alice"), tone=tone(1.0, 600))
-    try:
-        assert peer.connect()
-        call = asyncio.create_task(
-            place_call(tmp_path, kam, caller_scenario(CALLER, hangup="callee"), timeout=40)
-        )
+    async with browsers(tmp_path, kam, {"alice": 600}, ring_agents=["alice"]) as (sb, peers):
+        peer = peers["alice"]
+        call = calling(tmp_path, kam, hangup="callee")
         sip = sb.channels["sip"].channel
         await until(lambda: sip.bridges, within=15)
         sb.softphones.disconnect(agent_id(sb, "alice"), peer)  # the WebSocket dropped
@@ -361,33 +335,17 @@ async def test_a_signalling_blip_leaves_a_call_whose_media_survived(
         record = await until(lambda: ended_call(sb))
         assert record.hangup_cause == "agent hung up"
         assert record.recording is not None and record.recording.duration > 3.5
-    finally:
-        await peer.close()
-        await sb.close()
 
 
 async def test_a_warm_transfer_between_two_browsers(tmp_path: Path, kam: Kamailio) -> None:
     """Alice talks to bob first (the customer on hold music), then hands the call over."""
-    sb = await open_switchboard(
-        tmp_path,
-        sip_plugin(),
-        config={
-            "switchboard": {
-                "agents": [{"name": "alice", "ring": "browser"}, {"name": "bob", "ring": "browser"}]
-            },
-            "plugins": {"sip": settings_for(kam, ring_agents=["alice"])},
-        },
-    )
-    alice = BrowserPeer(sb.softphones, agent_id(sb, "alice"), tone=tone(1.0, 600))
-    bob = BrowserPeer(sb.softphones, agent_id(sb, "bob"), tone=tone(1.0, 900))
+    agents = [{"name": "alice", "ring": "browser"}, {"name": "bob", "ring": "browser"}]
     voice = write_alaw(tmp_path / "caller.alaw", 2.0, freq=350)
-    try:
-        assert alice.connect() and bob.connect()
-        call = asyncio.create_task(
-            place_call(
-                tmp_path, kam, caller_scenario(CALLER, hangup="callee", stream=voice), timeout=40
-            )
-        )
+    async with browsers(
+        tmp_path, kam, {"alice": 600, "bob": 900}, agents, ring_agents=["alice"]
+    ) as (sb, peers):
+        alice, bob = peers["alice"], peers["bob"]
+        call = calling(tmp_path, kam, hangup="callee", stream=voice)
         sip = sb.channels["sip"].channel
         await until(lambda: sip.bridges, within=15)
         record = sb.store.list_calls()[0]
@@ -412,7 +370,3 @@ async def test_a_warm_transfer_between_two_browsers(tmp_path: Path, kam: Kamaili
         assert tone_level(bob.heard_between(consulting + 0.4, consulting + 1.4), 350) < 300
         # handed over, bob hears the customer
         assert tone_level(bob.heard_between(handed + 0.4, handed + 1.4), 350) > 1500
-    finally:
-        await alice.close()
-        await bob.close()
-        await sb.close()
