@@ -10,6 +10,7 @@ import asyncio
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from console_peers import chromium, console_service, fake_microphone, screenshot, signed_in
 from sip_peers import (
@@ -125,6 +126,14 @@ async def test_an_agent_with_only_a_browser_takes_holds_and_transfers_a_call(
             hung_up = time.monotonic()
             await call  # the caller got our BYE
             first = await eventually(lambda: ended_call(sb), within=20)
+            await eventually(lambda: sb.store.get_call(first.call_id).recording, within=10)
+
+            # on the card: bob, who has the call now, plays its recording
+            await bob.goto(f"{svc.url}/console/contacts/{olga.id}")
+            player = bob.locator("[data-testid=recording]")
+            assert await player.count() == 1
+            assert quote(first.call_id) in (await player.get_attribute("src") or "")
+            await screenshot(bob, "24-card-with-the-softphone-call")
 
             # click-to-call from the card: alice's softphone first (answered by itself:
             # her click was the answer), then the customer's phone
