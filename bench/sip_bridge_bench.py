@@ -68,6 +68,17 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def setup_times(folder: Path) -> list[float]:
+    """The callers' setup times (INVITE to 200, ms) SIPp traced with ``-trace_rtt``."""
+    rtts: list[float] = []
+    for path in folder.glob("caller_*_rtt.csv"):
+        with path.open() as f:
+            for row in csv.reader(f, delimiter=";"):
+                if len(row) >= 2 and row[1].replace(".", "").isdigit():
+                    rtts.append(float(row[1]))
+    return rtts
+
+
 def sipp_failed(folder: Path, name: str) -> int:
     failed = 0
     for path in folder.glob(f"{name}_*_.csv"):
@@ -183,12 +194,7 @@ async def bridged_step(root: Path, n: int, args: Any, profile_it: bool) -> dict[
         sampler.cancel()
         agent_result = await agent.wait(30)
         await asyncio.sleep(2)
-        rtts: list[float] = []
-        for path in (folder / "sipp").glob("caller_*_rtt.csv"):
-            with path.open() as f:
-                for row in csv.reader(f, delimiter=";"):
-                    if len(row) >= 2 and row[1].replace(".", "").isdigit():
-                        rtts.append(float(row[1]))
+        rtts = setup_times(folder / "sipp")
         late = list(ua.clock.lateness_ms)
         intervals = [20 + b - a for a, b in itertools.pairwise(late)]
         calls = sb.store.list_calls(limit=total + 10)

@@ -26,7 +26,6 @@ import collections
 import itertools
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from typing import Any
 
 from _browser_peers import PROBE, delays, onsets
 from _common import machine
-from sip_bridge_bench import percentile, sipp_failed
+from sip_bridge_bench import cpu_seconds, percentile, setup_times, sipp_failed
 
 import switchboard.softphones
 from switchboard.app import create_app
@@ -104,11 +103,6 @@ class Probed:
             "sip_to_webrtc": delays(onsets(self.sip_in), onsets(self.browser_out)),
             "webrtc_to_sip": delays(onsets(self.browser_in), onsets(self.sip_out)),
         }
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def runner_app(folder: Path, kam: Kamailio, n: int, jitter_frames: int) -> Any:
@@ -198,12 +192,7 @@ async def step(root: Path, n: int, args: Any) -> dict[str, Any]:
             far = json.loads(out_text[0].strip().splitlines()[-1])
             await asyncio.sleep(2)
             late = list(channel.ua.clock.lateness_ms)
-            rtts: list[float] = []
-            for path in (folder / "sipp").glob("caller_*_rtt.csv"):
-                for line in path.read_text().splitlines():
-                    cells = line.split(";")
-                    if len(cells) >= 2 and cells[1].replace(".", "").isdigit():
-                        rtts.append(float(cells[1]))
+            rtts = setup_times(folder / "sipp")
             ringing = {
                 e.data["call"]["call_id"]: e.created_at.timestamp()
                 for e in sb.events.read_since(0, 10 * n + 100)

@@ -226,6 +226,14 @@ class ServiceAPI:
             raise NotFound(f"no agent {key!r}")
         return found
 
+    async def call_target(self, to: str) -> Agent | Address:
+        """Whom a call goes to, as people type it: an agent (by name or extension), else a
+        number; ``Invalid`` when it is neither."""
+        try:
+            return await self.agent(to.strip())
+        except NotFound:
+            return self.parse_address(to.strip())
+
     async def agents(self) -> list[Agent]:
         """The configured agents."""
         return await asyncio.to_thread(self.store.list_agents)

@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 from pydantic import Field, model_validator
 
@@ -21,7 +21,7 @@ from switchboard.api.common import (
     call_json,
     parse_address,
 )
-from switchboard.errors import NotFound
+from switchboard.errors import Invalid
 from switchboard.files import safe_filename
 from switchboard.models import Agent
 
@@ -113,11 +113,13 @@ async def resume_call(call_id: str, sb: Core, who: Caller) -> dict[str, Any]:
 
 
 async def _target(sb: Any, body: TransferIn) -> Agent | Address:
-    """An agent (by name or extension), else a number."""
+    """An agent (by name or extension), else a number (422 naming ``body.to``)."""
     try:
-        found: Agent = await sb.agent(body.to)
-    except NotFound:
-        return parse_address(sb, body.to, "body.to")
+        found: Agent | Address = await sb.call_target(body.to)
+    except Invalid as exc:
+        raise HTTPException(
+            422, [{"loc": ["body.to"], "msg": str(exc), "type": "address"}]
+        ) from None
     return found
 
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from switchboard import Address, AddressError, Agent, NotFound, Switchboard, SwitchboardError
+from switchboard import Address, Agent, Invalid, Switchboard, SwitchboardError
 
 log = logging.getLogger("switchboard.console.softphone")
 
@@ -62,12 +62,8 @@ async def target(sb: Switchboard, to: object) -> Agent | Address:
     if not isinstance(to, str) or not 0 < len(to) <= 100:
         raise ValueError("to: an agent's name or extension, or a number")
     try:
-        return await sb.agent(to.strip())
-    except NotFound:
-        pass
-    try:
-        return sb.addresses.parse(to.strip())
-    except AddressError as exc:
+        return await sb.call_target(to)
+    except Invalid as exc:
         raise ValueError(f"to: {exc}") from None
 
 
