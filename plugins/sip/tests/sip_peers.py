@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -140,11 +141,25 @@ def softphones(tmp_path: Path) -> Iterator[list[Baresip]]:
 async def baresip(
     phones: list[Baresip], tmp_path: Path, kam: Kamailio, user: str, transport: str, **kw: Any
 ) -> Baresip:
-    """A baresip phone registered as ``user`` over ``transport`` (``Baresip`` options)."""
-    phone = Baresip(tmp_path / f"baresip-{user}", kam, user, transport=transport, **kw).start()
-    phones.append(phone)
-    await until(phone.registered, within=10)
-    return phone
+    """A baresip phone registered as ``user`` over ``transport`` (``Baresip`` options).
+
+    A phone that has not registered within 10 s is started once more, on fresh ports, in a
+    fresh folder: one CI run in many saw baresip never register (a port taken between our
+    probe and its bind is the likely cause; its log is printed for the next reader). A
+    second failure fails the test with both logs."""
+    logs = []
+    for attempt in (1, 2):
+        folder = tmp_path / (f"baresip-{user}" if attempt == 1 else f"baresip-{user}-{attempt}")
+        phone = Baresip(folder, kam, user, transport=transport, **kw).start()
+        phones.append(phone)
+        with contextlib.suppress(AssertionError):
+            await until(phone.registered, within=10)
+            return phone
+        logs.append(phone.output()[-3000:])
+        print(f"baresip {user} did not register (attempt {attempt}):\n{logs[-1]}")
+        phone.stop()
+        phones.remove(phone)
+    raise AssertionError(f"baresip {user} did not register twice:\n" + "\n---\n".join(logs))
 
 
 def heard(phone: Baresip) -> int:
