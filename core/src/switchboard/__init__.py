@@ -67,6 +67,7 @@ from switchboard.models import (
 from switchboard.outbox import Queued
 from switchboard.pacing import Pacer
 from switchboard.plugins import hookimpl
+from switchboard.search import CallHit, CallMatch, CallSearch
 from switchboard.service import KEEP, Timeline, can_hear
 from switchboard.softphones import BrowserLeg, SoftphoneLink, Softphones
 from switchboard.tables import UTCDateTime
@@ -86,7 +87,10 @@ __all__ = [
     "BrowserLeg",
     "CallControl",
     "CallHandler",
+    "CallHit",
+    "CallMatch",
     "CallRecord",
+    "CallSearch",
     "CallSession",
     "CallSupervision",
     "Channel",

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +46,7 @@ from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
 from switchboard.quarantine import Quarantine
 from switchboard.schema import PluginSchema, plugin_schema
+from switchboard.search import CallSearch
 from switchboard.service import NAME_MAX, ServiceAPI, one_line
 from switchboard.softphones import Softphones
 from switchboard.store import AddressTaken, Store, address_t, interaction_t, load_contacts
@@ -118,6 +119,8 @@ class Switchboard(ServiceAPI):
         self.quarantine = Quarantine(self)
         #: The supervised background loops (outbox, event hub, webhooks...).
         self.loops = Supervisor()
+        #: The plugin that searches calls' content (``GET /api/calls?q=``), if one does.
+        self.call_search: CallSearch | None = None
         self.channels: dict[str, ChannelHandle] = {}
         #: The plugins' own tables and migrations (``register_migrations``).
         self.schemas: list[PluginSchema] = []
@@ -195,6 +198,14 @@ class Switchboard(ServiceAPI):
 
     def running_channels(self) -> list[str]:
         return [n for n, h in self.channels.items() if h.state == ChannelState.RUNNING]
+
+    def supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a plugin's background work (``await run()``) as a supervised loop of the
+        runner, listed in ``/api/health``'s ``loops`` under ``name`` (``PLUGIN:PART``): when
+        it raises, the error is logged and shown, the service reports ``degraded``, and it
+        starts again after a backoff. Call it from the ``startup`` hook (a command that only
+        opens the core runs no loops); the loops stop when the runner stops."""
+        self.loops.start(name, run)
 
     async def start_channels(self, names: Iterable[str] | None = None) -> None:
         """Start channels once each; one that fails is marked ``failing`` (no retry)."""

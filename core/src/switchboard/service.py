@@ -35,6 +35,7 @@ from switchboard.models import (
     Role,
     SupervisionMode,
 )
+from switchboard.search import CallHit, CallSearch
 from switchboard.store import address_t, contact_t, interaction_t
 from switchboard.templates import Rendered, template_values
 
@@ -97,6 +98,7 @@ class ServiceAPI:
         outbox: Outbox
         events: EventHub
         channels: dict[str, ChannelHandle]
+        call_search: CallSearch | None
 
         templates: Templates
         file_roots: FileRoots
@@ -272,6 +274,40 @@ class ServiceAPI:
             until=until,
             limit=limit,
         )
+
+    async def search_calls(
+        self,
+        who: Principal,
+        q: str,
+        *,
+        limit: int = 50,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        agent_id: int | None = None,
+        contact_id: int | None = None,
+    ) -> list[tuple[CallRecord, CallHit]]:
+        """Calls whose content (transcripts) matches ``q``, best first, each with where it
+        matched: only the calls ``who`` may hear (``can_hear``: what was said is as private
+        as the recording). ``Unavailable`` when no plugin searches calls
+        (``sb.call_search``), ``Invalid`` for an empty or over-long query."""
+        q = q.strip()
+        if not q or len(q) > 200 or "\x00" in q:
+            raise Invalid("q: words to find, at most 200 characters")
+        if self.call_search is None:
+            raise Unavailable("no plugin searches calls' content (install switchboard-speech)")
+        if not who.sees_all:
+            if who.agent_id is None:
+                return []
+            agent_id = who.agent_id if agent_id in (None, who.agent_id) else -1
+        hits = await self.call_search.search(
+            q, limit=limit, since=since, until=until, agent_id=agent_id, contact_id=contact_id
+        )
+        found = []
+        for hit in hits:
+            call = await asyncio.to_thread(self.store.get_call, hit.call_id)
+            if call is not None and can_hear(call, who):
+                found.append((call, hit))
+        return found
 
     async def place_call(
         self,

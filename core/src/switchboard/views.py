@@ -6,7 +6,8 @@ write=False)``. The columns listed here keep their names and meaning through 0.x
 ``call_record``: one row per call. ``call_id`` (the channel's), ``channel``,
 ``direction`` (``inbound``/``outbound``), ``from_address`` and ``to_address``
 (``phone:+...``), ``contact_id``, ``agent_id``, ``ringing_at``, ``answered_at``,
-``ended_at`` (aware UTC), ``talk_s`` and ``wait_s`` (seconds), ``disposition``.
+``ended_at`` (aware UTC), ``talk_s`` and ``wait_s`` (seconds), ``disposition``,
+``recording_path`` (the recording's file, None without one).
 """
 
 from __future__ import annotations

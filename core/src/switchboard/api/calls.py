@@ -22,6 +22,7 @@ from switchboard.api.common import (
     parse_address,
 )
 from switchboard.errors import Invalid
+from switchboard.events import to_json
 from switchboard.files import safe_filename
 from switchboard.models import Agent
 
@@ -62,8 +63,30 @@ async def list_calls(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
+    q: str | None = Query(
+        default=None,
+        max_length=200,
+        description="words said in the call (its transcript): needs a plugin that "
+        "searches calls, such as switchboard-speech; only calls the caller may hear",
+    ),
 ) -> dict[str, Any]:
     agent_id = (await agent_by_name(sb, agent, "query.agent")).id if agent else None
+    if q is not None:
+        found = await sb.search_calls(
+            who,
+            q,
+            limit=limit,
+            since=since,
+            until=until,
+            agent_id=agent_id,
+            contact_id=contact_id,
+        )
+        return {
+            "items": [
+                {**call_json(call, who), "matches": [to_json(m) for m in hit.matches]}
+                for call, hit in found
+            ]
+        }
     calls = await sb.find_calls(
         contact_id=contact_id,
         agent_id=agent_id,
