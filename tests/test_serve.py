@@ -69,6 +69,7 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
                 "max": "max_0001",
                 "meta": "meta_0001",
                 "odoo": "odoo_0001",
+                "speech": "speech_0001",
                 "vk": "vk_0001",
                 "whatsapp": "whatsapp_0001",
             },
@@ -89,10 +90,12 @@ def test_example_config_serves_health_and_stops_on_sigterm(tmp_path: Path) -> No
             "meta",
             "odoo",
             "sip",
+            "speech",
             "telegram",
             "vk",
             "whatsapp",
         }
+        assert {"speech:jobs", "speech:prune"} <= set(health["loops"])
         assert {n: c["state"] for n, c in health["channels"].items()} == {
             "email": "not configured",
             "instagram": "not configured",
