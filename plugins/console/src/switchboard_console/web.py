@@ -32,11 +32,13 @@ from switchboard import (
     Event,
     EventType,
     InteractionStatus,
+    Invalid,
     NotFound,
     Principal,
     Switchboard,
     SwitchboardError,
     Timeline,
+    Unavailable,
     can_hear,
     to_json,
     web,
@@ -52,7 +54,7 @@ SESSION_COOKIE = "switchboard_console"
 LOGIN_COOKIE = "switchboard_console_login"  # the sign-in form's CSRF token
 LANG_COOKIE = "switchboard_console_lang"
 FLASH_COOKIE = "switchboard_console_flash"
-TABLES = ("agent", "day", "ivr_node", "costs", "mailings")
+TABLES = ("agent", "day", "ivr_node", "costs", "mailings", "speech")
 SECURITY_HEADERS = {
     # our own scripts and styles only (style attributes allowed: the charts' legend colours)
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -190,6 +192,7 @@ class Console:
                 who=session.who if session else None,
                 csrf=session.csrf if session else None,
                 path=request.url.path,
+                searchable=self.switchboard.call_search is not None,
                 flash=json.loads(flash) if flash and flash.startswith("{") else None,
                 **values,
             )
@@ -388,7 +391,9 @@ def build_router(console: Console) -> APIRouter:
             return console.render(
                 request, "error.html", session.lang, session, status_code=404, status=404
             )
-        timeline = {"items": _timeline_json(page, session.who), "next_before": page.next_before}
+        items = _timeline_json(page, session.who)
+        await _add_analyses(sb, items)
+        timeline = {"items": items, "next_before": page.next_before}
         windows = await sb.windows(contact_id)
         now = datetime.now(UTC)
         # a closed window (WhatsApp's 24 hours) takes only the templates made for it, or
@@ -616,6 +621,9 @@ def build_router(console: Console) -> APIRouter:
             tariff = console.settings.tariff
             out["costs"] = await call_costs(sb, since, until, tariff)
         service = getattr(sb.plugin("mailings"), "mailings", None)  # switchboard-mailings
+        speech = _speech(sb)
+        if "speech" in tables and speech is not None:
+            out["speech"] = await speech.agent_summary(since, until)
         if "mailings" in tables and service is not None:
             mailings = await service.list_mailings()
             out["mailings"] = [  # those created in the period
@@ -647,6 +655,35 @@ def build_router(console: Console) -> APIRouter:
             data=data,
             charts=_charts(data),
             query=f"from={start.isoformat()}&to={end.isoformat()}",
+        )
+
+    # -- what was said in calls (switchboard-speech) -------------------------------------
+
+    @router.get("/search")
+    async def search(request: Request, session: Signed, sb: web.Core, q: str = "") -> Response:
+        """Calls found by the words said in them: the calls the agent may hear (all for
+        supervisors), each with its passages and a link to the card at that moment."""
+        found: list[dict[str, Any]] = []
+        error = None
+        if q.strip():
+            try:
+                hits = await sb.search_calls(session.who, q[:200], limit=50)
+            except (Invalid, Unavailable) as exc:
+                error = str(exc)
+            else:
+                for call, hit in hits:
+                    found.append(
+                        {"call": to_json(call), "matches": [to_json(m) for m in hit.matches]}
+                    )
+        return console.render(
+            request,
+            "search.html",
+            session.lang,
+            session,
+            q=q,
+            found=found,
+            error=error,
+            agents=await _agent_names(sb),
         )
 
     # -- calls talking now, for supervisors to join -------------------------------------
@@ -696,7 +733,7 @@ def build_router(console: Console) -> APIRouter:
             raise HTTPException(404, f"no table {table!r}: {', '.join(TABLES)}")
         start, end = period(start, end)
         rows = (await figures(sb, start, end, (table,))).get(table)
-        if rows is None:  # mailings without the mailings plugin
+        if rows is None:  # mailings or speech without their plugin
             raise HTTPException(404, f"no table {table!r}: its plugin is not installed")
         if table == "costs":
             rows = cost_rows(rows)
@@ -732,6 +769,27 @@ def _timeline_json(page: Timeline, who: Principal) -> list[dict[str, Any]]:
         data["files"] = web.attachments_json(item, "/console")
         out.append(data)
     return out
+
+
+def _speech(sb: Switchboard) -> Any:
+    """The speech plugin's service (switchboard-speech), or None when not installed."""
+    return getattr(sb.plugin("speech"), "speech", None)
+
+
+async def _add_analyses(sb: Switchboard, items: list[dict[str, Any]]) -> None:
+    """Each call the agent may hear gets its speech analysis (``call.analysis``: status,
+    metrics, score, rules, transcript segments), when the speech plugin is installed."""
+    speech = _speech(sb)
+    if speech is None:
+        return
+    calls = {
+        i["call"]["call_id"]: i["call"]
+        for i in items
+        if i.get("call") and (i["call"].get("recording") or {}).get("allowed")
+    }
+    if calls:
+        for call_id, analysis in (await speech.analyses(list(calls))).items():
+            calls[call_id]["analysis"] = analysis
 
 
 def cost_rows(costs: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,5 +1,15 @@
 // Switchboard console: the screen pop. Cards arrive rendered (event "pop") on the
 // console's own event stream; this script only places them and marks their calls' state.
+// Also: a transcript line's time plays the call's recording from there.
+document.addEventListener("click", function (e) {
+  var button = e.target.closest && e.target.closest("[data-seek]");
+  if (!button) return;
+  var box = button.closest(".speech");
+  var audio = box && box.parentElement.querySelector("audio");
+  if (!audio) return;
+  audio.currentTime = parseFloat(button.dataset.seek) || 0;
+  audio.play();
+});
 (function () {
   "use strict";
   var pop = document.getElementById("pop");
