@@ -823,7 +823,8 @@ def write_alaw(path: Path, seconds: float, freq: float = 440.0, volume: int = 80
 class Baresip:
     """baresip (Debian's ``baresip-core``) as a desk phone: registers ``user`` at Kamailio
     over ``transport`` (udp, tcp or tls; TLS checked against Kamailio's CA), answers every
-    call at once, sends a tone from a WAV and records what it hears and sends (the
+    call at once, sends a tone from a WAV (or the WAV ``source``: 8 kHz mono, played once
+    from the start of each call) and records what it hears and sends (the
     ``sndfile`` module: ``dump-*-dec.wav`` and ``-enc.wav`` in its folder). ``srtp`` asks
     for SDES-SRTP (``mediaenc=srtp-mand``). :meth:`command` drives it through ``ctrl_tcp``
     (``dial``, ``hangup``...)."""
@@ -840,6 +841,7 @@ class Baresip:
         freq: float = 440.0,
         volume: int = 8000,
         host: str = "127.0.0.1",
+        source: Path | None = None,
     ) -> None:
         need_sip_tools()
         if shutil.which("baresip") is None:
@@ -853,7 +855,7 @@ class Baresip:
         self.port = free_udp_port()
         self.ctrl_port = free_port()
         rtp = free_media_ports()
-        tone_file = write_tone(folder / "tone.wav", seconds, freq, volume)
+        tone_file = source or write_tone(folder / "tone.wav", seconds, freq, volume)
         proxy_port = kam.tls_port if transport == "tls" else kam.port
         lines = [
             "poll_method epoll",
