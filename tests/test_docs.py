@@ -175,6 +175,8 @@ def test_every_core_setting_is_in_the_config_doc(cls: type) -> None:
         ("switchboard_bitrix24", "Bitrix24Settings", "crm-bitrix24.md"),
         ("switchboard.crm", "CrmPush", "crm-amocrm.md"),
         ("switchboard.crm", "CrmPush", "plugins.md"),
+        ("switchboard_speech", "SpeechSettings", "speech.md"),
+        ("switchboard_speech", "Rule", "speech.md"),
     ],
 )
 def test_every_plugin_setting_is_in_its_doc(module: str, settings: str, doc: str) -> None:
@@ -338,3 +340,31 @@ def test_the_crm_connector_example_notes_messages_and_answers_pops(
             assert notes == [{"person": "email:olga@example.com", "text": "Is my order ready?"}]
     finally:
         del sys.modules["acme_crm"]
+
+
+def test_the_speech_docs_examples_are_valid_configurations() -> None:
+    """docs/speech.md's settings and rules pass the checks ``serve`` makes (the model
+    folders stood in by empty ones)."""
+    import tempfile
+    import tomllib
+
+    from switchboard.config import config_from_dict
+    from switchboard_speech import SpeechSettings
+
+    text = (DOCS / "speech.md").read_text(encoding="utf-8")
+    backend, rules = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    with tempfile.TemporaryDirectory() as folder:
+        raw = tomllib.loads(backend)
+        raw["plugins"]["speech"]["models"] = {
+            lang: str(Path(folder, lang)) for lang in raw["plugins"]["speech"]["models"]
+        }
+        for path in raw["plugins"]["speech"]["models"].values():
+            Path(path).mkdir()
+        raw["plugins"]["speech"]["backend"] = "pocketsphinx"  # vosk is not installed here
+        raw["switchboard"] = {"agents": [{"name": "anna"}, {"name": "boris"}]}
+        config = config_from_dict(raw, {"speech": SpeechSettings})
+        assert config.plugin_settings("speech").agent_languages == {"boris": "en"}
+    raw = tomllib.loads(rules)
+    config = config_from_dict(raw, {"speech": SpeechSettings})
+    names = [r.name for r in config.plugin_settings("speech").rules]
+    assert names == ["greeting", "price named", "no promises"]

@@ -116,7 +116,8 @@ class CallRecordRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     interaction_id: int = Field(foreign_key="interaction.id", unique=True, ondelete="CASCADE")
-    call_id: str = Field(max_length=255)
+    # a call is found by its id alone (sb.call, GET /api/calls/{id}, a search's hits)
+    call_id: str = Field(max_length=255, index=True)
     channel: str = Field(max_length=64)
     direction: str = Field(max_length=16)
     from_address: str = Field(max_length=400)

@@ -288,3 +288,34 @@ def test_a_job_killed_mid_way_is_taken_again(tmp_path: Path, scripted: Path) -> 
     assert state() == ("done", 2)
     assert "done 1" in again.stdout
     engine.dispose()
+
+
+async def test_privacy_settings_keep_an_agents_calls_untranscribed(
+    tmp_path: Path, scripted: Path
+) -> None:
+    """``agents_off``: bob's calls get their talk metrics, never a transcript or a score;
+    ``channels``: only the named channels' calls are transcribed."""
+    sb = await open_speech(tmp_path, agents_off=["bob"], channels=["sip", "webrtc"])
+    speech = plugin(sb)
+    try:
+        await recorded_call(sb, "alices", scripted)
+        await recorded_call(sb, "bobs", scripted, agent="bob")
+        await speech.queue(["alices", "bobs"])
+        await speech.run(until_idle=True)
+        found = await speech.analyses(["alices", "bobs"])
+        assert found["alices"]["transcribed"] and found["alices"]["segments"]
+        bobs = found["bobs"]
+        assert bobs["status"] == "done" and not bobs["transcribed"]
+        assert bobs["segments"] == [] and bobs["score"] is None and bobs["rules"] == []
+        assert bobs["metrics"]["interruptions"] == 1
+        assert [c.call_id for c, _ in await sb.search_calls(SUPERVISOR, "order")] == ["alices"]
+    finally:
+        await sb.close()
+    sb = await open_speech(tmp_path / "other", channels=["webrtc"])
+    try:
+        await recorded_call(sb, "sip-call", scripted)
+        await plugin(sb).queue(["sip-call"])
+        await plugin(sb).run(until_idle=True)
+        assert not (await plugin(sb).analyses(["sip-call"]))["sip-call"]["transcribed"]
+    finally:
+        await sb.close()

@@ -10,7 +10,6 @@ import html
 import logging
 import re
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -201,7 +200,9 @@ class Speech:
                     sa.insert(result_t).values(
                         call_id=call.call_id,
                         status=status,
+                        channel=call.channel,
                         agent_id=call.agent_id,
+                        contact_id=call.contact_id,
                         call_at=call.ringing_at,
                         language=language,
                         backend=self.settings.backend,
@@ -359,57 +360,42 @@ class Speech:
         agent_id: int | None = None,
         contact_id: int | None = None,
     ) -> list[CallHit]:
+        """The calls whose transcript matches ``q``, best first (``CallSearch``)."""
         filters = Filters(since=since, until=until, agent_id=agent_id, contact_id=contact_id)
 
         def find(conn: Connection) -> list[CallHit]:
-            if conn.dialect.name == "postgresql":
-                return self._search_pg(conn, q, limit, filters)
-            return _search_sqlite(conn, fts_query(q), limit, filters)
+            pg = conn.dialect.name == "postgresql"
+            index: Index = PgIndex(self.settings, q) if pg else FtsIndex(fts_query(q))
+            # the best turns first, at most ``cap`` of them: enough for ``limit`` calls
+            # unless the filters leave out most of them, then all
+            cap: int | None = limit * SCAN_PER_CALL
+            while True:
+                ranked = index.ranked(conn, filters, cap)
+                calls: dict[str, list[int]] = {}
+                for turn_id, call_id in ranked:
+                    if call_id in calls or len(calls) < limit:
+                        calls.setdefault(call_id, []).append(turn_id)
+                if cap is None or len(ranked) < cap or len(calls) >= limit:
+                    break
+                cap = None
+            shown = [t for turns in calls.values() for t in turns[:MATCHES]]
+            marked = index.marked(conn, shown)
+            return [
+                CallHit(call_id, [marked[t] for t in turns[:MATCHES] if t in marked])
+                for call_id, turns in calls.items()
+            ]
 
         hits: list[CallHit] = await self.sb.transaction(find, write=False)
         return hits
 
-    def _search_pg(self, conn: Connection, q: str, limit: int, filters: Filters) -> list[CallHit]:
-        configs = sorted(
-            {c for c in (self.settings.search_config(x) for x in self.settings.languages())}
-            | {"simple"}
-        )
-        configs = [c for c in configs if _CONFIG.fullmatch(c)]
-        tsq = " || ".join(f"websearch_to_tsquery('{c}', :q)" for c in configs)
-        langs = {x: self.settings.search_config(x) for x in self.settings.languages()}
-        case = " ".join(
-            f"WHEN '{x}' THEN ts_headline('{c}', s.text, query, :opts)"
-            for x, c in langs.items()
-            if _CONFIG.fullmatch(c) and re.fullmatch(r"[A-Za-z_-]{1,16}", x)
-        )
-        headline = f"CASE s.language {case} ELSE ts_headline('simple', s.text, query, :opts) END"
-        where = filters.sql()
-        sql = f"""
-            WITH query AS (SELECT ({tsq}) AS query),
-            found AS (
-                SELECT s.id, s.call_id, ts_rank(s.tsv, query) AS rank
-                FROM speech_segment s CROSS JOIN query
-                JOIN call_record c ON c.call_id = s.call_id
-                WHERE s.tsv @@ query {where}
-            ),
-            calls AS (
-                SELECT call_id, max(rank) AS best FROM found
-                GROUP BY call_id ORDER BY best DESC, call_id LIMIT :limit
-            )
-            SELECT s.call_id, s.speaker, s.start, s."end", s.text, calls.best, f.rank,
-                   {headline} AS marked
-            FROM calls JOIN found f ON f.call_id = calls.call_id
-            JOIN speech_segment s ON s.id = f.id CROSS JOIN query
-            ORDER BY calls.best DESC, calls.call_id, f.rank DESC, s.start
-        """
-        opts = "StartSel=\x02, StopSel=\x03, HighlightAll=true"
-        rows = conn.execute(filters.bind(sa.text(sql), q=q, limit=limit, opts=opts)).all()
-        return _hits(rows)
+
+#: Turns ranked per call wanted before the filters are applied to all of them.
+SCAN_PER_CALL = 40
 
 
 @attrs.frozen
 class Filters:
-    """Which calls a search looks in, as conditions on ``call_record c``."""
+    """Which calls a search looks in, as conditions on ``speech_result r``."""
 
     since: datetime | None
     until: datetime | None
@@ -419,10 +405,10 @@ class Filters:
     def sql(self) -> str:
         out = ""
         for name, test in (
-            ("since", "c.ringing_at >= :since"),
-            ("until", "c.ringing_at < :until"),
-            ("agent_id", "c.agent_id = :agent_id"),
-            ("contact_id", "c.contact_id = :contact_id"),
+            ("since", "r.call_at >= :since"),
+            ("until", "r.call_at < :until"),
+            ("agent_id", "r.agent_id = :agent_id"),
+            ("contact_id", "r.contact_id = :contact_id"),
         ):
             if getattr(self, name) is not None:
                 out += f" AND {test}"
@@ -433,51 +419,109 @@ class Filters:
         stamp = UTCDateTime(timezone=True)
         used = {k: v for k, v in attrs.asdict(self).items() if v is not None}
         params = [sa.bindparam(k, type_=stamp) for k in ("since", "until") if k in used]
-        return query.bindparams(*params, **{k: v for k, v in used.items()}, **values)
+        return query.bindparams(*params, **used, **values)
 
 
-def _search_sqlite(conn: Connection, match: str, limit: int, filters: Filters) -> list[CallHit]:
-    where = filters.sql()
-    sql = f"""
-        WITH found AS (
-            SELECT speech_fts.rowid AS id, bm25(speech_fts) AS rank,
-                   highlight(speech_fts, 0, char(2), char(3)) AS marked
-            FROM speech_fts WHERE speech_fts MATCH :match
-        ),
-        hits AS (
-            SELECT f.id, f.rank, f.marked, s.call_id FROM found f
-            JOIN speech_segment s ON s.id = f.id
-            JOIN call_record c ON c.call_id = s.call_id
-            WHERE 1 = 1 {where}
-        ),
-        calls AS (
-            SELECT call_id, min(rank) AS best FROM hits
-            GROUP BY call_id ORDER BY best, call_id LIMIT :limit
-        )
-        SELECT s.call_id, s.speaker, s.start, s."end", s.text, calls.best, h.rank, h.marked
-        FROM calls JOIN hits h ON h.call_id = calls.call_id
-        JOIN speech_segment s ON s.id = h.id
-        ORDER BY calls.best, calls.call_id, h.rank, s.start
-    """
-    rows = conn.execute(filters.bind(sa.text(sql), match=match, limit=limit)).all()
-    return _hits(rows)
+class Index:
+    """A database's full-text index of the turns."""
+
+    def ranked(self, conn: Connection, filters: Filters, cap: int | None) -> list[Any]:
+        """(turn id, call id) of the matching turns of calls that pass ``filters``, best
+        first; of the ``cap`` best turns only (None: all)."""
+        raise NotImplementedError
+
+    def marked(self, conn: Connection, turns: list[int]) -> dict[int, CallMatch]:
+        """These turns, the words found marked."""
+        raise NotImplementedError
 
 
-def _hits(rows: Sequence[Any]) -> list[CallHit]:
-    by_call: dict[str, list[CallMatch]] = {}
-    for row in rows:
-        matches = by_call.setdefault(row.call_id, [])
-        if len(matches) < MATCHES:
-            matches.append(
-                CallMatch(
-                    text=row.text,
-                    highlighted=highlighted(row.marked),
-                    speaker=row.speaker,
-                    start=row.start,
-                    end=row.end,
-                )
+def _match(row: Any) -> CallMatch:
+    return CallMatch(
+        text=row.text,
+        highlighted=highlighted(row.marked),
+        speaker=row.speaker,
+        start=row.start,
+        end=row.end,
+    )
+
+
+_TURN = 's.id, s.speaker, s.start, s."end", s.text'
+
+
+class FtsIndex(Index):
+    """SQLite: the FTS5 table ``speech_fts`` (``rank`` is its BM25, lower is better)."""
+
+    def __init__(self, match: str) -> None:
+        self.match = match
+
+    def ranked(self, conn: Connection, filters: Filters, cap: int | None) -> list[Any]:
+        sql = f"""
+            WITH found AS (
+                SELECT rowid AS id, rank FROM speech_fts WHERE speech_fts MATCH :match
+                ORDER BY rank LIMIT :cap
             )
-    return [CallHit(call_id, matches) for call_id, matches in by_call.items()]
+            SELECT f.id, s.call_id FROM found f
+            JOIN speech_segment s ON s.id = f.id
+            JOIN speech_result r ON r.call_id = s.call_id
+            WHERE 1 = 1 {filters.sql()}
+            ORDER BY f.rank, s.call_id, s.start
+        """
+        query = filters.bind(sa.text(sql), match=self.match, cap=-1 if cap is None else cap)
+        return [tuple(row) for row in conn.execute(query)]
+
+    def marked(self, conn: Connection, turns: list[int]) -> dict[int, CallMatch]:
+        if not turns:
+            return {}
+        sql = sa.text(
+            f"SELECT {_TURN}, highlight(speech_fts, 0, char(2), char(3)) AS marked "
+            "FROM speech_fts JOIN speech_segment s ON s.id = speech_fts.rowid "
+            "WHERE speech_fts MATCH :match AND speech_fts.rowid IN :ids"
+        ).bindparams(sa.bindparam("ids", expanding=True))
+        rows = conn.execute(sql, {"match": self.match, "ids": turns})
+        return {row.id: _match(row) for row in rows}
+
+
+class PgIndex(Index):
+    """PostgreSQL: ``speech_segment.tsv`` (GIN), the query read by ``websearch_to_tsquery``
+    in each configured language's configuration; ``ts_rank``, higher is better."""
+
+    def __init__(self, settings: SpeechSettings, q: str) -> None:
+        self.q = q
+        configs = {settings.search_config(x) for x in settings.languages()} | {"simple"}
+        self.query = " || ".join(
+            f"websearch_to_tsquery('{c}', :q)" for c in sorted(configs) if _CONFIG.fullmatch(c)
+        )
+        langs = {x: settings.search_config(x) for x in settings.languages()}
+        case = " ".join(
+            f"WHEN '{x}' THEN ts_headline('{c}', s.text, query, :opts)"
+            for x, c in langs.items()
+            if _CONFIG.fullmatch(c) and re.fullmatch(r"[A-Za-z_-]{1,16}", x)
+        )
+        self.headline = (
+            f"CASE s.language {case} ELSE ts_headline('simple', s.text, query, :opts) END"
+        )
+
+    def ranked(self, conn: Connection, filters: Filters, cap: int | None) -> list[Any]:
+        sql = f"""
+            WITH query AS (SELECT ({self.query}) AS query)
+            SELECT s.id, s.call_id FROM speech_segment s CROSS JOIN query
+            JOIN speech_result r ON r.call_id = s.call_id
+            WHERE s.tsv @@ query {filters.sql()}
+            ORDER BY ts_rank(s.tsv, query) DESC, s.call_id, s.start LIMIT :cap
+        """
+        return [tuple(row) for row in conn.execute(filters.bind(sa.text(sql), q=self.q, cap=cap))]
+
+    def marked(self, conn: Connection, turns: list[int]) -> dict[int, CallMatch]:
+        if not turns:
+            return {}
+        sql = sa.text(
+            f"WITH query AS (SELECT ({self.query}) AS query) "
+            f"SELECT {_TURN}, {self.headline} AS marked FROM speech_segment s CROSS JOIN query "
+            "WHERE s.id IN :ids"
+        ).bindparams(sa.bindparam("ids", expanding=True))
+        opts = "StartSel=\x02, StopSel=\x03, HighlightAll=true"
+        rows = conn.execute(sql, {"q": self.q, "ids": turns, "opts": opts})
+        return {row.id: _match(row) for row in rows}
 
 
 def _is_file(path: str) -> bool:
@@ -533,7 +577,12 @@ def prune_rows(conn: Connection, older_than: datetime | None) -> int:
     gone: list[str] = []
     rows = conn.execute(
         sa.select(result_t.c.call_id, result_t.c.call_at, call_record.c.recording_path).join(
-            call_record, call_record.c.call_id == result_t.c.call_id, isouter=True
+            call_record,
+            sa.and_(
+                call_record.c.channel == result_t.c.channel,
+                call_record.c.call_id == result_t.c.call_id,
+            ),
+            isouter=True,
         )
     ).all()
     for call_id, call_at, path in rows:

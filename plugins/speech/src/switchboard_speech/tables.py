@@ -34,7 +34,9 @@ result_t = sa.Table(
     metadata,
     sa.Column("call_id", sa.String(200), primary_key=True),
     sa.Column("status", sa.String(16), nullable=False),  # done silent unreadable...
+    sa.Column("channel", sa.String(64), nullable=False),
     sa.Column("agent_id", sa.Integer, nullable=True),
+    sa.Column("contact_id", sa.Integer, nullable=True),
     sa.Column("call_at", UTCDateTime(timezone=True), nullable=True),  # the call's ringing_at
     sa.Column("language", sa.String(16), nullable=False),
     sa.Column("backend", sa.String(100), nullable=False),
@@ -44,6 +46,7 @@ result_t = sa.Table(
     sa.Column("rules", sa.JSON, nullable=False),
     sa.Column("analysed_at", UTCDateTime(timezone=True), nullable=False),
     sa.Index("ix_speech_result_agent", "agent_id", "call_at"),
+    sa.Index("ix_speech_result_contact", "contact_id"),
 )
 
 #: One turn of the transcript: who spoke, when, what (and each word's time).

@@ -37,7 +37,9 @@ def upgrade() -> None:
         "speech_result",
         sa.Column("call_id", sa.String(length=200), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("channel", sa.String(length=64), nullable=False),
         sa.Column("agent_id", sa.Integer(), nullable=True),
+        sa.Column("contact_id", sa.Integer(), nullable=True),
         sa.Column("call_at", UTCDateTime(timezone=True), nullable=True),
         sa.Column("language", sa.String(length=16), nullable=False),
         sa.Column("backend", sa.String(length=100), nullable=False),
@@ -49,6 +51,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("call_id"),
     )
     op.create_index("ix_speech_result_agent", "speech_result", ["agent_id", "call_at"])
+    op.create_index("ix_speech_result_contact", "speech_result", ["contact_id"])
     op.create_table(
         "speech_segment",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
