@@ -144,6 +144,15 @@ async def search(args: argparse.Namespace) -> None:
                     rows = batch
                     await sb.transaction(lambda c, rows=rows: c.execute(segment_t.insert(), rows))
                     batch = []
+            await sb.transaction(  # each call's analysis row, as the workers write it
+                lambda c: c.exec_driver_sql(
+                    "INSERT INTO speech_result (call_id, status, channel, agent_id, contact_id,"
+                    " call_at, language, backend, transcribed, metrics, score, rules, analysed_at)"
+                    " SELECT c.call_id, 'done', c.channel, c.agent_id, i.contact_id, c.ringing_at,"
+                    " 'en', 'pocketsphinx', true, '{}', 50, '[]', c.ringing_at"
+                    " FROM call_record c JOIN interaction i ON i.id = c.interaction_id"
+                )
+            )
             if backend == "postgresql":
                 await sb.transaction(
                     lambda c: c.exec_driver_sql(

@@ -319,3 +319,52 @@ async def test_privacy_settings_keep_an_agents_calls_untranscribed(
         assert not (await plugin(sb).analyses(["sip-call"]))["sip-call"]["transcribed"]
     finally:
         await sb.close()
+
+
+async def test_search_ranks_by_relevance_or_newest_first_and_filters(
+    tmp_path: Path, db: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored transcripts (as the workers store them): the call saying the word most is
+    first; a word in more turns than the search ranks lists the newest calls first; the
+    filters (contact, agent, period) narrow the calls."""
+    from switchboard_speech import service
+
+    sb = await open_speech(tmp_path, db)
+    speech = plugin(sb)
+    quiet = silent_wav(tmp_path / "q.wav", 1)
+    texts = {
+        "old": "refund please a refund today refund",
+        "mid": "i want a refund",
+        "new": "where is my refund",
+    }
+    try:
+        for i, (call_id, text) in enumerate(texts.items()):
+            await recorded_call(
+                sb,
+                call_id,
+                quiet,
+                agent="bob" if call_id == "new" else "alice",
+                number=f"+1202555014{i}",
+            )
+            segment = {"speaker": "customer", "start": 1.0, "end": 3.0, "text": text, "words": []}
+            found = {"status": "done", "metrics": {}, "segments": [segment]}
+            await speech.store(await sb.call(call_id), found, "en", True)
+        ids = [c.call_id for c, _ in await sb.search_calls(SUPERVISOR, "refund")]
+        assert ids[0] == "old" and set(ids) == set(texts)
+        monkeypatch.setattr(service, "RANK_AT_MOST", 2)
+        ids = [c.call_id for c, _ in await sb.search_calls(SUPERVISOR, "refund")]
+        assert ids == ["new", "mid", "old"]
+        alice = sb.store.get_agent("alice").id
+        ids = [c.call_id for c, _ in await sb.search_calls(SUPERVISOR, "refund", agent_id=alice)]
+        assert ids == ["mid", "old"]
+        mid = (await sb.call("mid")).contact_id
+        ids = [c.call_id for c, _ in await sb.search_calls(SUPERVISOR, "refund", contact_id=mid)]
+        assert ids == ["mid"]
+        since = (await sb.call("new")).ringing_at
+        ids = [c.call_id for c, _ in await sb.search_calls(SUPERVISOR, "refund", since=since)]
+        assert ids == ["new"]
+        assert [c.call_id for c, _ in await sb.search_calls(SUPERVISOR, "refund", limit=1)] == [
+            "new"
+        ]
+    finally:
+        await sb.close()

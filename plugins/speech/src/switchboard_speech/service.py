@@ -369,8 +369,9 @@ class Speech:
             # the best turns first, at most ``cap`` of them: enough for ``limit`` calls
             # unless the filters leave out most of them, then all
             cap: int | None = limit * SCAN_PER_CALL
+            newest = index.matches_over(conn, RANK_AT_MOST)
             while True:
-                ranked = index.ranked(conn, filters, cap)
+                ranked = index.ranked(conn, filters, cap, newest)
                 calls: dict[str, list[int]] = {}
                 for turn_id, call_id in ranked:
                     if call_id in calls or len(calls) < limit:
@@ -391,6 +392,9 @@ class Speech:
 
 #: Turns ranked per call wanted before the filters are applied to all of them.
 SCAN_PER_CALL = 40
+#: Words in more turns than this (said in most calls) list the newest calls first:
+#: ranking every one of them would take longer than the search's budget.
+RANK_AT_MOST = 2000
 
 
 @attrs.frozen
@@ -425,9 +429,15 @@ class Filters:
 class Index:
     """A database's full-text index of the turns."""
 
-    def ranked(self, conn: Connection, filters: Filters, cap: int | None) -> list[Any]:
+    def matches_over(self, conn: Connection, n: int) -> bool:
+        """Whether more than ``n`` turns match."""
+        raise NotImplementedError
+
+    def ranked(
+        self, conn: Connection, filters: Filters, cap: int | None, newest: bool
+    ) -> list[Any]:
         """(turn id, call id) of the matching turns of calls that pass ``filters``, best
-        first; of the ``cap`` best turns only (None: all)."""
+        (or ``newest``) first; of the ``cap`` first turns only (None: all)."""
         raise NotImplementedError
 
     def marked(self, conn: Connection, turns: list[int]) -> dict[int, CallMatch]:
@@ -454,17 +464,27 @@ class FtsIndex(Index):
     def __init__(self, match: str) -> None:
         self.match = match
 
-    def ranked(self, conn: Connection, filters: Filters, cap: int | None) -> list[Any]:
+    def matches_over(self, conn: Connection, n: int) -> bool:
+        sql = (
+            "SELECT count(*) FROM (SELECT rowid FROM speech_fts "
+            "WHERE speech_fts MATCH :match LIMIT :n)"
+        )
+        return int(conn.execute(sa.text(sql), {"match": self.match, "n": n + 1}).scalar_one()) > n
+
+    def ranked(
+        self, conn: Connection, filters: Filters, cap: int | None, newest: bool
+    ) -> list[Any]:
+        order = "-rowid" if newest else "rank"
         sql = f"""
             WITH found AS (
-                SELECT rowid AS id, rank FROM speech_fts WHERE speech_fts MATCH :match
-                ORDER BY rank LIMIT :cap
+                SELECT rowid AS id, {order} AS ord FROM speech_fts
+                WHERE speech_fts MATCH :match ORDER BY {order} LIMIT :cap
             )
             SELECT f.id, s.call_id FROM found f
             JOIN speech_segment s ON s.id = f.id
             JOIN speech_result r ON r.call_id = s.call_id
             WHERE 1 = 1 {filters.sql()}
-            ORDER BY f.rank, s.call_id, s.start
+            ORDER BY f.ord, s.call_id, s.start
         """
         query = filters.bind(sa.text(sql), match=self.match, cap=-1 if cap is None else cap)
         return [tuple(row) for row in conn.execute(query)]
@@ -501,13 +521,23 @@ class PgIndex(Index):
             f"CASE s.language {case} ELSE ts_headline('simple', s.text, query, :opts) END"
         )
 
-    def ranked(self, conn: Connection, filters: Filters, cap: int | None) -> list[Any]:
+    def matches_over(self, conn: Connection, n: int) -> bool:
+        sql = (
+            f"WITH query AS (SELECT ({self.query}) AS query) SELECT count(*) FROM "
+            "(SELECT 1 FROM speech_segment s CROSS JOIN query WHERE s.tsv @@ query LIMIT :n) x"
+        )
+        return int(conn.execute(sa.text(sql), {"q": self.q, "n": n + 1}).scalar_one()) > n
+
+    def ranked(
+        self, conn: Connection, filters: Filters, cap: int | None, newest: bool
+    ) -> list[Any]:
+        order = "s.id DESC" if newest else "ts_rank(s.tsv, query) DESC"
         sql = f"""
             WITH query AS (SELECT ({self.query}) AS query)
             SELECT s.id, s.call_id FROM speech_segment s CROSS JOIN query
             JOIN speech_result r ON r.call_id = s.call_id
             WHERE s.tsv @@ query {filters.sql()}
-            ORDER BY ts_rank(s.tsv, query) DESC, s.call_id, s.start LIMIT :cap
+            ORDER BY {order}, s.call_id, s.start LIMIT :cap
         """
         return [tuple(row) for row in conn.execute(filters.bind(sa.text(sql), q=self.q, cap=cap))]
 
