@@ -44,11 +44,17 @@ MODULES = {"pocketsphinx": "pocketsphinx", "vosk": "vosk", "whisper": "faster_wh
 _FILLER = re.compile(r"^(<.*>|\[.*\]|\+\+.*\+\+)$")
 
 
+#: pocketsphinx's search narrowed from its defaults (beam 1e-48, wbeam 7e-29, no limit on
+#: active HMMs and words per frame): 2.5 times as fast at the same word error rate on
+#: bench/speech_bench.py's call (docs/benchmarks.md).
+SEARCH = {"beam": 1e-40, "wbeam": 1e-20, "pbeam": 1e-40, "maxhmmpf": 3000, "maxwpf": 10}
+
+
 class PocketSphinx:
     def __init__(self, model_dir: str | None, language: str) -> None:
         from pocketsphinx import Decoder
 
-        options: dict[str, object] = {"samprate": RATE, "loglevel": "FATAL"}
+        options: dict[str, object] = {"samprate": RATE, "loglevel": "FATAL", **SEARCH}
         if model_dir:
             folder = Path(model_dir)
             hmm = next((p for p in sorted(folder.iterdir()) if p.is_dir()), None)
