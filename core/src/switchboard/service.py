@@ -288,13 +288,13 @@ class ServiceAPI:
     ) -> list[tuple[CallRecord, CallHit]]:
         """Calls whose content (transcripts) matches ``q``, best first, each with where it
         matched: only the calls ``who`` may hear (``can_hear``: what was said is as private
-        as the recording). ``Unavailable`` when no plugin searches calls
-        (``sb.call_search``), ``Invalid`` for an empty or over-long query."""
+        as the recording). ``Invalid`` for an empty or over-long query, and when no
+        plugin searches calls (``sb.call_search``)."""
         q = q.strip()
         if not q or len(q) > 200 or "\x00" in q:
             raise Invalid("q: words to find, at most 200 characters")
         if self.call_search is None:
-            raise Unavailable("no plugin searches calls' content (install switchboard-speech)")
+            raise Invalid("q: no plugin searches calls' content here (switchboard-speech does)")
         if not who.sees_all:
             if who.agent_id is None:
                 return []

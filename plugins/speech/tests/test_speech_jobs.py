@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from speech_rig import SCRIPT, SECONDS, open_speech, plugin, recorded_call, silent_wav
 
-from switchboard import ConfigError, Principal, Role, Unavailable
+from switchboard import ConfigError, Principal, Role
 from switchboard.testing import make_config, pg_database
 from switchboard_speech import SpeechSettings
 from switchboard_speech.service import prune_rows
@@ -194,7 +194,7 @@ async def test_search_needs_the_plugin_and_a_query(tmp_path: Path) -> None:
 
     sb = await open_switchboard(tmp_path, start=False)
     try:
-        with pytest.raises(Unavailable):
+        with pytest.raises(Invalid, match="no plugin searches"):
             await sb.search_calls(SUPERVISOR, "order")
         with pytest.raises(Invalid):
             await sb.search_calls(SUPERVISOR, "   ")
