@@ -186,6 +186,7 @@ def test_a_missing_model_folder_or_backend_stops_start_up_naming_the_setting(
     assert "models.ru: the pocketsphinx backend needs a model folder" in problems(language="ru")
     assert "no agent named 'carol'" in problems(agents_off=["carol"])
     assert "rules[0].kind" in problems(rules=[{"name": "x", "phrases": ["a"], "kind": "maybe"}])
+    assert "search_configs.kk: a PostgreSQL" in problems(search_configs={"kk": "simple'); --"})
 
 
 async def test_search_needs_the_plugin_and_a_query(tmp_path: Path) -> None:

@@ -38,7 +38,6 @@ from switchboard import (
     Switchboard,
     SwitchboardError,
     Timeline,
-    Unavailable,
     can_hear,
     to_json,
     web,
@@ -662,13 +661,14 @@ def build_router(console: Console) -> APIRouter:
     @router.get("/search")
     async def search(request: Request, session: Signed, sb: web.Core, q: str = "") -> Response:
         """Calls found by the words said in them: the calls the agent may hear (all for
-        supervisors), each with its passages and a link to the card at that moment."""
+        supervisors), each with its passages (and when in the call) and a link to the
+        card."""
         found: list[dict[str, Any]] = []
         error = None
         if q.strip():
             try:
                 hits = await sb.search_calls(session.who, q[:200], limit=50)
-            except (Invalid, Unavailable) as exc:
+            except Invalid as exc:
                 error = str(exc)
             else:
                 for call, hit in hits:

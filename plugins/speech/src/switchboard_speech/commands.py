@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import click
 
 from switchboard import ConfigError, Switchboard
+from switchboard_speech.jobs import FINAL
 
 CONFIG = click.option(
     "--config",
@@ -20,7 +21,6 @@ CONFIG = click.option(
     envvar="SWITCHBOARD_CONFIG",
     help="TOML configuration file.",
 )
-ENDED = ("done", "silent", "unreadable", "missing", "failed")
 
 
 def _day(value: str | None) -> datetime | None:
@@ -79,7 +79,7 @@ def backfill(
                 shown = 0
                 while True:
                     counts = await speech.job_counts(calls)
-                    ended = sum(counts.get(s, 0) for s in ENDED)
+                    ended = sum(counts.get(s, 0) for s in FINAL)
                     bar.update(ended - shown)
                     shown = ended
                     if work.done():

@@ -147,12 +147,15 @@ class Speech:
             renewing.cancel()
         try:
             await self.store(call, found, language, transcribe)
-        except Exception as exc:  # the database: try again later
+        except Exception as exc:  # the database: try again later, a few times
+            error = f"storing the analysis failed: {type(exc).__name__}: {exc}"
+            if job.attempts >= self.settings.max_attempts:
+                log.warning("speech: call %s: %s; giving up", call.call_id, error)
+                await self._settle(job.call_id, "failed", error)
+                return
             delay = jobs.RETRY.delay(job.attempts)
-            log.warning(
-                "speech: storing call %s failed (%s); again in %.0fs", call.call_id, exc, delay
-            )
-            await self._settle(job.call_id, "queued", str(exc), due=time.time() + delay)
+            log.warning("speech: call %s: %s; again in %.0fs", call.call_id, error, delay)
+            await self._settle(job.call_id, "queued", error, due=time.time() + delay)
 
     async def _renew(self, call_id: str, worker: str) -> None:
         lease = self.settings.lease_seconds

@@ -4,6 +4,7 @@ the scoring rules, and how long transcripts are kept. See docs/speech.md."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,12 @@ class SpeechSettings:
             problems.append("lease_seconds: at least 3")
         if self.max_attempts < 1:
             problems.append("max_attempts: at least 1")
+        for language, config in self.search_configs.items():
+            if not re.fullmatch(r"[a-z_]{1,40}", config):
+                problems.append(
+                    f"search_configs.{language}: a PostgreSQL text-search configuration's "
+                    f"name (a-z and _), not {config!r}"
+                )
         seen: set[str] = set()
         for i, rule in enumerate(self.rules):
             problems += rule.problems(f"rules[{i}]")
