@@ -4,12 +4,16 @@ Runs ``switchboard serve`` (SQLite), connects N clients to ``/api/events`` from 
 process (asyncio, raw sockets), then creates contacts over the API at a steady rate; each
 ``contact.created`` event carries its ``created_at`` (set in the transaction that stores
 it), and each client notes when it arrived. Usage: python bench/sse.py [--clients 200]
+
+With ``--nodes 2``: two runners on one PostgreSQL database; the contacts are created on
+the first, the clients listen on the second (the fan-out across nodes: LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import sys
@@ -20,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, percentile
+from _common import database, machine, percentile
 from _service import TOKEN, service
 
 
@@ -72,10 +76,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--rate", type=float, default=10.0, help="events per second")
+    parser.add_argument("--nodes", type=int, default=1, help="2: runners on one PostgreSQL")
     args = parser.parse_args()
     print(machine())
-    with service() as (url, _root):
-        port = int(url.rsplit(":", 1)[1])
+    with contextlib.ExitStack() as stack:
+        if args.nodes == 1:
+            url, _root = stack.enter_context(service())
+            listen_url = url
+        else:
+            db = stack.enter_context(database("postgresql"))
+            url, _root = stack.enter_context(service(db))
+            listen_url, _root = stack.enter_context(service(db))
+        port = int(listen_url.rsplit(":", 1)[1])
         out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         proc = multiprocessing.Process(target=listen, args=(port, args.clients, args.events, out))
         proc.start()
@@ -93,7 +105,8 @@ def main() -> None:
         proc.join(10)
     expected = args.clients * args.events
     print(
-        f"{args.clients} SSE clients, {args.events} events at {args.rate:g}/s: "
+        f"{args.nodes} node(s), {args.clients} SSE clients, {args.events} events at "
+        f"{args.rate:g}/s: "
         f"{len(delays)} of {expected} deliveries; commit → client p50 "
         f"{percentile(delays, 50):.1f} ms, p99 {percentile(delays, 99):.1f} ms, "
         f"max {max(delays):.1f} ms"

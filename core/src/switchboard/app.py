@@ -160,6 +160,8 @@ def create_app(
         await sb.plugins.hooks.startup(app=app)
         sb.loops.backoff_initial, sb.loops.backoff_max = supervise_backoff
         sb.loops.start("events", sb.events.run)
+        if sb.store.engine.dialect.name == "postgresql":  # other runners' events, at once
+            sb.loops.start("events:listen", sb.events.listen)
         sb.loops.start("outbox", sb.outbox.run)
         sb.loops.start("events:prune", sb.events.prune_forever)
         await sb.consumers.start()  # the webhooks and the plugins' event consumers

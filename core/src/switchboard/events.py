@@ -41,6 +41,9 @@ event_t: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
 cursor_t: sa.Table = WebhookCursorRow.__table__  # type: ignore[attr-defined]
 
 _EVENT_LOCK_ID = 0x5B0A_2D00_0002
+#: On PostgreSQL, the channel every runner LISTENs on: a commit that wrote events wakes
+#: every runner's hub at once (the event table stays the record and the resume point).
+NOTIFY_CHANNEL = "switchboard_events"
 
 json_converter = cattrs.Converter()
 json_converter.register_unstructure_hook(datetime, lambda d: d.isoformat())
@@ -110,6 +113,8 @@ def record(conn: Connection, events: Iterable[EventSpec]) -> list[int]:
         return []
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _EVENT_LOCK_ID})
+        # delivered when (and only if) the transaction commits; one per transaction
+        conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
     return insert_many(conn, event_t, rows)
 
 
@@ -229,6 +234,23 @@ class EventHub:
                     continue  # more waiting
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+
+    async def listen(self) -> None:
+        """On PostgreSQL: LISTEN for other runners' (and this one's) event commits on a
+        connection of its own and wake the hub for each, so an event written on one node
+        reaches every node's streams and webhooks at once, not at the next poll. A lost
+        connection raises: the supervisor shows ``events:listen`` failing and starts it
+        again, while the poll (``poll_interval``) still reads every event."""
+        import psycopg
+
+        url = self.core.store.engine.url.set(drivername="postgresql")
+        async with await psycopg.AsyncConnection.connect(
+            url.render_as_string(hide_password=False), autocommit=True
+        ) as conn:
+            await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._wakeup.set()  # what was committed before the LISTEN took hold
+            async for _ in conn.notifies():
+                self._wakeup.set()
 
     def _dispatch(self, events: list[Event]) -> None:
         for sub in list(self._subs):
