@@ -154,3 +154,60 @@ def test_bad_config_stops_start_up_with_one_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{config}: 1 problem(s)" in result.stderr
     assert "unknown key(s) database; expected one of: database_url" in result.stderr
+
+
+def test_a_second_runner_on_the_same_sqlite_file_is_refused(tmp_path: Path) -> None:
+    """SQLite is for one runner: a second ``switchboard serve`` on the same database file
+    stops before binding its port, naming the first one's pid and PostgreSQL."""
+    assert SWITCHBOARD
+    config = tmp_path / "switchboard.toml"
+    shutil.copy(ROOT / "switchboard.example.toml", config)
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_PLUGINS"}
+    port = free_port()
+    first = subprocess.Popen(
+        [SWITCHBOARD, "serve", "--config", str(config), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert first.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        second = subprocess.run(
+            [SWITCHBOARD, "serve", "--config", str(config), "--port", str(free_port())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        assert f"another runner (pid {first.pid}) serves the SQLite database" in second.stderr
+        assert "PostgreSQL" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(15)
+    # the lock goes with the runner: the next one starts
+    again = subprocess.Popen(
+        [SWITCHBOARD, "serve", "--config", str(config), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).is_success
+                break
+            except httpx.TransportError:
+                assert again.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(15)

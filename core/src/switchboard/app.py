@@ -29,6 +29,7 @@ from switchboard.core import Switchboard
 from switchboard.errors import SwitchboardError
 from switchboard.metrics import make_registry
 from switchboard.plugins import Plugins
+from switchboard.runnerlock import RunnerLock, RunnerLocked
 from switchboard.secrets import Redactor, secret_values
 from switchboard.webhooks import Webhooks
 
@@ -141,6 +142,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sb = await Switchboard.open(config, plugins=plugins)
+        runner_lock = RunnerLock(sb.store.engine.url)
+        try:
+            runner_lock.acquire()  # one runner per SQLite file
+        except RunnerLocked:
+            await sb.close()
+            raise
         redactor = Redactor(secret_values(sb.config.core, sb.config.plugins))
         redactor.install()
         app.state.redactor = redactor
@@ -185,6 +192,7 @@ def create_app(
             await sb.loops.stop()
             await sb.plugins.hooks.shutdown(app=app)
             await sb.close()
+            runner_lock.release()
             redactor.uninstall()
 
     app = FastAPI(

@@ -17,6 +17,7 @@ import click
 from switchboard import __version__
 from switchboard.config import ConfigError, load_config
 from switchboard.core import Switchboard, load_plugins, plugin_schemas
+from switchboard.runnerlock import RunnerLock, RunnerLocked
 from switchboard.schema import PluginSchema, SchemaError
 from switchboard.store import Store
 
@@ -303,7 +304,7 @@ def serve_cmd(config_path: str | None, host: str, port: int, channels: str | Non
     # Check before binding the port, so a bad config is one clear message.
     try:
         timeout = asyncio.run(_check_only(path, names))
-    except (ConfigError, SchemaError, ValueError) as exc:
+    except (ConfigError, SchemaError, ValueError, RunnerLocked) as exc:
         _fail(str(exc))
     # uvicorn shuts down cleanly on SIGTERM/SIGINT, then raises the signal again for the
     # handler that was there before it: ours makes that a plain exit with status 0 (what
@@ -327,6 +328,9 @@ async def _check_only(path: Path | None, channels: list[str] | None) -> float:
     sb = await Switchboard.open(path)
     try:
         sb._wanted(channels)  # unknown --channels names fail here
+        probe = RunnerLock(sb.store.engine.url)  # a second runner on a SQLite file: say so
+        probe.acquire()
+        probe.release()
         return sb.config.core.http.shutdown_timeout
     finally:
         await sb.close()

@@ -118,14 +118,16 @@ def test_forms_need_the_session_csrf_token(service: RunningService) -> None:
         assert c.get(url).status_code == 303
 
 
+@pytest.mark.postgres
 def test_signing_out_on_one_runner_ends_the_session_on_every_runner(
-    tmp_path: Path, db_url: str
+    tmp_path: Path, pg_url: str
 ) -> None:
-    """Two runners on one database (behind a balancer): the sign-out is kept in the
-    console's own table (its migration, register_migrations), not in one process."""
+    """Two runners on one PostgreSQL database (behind a balancer; SQLite takes one
+    runner): the sign-out is kept in the console's own table (its migration,
+    register_migrations), not in one process."""
     with (
-        console_service(tmp_path / "a", database_url=db_url) as a,
-        console_service(tmp_path / "b", database_url=db_url) as b,
+        console_service(tmp_path / "a", database_url=pg_url) as a,
+        console_service(tmp_path / "b", database_url=pg_url) as b,
     ):
         with client(a) as c:
             token = sign_in(c, "alice")
