@@ -87,7 +87,7 @@ def test_every_problem_is_reported_with_file_and_key(tmp_path: Path) -> None:
         "[switchboard] agents[1].role: expected one of 'admin', 'supervisor', 'agent', got 'boss'",
         "[switchboard]: unknown key(s) databse_url; expected one of: database_url, "
         "default_region, recordings_dir, resolve_timeout, agents, outbox, tokens, webhooks, "
-        "templates, http, events, callbacks, analytics",
+        "templates, http, events, nodes, callbacks, analytics",
         "[plugins.sip] server: required, but missing",
         "[plugins.sip] port: expected an integer, got a boolean True",
         "[plugins.smtp]: no plugin named 'smtp' is loaded (loaded: sip)",

@@ -135,6 +135,14 @@ class EventSettings:
 
 
 @attrs.define
+class NodeSettings:
+    """``[switchboard.nodes]``: several runners on one PostgreSQL database."""
+
+    #: how soon another runner takes over singleton work (event consumers) whose holder died
+    takeover_seconds: float = 5.0
+
+
+@attrs.define
 class CallbackSettings:
     """``[switchboard.callbacks]``: missed calls become callback tasks."""
 
@@ -167,6 +175,7 @@ class CoreSettings:
     templates: dict[str, TemplateSettings] = attrs.Factory(dict)
     http: HttpSettings = attrs.Factory(HttpSettings)
     events: EventSettings = attrs.Factory(EventSettings)
+    nodes: NodeSettings = attrs.Factory(NodeSettings)
     callbacks: CallbackSettings = attrs.Factory(CallbackSettings)
     analytics: AnalyticsSettings = attrs.Factory(AnalyticsSettings)
 

@@ -301,8 +301,8 @@ class Consumers:
         requests, so "now" is well defined."""
         for _, consumer in self.all.values():
             await asyncio.to_thread(consumer.cursor)
-        for loop, consumer in self.all.values():
-            self.core.loops.start(loop, consumer.run)
+        for loop, consumer in self.all.values():  # on one runner of several at a time
+            self.core.loops.start(loop, self.core.singletons.wrap(loop, consumer.run))
 
     async def stop(self) -> None:
         await self.core.loops.stop(*(loop for loop, _ in self.all.values()))

@@ -48,6 +48,7 @@ from switchboard.quarantine import Quarantine
 from switchboard.schema import PluginSchema, plugin_schema
 from switchboard.search import CallSearch
 from switchboard.service import NAME_MAX, ServiceAPI, one_line
+from switchboard.singletons import Singletons
 from switchboard.softphones import Softphones
 from switchboard.store import AddressTaken, Store, address_t, interaction_t, load_contacts
 from switchboard.supervisor import Supervisor
@@ -119,6 +120,8 @@ class Switchboard(ServiceAPI):
         self.quarantine = Quarantine(self)
         #: The supervised background loops (outbox, event hub, webhooks...).
         self.loops = Supervisor()
+        #: Work that runs on one runner at a time (event consumers), and who holds it.
+        self.singletons = Singletons(self)
         #: The plugin that searches calls' content (``GET /api/calls?q=``), if one does.
         self.call_search: CallSearch | None = None
         self.channels: dict[str, ChannelHandle] = {}

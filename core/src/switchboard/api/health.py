@@ -85,6 +85,8 @@ async def health(sb: Core, request: Request) -> dict[str, Any]:
         "loops": loops,
         # each webhook's and plugin's event consumer: how far behind, and why
         "consumers": consumers,
+        # this runner, and the singleton work it holds or waits for (several runners)
+        "singletons": sb.singletons.health(),
         "outbox_depth": depth,
         "event_subscribers": sb.events.subscribers,
         # browser softphones connected through the console, and their legs now

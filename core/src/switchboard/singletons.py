@@ -1,0 +1,111 @@
+"""Work that must run on one runner at a time (an event consumer: a webhook, a CRM
+connector), held through a PostgreSQL advisory lock.
+
+Each such loop, on every runner, asks for its lock (``pg_try_advisory_lock``) on a
+connection of its own: the runner that gets it runs the work (``held``), the others wait
+(``standby``) and ask again every ``takeover_seconds / 2``. When the holder dies, its
+session ends and PostgreSQL frees the lock: another runner takes the work within
+``takeover_seconds`` (a crashed process: at once; a machine that vanished: when
+PostgreSQL notices the dead connection, see docs/api.md). A holder that loses its lock
+connection stops the work at once (it is checked every ``takeover_seconds / 2``) and
+waits again. On SQLite (one runner) the work just runs.
+
+The work's state lives in the database (a consumer's cursor), so the next holder goes on
+where the last one stopped; the events the last one handled but had not yet saved come
+again (at least once, as after any crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from switchboard.core import Switchboard
+
+#: A namespace for our advisory lock keys (the first 16 bits of each key).
+_NAMESPACE = 0x5B0A
+
+
+def lock_key(name: str) -> int:
+    """A signed 64-bit advisory lock key for ``name``, stable across runners."""
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:6], "big")
+    return (_NAMESPACE << 48) | digest
+
+
+class Singletons:
+    """``sb.singletons``: which singleton loops this runner holds and which it waits for."""
+
+    def __init__(self, core: Switchboard) -> None:
+        self.core = core
+        self.node = f"{socket.gethostname()}:{os.getpid()}"
+        self.states: dict[str, str] = {}
+
+    @property
+    def takeover_seconds(self) -> float:
+        return float(self.core.config.core.nodes.takeover_seconds)
+
+    def wrap(self, name: str, run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """``run`` as the work of the singleton ``name`` (a loop for ``sb.loops``)."""
+
+        async def held() -> None:
+            await self.hold(name, run)
+
+        return held
+
+    async def hold(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        if self.core.store.engine.dialect.name != "postgresql":
+            self.states[name] = "held"
+            await run()
+            return
+        import psycopg
+
+        url = self.core.store.engine.url.set(drivername="postgresql")
+        step = self.takeover_seconds / 2
+        self.states[name] = "standby"
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                url.render_as_string(hide_password=False), autocommit=True
+            ) as conn:
+                key = lock_key(name)
+                while True:  # asked again every step: PostgreSQL does not tell us it is free
+                    if await _fetch(conn, "SELECT pg_try_advisory_lock(%s)", key):
+                        break
+                    await asyncio.sleep(step)
+                self.states[name] = "held"
+                work = asyncio.ensure_future(run())
+                watch = asyncio.ensure_future(_watch(conn, step))
+                try:
+                    done, _ = await asyncio.wait({work, watch}, return_when="FIRST_COMPLETED")
+                finally:
+                    for task in (work, watch):
+                        task.cancel()
+                    await asyncio.gather(work, watch, return_exceptions=True)
+                for task in done:
+                    task.result()  # the work's error, or the lost connection's
+        finally:
+            self.states[name] = "standby"
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "held": sorted(n for n, s in self.states.items() if s == "held"),
+            "standby": sorted(n for n, s in self.states.items() if s == "standby"),
+        }
+
+
+async def _fetch(conn: Any, sql: str, *args: Any) -> Any:
+    cursor = await conn.execute(sql, args)
+    row = await cursor.fetchone()
+    return row[0] if row else None
+
+
+async def _watch(conn: Any, step: float) -> None:
+    """Raise once the lock's connection is gone (the lock with it)."""
+    while True:
+        await asyncio.sleep(step)
+        await _fetch(conn, "SELECT 1")
