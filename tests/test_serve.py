@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -156,44 +158,11 @@ def test_bad_config_stops_start_up_with_one_message(tmp_path: Path) -> None:
     assert "unknown key(s) database; expected one of: database_url" in result.stderr
 
 
-def test_a_second_runner_on_the_same_sqlite_file_is_refused(tmp_path: Path) -> None:
-    """SQLite is for one runner: a second ``switchboard serve`` on the same database file
-    stops before binding its port, naming the first one's pid and PostgreSQL."""
+@contextlib.contextmanager
+def serving(config: Path, port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """``switchboard serve`` on ``port``, once it answers /api/health; SIGTERM after."""
     assert SWITCHBOARD
-    config = tmp_path / "switchboard.toml"
-    shutil.copy(ROOT / "switchboard.example.toml", config)
-    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_PLUGINS"}
-    port = free_port()
-    first = subprocess.Popen(
-        [SWITCHBOARD, "serve", "--config", str(config), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert first.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
-        second = subprocess.run(
-            [SWITCHBOARD, "serve", "--config", str(config), "--port", str(free_port())],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert second.returncode != 0
-        assert f"another runner (pid {first.pid}) serves the SQLite database" in second.stderr
-        assert "PostgreSQL" in second.stderr
-    finally:
-        first.send_signal(signal.SIGTERM)
-        first.wait(15)
-    # the lock goes with the runner: the next one starts
-    again = subprocess.Popen(
+    proc = subprocess.Popen(
         [SWITCHBOARD, "serve", "--config", str(config), "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -206,8 +175,33 @@ def test_a_second_runner_on_the_same_sqlite_file_is_refused(tmp_path: Path) -> N
                 assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).is_success
                 break
             except httpx.TransportError:
-                assert again.poll() is None and time.monotonic() < deadline
+                assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.1)
+        yield proc
     finally:
-        again.send_signal(signal.SIGTERM)
-        again.wait(15)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+
+
+def test_a_second_runner_on_the_same_sqlite_file_is_refused(tmp_path: Path) -> None:
+    """SQLite is for one runner: a second ``switchboard serve`` on the same database file
+    stops before binding its port, naming the first one's pid and PostgreSQL."""
+    assert SWITCHBOARD
+    config = tmp_path / "switchboard.toml"
+    shutil.copy(ROOT / "switchboard.example.toml", config)
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_PLUGINS"}
+    port = free_port()
+    with serving(config, port, env) as first:
+        second = subprocess.run(
+            [SWITCHBOARD, "serve", "--config", str(config), "--port", str(free_port())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        assert f"another runner (pid {first.pid}) serves the SQLite database" in second.stderr
+        assert "PostgreSQL" in second.stderr
+    # the lock goes with the runner: the next one starts
+    with serving(config, port, env):
+        pass

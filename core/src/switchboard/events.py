@@ -241,12 +241,7 @@ class EventHub:
         reaches every node's streams and webhooks at once, not at the next poll. A lost
         connection raises: the supervisor shows ``events:listen`` failing and starts it
         again, while the poll (``poll_interval``) still reads every event."""
-        import psycopg
-
-        url = self.core.store.engine.url.set(drivername="postgresql")
-        async with await psycopg.AsyncConnection.connect(
-            url.render_as_string(hide_password=False), autocommit=True
-        ) as conn:
+        async with await self.core.store.listen_connection() as conn:
             await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             self._wakeup.set()  # what was committed before the LISTEN took hold
             async for _ in conn.notifies():

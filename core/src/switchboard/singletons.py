@@ -62,15 +62,10 @@ class Singletons:
             self.states[name] = "held"
             await run()
             return
-        import psycopg
-
-        url = self.core.store.engine.url.set(drivername="postgresql")
         step = self.takeover_seconds / 2
         self.states[name] = "standby"
         try:
-            async with await psycopg.AsyncConnection.connect(
-                url.render_as_string(hide_password=False), autocommit=True
-            ) as conn:
+            async with await self.core.store.listen_connection() as conn:
                 key = lock_key(name)
                 while True:  # asked again every step: PostgreSQL does not tell us it is free
                     if await _fetch(conn, "SELECT pg_try_advisory_lock(%s)", key):

@@ -276,6 +276,16 @@ class Store:
         with self.engine.connect() as conn:
             return {p.plugin: revision_in(conn, p.version_table) for p in plugins}
 
+    async def listen_connection(self) -> Any:
+        """A new autocommit psycopg connection of its own to this PostgreSQL database
+        (outside the pool): for LISTEN and for session-held advisory locks."""
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql")
+        return await psycopg.AsyncConnection.connect(
+            url.render_as_string(hide_password=False), autocommit=True
+        )
+
     def close(self) -> None:
         self.engine.dispose()
 

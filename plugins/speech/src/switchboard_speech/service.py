@@ -31,6 +31,7 @@ from switchboard import (
 from switchboard.views import call_record
 from switchboard_speech import jobs
 from switchboard_speech.scoring import score
+from switchboard_speech.settings import CONFIG_NAME as _CONFIG
 from switchboard_speech.settings import SpeechSettings
 from switchboard_speech.tables import job_t, result_t, segment_t
 from switchboard_speech.work import analyse
@@ -43,7 +44,6 @@ POLL_S = 2.0
 PRUNE_S = 3600.0
 #: Matches shown per call found.
 MATCHES = 3
-_CONFIG = re.compile(r"[a-z_]{1,40}")
 
 
 class Speech:

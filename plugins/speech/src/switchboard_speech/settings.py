@@ -14,6 +14,9 @@ from switchboard import CoreSettings
 from switchboard_speech.backends import BUILT_IN, MODULES
 from switchboard_speech.scoring import Rule
 
+#: A PostgreSQL text-search configuration's name, as the search puts it into its SQL.
+CONFIG_NAME = re.compile(r"[a-z_]{1,40}")
+
 #: PostgreSQL text-search configurations by language (``search_configs`` adds to them).
 SEARCH_CONFIGS = {
     "en": "english",
@@ -105,7 +108,7 @@ class SpeechSettings:
         if self.max_attempts < 1:
             problems.append("max_attempts: at least 1")
         for language, config in self.search_configs.items():
-            if not re.fullmatch(r"[a-z_]{1,40}", config):
+            if not CONFIG_NAME.fullmatch(config):
                 problems.append(
                     f"search_configs.{language}: a PostgreSQL text-search configuration's "
                     f"name (a-z and _), not {config!r}"
