@@ -104,9 +104,16 @@ class SseClient:
         headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
-        self._thread = threading.Thread(target=self._read, args=(url, headers), daemon=True)
+        self.lost: Exception | None = None  # the stream broke (its runner died)
+        self._thread = threading.Thread(target=self._guarded, args=(url, headers), daemon=True)
         self._thread.start()
         assert self.connected.wait(10), "SSE stream did not connect"
+
+    def _guarded(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            self._read(url, headers)
+        except httpx.TransportError as exc:  # the runner went away: take() times out
+            self.lost = exc
 
     def _read(self, url: str, headers: dict[str, str]) -> None:
         import json

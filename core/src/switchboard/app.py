@@ -170,7 +170,7 @@ def create_app(
         if sb.store.engine.dialect.name == "postgresql":  # other runners' events, at once
             sb.loops.start("events:listen", sb.events.listen)
         sb.loops.start("outbox", sb.outbox.run)
-        sb.loops.start("events:prune", sb.events.prune_forever)
+        sb.supervise("events:prune", sb.events.prune_forever, one_runner=True)
         await sb.consumers.start()  # the webhooks and the plugins' event consumers
         await sb.supervise_channels(
             wanted, backoff_initial=supervise_backoff[0], backoff_max=supervise_backoff[1]

@@ -454,15 +454,25 @@ class ChannelContext:
         tasks = self._core.channels[self.channel].tasks
         return tasks.spawn(coro, name=name or f"{self.channel}-task")
 
-    def supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+    def supervise(
+        self, name: str, run: Callable[[], Awaitable[None]], *, one_runner: bool = False
+    ) -> None:
         """Run ``run()`` as a supervised loop of the channel, shown in ``/api/health``'s
         ``loops`` as ``CHANNEL:NAME``: when it raises, it is logged, shown ``failing``
         with the error (the service ``degraded``) and run again after a backoff, while the
         channel keeps running. For a part the channel can work without (a second SIP
-        trunk, a secondary account); what the channel cannot work without belongs in
-        ``start`` or ``spawn``. Stopped when the channel stops."""
+        trunk, a secondary account), or that must run on one runner at a time; what the
+        channel cannot work without belongs in ``start`` or ``spawn``. Stopped when the
+        channel stops.
+
+        ``one_runner``: work that must not run twice (a long poll, a mailbox reader):
+        of several runners on one PostgreSQL only the one holding ``CHANNEL:NAME``
+        (``/api/health``'s ``singletons``) runs it, and another takes over within
+        ``[switchboard.nodes] takeover_seconds`` when that one dies. ``run()`` starts
+        afresh on the new holder: keep what must survive (an offset) upstream or in the
+        database. On SQLite (one runner) it just runs."""
         loop = f"{self.channel}:{name}"
-        self._core.loops.start(loop, run)
+        self._core.loops.start(loop, self._core.singletons.wrap(loop, run) if one_runner else run)
         self._core.channels[self.channel].loops.add(loop)
 
     def fail(self, reason: str) -> None:

@@ -202,13 +202,20 @@ class Switchboard(ServiceAPI):
     def running_channels(self) -> list[str]:
         return [n for n, h in self.channels.items() if h.state == ChannelState.RUNNING]
 
-    def supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+    def supervise(
+        self, name: str, run: Callable[[], Awaitable[None]], *, one_runner: bool = False
+    ) -> None:
         """Run a plugin's background work (``await run()``) as a supervised loop of the
         runner, listed in ``/api/health``'s ``loops`` under ``name`` (``PLUGIN:PART``): when
         it raises, the error is logged and shown, the service reports ``degraded``, and it
         starts again after a backoff. Call it from the ``startup`` hook (a command that only
-        opens the core runs no loops); the loops stop when the runner stops."""
-        self.loops.start(name, run)
+        opens the core runs no loops); the loops stop when the runner stops.
+
+        With ``one_runner``, of several runners on one PostgreSQL only one runs it at a
+        time, and another takes it over when that one dies (``sb.singletons``,
+        ``[switchboard.nodes] takeover_seconds``); the work's state must live in the
+        database or upstream, since the next holder starts ``run()`` afresh."""
+        self.loops.start(name, self.singletons.wrap(name, run) if one_runner else run)
 
     async def start_channels(self, names: Iterable[str] | None = None) -> None:
         """Start channels once each; one that fails is marked ``failing`` (no retry)."""
@@ -319,7 +326,13 @@ class Switchboard(ServiceAPI):
         # a task that swallows its cancellation is left to channel.stop() below, which
         # closes what it reads from
         if handle.loops:  # (no names would stop every loop of the runner)
-            await self.loops.stop(*handle.loops)
+            for loop in await self.loops.stop(*handle.loops, timeout=TASK_STOP_TIMEOUT):
+                log.error(
+                    "channel %s: loop %s did not stop within %.0f s after cancel",
+                    name,
+                    loop,
+                    TASK_STOP_TIMEOUT,
+                )
             handle.loops.clear()
         for task in await handle.tasks.cancel_all(TASK_STOP_TIMEOUT):
             log.error(

@@ -1,5 +1,6 @@
 """Work that must run on one runner at a time (an event consumer: a webhook, a CRM
-connector), held through a PostgreSQL advisory lock.
+connector; a channel's long poll or mailbox reader: ``ctx.supervise(..., one_runner=True)``),
+held through a PostgreSQL advisory lock.
 
 Each such loop, on every runner, asks for its lock (``pg_try_advisory_lock``) on a
 connection of its own: the runner that gets it runs the work (``held``), the others wait
@@ -58,6 +59,13 @@ class Singletons:
         return held
 
     async def hold(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await self._hold(name, run)
+        except asyncio.CancelledError:  # stopped (its channel, the runner): no longer ours
+            self.states.pop(name, None)
+            raise
+
+    async def _hold(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         if self.core.store.engine.dialect.name != "postgresql":
             self.states[name] = "held"
             await run()

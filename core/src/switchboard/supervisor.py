@@ -99,17 +99,19 @@ class Supervisor:
             await asyncio.wait_for(loop.task, timeout)
         loop.state = LoopState.STOPPED
 
-    async def stop(self, *names: str) -> None:
-        """Cancel the named loops (every loop, without names) and wait for them."""
+    async def stop(self, *names: str, timeout: float | None = None) -> list[str]:
+        """Cancel the named loops (every loop, without names) and wait for them, at most
+        ``timeout`` seconds when given; returns the names of those still running then."""
         chosen = [self.loops[n] for n in names if n in self.loops] if names else self.loops.values()
+        tasks = [loop.task for loop in chosen if loop.task is not None]
+        for task in tasks:
+            task.cancel()
+        pending: set[asyncio.Task[None]] = set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
         for loop in chosen:
-            if loop.task is not None and not loop.task.done():
-                loop.task.cancel()
-        for loop in chosen:
-            if loop.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop.task
             loop.state = LoopState.STOPPED
+        return [loop.name for loop in chosen if loop.task in pending]
 
     @property
     def failing(self) -> bool:

@@ -158,6 +158,7 @@ class EmailChannel:
         self.s: EmailSettings | None = None
         self.pool: SmtpPool | None = None
         self._imap: aioimaplib.IMAP4 | None = None
+        self._first: aioimaplib.IMAP4 | None = None  # start()'s login, for the reader
         self._closing = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -173,8 +174,10 @@ class EmailChannel:
             raise ValueError(f"from_address: {exc}") from None
         self.pool = SmtpPool(self.s)
         if self.s.imap_host:
-            first = await self._imap_login()  # a wrong password fails start-up, not later
-            ctx.spawn(self._read_mailbox(first), name="email-imap")
+            # a wrong password fails start-up, not later; the reader runs on one runner of
+            # several (the mailbox's flags say what was read) and takes this connection
+            self._first = await self._imap_login()
+            ctx.supervise("imap", self._read_mailbox, one_runner=True)
 
     async def stop(self) -> None:
         # The reader ends on this flag too: a cancellation can be lost inside wait_for
@@ -262,10 +265,10 @@ class EmailChannel:
             raise ValueError(f"IMAP mailbox {s.imap_mailbox!r}: {_lines(response)}")
         return imap
 
-    async def _read_mailbox(self, first: aioimaplib.IMAP4) -> None:
+    async def _read_mailbox(self) -> None:
         """Read new mail forever; reconnect with backoff when the server drops us."""
         backoff = Backoff(initial=1.0, cap=60.0)
-        imap: aioimaplib.IMAP4 | None = first
+        imap, self._first = self._first, None
         while not self._closing:
             try:
                 if imap is None:

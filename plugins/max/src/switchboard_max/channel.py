@@ -165,7 +165,7 @@ class MaxChannel:
             self.kept = KeptBodies(ctx, webhook_t, self.handle)
             self.kept.start()
         else:
-            ctx.spawn(self._long_poll(), name="max-updates")
+            ctx.supervise("updates", self._long_poll, one_runner=True)  # the marker is kept
 
     async def stop(self) -> None:
         if self.kept is not None:

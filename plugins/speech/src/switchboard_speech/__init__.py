@@ -59,7 +59,7 @@ class SpeechPlugin:
             return
         if speech.settings.enabled:
             speech.sb.supervise("speech:jobs", speech.run)
-        speech.sb.supervise("speech:prune", lambda: prune_forever(speech))
+        speech.sb.supervise("speech:prune", lambda: prune_forever(speech), one_runner=True)
 
     @hookimpl
     def register_commands(self, group: click.Group) -> None:

@@ -175,7 +175,9 @@ class TelegramChannel:
             )
         else:
             await bot.delete_webhook()
-            ctx.spawn(self._poll(), name="telegram-poll")
+            # one runner of several polls (Telegram refuses two getUpdates at once); the
+            # offset Telegram keeps is where the next holder goes on
+            ctx.supervise("poll", self._poll, one_runner=True)
 
     async def stop(self) -> None:
         if self.bot is not None:

@@ -44,6 +44,9 @@ class BotApi:
         self._update_ids = itertools.count(1)
         self._lock = threading.Lock()
         self._new_update: asyncio.Event | None = None
+        self._polls = itertools.count(1)
+        self._latest_poll = 0
+        self.conflicts = 0  # getUpdates calls ended by a newer one (two bots polling)
         self.app = Starlette(
             routes=[
                 Route("/bot{token}/{method}", self._method, methods=["GET", "POST"]),
@@ -149,7 +152,13 @@ class BotApi:
             return JSONResponse(
                 {"ok": False, "error_code": 404, "description": "Not Found"}, status_code=404
             )
-        result = await handler(params)
+        try:
+            result = await handler(params)
+        except _ApiError as exc:
+            return JSONResponse(
+                {"ok": False, "error_code": exc.code, "description": exc.description},
+                status_code=exc.code,
+            )
         return JSONResponse({"ok": True, "result": result})
 
     async def _m_getMe(self, params: dict[str, Any]) -> Any:
@@ -162,12 +171,23 @@ class BotApi:
         self._loop = asyncio.get_running_loop()
         if self._new_update is None:
             self._new_update = asyncio.Event()
+        # As Telegram does: a getUpdates ends the one still waiting with 409 Conflict
+        # (two bot instances polling).
+        mine = self._latest_poll = next(self._polls)
+        self._new_update.set()
         with self._lock:
             if offset:
                 self.confirmed = max(self.confirmed, offset)
                 self.updates = [u for u in self.updates if u["update_id"] >= offset]
         deadline = time.monotonic() + timeout
         while True:
+            if self._latest_poll != mine:
+                self.conflicts += 1
+                raise _ApiError(
+                    409,
+                    "Conflict: terminated by other getUpdates request; "
+                    "make sure that only one bot instance is running",
+                )
             with self._lock:
                 ready = [u for u in self.updates if u["update_id"] >= offset][:limit]
             if ready or time.monotonic() >= deadline:
@@ -232,6 +252,12 @@ class BotApi:
             if p == path:
                 return Response(self.files[file_id], media_type="application/octet-stream")
         return Response(status_code=404)
+
+
+class _ApiError(Exception):
+    def __init__(self, code: int, description: str) -> None:
+        super().__init__(description)
+        self.code, self.description = code, description
 
 
 def _maybe_json(value: str) -> Any:

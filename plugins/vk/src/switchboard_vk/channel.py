@@ -146,7 +146,7 @@ class VkChannel:
             self.kept = KeptBodies(ctx, callback_t, self.handle)
             self.kept.start()
         else:
-            ctx.spawn(self._long_poll(), name="vk-longpoll")
+            ctx.supervise("longpoll", self._long_poll, one_runner=True)  # ts is kept
 
     async def stop(self) -> None:
         if self._lookups is not None:
