@@ -19,9 +19,9 @@ ADMIN = "admin-token-0123456789"
 TAKEOVER_SECONDS = 2.0
 
 
-def node_config(folder: Path, database_url: str, body: str = "") -> Path:
+def node_config(folder: Path, database_url: str, body: str = "", outbox: str = "") -> Path:
     """A runner's configuration: the shared database, an admin token, a short takeover
-    bound; ``body``: more TOML (a channel's table)."""
+    bound; ``body``: more TOML (a channel's table); ``outbox``: more outbox settings."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "switchboard.toml"
     config.write_text(f"""
@@ -39,6 +39,7 @@ takeover_seconds = {TAKEOVER_SECONDS}
 
 [switchboard.outbox]
 poll_interval = 0.05
+{outbox}
 {body}
 """)
     return config
@@ -82,14 +83,14 @@ class Node:
 
 
 def start_nodes(
-    tmp_path: Path, database_url: str, body: str, channel: str, count: int = 3
+    tmp_path: Path, database_url: str, body: str, channel: str, count: int = 3, outbox: str = ""
 ) -> list[Node]:
     """``count`` runners with ``channel`` running, each with a folder of its own."""
     nodes: list[Node] = []
     try:
         for n in range(count):
             name = "abc"[n] if n < 3 else f"n{n}"
-            config = node_config(tmp_path / f"node-{name}", database_url, body)
+            config = node_config(tmp_path / f"node-{name}", database_url, body, outbox)
             proc, url = serve_process(config, channel)
             nodes.append(Node(name, proc, url))
     except BaseException:
