@@ -19,15 +19,19 @@ ADMIN = "admin-token-0123456789"
 TAKEOVER_SECONDS = 2.0
 
 
-def node_config(folder: Path, database_url: str, body: str = "", outbox: str = "") -> Path:
+def node_config(
+    folder: Path, database_url: str, body: str = "", outbox: str = "", core: str = ""
+) -> Path:
     """A runner's configuration: the shared database, an admin token, a short takeover
-    bound; ``body``: more TOML (a channel's table); ``outbox``: more outbox settings."""
+    bound; ``body``: more TOML (a channel's table); ``outbox``: more outbox settings;
+    ``core``: more ``[switchboard]`` keys."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "switchboard.toml"
     config.write_text(f"""
 [switchboard]
 database_url = "{database_url}"
 default_region = "RU"
+{core}
 
 [[switchboard.tokens]]
 token = "{ADMIN}"
@@ -83,14 +87,22 @@ class Node:
 
 
 def start_nodes(
-    tmp_path: Path, database_url: str, body: str, channel: str, count: int = 3, outbox: str = ""
+    tmp_path: Path,
+    database_url: str,
+    body: str | list[str],
+    channel: str,
+    count: int = 3,
+    outbox: str = "",
+    core: str = "",
 ) -> list[Node]:
-    """``count`` runners with ``channel`` running, each with a folder of its own."""
+    """``count`` runners with ``channel`` running, each with a folder of its own;
+    ``body``: the same TOML for all, or each one's."""
     nodes: list[Node] = []
     try:
         for n in range(count):
             name = "abc"[n] if n < 3 else f"n{n}"
-            config = node_config(tmp_path / f"node-{name}", database_url, body, outbox)
+            own = body[n] if isinstance(body, list) else body
+            config = node_config(tmp_path / f"node-{name}", database_url, own, outbox, core)
             proc, url = serve_process(config, channel)
             nodes.append(Node(name, proc, url))
     except BaseException:

@@ -28,7 +28,7 @@ def test_migrations_match_the_tables(store: Store) -> None:
 
 
 def test_head_is_the_newest_migration() -> None:
-    assert Store.head_revision() == "0011"
+    assert Store.head_revision() == "0012"
 
 
 def test_upgrade_twice_is_a_no_op(store: Store) -> None:

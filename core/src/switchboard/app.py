@@ -171,6 +171,9 @@ def create_app(
             sb.loops.start("events:listen", sb.events.listen)
         sb.loops.start("outbox", sb.outbox.run)
         sb.supervise("events:prune", sb.events.prune_forever, one_runner=True)
+        sb.nodes.start()  # PostgreSQL: this runner's presence, the sweep of dead ones' calls
+        if sb.store.engine.dialect.name != "postgresql":
+            await sb.nodes.sweep()  # the calls a runner before this one left
         await sb.consumers.start()  # the webhooks and the plugins' event consumers
         await sb.supervise_channels(
             wanted, backoff_initial=supervise_backoff[0], backoff_max=supervise_backoff[1]

@@ -189,6 +189,7 @@ class CallLog:
                         ringing_at=now,
                         ivr_path=[],
                         agents_notified=sorted(set(agents)),
+                        node=self.core.singletons.node,
                     )
                 )
                 record = self._load(conn, call_id, channel)

@@ -42,6 +42,7 @@ from switchboard.events import (
 from switchboard.files import FileRoots
 from switchboard.inbox import Inbox
 from switchboard.models import Contact, EventType
+from switchboard.nodes import Nodes
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
 from switchboard.quarantine import Quarantine
@@ -122,6 +123,7 @@ class Switchboard(ServiceAPI):
         self.loops = Supervisor()
         #: Work that runs on one runner at a time (event consumers), and who holds it.
         self.singletons = Singletons(self)
+        self.nodes = Nodes(self)
         #: The plugin that searches calls' content (``GET /api/calls?q=``), if one does.
         self.call_search: CallSearch | None = None
         self.channels: dict[str, ChannelHandle] = {}

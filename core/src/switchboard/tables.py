@@ -112,6 +112,13 @@ class CallRecordRow(SQLModel, table=True):
             "talk_s",
             "ivr_last_node",
         ),
+        # the calls not yet ended, by runner: what the sweeper reads (switchboard.nodes)
+        sa.Index(
+            "ix_call_record_open_node",
+            "node",
+            postgresql_where=sa.text("ended_at IS NULL"),
+            sqlite_where=sa.text("ended_at IS NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -138,6 +145,8 @@ class CallRecordRow(SQLModel, table=True):
     wait_s: float | None = None
     talk_s: float | None = None
     ivr_last_node: str | None = Field(default=None, max_length=100)
+    # the runner handling the call (host:pid): a dead runner's calls are ended by another
+    node: str | None = Field(default=None, max_length=100)
 
 
 class OutboxRow(SQLModel, table=True):
