@@ -1,9 +1,20 @@
-"""Several ``switchboard serve`` processes on one PostgreSQL database, as an operator runs
-them on several machines (here: one machine, a port each): what the fault tests of
-tests/test_nodes_faults.py stand on."""
+"""Several ``switchboard serve`` processes on one PostgreSQL database, each on a host of
+its own as an operator runs them: here each runner is in a Linux network namespace with
+its own address (``ip netns`` and a veth pair each, set up by the test and torn down
+after; root only). What the fault tests of tests/test_nodes_faults.py and
+tests/test_nodes_sip.py stand on.
+
+    this namespace: the test, PostgreSQL (127.0.0.1:5432, reached from the nodes through
+    socat at SERVICES:5432), the stand-ins, Kamailio, SIPp — all listening on SERVICES
+        ├── veth ── node a: 10.78.1.2
+        ├── veth ── node b: 10.78.2.2
+        └── veth ── node c: 10.78.3.2
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import time
@@ -13,10 +24,85 @@ from typing import Any
 import attrs
 import httpx
 
-from switchboard.testing import serve_process
+from switchboard.testing import missing_tool
 
 ADMIN = "admin-token-0123456789"
 TAKEOVER_SECONDS = 2.0
+SERVICES = "10.78.0.1"  # this namespace's address for the nodes (on lo)
+HTTP_PORT = 8080  # every node's API: the same port, on its own address
+
+
+class NodeNetwork:
+    """A network namespace per node, joined to this one by a veth pair (the node is
+    10.78.N.2, this side 10.78.N.1); this namespace also answers at :data:`SERVICES`,
+    where PostgreSQL is relayed by socat (PostgreSQL itself listens on loopback only)."""
+
+    def __init__(self, count: int, tag: str = "sbn") -> None:
+        if os.geteuid() != 0:
+            missing_tool("needs root for network namespaces (ip netns)")
+        for tool in ("ip", "socat"):
+            if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+                missing_tool(f"needs {tool}: scripts/system-deps (iproute2, socat)")
+        self.count = count
+        self.tag = tag
+        self.relay: subprocess.Popen[bytes] | None = None
+
+    def namespace(self, n: int) -> str:
+        return f"{self.tag}-{n}"
+
+    def address(self, n: int) -> str:
+        return f"10.78.{n + 1}.2"
+
+    def _ip(self, *args: str, check: bool = True) -> None:
+        subprocess.run(["ip", *args], check=check, capture_output=True, timeout=10)
+
+    def start(self) -> NodeNetwork:
+        self.stop()  # what a killed run left behind
+        try:
+            self._ip("addr", "add", f"{SERVICES}/32", "dev", "lo")
+            for n in range(self.count):
+                ns, host = self.namespace(n), f"{self.tag}{n}h"
+                for step in (
+                    ["netns", "add", ns],
+                    ["link", "add", host, "type", "veth", "peer", "eth0", "netns", ns],
+                    ["addr", "add", f"10.78.{n + 1}.1/24", "dev", host],
+                    ["link", "set", host, "up"],
+                    ["-n", ns, "addr", "add", f"{self.address(n)}/24", "dev", "eth0"],
+                    ["-n", ns, "link", "set", "eth0", "up"],
+                    ["-n", ns, "link", "set", "lo", "up"],
+                    ["-n", ns, "route", "add", "default", "via", f"10.78.{n + 1}.1"],
+                ):
+                    self._ip(*step)
+        except subprocess.CalledProcessError as exc:
+            self.stop()
+            raise RuntimeError(f"cannot build the nodes' network: {exc.stderr!r}") from None
+        self.relay = subprocess.Popen(
+            [
+                "socat",
+                f"TCP-LISTEN:5432,bind={SERVICES},fork,reuseaddr",
+                "TCP:127.0.0.1:5432",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return self
+
+    def database_url(self, pg_url: str) -> str:
+        """``pg_url`` as the nodes reach it (through the relay)."""
+        return pg_url.replace("@127.0.0.1:", f"@{SERVICES}:")
+
+    def command(self, n: int, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", self.namespace(n), *args]
+
+    def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.terminate()
+            self.relay.wait(5)
+            self.relay = None
+        for n in range(self.count):
+            self._ip("netns", "del", self.namespace(n), check=False)
+            self._ip("link", "del", f"{self.tag}{n}h", check=False)
+        self._ip("addr", "del", f"{SERVICES}/32", "dev", "lo", check=False)
 
 
 def node_config(
@@ -52,8 +138,13 @@ poll_interval = 0.05
 @attrs.define
 class Node:
     name: str
+    address: str
     proc: subprocess.Popen[bytes]
-    url: str
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{HTTP_PORT}"
 
     def health(self) -> dict[str, Any]:
         answer = httpx.get(
@@ -88,28 +179,52 @@ class Node:
 
 def start_nodes(
     tmp_path: Path,
-    database_url: str,
+    net: NodeNetwork,
+    pg_url: str,
     body: str | list[str],
     channel: str,
-    count: int = 3,
     outbox: str = "",
     core: str = "",
 ) -> list[Node]:
-    """``count`` runners with ``channel`` running, each with a folder of its own;
-    ``body``: the same TOML for all, or each one's."""
+    """A runner in each of ``net``'s namespaces with ``channel`` running, each with a
+    folder of its own; ``body``: the same TOML for all, or each one's."""
     nodes: list[Node] = []
     try:
-        for n in range(count):
-            name = "abc"[n] if n < 3 else f"n{n}"
+        for n in range(net.count):
+            name = "abcdefgh"[n]
             own = body[n] if isinstance(body, list) else body
-            config = node_config(tmp_path / f"node-{name}", database_url, own, outbox, core)
-            proc, url = serve_process(config, channel)
-            nodes.append(Node(name, proc, url))
+            folder = tmp_path / f"node-{name}"
+            config = node_config(folder, net.database_url(pg_url), own, outbox, core)
+            address = net.address(n)
+            command = [shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]
+            command += ["serve", "--config", str(config), "--host", address]
+            command += ["--port", str(HTTP_PORT), "--channels", channel]
+            log = folder / "runner.log"
+            with log.open("ab") as out:
+                proc = subprocess.Popen(net.command(n, *command), stdout=out, stderr=out)
+            node = Node(name, address, proc, log)
+            nodes.append(node)
+            _wait_running(node, channel)
     except BaseException:
         for node in nodes:
             node.stop()
         raise
     return nodes
+
+
+def _wait_running(node: Node, channel: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if node.health()["channels"][channel]["state"] == "running":
+                return
+        except (httpx.TransportError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline or not node.alive:
+            node.stop()
+            tail = node.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"node {node.name} did not start {channel}: {tail}")
+        time.sleep(0.2)
 
 
 def holder(nodes: list[Node], singleton: str, within: float = 20.0) -> tuple[Node, float]:

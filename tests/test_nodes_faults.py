@@ -1,6 +1,7 @@
-"""Three runners on one PostgreSQL, and one of them killed (SIGKILL) mid-work: the
-singleton work moves to a survivor within the bound, nothing is lost or handled twice,
-and a live-event client that loses its runner resumes on another without a gap."""
+"""Three runners on one PostgreSQL, each in a network namespace of its own (a host of
+its own: tests/nodes_rig.py), and one of them killed (SIGKILL) mid-work: the singleton
+work moves to a survivor within the bound, nothing is lost or handled twice, and a
+live-event client that loses its runner resumes on another without a gap."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from nodes_rig import ADMIN, TAKEOVER_SECONDS, Node, holder, start_nodes
+from nodes_rig import ADMIN, SERVICES, TAKEOVER_SECONDS, Node, NodeNetwork, holder, start_nodes
 from sbservice import SseClient
 
 from switchboard import Address
@@ -31,8 +32,17 @@ TOKEN = "4242:TEST-TOKEN"
 
 
 @pytest.fixture
-def telegram_api() -> Iterator[tuple[BotApi, str]]:
-    with bot_api(TOKEN) as running:
+def net() -> Iterator[NodeNetwork]:
+    network = NodeNetwork(3).start()
+    try:
+        yield network
+    finally:
+        network.stop()
+
+
+@pytest.fixture
+def telegram_api(net: NodeNetwork) -> Iterator[tuple[BotApi, str]]:
+    with bot_api(TOKEN, host=SERVICES) as running:
         yield running
 
 
@@ -52,10 +62,10 @@ def stop_all(nodes: list[Node]) -> None:
 
 
 def test_the_telegram_poller_moves_when_its_node_is_killed_and_nothing_is_lost(
-    tmp_path: Path, pg_url: str, telegram_api: tuple[BotApi, str]
+    tmp_path: Path, net: NodeNetwork, pg_url: str, telegram_api: tuple[BotApi, str]
 ) -> None:
     api, url = telegram_api
-    nodes = start_nodes(tmp_path, pg_url, telegram(url), "telegram")
+    nodes = start_nodes(tmp_path, net, pg_url, telegram(url), "telegram")
     try:
         first, _ = holder(nodes, "telegram:poll")
         assert api.conflicts == 0  # one bot instance polls, not three
@@ -115,10 +125,10 @@ def test_the_telegram_poller_moves_when_its_node_is_killed_and_nothing_is_lost(
 
 
 def test_a_stream_client_that_loses_its_node_resumes_on_another_without_a_gap(
-    tmp_path: Path, pg_url: str, telegram_api: tuple[BotApi, str]
+    tmp_path: Path, net: NodeNetwork, pg_url: str, telegram_api: tuple[BotApi, str]
 ) -> None:
     _, url = telegram_api
-    a, b, c = nodes = start_nodes(tmp_path, pg_url, telegram(url), "telegram")
+    a, b, c = nodes = start_nodes(tmp_path, net, pg_url, telegram(url), "telegram")
     auth = {"Authorization": f"Bearer {ADMIN}"}
     try:
 
@@ -190,18 +200,18 @@ class Sink:
 
 
 def test_a_mailing_of_10000_sent_by_three_runners_reaches_each_recipient_once(
-    tmp_path: Path, pg_url: str
+    tmp_path: Path, net: NodeNetwork, pg_url: str
 ) -> None:
     from aiosmtpd.controller import Controller
 
     sink = Sink()
     port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller = Controller(sink, hostname=SERVICES, port=port)
     controller.start()
     email = f"""
 [plugins.email]
 from_address = "news@example.com"
-smtp_host = "127.0.0.1"
+smtp_host = "{SERVICES}"
 smtp_port = {port}
 smtp_security = "none"
 smtp_pool_size = 4
@@ -212,7 +222,7 @@ link_secret = "nodes-test-secret-0123456789"
 """
     batch = 50
     outbox = f"batch_size = {batch}\nlease_seconds = 3"
-    nodes = start_nodes(tmp_path, pg_url, email, "email", outbox=outbox)
+    nodes = start_nodes(tmp_path, net, pg_url, email, "email", outbox=outbox)
     total = 10_000
     try:
 

@@ -1,8 +1,10 @@
 """SIP across runners: the shipped Kamailio configuration (deploy/kamailio/) in front of
-two Switchboard SIP nodes on one PostgreSQL. Calls are spread over both by the dispatcher;
-one node is SIGKILLed during a burst of SIPp calls: its calls in flight end, the
-dispatcher's probe marks it down, and every call placed after that is answered by the
-survivor. Recordings go to one shared folder, so any node serves any of them."""
+two Switchboard SIP nodes on one PostgreSQL, each in a network namespace of its own
+(tests/nodes_rig.py) with its own address and the same SIP port. Calls are spread over
+both by the dispatcher; one node is SIGKILLed during a burst of SIPp calls: its calls in
+flight end (ended in the call log by the survivor's sweeper), the dispatcher's probe marks
+it down, and every call placed after that is answered by the survivor. Recordings go to
+one shared folder, so any node serves any of them."""
 
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from nodes_rig import ADMIN, start_nodes
+from nodes_rig import ADMIN, SERVICES, NodeNetwork, start_nodes
 
-from switchboard_sip.testing import Kamailio, Sipp, agent_scenario, caller_scenario, free_udp_port
+from switchboard_sip.testing import Kamailio, Sipp, agent_scenario, caller_scenario
 
 pytestmark = pytest.mark.postgres
 
@@ -28,15 +30,15 @@ class FrontProxy(Kamailio):
     """Kamailio with deploy/kamailio/kamailio.cfg: its ``#!substdef`` values set for this
     machine, the nodes written to its dispatcher list."""
 
-    def __init__(self, folder: Path, nodes: list[int], pbx: Kamailio) -> None:
-        super().__init__(folder)
-        self.nodes = nodes
+    def __init__(self, folder: Path, nodes: list[str], pbx: Kamailio) -> None:
+        super().__init__(folder, host=SERVICES)
+        self.nodes = nodes  # host:port each
         self.pbx = pbx
 
     def config_text(self) -> str:
         nodes_file = self.folder / "dispatcher.list"
         nodes_file.write_text(
-            "".join(f"1 sip:{self.host}:{port} 0 0\n" for port in self.nodes), encoding="ascii"
+            "".join(f"1 sip:{node} 0 0\n" for node in self.nodes), encoding="ascii"
         )
         values = {
             "SB_LISTEN": self.host,
@@ -56,11 +58,10 @@ class FrontProxy(Kamailio):
             assert found == 1, name
         return text
 
-    def states(self) -> dict[int, str]:
-        """Each node's dispatcher flags by port (``AP``: up, probing; ``IP``: down)."""
+    def states(self) -> dict[str, str]:
+        """Each node's dispatcher flags by host:port (``AP``: up, probing; ``IP``: down)."""
         out = self.kamcmd("dispatcher.list")
-        found = re.findall(r"URI: sip:[\d.]+:(\d+)\s+FLAGS: (\w+)", out)
-        return {int(port): flags for port, flags in found}
+        return dict(re.findall(r"URI: sip:([\d.]+:\d+)\s+FLAGS: (\w+)", out))
 
 
 def sipp_counts(folder: Path, name: str) -> tuple[int, int]:
@@ -77,11 +78,11 @@ def sipp_counts(folder: Path, name: str) -> tuple[int, int]:
 def test_calls_spread_over_two_sip_nodes_and_a_killed_node_is_routed_around(
     tmp_path: Path, pg_url: str
 ) -> None:
-    pbx = Kamailio(tmp_path / "pbx").start()
-    ports = [free_udp_port(), free_udp_port()]
-    front = FrontProxy(tmp_path / "front", ports, pbx).start()
+    net = NodeNetwork(2).start()
+    pbx = Kamailio(tmp_path / "pbx", host=SERVICES).start()
+    addresses = [f"{net.address(n)}:5060" for n in range(2)]
+    front = FrontProxy(tmp_path / "front", addresses, pbx).start()
     shared = tmp_path / "shared-recordings"
-    rtp = 31000
 
     def sip(n: int) -> str:
         return f"""
@@ -90,27 +91,23 @@ name = "alice"
 extension = "101"
 
 [plugins.sip]
-server = "127.0.0.1"
+server = "{SERVICES}"
 port = {front.port}
 username = "{pbx.user}"
 password = "{pbx.password}"
 register = false
-trusted_networks = ["127.0.0.1/32"]
-local_port = {ports[n]}
-rtp_port_low = {rtp + n * 400}
-rtp_port_high = {rtp + n * 400 + 398}
+trusted_networks = ["{SERVICES}/32"]
+local_ip = "{net.address(n)}"
+local_port = 5060
+rtp_port_low = 20000
+rtp_port_high = 20398
 ring_timeout = 10
 """
 
     nodes: list = []
     try:
         nodes = start_nodes(
-            tmp_path,
-            pg_url,
-            [sip(0), sip(1)],
-            "sip",
-            count=2,
-            core=f'recordings_dir = "{shared}"',
+            tmp_path, net, pg_url, [sip(0), sip(1)], "sip", core=f'recordings_dir = "{shared}"'
         )
         a, b = nodes
         a_node = a.health()["singletons"]["node"]
@@ -120,15 +117,17 @@ ring_timeout = 10
             time.sleep(0.2)
 
         async def calls() -> tuple[tuple[int, int], tuple[int, int], float]:
-            agent = Sipp(tmp_path / "sipp", "agent", agent_scenario(answer_after_ms=100))
+            agent = Sipp(
+                tmp_path / "sipp", "agent", agent_scenario(answer_after_ms=100), ip=SERVICES
+            )
             await agent.start(None, "-m", "1000", "-l", "100")
-            pbx.route("101", agent.port)
+            pbx.route("101", agent.port, host=SERVICES)
             try:
                 # a burst: 4 calls a second, each 3 s, 48 calls; node A is killed at 4 s
-                burst = Sipp(tmp_path / "sipp", "burst", caller_scenario(talk_ms=3000))
+                burst = Sipp(tmp_path / "sipp", "burst", caller_scenario(talk_ms=3000), ip=SERVICES)
                 running = asyncio.ensure_future(
                     burst.run(
-                        f"127.0.0.1:{front.port}",
+                        f"{SERVICES}:{front.port}",
                         "-s",
                         "200",
                         "-r",
@@ -144,15 +143,15 @@ ring_timeout = 10
                 await asyncio.sleep(4.0)
                 a.kill()
                 killed = time.monotonic()
-                while front.states().get(ports[0]) != "IP":  # the probe marks it down
+                while front.states().get(addresses[0]) != "IP":  # the probe marks it down
                     assert time.monotonic() - killed < 10, front.states()
                     await asyncio.sleep(0.05)
                 marked_down = time.monotonic() - killed
                 await running
                 # after: 20 calls, all to the survivor
-                after = Sipp(tmp_path / "sipp", "after", caller_scenario(talk_ms=1000))
+                after = Sipp(tmp_path / "sipp", "after", caller_scenario(talk_ms=1000), ip=SERVICES)
                 await after.run(
-                    f"127.0.0.1:{front.port}",
+                    f"{SERVICES}:{front.port}",
                     "-s",
                     "200",
                     "-r",
@@ -220,3 +219,4 @@ ring_timeout = 10
             node.stop()
         front.stop()
         pbx.stop()
+        net.stop()

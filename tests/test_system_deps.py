@@ -16,6 +16,7 @@ PROGRAMS = {
     "baresip-core": "baresip",
     "dnsmasq-base": "/usr/sbin/dnsmasq",
     "iptables": "/usr/sbin/iptables",
+    "socat": "socat",
     "sip-tester": "sipp",
     "sipvicious": "svwar",
     "dovecot-imapd": "dovecot",
@@ -153,7 +154,7 @@ def test_check_only_reports(tmp_path: Path) -> None:
     assert result.returncode == 1 and calls == []
     assert (
         "system packages missing: kamailio-tls-modules baresip-core dnsmasq-base iptables "
-        "sip-tester sipvicious "
+        "socat sip-tester sipvicious "
         "espeak-ng graphviz chromium libatomic1" in result.stderr
     )
 

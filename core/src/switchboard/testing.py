@@ -168,10 +168,10 @@ async def open_switchboard(
 class RunningService:
     """A runner serving on a loopback port in a thread (see :func:`serve_in_thread`)."""
 
-    def __init__(self, app: Any, port: int) -> None:
+    def __init__(self, app: Any, port: int, host: str = "127.0.0.1") -> None:
         self.app = app
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{host}:{port}"
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -310,23 +310,26 @@ def kill_during_burst(
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, timeout: float = 30) -> Iterator[RunningService]:
+def serve_in_thread(
+    app: Any, *, timeout: float = 30, host: str = "127.0.0.1"
+) -> Iterator[RunningService]:
     """Serve ``app`` (from :func:`switchboard.app.create_app`) with uvicorn on a free
-    loopback port until the ``with`` block ends; then shut it down as SIGTERM would."""
+    port of ``host`` (loopback unless told) until the ``with`` block ends; then shut it
+    down as SIGTERM would."""
     import uvicorn
 
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             app,
-            host="127.0.0.1",
+            host=host,
             port=port,
             log_config=None,
             lifespan="on",
             timeout_graceful_shutdown=3,
         )
     )
-    service = RunningService(app, port)
+    service = RunningService(app, port, host)
     errors: list[BaseException] = []
 
     def run() -> None:

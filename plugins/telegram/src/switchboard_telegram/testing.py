@@ -268,10 +268,13 @@ def _maybe_json(value: str) -> Any:
 
 
 @contextmanager
-def bot_api(token: str = "4242:TEST-TOKEN") -> Iterator[tuple[BotApi, str]]:
-    """Run a :class:`BotApi` on a loopback port; yields it and its base URL."""
+def bot_api(
+    token: str = "4242:TEST-TOKEN", host: str = "127.0.0.1"
+) -> Iterator[tuple[BotApi, str]]:
+    """Run a :class:`BotApi` on a port of ``host`` (loopback unless told); yields it and
+    its base URL."""
     from switchboard.testing import serve_in_thread
 
     api = BotApi(token)
-    with serve_in_thread(api.app) as running:
+    with serve_in_thread(api.app, host=host) as running:
         yield api, running.url
