@@ -18,6 +18,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from nodes_rig import ADMIN, SERVICES, NodeNetwork, start_nodes
+from sbservice import SseClient
 
 from switchboard_sip.testing import Kamailio, Sipp, agent_scenario, caller_scenario
 
@@ -111,6 +112,7 @@ ring_timeout = 10
         )
         a, b = nodes
         a_node = a.health()["singletons"]["node"]
+        pops = SseClient(b.url, ADMIN)  # an agent's screen, connected to node B
         deadline = time.monotonic() + 10
         while set(front.states().values()) != {"AP"}:  # both probed and up
             assert time.monotonic() < deadline, front.states()
@@ -197,9 +199,21 @@ ring_timeout = 10
             recorded = query(
                 "SELECT call_id, recording_path FROM call_record WHERE recording_path IS NOT NULL"
             )
+            on_a = {
+                call_id
+                for (call_id,) in query(f"SELECT call_id FROM call_record WHERE node = '{a_node}'")
+            }
         finally:
             engine.dispose()
         assert len(recorded) >= ok + after_ok - failed
+        # the screen pops of the calls that rang on A reached the client of B
+        popped = set()
+        while not pops.events.empty():
+            event = pops.events.get()
+            if event["event"] == "call.ringing":
+                popped.add(event["data"]["call"]["call_id"])
+        pops.close()
+        assert on_a and on_a <= popped, on_a - popped
         assert all(shared in Path(path).parents for _, path in recorded), recorded[0]
         for call_id, _ in recorded[:6]:  # recorded on A or B, served by B
             answer = httpx.get(
