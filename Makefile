@@ -61,3 +61,4 @@ bench: sync
 	$(UV) run --frozen python bench/max_bench.py
 	$(UV) run --frozen python bench/meta_bench.py
 	$(UV) run --frozen python bench/crm_bench.py
+	$(UV) run --frozen python bench/nodes_bench.py

@@ -106,7 +106,12 @@ class NodeNetwork:
 
 
 def node_config(
-    folder: Path, database_url: str, body: str = "", outbox: str = "", core: str = ""
+    folder: Path,
+    database_url: str,
+    body: str = "",
+    outbox: str = "",
+    core: str = "",
+    takeover: float = TAKEOVER_SECONDS,
 ) -> Path:
     """A runner's configuration: the shared database, an admin token, a short takeover
     bound; ``body``: more TOML (a channel's table); ``outbox``: more outbox settings;
@@ -125,7 +130,7 @@ role = "admin"
 name = "ops"
 
 [switchboard.nodes]
-takeover_seconds = {TAKEOVER_SECONDS}
+takeover_seconds = {takeover}
 
 [switchboard.outbox]
 poll_interval = 0.05
@@ -185,31 +190,37 @@ def start_nodes(
     channel: str,
     outbox: str = "",
     core: str = "",
+    takeover: float = TAKEOVER_SECONDS,
 ) -> list[Node]:
     """A runner in each of ``net``'s namespaces with ``channel`` running, each with a
     folder of its own; ``body``: the same TOML for all, or each one's."""
     nodes: list[Node] = []
     try:
         for n in range(net.count):
-            name = "abcdefgh"[n]
             own = body[n] if isinstance(body, list) else body
-            folder = tmp_path / f"node-{name}"
-            config = node_config(folder, net.database_url(pg_url), own, outbox, core)
-            address = net.address(n)
-            command = [shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]
-            command += ["serve", "--config", str(config), "--host", address]
-            command += ["--port", str(HTTP_PORT), "--channels", channel]
-            log = folder / "runner.log"
-            with log.open("ab") as out:
-                proc = subprocess.Popen(net.command(n, *command), stdout=out, stderr=out)
-            node = Node(name, address, proc, log)
-            nodes.append(node)
-            _wait_running(node, channel)
+            folder = tmp_path / f"node-{'abcdefgh'[n]}"
+            node_config(folder, net.database_url(pg_url), own, outbox, core, takeover)
+            nodes.append(start_node(net, n, folder, channel))
     except BaseException:
         for node in nodes:
             node.stop()
         raise
     return nodes
+
+
+def start_node(net: NodeNetwork, n: int, folder: Path, channel: str) -> Node:
+    """``switchboard serve`` with ``folder``'s configuration in namespace ``n`` (again,
+    after a kill), once ``channel`` runs."""
+    address = net.address(n)
+    command = [shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]
+    command += ["serve", "--config", str(folder / "switchboard.toml"), "--host", address]
+    command += ["--port", str(HTTP_PORT), "--channels", channel]
+    log = folder / "runner.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(net.command(n, *command), stdout=out, stderr=out)
+    node = Node("abcdefgh"[n], address, proc, log)
+    _wait_running(node, channel)
+    return node
 
 
 def _wait_running(node: Node, channel: str, within: float = 60) -> None:

@@ -370,3 +370,25 @@ def test_the_speech_docs_examples_are_valid_configurations() -> None:
     config = config_from_dict(raw, {"speech": SpeechSettings})
     names = [r.name for r in config.plugin_settings("speech").rules]
     assert names == ["greeting", "price named", "no promises"]
+
+
+def test_the_deploy_docs_examples_are_valid_configurations() -> None:
+    """docs/deploy.md: the runners' shared settings and a SIP node behind the proxy load as
+    ``serve`` loads them."""
+    import tomllib
+
+    from switchboard.config import config_from_dict
+    from switchboard_console import ConsoleSettings
+    from switchboard_sip import SipSettings
+
+    text = (DOCS / "deploy.md").read_text(encoding="utf-8")
+    shared, sip = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    raw = tomllib.loads(shared.replace('"..."', '"' + "s" * 32 + '"'))
+    config = config_from_dict(raw, {"console": ConsoleSettings})
+    assert config.core.nodes.takeover_seconds == 5.0
+    assert config.core.database_url.startswith("postgresql://")
+    raw = tomllib.loads(sip.replace('"..."', '"secret"'))
+    config = config_from_dict(raw, {"sip": SipSettings})
+    settings = config.plugin_settings("sip")
+    assert isinstance(settings, SipSettings)
+    assert (settings.register, settings.trusted_networks) == (False, ["10.0.0.10/32"])
