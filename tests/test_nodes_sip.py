@@ -4,7 +4,8 @@ two Switchboard SIP nodes on one PostgreSQL, each in a network namespace of its 
 both by the dispatcher; one node is SIGKILLed during a burst of SIPp calls: its calls in
 flight end (ended in the call log by the survivor's sweeper), the dispatcher's probe marks
 it down, and every call placed after that is answered by the survivor. Recordings go to
-one shared folder, so any node serves any of them."""
+one shared folder, so any node serves any of them; a call on one node is held and resumed
+through the other node's API (relayed to its holder)."""
 
 from __future__ import annotations
 
@@ -112,6 +113,12 @@ ring_timeout = 10
         )
         a, b = nodes
         a_node = a.health()["singletons"]["node"]
+        engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+
+        def query(sql: str) -> list[sa.Row[tuple[str, ...]]]:
+            with engine.connect() as conn:
+                return list(conn.execute(sa.text(sql)).all())
+
         pops = SseClient(b.url, ADMIN)  # an agent's screen, connected to node B
         deadline = time.monotonic() + 10
         while set(front.states().values()) != {"AP"}:  # both probed and up
@@ -125,6 +132,37 @@ ring_timeout = 10
             await agent.start(None, "-m", "1000", "-l", "100")
             pbx.route("101", agent.port, host=SERVICES)
             try:
+                # a call on one node, held and resumed through the other node's API: the
+                # request is relayed to the runner holding the call, whose re-INVITEs the
+                # caller must get (its scenario fails without them)
+                held = Sipp(
+                    tmp_path / "sipp",
+                    "held",
+                    caller_scenario(talk_ms=500, expect_reinvites=2),
+                    ip=SERVICES,
+                )
+                talking = asyncio.ensure_future(
+                    held.run(f"{SERVICES}:{front.port}", "-s", "200", "-m", "1", timeout=60)
+                )
+                sql = "SELECT call_id, node FROM call_record WHERE answered_at IS NOT NULL"
+                deadline = time.monotonic() + 15
+                while not (answered := await asyncio.to_thread(query, sql)):
+                    assert time.monotonic() < deadline, "the call was not answered"
+                    await asyncio.sleep(0.1)
+                call_id, node = answered[0]
+                other = b if node == a_node else a
+                for action in ("hold", "resume"):
+                    await asyncio.sleep(1.0)
+                    answer = await asyncio.to_thread(
+                        httpx.post,
+                        f"{other.url}/api/calls/{call_id}/{action}",
+                        headers={"Authorization": f"Bearer {ADMIN}"},
+                        timeout=30,
+                    )
+                    assert answer.status_code == 200, (action, answer.text)
+                result = await talking
+                assert result.ok, result.errors
+
                 # a burst: 4 calls a second, each 3 s, 48 calls; node A is killed at 4 s
                 burst = Sipp(tmp_path / "sipp", "burst", caller_scenario(talk_ms=3000), ip=SERVICES)
                 running = asyncio.ensure_future(
@@ -178,33 +216,25 @@ ring_timeout = 10
         assert failed <= 10, (ok, failed)
         assert (after_ok, after_failed) == (20, 0), "a call after the node was marked down failed"
 
-        engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
-        try:
-
-            def query(sql: str) -> list[sa.Row[tuple[str, ...]]]:
-                with engine.connect() as conn:
-                    return list(conn.execute(sa.text(sql)).all())
-
-            # A's calls in flight are ended by the survivor's sweeper
-            deadline = time.monotonic() + 20
-            while query("SELECT call_id FROM call_record WHERE ended_at IS NULL"):
-                assert time.monotonic() < deadline, "the dead node's calls were not ended"
-                time.sleep(0.2)
-            lost = query(
-                "SELECT disposition, node FROM call_record WHERE hangup_cause LIKE 'runner lost:%'"
-            )
-            assert lost, "no call was in flight on the killed node"
-            assert {node for _, node in lost} == {a_node}
-            assert {disposition for disposition, _ in lost} <= {"answered", "missed"}
-            recorded = query(
-                "SELECT call_id, recording_path FROM call_record WHERE recording_path IS NOT NULL"
-            )
-            on_a = {
-                call_id
-                for (call_id,) in query(f"SELECT call_id FROM call_record WHERE node = '{a_node}'")
-            }
-        finally:
-            engine.dispose()
+        # A's calls in flight are ended by the survivor's sweeper
+        deadline = time.monotonic() + 20
+        while query("SELECT call_id FROM call_record WHERE ended_at IS NULL"):
+            assert time.monotonic() < deadline, "the dead node's calls were not ended"
+            time.sleep(0.2)
+        lost = query(
+            "SELECT disposition, node FROM call_record WHERE hangup_cause LIKE 'runner lost:%'"
+        )
+        assert lost, "no call was in flight on the killed node"
+        assert {node for _, node in lost} == {a_node}
+        assert {disposition for disposition, _ in lost} <= {"answered", "missed"}
+        recorded = query(
+            "SELECT call_id, recording_path FROM call_record WHERE recording_path IS NOT NULL"
+        )
+        on_a = {
+            call_id
+            for (call_id,) in query(f"SELECT call_id FROM call_record WHERE node = '{a_node}'")
+        }
+        engine.dispose()
         assert len(recorded) >= ok + after_ok - failed
         # the screen pops of the calls that rang on A reached the client of B
         popped = set()

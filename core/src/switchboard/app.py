@@ -193,6 +193,7 @@ def create_app(
             await sb.consumers.stop()
             await webhooks.close()
             await sb.loops.stop()
+            await sb.relay.stop()  # requests other runners relayed, still being served
             await sb.plugins.hooks.shutdown(app=app)
             await sb.close()
             runner_lock.release()

@@ -46,6 +46,7 @@ from switchboard.nodes import Nodes
 from switchboard.outbox import Outbox
 from switchboard.plugins import Plugins
 from switchboard.quarantine import Quarantine
+from switchboard.relay import CallRelay
 from switchboard.schema import PluginSchema, plugin_schema
 from switchboard.search import CallSearch
 from switchboard.service import NAME_MAX, ServiceAPI, one_line
@@ -124,6 +125,7 @@ class Switchboard(ServiceAPI):
         #: Work that runs on one runner at a time (event consumers), and who holds it.
         self.singletons = Singletons(self)
         self.nodes = Nodes(self)
+        self.relay = CallRelay(self)
         #: The plugin that searches calls' content (``GET /api/calls?q=``), if one does.
         self.call_search: CallSearch | None = None
         self.channels: dict[str, ChannelHandle] = {}

@@ -128,3 +128,4 @@ class Nodes:
         if self.core.store.engine.dialect.name == "postgresql":
             self.core.supervise("nodes:presence", self.presence)
             self.core.supervise("calls:sweep", self.sweep_forever, one_runner=True)
+            self.core.supervise("calls:relay", self.core.relay.listen)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from switchboard.core import ChannelHandle
     from switchboard.events import EventHub
     from switchboard.outbox import Outbox
+    from switchboard.relay import CallRelay
     from switchboard.store import Store
     from switchboard.templates import Templates
 
@@ -99,6 +100,7 @@ class ServiceAPI:
         events: EventHub
         channels: dict[str, ChannelHandle]
         call_search: CallSearch | None
+        relay: CallRelay
 
         templates: Templates
         file_roots: FileRoots
@@ -347,7 +349,22 @@ class ServiceAPI:
         (a ``CallControl``); the call's record afterwards. For the agent who has the call,
         supervisors and admins (``Forbidden``); ``NotFound`` for a call that is not
         talking now, ``Invalid`` for a target the channel cannot call, ``Unavailable``
-        when its channel cannot do this or is not running."""
+        when its channel cannot do this or is not running. A call another runner holds is
+        acted on by that runner (``sb.relay``)."""
+        call = await self.call(call_id)
+        if not can_hear(call, who):
+            raise Forbidden("only the agent who has the call, supervisors and admins")
+        node = await self.relay.holder(call)
+        if node is not None:
+            target = None if to is None else to.name if isinstance(to, Agent) else to.value
+            await self.relay.ask(node, "control", who, call_id=call_id, action=action, to=target)
+            return await self.call(call_id)
+        return await self.control_call_here(who, call_id, action, to)
+
+    async def control_call_here(
+        self, who: Principal, call_id: str, action: str, to: Agent | Address | None = None
+    ) -> CallRecord:
+        """:meth:`control_call` on this runner's channel (what a relayed request does)."""
         call = await self.call(call_id)
         if not can_hear(call, who):
             raise Forbidden("only the agent who has the call, supervisors and admins")
@@ -386,7 +403,19 @@ class ServiceAPI:
         mode changes. The call's record afterwards (its ``supervision`` grows). ``Forbidden``
         for agents and for a token with no agent to ring; ``NotFound`` for a call not
         talking now; ``Invalid`` for an unknown mode or a supervisor who did not answer;
-        ``Unavailable`` when its channel cannot do this."""
+        ``Unavailable`` when its channel cannot do this. A call another runner holds is
+        joined through that runner (``sb.relay``)."""
+        if not who.sees_all or who.agent is None:
+            raise Forbidden("only supervisors and admins with an agent of their own")
+        call = await self.call(call_id)
+        node = await self.relay.holder(call)
+        if node is not None:
+            await self.relay.ask(node, "supervise", who, call_id=call_id, mode=mode)
+            return await self.call(call_id)
+        return await self.supervise_call_here(who, call_id, mode)
+
+    async def supervise_call_here(self, who: Principal, call_id: str, mode: str) -> CallRecord:
+        """:meth:`supervise_call` on this runner's channel (what a relayed request does)."""
         if not who.sees_all or who.agent is None:
             raise Forbidden("only supervisors and admins with an agent of their own")
         try:
