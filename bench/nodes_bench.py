@@ -33,11 +33,18 @@ from _common import database, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from nodes_rig import SERVICES, Node, NodeNetwork, start_node, start_nodes
+from nodes_rig import (
+    SERVICES,
+    TELEGRAM_TOKEN,
+    Node,
+    NodeNetwork,
+    start_node,
+    start_nodes,
+    telegram_table,
+)
 
 from switchboard_telegram.testing import BotApi, bot_api
 
-TOKEN = "4242:TEST-TOKEN"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -72,13 +79,7 @@ def holder(nodes: list[Node]) -> Node | None:
 def takeover(
     net: NodeNetwork, pg: str, folder: Path, url: str, seconds: float, args: argparse.Namespace
 ) -> None:
-    body = f"""
-[plugins.telegram]
-token = "{TOKEN}"
-base_url = "{url}/bot"
-base_file_url = "{url}/file/bot"
-poll_timeout = 1
-"""
+    body = telegram_table(url)
     nodes = start_nodes(folder, net, pg, body, "telegram", takeover=seconds)
     try:
         for how in ("SIGKILL", "SIGTERM"):
@@ -110,13 +111,7 @@ poll_timeout = 1
 def cost(
     net: NodeNetwork, pg: str, folder: Path, api: BotApi, url: str, args: argparse.Namespace
 ) -> None:
-    body = f"""
-[plugins.telegram]
-token = "{TOKEN}"
-base_url = "{url}/bot"
-base_file_url = "{url}/file/bot"
-poll_timeout = 1
-"""
+    body = telegram_table(url)
     nodes = start_nodes(folder, net, pg, body, "telegram")
     engine = sa.create_engine(pg.replace("postgresql://", "postgresql+psycopg://"))
     try:
@@ -166,7 +161,10 @@ def main() -> None:
     print(f"Several runners on {machine()}, {datetime.now():%Y-%m-%d %H:%M}")
     net = NodeNetwork(3, tag="sbb").start()
     try:
-        with bot_api(TOKEN, host=SERVICES) as (api, url), tempfile.TemporaryDirectory() as tmp:
+        with (
+            bot_api(TELEGRAM_TOKEN, host=SERVICES) as (api, url),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
             for seconds in (5.0, 2.0):
                 with database("postgresql") as pg:
                     takeover(net, pg, Path(tmp) / f"t{seconds:g}", url, seconds, args)

@@ -105,6 +105,20 @@ class NodeNetwork:
         self._ip("addr", "del", f"{SERVICES}/32", "dev", "lo", check=False)
 
 
+TELEGRAM_TOKEN = "4242:TEST-TOKEN"
+
+
+def telegram_table(url: str) -> str:
+    """``[plugins.telegram]`` polling the Bot API stand-in at ``url``."""
+    return f"""
+[plugins.telegram]
+token = "{TELEGRAM_TOKEN}"
+base_url = "{url}/bot"
+base_file_url = "{url}/file/bot"
+poll_timeout = 1
+"""
+
+
 def node_config(
     folder: Path,
     database_url: str,

@@ -17,7 +17,17 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from nodes_rig import ADMIN, SERVICES, TAKEOVER_SECONDS, Node, NodeNetwork, holder, start_nodes
+from nodes_rig import (
+    ADMIN,
+    SERVICES,
+    TAKEOVER_SECONDS,
+    TELEGRAM_TOKEN,
+    Node,
+    NodeNetwork,
+    holder,
+    start_nodes,
+    telegram_table,
+)
 from sbservice import SseClient
 
 from switchboard import Address
@@ -27,8 +37,6 @@ from switchboard_mailings import MailingsPlugin
 from switchboard_telegram.testing import BotApi, bot_api
 
 pytestmark = pytest.mark.postgres
-
-TOKEN = "4242:TEST-TOKEN"
 
 
 @pytest.fixture
@@ -42,18 +50,8 @@ def net() -> Iterator[NodeNetwork]:
 
 @pytest.fixture
 def telegram_api(net: NodeNetwork) -> Iterator[tuple[BotApi, str]]:
-    with bot_api(TOKEN, host=SERVICES) as running:
+    with bot_api(TELEGRAM_TOKEN, host=SERVICES) as running:
         yield running
-
-
-def telegram(url: str) -> str:
-    return f"""
-[plugins.telegram]
-token = "{TOKEN}"
-base_url = "{url}/bot"
-base_file_url = "{url}/file/bot"
-poll_timeout = 1
-"""
 
 
 def stop_all(nodes: list[Node]) -> None:
@@ -65,7 +63,7 @@ def test_the_telegram_poller_moves_when_its_node_is_killed_and_nothing_is_lost(
     tmp_path: Path, net: NodeNetwork, pg_url: str, telegram_api: tuple[BotApi, str]
 ) -> None:
     api, url = telegram_api
-    nodes = start_nodes(tmp_path, net, pg_url, telegram(url), "telegram")
+    nodes = start_nodes(tmp_path, net, pg_url, telegram_table(url), "telegram")
     try:
         first, _ = holder(nodes, "telegram:poll")
         assert api.conflicts == 0  # one bot instance polls, not three
@@ -128,7 +126,7 @@ def test_a_stream_client_that_loses_its_node_resumes_on_another_without_a_gap(
     tmp_path: Path, net: NodeNetwork, pg_url: str, telegram_api: tuple[BotApi, str]
 ) -> None:
     _, url = telegram_api
-    a, b, c = nodes = start_nodes(tmp_path, net, pg_url, telegram(url), "telegram")
+    a, b, c = nodes = start_nodes(tmp_path, net, pg_url, telegram_table(url), "telegram")
     auth = {"Authorization": f"Bearer {ADMIN}"}
     try:
 

@@ -44,7 +44,6 @@ class Nodes:
 
     def __init__(self, core: Switchboard) -> None:
         self.core = core
-        self.swept = 0  # calls this runner ended for runners that died
 
     @property
     def node(self) -> str:
@@ -112,7 +111,6 @@ class Nodes:
                 if conn is not None:
                     await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
             log.warning("runner %s is gone: %d of its calls ended", node, len(calls))
-        self.swept += ended
         return ended
 
     async def sweep_forever(self) -> None:
