@@ -148,8 +148,14 @@ def test_outbox_and_event_hub_failures_show_in_health_and_recover(tmp_path: Path
         assert failing["status"] == "degraded"
         assert "no such table: outbox" in failing["loops"]["outbox"]["last_error"]
         assert "no such table: event" in failing["loops"]["events"]["last_error"]
-        metrics = httpx.get(f"{running.url}/metrics").text
-        assert 'switchboard_loop_state{loop="outbox",state="failing"} 1.0' in metrics
+        # the loop is retried every 0.2-0.5 s and shows `running` during each attempt: the
+        # metrics are read again until they catch it between attempts, as health did
+        wait_until(
+            lambda: (
+                'switchboard_loop_state{loop="outbox",state="failing"} 1.0'
+                in httpx.get(f"{running.url}/metrics", timeout=5).text
+            )
+        )
 
         rename("outbox_away", "outbox")
         rename("event_away", "event")
