@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import httpx
 
-from switchboard.testing import missing_tool
+from switchboard.testing import missing_tool, serve_process
 
 ADMIN = "admin-token-0123456789"
 TAKEOVER_SECONDS = 2.0
@@ -159,7 +159,6 @@ class Node:
     name: str
     address: str
     proc: subprocess.Popen[bytes]
-    log: Path
 
     @property
     def url(self) -> str:
@@ -226,30 +225,15 @@ def start_node(net: NodeNetwork, n: int, folder: Path, channel: str) -> Node:
     """``switchboard serve`` with ``folder``'s configuration in namespace ``n`` (again,
     after a kill), once ``channel`` runs."""
     address = net.address(n)
-    command = [shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]
-    command += ["serve", "--config", str(folder / "switchboard.toml"), "--host", address]
-    command += ["--port", str(HTTP_PORT), "--channels", channel]
-    log = folder / "runner.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(net.command(n, *command), stdout=out, stderr=out)
-    node = Node("abcdefgh"[n], address, proc, log)
-    _wait_running(node, channel)
-    return node
-
-
-def _wait_running(node: Node, channel: str, within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            if node.health()["channels"][channel]["state"] == "running":
-                return
-        except (httpx.TransportError, ValueError, KeyError):
-            pass
-        if time.monotonic() > deadline or not node.alive:
-            node.stop()
-            tail = node.log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"node {node.name} did not start {channel}: {tail}")
-        time.sleep(0.2)
+    proc, _ = serve_process(
+        folder / "switchboard.toml",
+        channel,
+        host=address,
+        port=HTTP_PORT,
+        prefix=net.command(n),
+        log=folder / "runner.log",
+    )
+    return Node("abcdefgh"[n], address, proc)
 
 
 def holder(nodes: list[Node], singleton: str, within: float = 20.0) -> tuple[Node, float]:

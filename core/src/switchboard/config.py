@@ -138,7 +138,8 @@ class EventSettings:
 class NodeSettings:
     """``[switchboard.nodes]``: several runners on one PostgreSQL database."""
 
-    #: how soon another runner takes over singleton work (event consumers) whose holder died
+    #: how soon another runner takes over singleton work (event consumers, long polls,
+    #: mailbox readers, the sweep of dead runners' calls) whose holder died
     takeover_seconds: float = 5.0
 
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from switchboard.calls import CallStateError
 from switchboard.models import utcnow
-from switchboard.singletons import lock_key
+from switchboard.singletons import keep, try_lock, unlock
 from switchboard.store import call_t
 
 if TYPE_CHECKING:
@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.nodes")
 
 
-def _presence_key(node: str) -> int:
-    return lock_key(f"runner:{node}")
+def _presence(node: str) -> str:
+    """The name of the advisory lock a runner holds while it lives."""
+    return f"runner:{node}"
 
 
 class Nodes:
@@ -56,15 +57,9 @@ class Nodes:
     async def presence(self) -> None:
         """Hold this runner's own advisory lock until stopped (PostgreSQL)."""
         async with await self.core.store.listen_connection() as conn:
-            cursor = await conn.execute(
-                "SELECT pg_try_advisory_lock(%s)", (_presence_key(self.node),)
-            )
-            row = await cursor.fetchone()
-            if not (row and row[0]):
+            if not await try_lock(conn, _presence(self.node)):
                 raise RuntimeError(f"another runner is named {self.node}")
-            while True:  # the lock lives as long as this connection: keep it checked
-                await asyncio.sleep(self.interval)
-                await conn.execute("SELECT 1")
+            await keep(conn, self.interval)  # the lock lives as long as this connection
 
     def _open_calls_by_node(self, settled_before: Any) -> dict[str, list[tuple[str, str]]]:
         """The calls not ended, by the runner named on them (not this one), that started
@@ -92,12 +87,8 @@ class Nodes:
         found = await asyncio.to_thread(self._open_calls_by_node, settled)
         ended = 0
         for node, calls in found.items():
-            if conn is not None:
-                key = _presence_key(node)
-                cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-                row = await cursor.fetchone()
-                if not (row and row[0]):
-                    continue  # alive
+            if conn is not None and not await try_lock(conn, _presence(node)):
+                continue  # alive
             try:
                 for channel, call_id in calls:
                     try:
@@ -109,7 +100,7 @@ class Nodes:
                         pass
             finally:
                 if conn is not None:
-                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    await unlock(conn, _presence(node))
             log.warning("runner %s is gone: %d of its calls ended", node, len(calls))
         return ended
 

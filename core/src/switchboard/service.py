@@ -351,24 +351,32 @@ class ServiceAPI:
         talking now, ``Invalid`` for a target the channel cannot call, ``Unavailable``
         when its channel cannot do this or is not running. A call another runner holds is
         acted on by that runner (``sb.relay``)."""
-        call = await self.call(call_id)
-        if not can_hear(call, who):
-            raise Forbidden("only the agent who has the call, supervisors and admins")
+        call = await self._controllable(who, call_id)
         node = await self.relay.holder(call)
         if node is not None:
             target = None if to is None else to.name if isinstance(to, Agent) else to.value
             await self.relay.ask(node, "control", who, call_id=call_id, action=action, to=target)
             return await self.call(call_id)
-        return await self.control_call_here(who, call_id, action, to)
+        return await self._control(call, action, to)
 
     async def control_call_here(
         self, who: Principal, call_id: str, action: str, to: Agent | Address | None = None
     ) -> CallRecord:
         """:meth:`control_call` on this runner's channel (what a relayed request does)."""
+        return await self._control(await self._controllable(who, call_id), action, to)
+
+    async def _controllable(self, who: Principal, call_id: str) -> CallRecord:
+        """The call, if ``who`` may control it (``NotFound``, ``Forbidden``)."""
         call = await self.call(call_id)
         if not can_hear(call, who):
             raise Forbidden("only the agent who has the call, supervisors and admins")
+        return call
+
+    async def _control(
+        self, call: CallRecord, action: str, to: Agent | Address | None
+    ) -> CallRecord:
         channel: CallControl = self._running_channel(call, CallControl, "hold or transfer calls")
+        call_id = call.call_id
         try:
             if action == "hold":
                 await channel.hold(call_id)
@@ -405,34 +413,32 @@ class ServiceAPI:
         talking now; ``Invalid`` for an unknown mode or a supervisor who did not answer;
         ``Unavailable`` when its channel cannot do this. A call another runner holds is
         joined through that runner (``sb.relay``)."""
-        if not who.sees_all or who.agent is None:
-            raise Forbidden("only supervisors and admins with an agent of their own")
+        supervisor, how = _supervision(who, mode)
         call = await self.call(call_id)
         node = await self.relay.holder(call)
         if node is not None:
             await self.relay.ask(node, "supervise", who, call_id=call_id, mode=mode)
             return await self.call(call_id)
-        return await self.supervise_call_here(who, call_id, mode)
+        return await self._join_call(supervisor, call, how)
 
     async def supervise_call_here(self, who: Principal, call_id: str, mode: str) -> CallRecord:
         """:meth:`supervise_call` on this runner's channel (what a relayed request does)."""
-        if not who.sees_all or who.agent is None:
-            raise Forbidden("only supervisors and admins with an agent of their own")
-        try:
-            how = SupervisionMode(mode)
-        except ValueError:
-            raise Invalid(f"mode: listen, whisper or barge, not {mode[:20]!r}") from None
-        call = await self.call(call_id)
+        supervisor, how = _supervision(who, mode)
+        return await self._join_call(supervisor, await self.call(call_id), how)
+
+    async def _join_call(
+        self, supervisor: Agent, call: CallRecord, how: SupervisionMode
+    ) -> CallRecord:
         channel: CallSupervision = self._running_channel(
             call, CallSupervision, "let a supervisor join calls"
         )
         try:
-            await channel.supervise(call_id, who.agent, how)
+            await channel.supervise(call.call_id, supervisor, how)
         except LookupError as exc:
             raise NotFound(str(exc).strip("'\"")) from None
         except ValueError as exc:
             raise Invalid(str(exc)) from None
-        return await self.call(call_id)
+        return await self.call(call.call_id)
 
     async def recording_file(self, who: Principal, call_id: str) -> Path:
         """Where the call's recording (a WAV) is on disk, for whoever may hear it:
@@ -663,3 +669,14 @@ class ServiceAPI:
             raise NotFound(f"no task with id {task_id}")
         self.events.notify()
         return task
+
+
+def _supervision(who: Principal, mode: str) -> tuple[Agent, SupervisionMode]:
+    """Who supervises, and how, as ``who`` asks (``Forbidden`` for agents and for a token
+    with no agent to ring, ``Invalid`` for an unknown mode)."""
+    if not who.sees_all or who.agent is None:
+        raise Forbidden("only supervisors and admins with an agent of their own")
+    try:
+        return who.agent, SupervisionMode(mode)
+    except ValueError:
+        raise Invalid(f"mode: listen, whisper or barge, not {mode[:20]!r}") from None

@@ -74,14 +74,13 @@ class Singletons:
         self.states[name] = "standby"
         try:
             async with await self.core.store.listen_connection() as conn:
-                key = lock_key(name)
                 while True:  # asked again every step: PostgreSQL does not tell us it is free
-                    if await _fetch(conn, "SELECT pg_try_advisory_lock(%s)", key):
+                    if await try_lock(conn, name):
                         break
                     await asyncio.sleep(step)
                 self.states[name] = "held"
                 work = asyncio.ensure_future(run())
-                watch = asyncio.ensure_future(_watch(conn, step))
+                watch = asyncio.ensure_future(keep(conn, step))
                 try:
                     done, _ = await asyncio.wait({work, watch}, return_when="FIRST_COMPLETED")
                 finally:
@@ -101,14 +100,20 @@ class Singletons:
         }
 
 
-async def _fetch(conn: Any, sql: str, *args: Any) -> Any:
-    cursor = await conn.execute(sql, args)
+async def try_lock(conn: Any, name: str) -> bool:
+    """Take the session advisory lock ``name`` on ``conn`` (a connection of its own:
+    ``Store.listen_connection``) if nobody holds it."""
+    cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(name),))
     row = await cursor.fetchone()
-    return row[0] if row else None
+    return bool(row and row[0])
 
 
-async def _watch(conn: Any, step: float) -> None:
-    """Raise once the lock's connection is gone (the lock with it)."""
+async def unlock(conn: Any, name: str) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(name),))
+
+
+async def keep(conn: Any, step: float) -> None:
+    """Check ``conn`` every ``step`` seconds; raise once it is gone (its locks with it)."""
     while True:
         await asyncio.sleep(step)
-        await _fetch(conn, "SELECT 1")
+        await conn.execute("SELECT 1")

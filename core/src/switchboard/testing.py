@@ -192,18 +192,32 @@ def free_port() -> int:
 
 
 def serve_process(
-    config: Path, channel: str, *, timeout: float = 60
+    config: Path,
+    channel: str,
+    *,
+    timeout: float = 60,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    prefix: Sequence[str] = (),
+    log: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``switchboard serve`` in a process of its own with one channel (``--channels``), as
     an operator runs it: the process and its base URL, once ``/api/health`` says the
-    channel runs. Stop it with SIGTERM."""
+    channel runs. Stop it with SIGTERM. ``host``/``port``: where it listens (a free
+    loopback port unless told); ``prefix``: a command it runs under (``ip netns exec
+    NAME``); ``log``: a file for its output (whose end a failure to start shows)."""
     import httpx
 
-    port = free_port()
-    command = [shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]
-    command += ["serve", "--config", str(config), "--port", str(port), "--channels", channel]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    port = port or free_port()
+    command = [*prefix, shutil.which("switchboard") or "switchboard", "--log-level", "WARNING"]
+    command += ["serve", "--config", str(config), "--host", host, "--port", str(port)]
+    command += ["--channels", channel]
+    if log is None:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(command, stdout=out, stderr=out)
+    url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -214,7 +228,9 @@ def serve_process(
             pass
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
-            raise RuntimeError(f"the runner did not start the {channel} channel")
+            proc.wait(5)
+            said = log.read_text(errors="replace")[-3000:] if log is not None else ""
+            raise RuntimeError(f"the runner did not start the {channel} channel {said}")
         time.sleep(0.2)
 
 
