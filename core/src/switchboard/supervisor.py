@@ -40,6 +40,7 @@ class Loop:
     last_error_at: datetime | None = None
     restarts: int = 0
     task: asyncio.Task[None] | None = None
+    stopping: bool = False  # told to stop (cancelled): never run again, may be replaced
 
     def health(self) -> dict[str, Any]:
         return {
@@ -57,9 +58,11 @@ class Supervisor:
         self.loops: dict[str, Loop] = {}
 
     def start(self, name: str, run: Callable[[], Awaitable[None]]) -> Loop:
-        """Run ``run()`` under supervision as ``name`` (it returns only when asked to stop)."""
-        task = self.loops[name].task if name in self.loops else None
-        if task is not None and not task.done():
+        """Run ``run()`` under supervision as ``name`` (it returns only when asked to stop).
+        A loop of that name that was stopped but has not finished yet (its cancellation
+        swallowed somewhere) is left to end by itself: it is never run again."""
+        old = self.loops.get(name)
+        if old is not None and old.task is not None and not old.task.done() and not old.stopping:
             raise ValueError(f"a loop named {name!r} is already running")
         loop = Loop(name, run)
         loop.task = asyncio.create_task(self._keep(loop), name=f"switchboard-{name}")
@@ -68,7 +71,7 @@ class Supervisor:
 
     async def _keep(self, loop: Loop) -> None:
         backoff = Backoff(self.backoff_initial, self.backoff_max)
-        while True:
+        while not loop.stopping:
             loop.state = LoopState.RUNNING
             started = time.monotonic()
             try:
@@ -89,6 +92,7 @@ class Supervisor:
             else:
                 loop.state = LoopState.STOPPED  # it finished because it was asked to
                 return
+        loop.state = LoopState.STOPPED
 
     async def wait(self, name: str, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for a loop told to stop to finish; then cancel it."""
@@ -104,6 +108,8 @@ class Supervisor:
         ``timeout`` seconds when given; returns the names of those still running then."""
         chosen = [self.loops[n] for n in names if n in self.loops] if names else self.loops.values()
         tasks = [loop.task for loop in chosen if loop.task is not None]
+        for loop in chosen:
+            loop.stopping = True
         for task in tasks:
             task.cancel()
         pending: set[asyncio.Task[None]] = set()

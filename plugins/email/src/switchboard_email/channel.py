@@ -159,12 +159,13 @@ class EmailChannel:
         self.pool: SmtpPool | None = None
         self._imap: aioimaplib.IMAP4 | None = None
         self._first: aioimaplib.IMAP4 | None = None  # start()'s login, for the reader
-        self._closing = False
+        # bumped by start() and stop(): a reader reads while it is the one it began with
+        self._run = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, ctx: ChannelContext) -> None:
-        self._closing = False
+        self._run += 1
         self.ctx, self.s = ctx, ctx.settings
         assert self.s is not None
         ctx.files_dir(self.s.attachments_dir)  # the runner serves the attachments kept there
@@ -180,9 +181,10 @@ class EmailChannel:
             ctx.supervise("imap", self._read_mailbox, one_runner=True)
 
     async def stop(self) -> None:
-        # The reader ends on this flag too: a cancellation can be lost inside wait_for
-        # (CPython, 3.11) and it must not go on reading a mailbox after stop().
-        self._closing = True
+        # The reader ends on this too: a cancellation can be lost inside wait_for (CPython
+        # 3.11), and it must not go on reading a mailbox after stop(), even once the
+        # channel has started again.
+        self._run += 1
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -269,25 +271,26 @@ class EmailChannel:
         """Read new mail forever; reconnect with backoff when the server drops us."""
         backoff = Backoff(initial=1.0, cap=60.0)
         imap, self._first = self._first, None
-        while not self._closing:
+        run = self._run
+        while self._run == run:
             try:
                 if imap is None:
                     imap = await self._imap_login()
                 backoff.succeeded()
-                await self._session(imap)
+                await self._session(imap, run)
             except (OSError, TimeoutError, aioimaplib.Abort, aioimaplib.CommandTimeout) as exc:
+                if self._run != run:  # stop() closed the connection under us
+                    return  # (and another start's reader may hold self._imap now)
                 self._drop_imap()
                 imap = None
-                if self._closing:  # stop() closed the connection under us
-                    return
                 delay = backoff.failed()
                 log.warning("IMAP connection lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _session(self, imap: aioimaplib.IMAP4) -> None:
+    async def _session(self, imap: aioimaplib.IMAP4, run: int) -> None:
         assert self.s is not None
         idle = imap.has_capability("IDLE")
-        while not self._closing:
+        while self._run == run:
             await self.fetch_new(imap)
             if idle:
                 waiter = await imap.idle_start(timeout=self.s.imap_poll_interval)
